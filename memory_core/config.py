@@ -1,0 +1,123 @@
+"""Validated configuration of the memory library (also the proxy's ``memory:`` section)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import ConfigError
+
+ENV_PREFIX = "os.environ/"
+
+
+def resolve_env_refs(value: Any) -> Any:
+    """Replace every ``"os.environ/NAME"`` string (LiteLLM's convention) with that variable."""
+    if isinstance(value, str) and value.startswith(ENV_PREFIX):
+        name = value[len(ENV_PREFIX) :]
+        if name not in os.environ:
+            raise ConfigError(f"environment variable {name} is referenced but not set")
+        return os.environ[name]
+    if isinstance(value, dict):
+        return {key: resolve_env_refs(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [resolve_env_refs(item) for item in value]
+    return value
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping from ``path`` (env references are resolved later, per model)."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config {path} is not valid YAML: {exc}") from exc
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config {path} must be a mapping at the top level")
+    return raw
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EmbedderConfig(_Strict):
+    """Which embedder turns text into vectors."""
+
+    provider: Literal["local", "litellm"] = "local"
+    model: str | None = None
+    api_base: str | None = None
+    api_key: str | None = None
+    dimensions: int | None = Field(default=None, gt=0)
+    num_threads: int | None = Field(default=None, gt=0)
+    batch_size: int = Field(default=64, gt=0)
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+
+class LLMConfig(BaseModel):
+    """LiteLLM parameters for the extraction/update calls; extra keys go to litellm as is."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str
+    api_base: str | None = None
+    api_key: str | None = None
+    temperature: float = 0.0
+    timeout: float = Field(default=60.0, gt=0)
+    json_mode: bool = True
+
+    def litellm_kwargs(self) -> dict[str, Any]:
+        kwargs = self.model_dump(exclude_none=True, exclude={"json_mode"})
+        return kwargs
+
+
+class MemoryConfig(_Strict):
+    """Everything ``AsyncMemory`` needs. Only ``storage_uri`` matters for ``infer=False``."""
+
+    storage_uri: str = "./data"
+    storage_options: dict[str, str] = Field(default_factory=dict)
+    read_consistency_interval_s: float | None = Field(default=None, ge=0)
+    embedder: EmbedderConfig = Field(default_factory=EmbedderConfig)
+    llm: LLMConfig | None = None
+    fact_extraction_prompt: str | None = None
+    update_memory_prompt: str | None = None
+    include: str | None = None
+    exclude: str | None = None
+    categories: list[str] = Field(default_factory=list)
+    similar_memories: int = Field(default=6, ge=1, le=50)
+    hybrid_search: bool = True
+    optimize_every: int = Field(default=100, ge=1)
+    cleanup_retention_s: float = Field(default=3600.0, ge=0)
+
+    @classmethod
+    def parse(cls, source: MemoryConfig | dict[str, Any] | str | Path | None) -> MemoryConfig:
+        """Build a config from a model, a dict, or a YAML path (a top-level ``memory:`` is used)."""
+        if isinstance(source, MemoryConfig):
+            return source
+        if source is None:
+            data: dict[str, Any] = {}
+        elif isinstance(source, dict):
+            data = source
+        else:
+            data = load_yaml(source)
+            if "memory" in data and isinstance(data["memory"], dict):
+                data = data["memory"]
+        try:
+            return cls.model_validate(resolve_env_refs(data))
+        except ValidationError as exc:
+            raise ConfigError(format_validation_error(exc)) from exc
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    """One readable line per problem: ``field.path: message``."""
+    lines = []
+    for err in exc.errors():
+        where = ".".join(str(part) for part in err["loc"]) or "(root)"
+        lines.append(f"{where}: {err['msg']}")
+    return "invalid config: " + "; ".join(lines)

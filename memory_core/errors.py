@@ -1,0 +1,47 @@
+"""The memory library's exception hierarchy.
+
+Every error raised on purpose by ``memory_core`` derives from ``MemoryCoreError``;
+callers (the proxy's one HTTP edge, the queue workers) map them by type.
+"""
+
+from __future__ import annotations
+
+
+class MemoryCoreError(Exception):
+    """Base class of every error ``memory_core`` raises on purpose."""
+
+
+class ConfigError(MemoryCoreError):
+    """The configuration is invalid or inconsistent."""
+
+
+class InvalidIdentity(MemoryCoreError):
+    """A user/agent/run id is missing or malformed."""
+
+
+class InvalidFilter(MemoryCoreError):
+    """A search/list filter uses an unknown field or operator, or a bad value."""
+
+
+class InvalidInput(MemoryCoreError):
+    """Messages, metadata or text given to the library are malformed."""
+
+
+class NotFound(MemoryCoreError):
+    """No memory with that id (or not visible in this scope)."""
+
+
+class StoreError(MemoryCoreError):
+    """The vector store failed (I/O, corrupted table, unreachable object store)."""
+
+
+class DimensionMismatch(StoreError):
+    """The embedder's vector size differs from the one stored with the table."""
+
+
+class EmbedderError(MemoryCoreError):
+    """The embedder failed to produce vectors."""
+
+
+class ExtractionError(MemoryCoreError):
+    """The LLM call for fact extraction or update failed or returned unusable JSON."""

@@ -1,0 +1,689 @@
+"""``AsyncMemory`` — the one implementation of the memory API — and ``Memory``, its sync wrapper.
+
+Names and result shapes follow Mem0 (``{"results": [...]}``), so Mem0 users can switch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import threading
+import uuid
+import weakref
+from collections.abc import Awaitable, Coroutine, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from .config import MemoryConfig
+from .embedders import Embedder, create_embedder
+from .errors import InvalidInput, NotFound
+from .extraction import (
+    ChatLLM,
+    Decision,
+    LiteLLMChat,
+    complete_json,
+    offer_ids,
+    parse_decisions,
+    parse_facts,
+)
+from .filters import combine_sql, compile_filters, format_timestamp, ids_sql, normalize_timestamp
+from .prompts import build_fact_extraction_messages, build_update_messages, message_text
+from .store import LanceStore
+from .types import AddResult, HistoryItem, MemoryItem, Message, Scope
+
+T = TypeVar("T")
+RESERVED_METADATA = ("user_id", "agent_id", "run_id")
+RRF_K = 60
+MAX_MEMORY_CHARS = 10_000
+_FTS_UNSAFE = re.compile(r"[^\w\s]+")
+
+MessagesInput = str | Mapping[str, Any] | Sequence[Mapping[str, Any] | str]
+
+
+def content_hash(text: str) -> str:
+    return hashlib.md5(text.encode("utf-8")).hexdigest()
+
+
+def normalize_messages(messages: MessagesInput) -> list[Message]:
+    """Accept a string, one message, or a list of messages/strings; return chat messages."""
+    if isinstance(messages, str):
+        return [{"role": "user", "content": messages}]
+    if isinstance(messages, Mapping):
+        return [dict(messages)]
+    if not isinstance(messages, Sequence):
+        raise InvalidInput("messages must be a string, a message object or a list of them")
+    result: list[Message] = []
+    for message in messages:
+        if isinstance(message, str):
+            result.append({"role": "user", "content": message})
+        elif isinstance(message, Mapping):
+            result.append(dict(message))
+        else:
+            raise InvalidInput("each message must be a string or an object with role and content")
+    return result
+
+
+def check_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Caller metadata, refusing identity keys (they would move memories between users)."""
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, Mapping):
+        raise InvalidInput("metadata must be an object")
+    clash = [key for key in RESERVED_METADATA if key in metadata]
+    if clash:
+        raise InvalidInput(f"metadata may not set {', '.join(clash)}; pass them as arguments")
+    return dict(metadata)
+
+
+def to_item(row: Mapping[str, Any], score: float | None = None) -> MemoryItem:
+    item = MemoryItem(
+        id=row["id"],
+        memory=row["memory"],
+        hash=row["hash"],
+        metadata=row.get("metadata") or {},
+        categories=list(row.get("categories") or []),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        user_id=row.get("user_id"),
+        agent_id=row.get("agent_id"),
+        run_id=row.get("run_id"),
+    )
+    if score is not None:
+        item["score"] = round(score, 6)
+    return item
+
+
+def fuse_rankings(
+    rankings: Sequence[Sequence[tuple[dict[str, Any], float]]], *, k: int = RRF_K
+) -> list[tuple[dict[str, Any], float, float]]:
+    """Reciprocal-rank fusion: ``(row, similarity, fused)`` ordered by fused score."""
+    fused: dict[str, list[Any]] = {}
+    for ranking in rankings:
+        for rank, (row, similarity) in enumerate(ranking):
+            entry = fused.setdefault(row["id"], [row, similarity, 0.0])
+            entry[2] += 1.0 / (k + rank + 1)
+    ordered = sorted(fused.values(), key=lambda e: e[2], reverse=True)
+    return [(row, similarity, score) for row, similarity, score in ordered]
+
+
+class AsyncMemory:
+    """Long-term memory for users, agents and runs, on LanceDB. All methods are coroutines."""
+
+    def __init__(
+        self,
+        config: MemoryConfig | None = None,
+        *,
+        embedder: Embedder | None = None,
+        llm: ChatLLM | None = None,
+        store: LanceStore | None = None,
+    ) -> None:
+        self.config = config or MemoryConfig()
+        self._embedder = embedder
+        self._llm = llm
+        self._store = store
+        self._open_lock = asyncio.Lock()
+        self._scope_locks: weakref.WeakValueDictionary[Scope, asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
+
+    @classmethod
+    def from_config(
+        cls, config: MemoryConfig | Mapping[str, Any] | str | Path | None = None
+    ) -> AsyncMemory:
+        """Build from a ``MemoryConfig``, a dict, or a YAML file path."""
+        source = dict(config) if isinstance(config, Mapping) else config
+        return cls(MemoryConfig.parse(source))
+
+    # ---- lifecycle -----------------------------------------------------------------------
+
+    @property
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            self._embedder = create_embedder(self.config.embedder)
+        return self._embedder
+
+    async def open(self) -> AsyncMemory:
+        """Load the embedder and open the store (idempotent; also done lazily on first use)."""
+        async with self._open_lock:
+            if self._store is None or not self._store.is_open:
+                embedder = self.embedder
+                if self._store is None:
+                    self._store = LanceStore(
+                        self.config.storage_uri,
+                        embedder.dimension,
+                        storage_options=self.config.storage_options,
+                        read_consistency_interval_s=self.config.read_consistency_interval_s,
+                        optimize_every=self.config.optimize_every,
+                        cleanup_retention_s=self.config.cleanup_retention_s,
+                    )
+                await self._store.open()
+        return self
+
+    async def _ready(self) -> LanceStore:
+        if self._store is None or not self._store.is_open:
+            await self.open()
+        assert self._store is not None
+        return self._store
+
+    async def close(self) -> None:
+        if self._store is not None:
+            await self._store.close()
+        close = getattr(self._embedder, "close", None)
+        if callable(close):
+            close()
+
+    @property
+    def store(self) -> LanceStore | None:
+        return self._store
+
+    def _lock_for(self, scope: Scope) -> asyncio.Lock:
+        lock = self._scope_locks.get(scope)
+        if lock is None:
+            lock = asyncio.Lock()
+            self._scope_locks[scope] = lock
+        return lock
+
+    def _chat_llm(self) -> ChatLLM:
+        if self._llm is None:
+            if self.config.llm is None:
+                raise InvalidInput(
+                    "add(infer=True) needs an LLM: set 'llm' in the config, or use infer=False"
+                )
+            self._llm = LiteLLMChat(self.config.llm)
+        return self._llm
+
+    # ---- add ---------------------------------------------------------------------------
+
+    async def add(
+        self,
+        messages: MessagesInput,
+        *,
+        user_id: str | None = None,
+        agent_id: str | None = None,
+        run_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        infer: bool = True,
+        timestamp: str | float | datetime | None = None,
+        job_id: str | None = None,
+    ) -> dict[str, list[AddResult]]:
+        """Learn from ``messages``. ``infer=False`` stores each non-system message verbatim.
+
+        ``timestamp`` is when the exchange happened (default: now); ``job_id`` makes a repeated
+        call with the same id a no-op (used by the durable queue).
+        """
+        scope = Scope(user_id, agent_id, run_id).require()
+        extra = check_metadata(metadata)
+        chat = [m for m in normalize_messages(messages) if m.get("role") != "system"]
+        when = _moment(timestamp)
+        store = await self._ready()
+        async with self._lock_for(scope):
+            if job_id is not None and await store.job_applied(job_id):
+                return {"results": []}
+            if not infer:
+                texts = [message_text(m) for m in chat]
+                return {
+                    "results": await self._add_verbatim(store, scope, texts, extra, when, job_id)
+                }
+            return {"results": await self._add_inferred(store, scope, chat, extra, when, job_id)}
+
+    async def _add_verbatim(
+        self,
+        store: LanceStore,
+        scope: Scope,
+        texts: Sequence[str],
+        metadata: dict[str, Any],
+        when: datetime,
+        job_id: str | None,
+    ) -> list[AddResult]:
+        fresh = await self._without_known(store, scope, texts)
+        if not fresh:
+            return []
+        vectors = await self.embedder.embed(fresh, purpose="passage")
+        return await self._insert(store, scope, fresh, vectors, metadata, when, job_id)
+
+    async def _without_known(
+        self, store: LanceStore, scope: Scope, texts: Sequence[str]
+    ) -> list[str]:
+        """Drop empty texts, repeats, and texts this scope already holds (exact-hash guard)."""
+        unique: dict[str, str] = {}
+        for text in texts:
+            clean = text.strip()[:MAX_MEMORY_CHARS]
+            if clean:
+                unique.setdefault(content_hash(clean), clean)
+        known: set[str] = set()
+        hashes = list(unique)
+        for start in range(0, len(hashes), 500):
+            where = combine_sql(
+                compile_filters(scope, None).sql, ids_sql("hash", hashes[start : start + 500])
+            )
+            known.update(row["hash"] for row in await store.fetch(where))
+        return [text for digest, text in unique.items() if digest not in known]
+
+    async def _insert(
+        self,
+        store: LanceStore,
+        scope: Scope,
+        texts: Sequence[str],
+        vectors: np.ndarray[Any, Any],
+        metadata: dict[str, Any],
+        when: datetime,
+        job_id: str | None,
+    ) -> list[AddResult]:
+        stamp = format_timestamp(when)
+        now = _now()
+        rows = []
+        history = []
+        for text, vector in zip(texts, vectors, strict=True):
+            memory_id = str(uuid.uuid4())
+            rows.append(
+                {
+                    "id": memory_id,
+                    **scope.as_dict(),
+                    "memory": text,
+                    "hash": content_hash(text),
+                    "vector": vector,
+                    "metadata": metadata,
+                    "categories": [],
+                    "created_at": stamp,
+                    "updated_at": stamp,
+                }
+            )
+            history.append(_history_row(memory_id, scope, None, text, "ADD", now, job_id))
+        await store.insert(rows)
+        await store.add_history(history)
+        return [AddResult(id=row["id"], memory=row["memory"], event="ADD") for row in rows]
+
+    async def _add_inferred(
+        self,
+        store: LanceStore,
+        scope: Scope,
+        chat: list[Message],
+        metadata: dict[str, Any],
+        when: datetime,
+        job_id: str | None,
+    ) -> list[AddResult]:
+        llm = self._chat_llm()
+        cfg = self.config
+        extraction = build_fact_extraction_messages(
+            chat,
+            today=when.date().isoformat(),
+            include=cfg.include,
+            exclude=cfg.exclude,
+            categories=cfg.categories,
+            custom_prompt=cfg.fact_extraction_prompt,
+        )
+        facts = parse_facts(await complete_json(llm, extraction))
+        facts = await self._without_known(store, scope, facts)
+        if not facts:
+            return []
+        vectors = await self.embedder.embed(facts, purpose="passage")
+        base = compile_filters(scope, None).sql
+        neighbours = await asyncio.gather(
+            *(store.vector_search(v, base, limit=cfg.similar_memories) for v in vectors)
+        )
+        existing: dict[str, dict[str, Any]] = {}
+        for hits in neighbours:
+            for row, _similarity in hits:
+                existing.setdefault(row["id"], row)
+        if not existing:
+            return await self._insert(store, scope, facts, vectors, metadata, when, job_id)
+        offered = offer_ids(list(existing))
+        update = build_update_messages(
+            facts,
+            [(small, existing[real]["memory"]) for small, real in offered.items()],
+            custom_prompt=cfg.update_memory_prompt,
+        )
+        decisions = parse_decisions(await complete_json(llm, update), offered)
+        return await self._apply(
+            store,
+            scope,
+            decisions,
+            existing,
+            dict(zip(facts, vectors, strict=True)),
+            metadata,
+            when,
+            job_id,
+        )
+
+    async def _apply(
+        self,
+        store: LanceStore,
+        scope: Scope,
+        decisions: Sequence[Decision],
+        existing: Mapping[str, dict[str, Any]],
+        known_vectors: Mapping[str, np.ndarray[Any, Any]],
+        metadata: dict[str, Any],
+        when: datetime,
+        job_id: str | None,
+    ) -> list[AddResult]:
+        """Apply validated decisions; every vector is computed before the first write."""
+        adds = await self._without_known(
+            store, scope, [d.text for d in decisions if d.event == "ADD"]
+        )
+        updates = [
+            d
+            for d in decisions
+            if d.event == "UPDATE" and d.text != existing[d.memory_id or ""]["memory"]
+        ]
+        deletes = [d for d in decisions if d.event == "DELETE"]
+        need = [t for t in adds + [d.text for d in updates] if t not in known_vectors]
+        vectors = dict(known_vectors)
+        if need:
+            vectors.update(
+                zip(need, await self.embedder.embed(need, purpose="passage"), strict=True)
+            )
+        results: list[AddResult] = []
+        if adds:
+            add_vectors = np.stack([vectors[t] for t in adds])
+            results += await self._insert(store, scope, adds, add_vectors, metadata, when, job_id)
+        now = _now()
+        history = []
+        for decision in updates:
+            memory_id = decision.memory_id or ""
+            old = existing[memory_id]["memory"]
+            merged = {**existing[memory_id].get("metadata", {}), **metadata}
+            await store.update(
+                memory_id,
+                {
+                    "memory": decision.text,
+                    "hash": content_hash(decision.text),
+                    "vector": vectors[decision.text],
+                    "metadata": merged,
+                    "updated_at": format_timestamp(when),
+                },
+            )
+            history.append(
+                _history_row(memory_id, scope, old, decision.text, "UPDATE", now, job_id)
+            )
+            results.append(
+                AddResult(id=memory_id, memory=decision.text, event="UPDATE", previous_memory=old)
+            )
+        if deletes:
+            await store.delete(ids_sql("id", [d.memory_id or "" for d in deletes]))
+            for decision in deletes:
+                memory_id = decision.memory_id or ""
+                old = existing[memory_id]["memory"]
+                history.append(
+                    _history_row(memory_id, scope, old, None, "DELETE", now, job_id, deleted=True)
+                )
+                results.append(AddResult(id=memory_id, memory=old, event="DELETE"))
+        await store.add_history(history)
+        return results
+
+    # ---- read --------------------------------------------------------------------------
+
+    async def search(
+        self,
+        query: str,
+        *,
+        user_id: str | None = None,
+        agent_id: str | None = None,
+        run_id: str | None = None,
+        limit: int = 10,
+        threshold: float | None = None,
+        filters: Mapping[str, Any] | None = None,
+    ) -> dict[str, list[MemoryItem]]:
+        """Memories of the scope most relevant to ``query``, best first, with a ``score``."""
+        scope = Scope(user_id, agent_id, run_id).require()
+        if not isinstance(query, str) or not query.strip():
+            raise InvalidInput("query must be a non-empty string")
+        limit = _check_limit(limit)
+        compiled = compile_filters(scope, filters)
+        store = await self._ready()
+        vector = (await self.embedder.embed([query], purpose="query"))[0]
+        candidates = max(limit * 2, 20) if compiled.predicate is None else max(limit * 20, 500)
+        searches: list[Awaitable[list[tuple[dict[str, Any], float]]]] = [
+            store.vector_search(vector, compiled.sql, limit=candidates)
+        ]
+        text_query = _FTS_UNSAFE.sub(" ", query).strip()
+        if self.config.hybrid_search and text_query:
+            searches.append(store.text_search(text_query, vector, compiled.sql, limit=candidates))
+        rankings = await asyncio.gather(*searches)
+        results = []
+        for row, similarity, _fused in fuse_rankings(rankings):
+            if threshold is not None and similarity < threshold:
+                continue
+            if not compiled.matches(row):
+                continue
+            results.append(to_item(row, similarity))
+            if len(results) >= limit:
+                break
+        return {"results": results}
+
+    async def get(self, memory_id: str) -> MemoryItem:
+        """One memory by id; ``NotFound`` if absent."""
+        store = await self._ready()
+        rows = await store.fetch(ids_sql("id", [_check_memory_id(memory_id)]), limit=1)
+        if not rows:
+            raise NotFound(f"memory {memory_id} not found")
+        return to_item(rows[0])
+
+    async def get_all(
+        self,
+        *,
+        user_id: str | None = None,
+        agent_id: str | None = None,
+        run_id: str | None = None,
+        limit: int = 100,
+        filters: Mapping[str, Any] | None = None,
+    ) -> dict[str, list[MemoryItem]]:
+        """The scope's memories, newest first."""
+        scope = Scope(user_id, agent_id, run_id).require()
+        limit = _check_limit(limit, maximum=1_000_000)
+        compiled = compile_filters(scope, filters)
+        store = await self._ready()
+        rows = [row for row in await store.fetch(compiled.sql) if compiled.matches(row)]
+        rows.sort(key=lambda r: (r["created_at"], r["id"]), reverse=True)
+        return {"results": [to_item(row) for row in rows[:limit]]}
+
+    async def history(self, memory_id: str) -> list[HistoryItem]:
+        """Every change to a memory, oldest first (also after it was deleted)."""
+        store = await self._ready()
+        return await store.history(_check_memory_id(memory_id))
+
+    # ---- change ------------------------------------------------------------------------
+
+    async def update(
+        self, memory_id: str, text: str, *, metadata: Mapping[str, Any] | None = None
+    ) -> MemoryItem:
+        """Replace a memory's text (and optionally merge metadata); returns the new item."""
+        if not isinstance(text, str) or not text.strip():
+            raise InvalidInput("text must be a non-empty string")
+        text = text.strip()[:MAX_MEMORY_CHARS]
+        extra = check_metadata(metadata)
+        current = await self.get(memory_id)
+        store = await self._ready()
+        scope = Scope(current.get("user_id"), current.get("agent_id"), current.get("run_id"))
+        async with self._lock_for(scope):
+            vector = (await self.embedder.embed([text], purpose="passage"))[0]
+            stamp = _now()
+            merged = {**current.get("metadata", {}), **extra}
+            await store.update(
+                memory_id,
+                {
+                    "memory": text,
+                    "hash": content_hash(text),
+                    "vector": vector,
+                    "metadata": merged,
+                    "updated_at": stamp,
+                },
+            )
+            await store.add_history(
+                [_history_row(memory_id, scope, current["memory"], text, "UPDATE", stamp, None)]
+            )
+        return await self.get(memory_id)
+
+    async def delete(self, memory_id: str) -> dict[str, str]:
+        """Delete one memory (its history stays, with a DELETE row)."""
+        current = await self.get(memory_id)
+        store = await self._ready()
+        scope = Scope(current.get("user_id"), current.get("agent_id"), current.get("run_id"))
+        async with self._lock_for(scope):
+            await store.delete(ids_sql("id", [memory_id]))
+            await store.add_history(
+                [
+                    _history_row(
+                        memory_id,
+                        scope,
+                        current["memory"],
+                        None,
+                        "DELETE",
+                        _now(),
+                        None,
+                        deleted=True,
+                    )
+                ]
+            )
+        return {"message": "Memory deleted successfully!"}
+
+    async def delete_all(
+        self,
+        *,
+        user_id: str | None = None,
+        agent_id: str | None = None,
+        run_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Delete every memory of the scope (all of them, however many)."""
+        scope = Scope(user_id, agent_id, run_id).require()
+        store = await self._ready()
+        where = compile_filters(scope, None).sql
+        async with self._lock_for(scope):
+            rows = await store.fetch(where)
+            if rows:
+                await store.delete(where)
+                stamp = _now()
+                await store.add_history(
+                    [
+                        _history_row(
+                            r["id"], scope, r["memory"], None, "DELETE", stamp, None, deleted=True
+                        )
+                        for r in rows
+                    ]
+                )
+        return {"message": "Memories deleted successfully!", "deleted": len(rows)}
+
+    async def reset(self) -> None:
+        """Delete every memory and all history of every user."""
+        store = await self._ready()
+        await store.reset()
+
+
+def _history_row(
+    memory_id: str,
+    scope: Scope,
+    old: str | None,
+    new: str | None,
+    event: str,
+    stamp: str,
+    job_id: str | None,
+    *,
+    deleted: bool = False,
+) -> dict[str, Any]:
+    return {
+        "id": str(uuid.uuid4()),
+        "memory_id": memory_id,
+        **scope.as_dict(),
+        "old_memory": old,
+        "new_memory": new,
+        "event": event,
+        "job_id": job_id,
+        "created_at": stamp,
+        "updated_at": stamp,
+        "is_deleted": deleted,
+    }
+
+
+def _now() -> str:
+    return format_timestamp(datetime.now(UTC))
+
+
+def _moment(timestamp: str | float | datetime | None) -> datetime:
+    if timestamp is None:
+        return datetime.now(UTC)
+    if isinstance(timestamp, datetime):
+        return timestamp if timestamp.tzinfo else timestamp.replace(tzinfo=UTC)
+    return datetime.fromisoformat(normalize_timestamp(timestamp))
+
+
+def _check_limit(limit: int, *, maximum: int = 1000) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= maximum:
+        raise InvalidInput(f"limit must be an integer from 1 to {maximum}")
+    return limit
+
+
+def _check_memory_id(memory_id: str) -> str:
+    if not isinstance(memory_id, str) or not 1 <= len(memory_id) <= 128:
+        raise NotFound("memory not found")
+    return memory_id
+
+
+class Memory:
+    """Synchronous facade over ``AsyncMemory``: each call runs on a private event loop thread."""
+
+    def __init__(self, config: MemoryConfig | None = None, **components: Any) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="memory")
+        self._thread.start()
+        self._async = self._run(_construct(config, components))
+
+    @classmethod
+    def from_config(
+        cls, config: MemoryConfig | Mapping[str, Any] | str | Path | None = None
+    ) -> Memory:
+        source = dict(config) if isinstance(config, Mapping) else config
+        return cls(MemoryConfig.parse(source))
+
+    @property
+    def async_memory(self) -> AsyncMemory:
+        return self._async
+
+    def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+
+    def add(self, messages: MessagesInput, **kwargs: Any) -> dict[str, list[AddResult]]:
+        return self._run(self._async.add(messages, **kwargs))
+
+    def search(self, query: str, **kwargs: Any) -> dict[str, list[MemoryItem]]:
+        return self._run(self._async.search(query, **kwargs))
+
+    def get(self, memory_id: str) -> MemoryItem:
+        return self._run(self._async.get(memory_id))
+
+    def get_all(self, **kwargs: Any) -> dict[str, list[MemoryItem]]:
+        return self._run(self._async.get_all(**kwargs))
+
+    def update(self, memory_id: str, text: str, **kwargs: Any) -> MemoryItem:
+        return self._run(self._async.update(memory_id, text, **kwargs))
+
+    def delete(self, memory_id: str) -> dict[str, str]:
+        return self._run(self._async.delete(memory_id))
+
+    def delete_all(self, **kwargs: Any) -> dict[str, Any]:
+        return self._run(self._async.delete_all(**kwargs))
+
+    def history(self, memory_id: str) -> list[HistoryItem]:
+        return self._run(self._async.history(memory_id))
+
+    def reset(self) -> None:
+        self._run(self._async.reset())
+
+    def close(self) -> None:
+        if self._loop.is_running():
+            self._run(self._async.close())
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> Memory:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+async def _construct(config: MemoryConfig | None, components: dict[str, Any]) -> AsyncMemory:
+    # AsyncMemory creates asyncio locks, so it is built on the loop that will use it.
+    return AsyncMemory(config, **components)

@@ -1,0 +1,121 @@
+"""Our own prompts for the two LLM steps. Pure functions: data in, chat messages out.
+
+The markers ``<conversation>``, ``<existing_memories>`` and ``<new_facts>`` are part of the
+contract with the scripted fake LLM in the tests; keep them stable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import orjson
+
+from .types import Message
+
+FACT_EXTRACTION_PROMPT = """You are memproxy's fact extractor. You read the newest exchange of a \
+conversation between a user and an AI assistant and write down durable facts about the user \
+that will help in future conversations: identity, preferences, relationships, plans, places, \
+possessions, health, work, opinions and important events.
+
+Rules:
+- Use only what the USER said in <conversation>; the assistant's lines are context only. Never \
+record the assistant's suggestions, greetings, generic knowledge or questions as facts.
+- Each fact is one short, self-contained sentence in the third person ("User's sister lives in \
+Lisbon"), in the language the user wrote in.
+- Resolve relative dates against the exchange date ({today}): "yesterday" becomes a date.
+- Skip small talk, questions without information, and instructions about formatting or tasks.
+- If there is nothing worth remembering, return an empty list.
+{selective}
+Answer with JSON only, exactly of this shape: {{"facts": ["...", "..."]}}"""
+
+UPDATE_MEMORY_PROMPT = """You are memproxy's memory manager. You keep a user's memory store \
+correct and free of duplicates. Compare the <new_facts> with the <existing_memories> (each has a \
+small integer id) and decide, for every fact and every affected memory, one event:
+- ADD: the fact is new information. Use a new id (any string not in the list).
+- UPDATE: the fact refines or corrects an existing memory. Keep its id; write the merged text.
+- DELETE: the fact contradicts an existing memory that is no longer true. Keep its id.
+- NONE: the fact is already known. Keep the id of the memory that holds it.
+Never invent ids for UPDATE, DELETE or NONE; use only ids from <existing_memories>.
+Prefer UPDATE over DELETE+ADD when a fact changed (e.g. a move to another city).
+
+Answer with JSON only, exactly of this shape:
+{{"memory": [{{"id": "0", "text": "...", "event": "UPDATE", "old_memory": "..."}}, \
+{{"id": "new-1", "text": "...", "event": "ADD"}}]}}"""
+
+
+def render_conversation(messages: Sequence[Message]) -> str:
+    """One ``role: text`` line per message; only text parts of multi-part contents."""
+    lines = []
+    for message in messages:
+        text = message_text(message)
+        if text:
+            lines.append(f"{message.get('role', 'user')}: {text}")
+    return "\n".join(lines)
+
+
+def message_text(message: Message) -> str:
+    """The plain text of a chat message (text parts joined; images and tool data ignored)."""
+    content = message.get("content")
+    if isinstance(content, str):
+        return content.strip()
+    if isinstance(content, list):
+        parts = [
+            part.get("text", "")
+            for part in content
+            if isinstance(part, dict) and part.get("type") == "text"
+        ]
+        return "\n".join(p for p in parts if p).strip()
+    return ""
+
+
+def build_selective_rules(
+    include: str | None, exclude: str | None, categories: Sequence[str]
+) -> str:
+    rules = []
+    if include:
+        rules.append(f"- Only record facts of this kind: {include}")
+    if exclude:
+        rules.append(f"- Never record facts of this kind: {exclude}")
+    if categories:
+        rules.append("- Relevant categories: " + ", ".join(categories))
+    return "\n".join(rules)
+
+
+def build_fact_extraction_messages(
+    messages: Sequence[Message],
+    *,
+    today: str,
+    include: str | None = None,
+    exclude: str | None = None,
+    categories: Sequence[str] = (),
+    custom_prompt: str | None = None,
+) -> list[Message]:
+    """Messages for LLM call 1: the new exchange in, ``{"facts": [...]}`` out."""
+    template = custom_prompt or FACT_EXTRACTION_PROMPT
+    system = template.replace("{today}", today).replace(
+        "{selective}", build_selective_rules(include, exclude, categories)
+    )
+    system = system.replace("{{", "{").replace("}}", "}")
+    user = (
+        f"Exchange date: {today}\n<conversation>\n{render_conversation(messages)}\n</conversation>"
+    )
+    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+
+def build_update_messages(
+    facts: Sequence[str],
+    existing: Sequence[tuple[str, str]],
+    *,
+    custom_prompt: str | None = None,
+) -> list[Message]:
+    """Messages for LLM call 2. ``existing`` holds ``(small_id, text)`` pairs, never real ids."""
+    system = (custom_prompt or UPDATE_MEMORY_PROMPT).replace("{{", "{").replace("}}", "}")
+    memories = [{"id": small_id, "text": text} for small_id, text in existing]
+    user = (
+        "<existing_memories>\n"
+        + orjson.dumps(memories).decode()
+        + "\n</existing_memories>\n<new_facts>\n"
+        + orjson.dumps(list(facts)).decode()
+        + "\n</new_facts>"
+    )
+    return [{"role": "system", "content": system}, {"role": "user", "content": user}]

@@ -1,0 +1,323 @@
+"""LanceDB storage for memories and their history, through the async API only.
+
+Per-user search is an exact (flat) vector search with a SQL prefilter served by a BTREE index
+on ``user_id``: an ANN index would drop rows under such a selective filter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from typing import Any
+
+import lancedb
+import numpy as np
+import orjson
+import pyarrow as pa
+from lancedb.index import FTS, BTree
+
+from .errors import DimensionMismatch, StoreError
+from .filters import combine_sql, ids_sql, sql_literal
+from .types import HistoryItem
+
+log = logging.getLogger("memory_core.store")
+
+MEMORIES = "memories"
+HISTORY = "memory_history"
+SCAN_LIMIT = 1_000_000  # LanceDB queries default to 10 rows; "all rows of a scope" needs a cap
+
+
+def memories_schema(dimension: int) -> pa.Schema:
+    return pa.schema(
+        [
+            pa.field("id", pa.string(), nullable=False),
+            pa.field("user_id", pa.string()),
+            pa.field("agent_id", pa.string()),
+            pa.field("run_id", pa.string()),
+            pa.field("memory", pa.string(), nullable=False),
+            pa.field("hash", pa.string(), nullable=False),
+            pa.field("vector", pa.list_(pa.float32(), dimension)),
+            pa.field("metadata", pa.string()),
+            pa.field("categories", pa.list_(pa.string())),
+            pa.field("created_at", pa.string(), nullable=False),
+            pa.field("updated_at", pa.string(), nullable=False),
+        ]
+    )
+
+
+HISTORY_SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("memory_id", pa.string(), nullable=False),
+        pa.field("user_id", pa.string()),
+        pa.field("agent_id", pa.string()),
+        pa.field("run_id", pa.string()),
+        pa.field("old_memory", pa.string()),
+        pa.field("new_memory", pa.string()),
+        pa.field("event", pa.string(), nullable=False),
+        pa.field("job_id", pa.string()),
+        pa.field("created_at", pa.string(), nullable=False),
+        pa.field("updated_at", pa.string(), nullable=False),
+        pa.field("is_deleted", pa.bool_(), nullable=False),
+    ]
+)
+
+ROW_COLUMNS = [f.name for f in memories_schema(1) if f.name != "vector"]
+
+
+def decode_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored row as a plain dict with metadata parsed (vector dropped)."""
+    item = {key: row.get(key) for key in ROW_COLUMNS}
+    raw = row.get("metadata")
+    item["metadata"] = orjson.loads(raw) if raw else {}
+    item["categories"] = list(row.get("categories") or [])
+    return item
+
+
+class LanceStore:
+    """The memories and history tables of one LanceDB database (local path or ``s3://``)."""
+
+    def __init__(
+        self,
+        uri: str,
+        dimension: int,
+        *,
+        storage_options: Mapping[str, str] | None = None,
+        read_consistency_interval_s: float | None = None,
+        optimize_every: int = 100,
+        cleanup_retention_s: float = 3600.0,
+    ) -> None:
+        self.uri = uri
+        self.dimension = dimension
+        self._storage_options = dict(storage_options or {})
+        self._consistency = (
+            timedelta(seconds=read_consistency_interval_s)
+            if read_consistency_interval_s is not None
+            else None
+        )
+        self._optimize_every = optimize_every
+        self._retention = timedelta(seconds=cleanup_retention_s)
+        self._writes_since_optimize = 0
+        self._maintenance: asyncio.Task[None] | None = None
+        self._db: Any = None
+        self._memories: Any = None
+        self._history: Any = None
+
+    async def open(self) -> None:
+        """Connect, create the tables and indexes if needed, and check the vector dimension."""
+        try:
+            self._db = await lancedb.connect_async(
+                self.uri,
+                storage_options=self._storage_options or None,
+                read_consistency_interval=self._consistency,
+            )
+            self._memories = await self._open_or_create(MEMORIES, memories_schema(self.dimension))
+            self._history = await self._open_or_create(HISTORY, HISTORY_SCHEMA)
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise StoreError(f"cannot open LanceDB at {self.uri}: {exc}") from exc
+        await self._check_dimension()
+        await self._ensure_indexes()
+
+    async def _open_or_create(self, name: str, schema: pa.Schema) -> Any:
+        names = await self._db.table_names()
+        if name in names:
+            return await self._db.open_table(name)
+        return await self._db.create_table(name, schema=schema, exist_ok=True)
+
+    async def _check_dimension(self) -> None:
+        schema = await self._memories.schema()
+        stored = schema.field("vector").type.list_size
+        if stored != self.dimension:
+            raise DimensionMismatch(
+                f"the memories table at {self.uri} holds {stored}-dim vectors but the configured "
+                f"embedder makes {self.dimension}-dim vectors; use the embedder the data was "
+                "written with, or a new storage_uri"
+            )
+
+    async def _ensure_indexes(self) -> None:
+        existing = {tuple(idx.columns) for idx in await self._memories.list_indices()}
+        if ("user_id",) not in existing:
+            await self._memories.create_index("user_id", config=BTree())
+        if ("memory",) not in existing:
+            await self._memories.create_index("memory", config=FTS(with_position=False))
+        history_existing = {tuple(idx.columns) for idx in await self._history.list_indices()}
+        if ("memory_id",) not in history_existing:
+            await self._history.create_index("memory_id", config=BTree())
+
+    @property
+    def is_open(self) -> bool:
+        return self._memories is not None
+
+    def _table(self) -> Any:
+        if self._memories is None:
+            raise StoreError("store is not open")
+        return self._memories
+
+    # ---- reads -------------------------------------------------------------------------
+
+    async def fetch(self, where: str, *, limit: int = SCAN_LIMIT) -> list[dict[str, Any]]:
+        """Rows matching ``where`` (built by ``memory_core.filters``), without vectors."""
+        query = self._table().query().select(ROW_COLUMNS).limit(limit)
+        if where:
+            query = query.where(where)
+        return [decode_row(r) for r in await _to_rows(query)]
+
+    async def count(self, where: str = "") -> int:
+        return int(await self._table().count_rows(where or None))
+
+    async def vector_search(
+        self, vector: np.ndarray[Any, Any], where: str, *, limit: int
+    ) -> list[tuple[dict[str, Any], float]]:
+        """Exact cosine search under a prefilter; returns (row, similarity) best first."""
+        query = (
+            self._table()
+            .query()
+            .nearest_to(vector)
+            .distance_type("cosine")
+            .bypass_vector_index()
+            .select([*ROW_COLUMNS, "_distance"])
+            .limit(limit)
+        )
+        if where:
+            query = query.where(where)
+        rows = await _to_rows(query)
+        return [(decode_row(r), 1.0 - float(r["_distance"])) for r in rows]
+
+    async def text_search(
+        self, text: str, vector: np.ndarray[Any, Any], where: str, *, limit: int
+    ) -> list[tuple[dict[str, Any], float]]:
+        """BM25 full-text search under a prefilter; (row, cosine to ``vector``) in BM25 order."""
+        query = (
+            self._table()
+            .query()
+            .nearest_to_text(text, columns="memory")
+            .select([*ROW_COLUMNS, "vector", "_score"])
+            .limit(limit)
+        )
+        if where:
+            query = query.where(where)
+        rows = await _to_rows(query)
+        results = []
+        for r in rows:
+            similarity = float(np.dot(np.asarray(r["vector"], dtype=np.float32), vector))
+            results.append((decode_row(r), similarity))
+        return results
+
+    async def history(self, memory_id: str) -> list[HistoryItem]:
+        query = self._history.query().where(ids_sql("memory_id", [memory_id])).limit(SCAN_LIMIT)
+        rows = await _to_rows(query)
+        rows.sort(key=lambda r: (r["created_at"], r["id"]))
+        return [
+            HistoryItem(
+                id=r["id"],
+                memory_id=r["memory_id"],
+                old_memory=r["old_memory"],
+                new_memory=r["new_memory"],
+                event=r["event"],
+                created_at=r["created_at"],
+                updated_at=r["updated_at"],
+                is_deleted=bool(r["is_deleted"]),
+            )
+            for r in rows
+        ]
+
+    async def job_applied(self, job_id: str) -> bool:
+        """True when a history row records that ``job_id`` was already applied."""
+        where = f"job_id = {sql_literal(job_id)}"
+        return int(await self._history.count_rows(where)) > 0
+
+    # ---- writes ------------------------------------------------------------------------
+
+    async def insert(self, rows: Sequence[dict[str, Any]]) -> None:
+        if rows:
+            await self._write(
+                self._table().add(
+                    pa.Table.from_pylist(
+                        [_encode_row(r) for r in rows], schema=memories_schema(self.dimension)
+                    )
+                )
+            )
+
+    async def update(self, memory_id: str, values: Mapping[str, Any]) -> None:
+        encoded = dict(values)
+        if "metadata" in encoded:
+            encoded["metadata"] = orjson.dumps(encoded["metadata"]).decode()
+        if "vector" in encoded:
+            encoded["vector"] = np.asarray(encoded["vector"], dtype=np.float32).tolist()
+        await self._write(self._table().update(encoded, where=ids_sql("id", [memory_id])))
+
+    async def delete(self, where: str) -> None:
+        if not where:
+            raise StoreError("refusing to delete without a filter")
+        await self._write(self._table().delete(where))
+
+    async def add_history(self, rows: Sequence[dict[str, Any]]) -> None:
+        if rows:
+            await self._write(
+                self._history.add(pa.Table.from_pylist(list(rows), schema=HISTORY_SCHEMA))
+            )
+
+    async def delete_history(self, where: str) -> None:
+        await self._write(self._history.delete(where))
+
+    async def reset(self) -> None:
+        """Drop both tables and create them empty."""
+        await self._wait_maintenance()
+        for name in (MEMORIES, HISTORY):
+            if name in await self._db.table_names():
+                await self._db.drop_table(name)
+        self._memories = await self._open_or_create(MEMORIES, memories_schema(self.dimension))
+        self._history = await self._open_or_create(HISTORY, HISTORY_SCHEMA)
+        await self._ensure_indexes()
+
+    async def _write(self, operation: Any) -> None:
+        try:
+            await operation
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise StoreError(f"LanceDB write failed: {exc}") from exc
+        self._writes_since_optimize += 1
+        if self._writes_since_optimize >= self._optimize_every and (
+            self._maintenance is None or self._maintenance.done()
+        ):
+            self._writes_since_optimize = 0
+            self._maintenance = asyncio.get_running_loop().create_task(self.optimize())
+
+    async def optimize(self) -> None:
+        """Compact files, fold new rows into the indexes, drop versions past the retention."""
+        for table in (self._memories, self._history):
+            try:
+                await table.optimize(cleanup_older_than=self._retention)
+            except (OSError, RuntimeError, ValueError) as exc:
+                # Maintenance is best effort: the data stays correct, only slower to read.
+                log.warning("LanceDB optimize failed on %s: %s", self.uri, exc)
+
+    async def _wait_maintenance(self) -> None:
+        if self._maintenance is not None and not self._maintenance.done():
+            await self._maintenance
+
+    async def close(self) -> None:
+        await self._wait_maintenance()
+        self._memories = None
+        self._history = None
+        self._db = None
+
+
+def _encode_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    encoded = dict(row)
+    encoded["metadata"] = orjson.dumps(row.get("metadata") or {}).decode()
+    encoded["vector"] = np.asarray(row["vector"], dtype=np.float32)
+    return encoded
+
+
+async def _to_rows(query: Any) -> list[dict[str, Any]]:
+    try:
+        table = await query.to_arrow()
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise StoreError(f"LanceDB query failed: {exc}") from exc
+    rows: list[dict[str, Any]] = table.to_pylist()
+    return rows
+
+
+__all__ = ["LanceStore", "combine_sql", "decode_row"]

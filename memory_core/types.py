@@ -1,0 +1,91 @@
+"""Records exchanged by the memory library (internal shapes and Mem0-compatible results)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Literal, TypedDict
+
+from .errors import InvalidIdentity
+
+ID_PATTERN = re.compile(r"[A-Za-z0-9._:@+\-]{1,128}")
+
+Event = Literal["ADD", "UPDATE", "DELETE", "NONE"]
+
+
+def validate_id(value: str, field: str) -> str:
+    """Return ``value`` if it is a well-formed id (1-128 chars of ``[A-Za-z0-9._:@+-]``)."""
+    if not isinstance(value, str) or ID_PATTERN.fullmatch(value) is None:
+        raise InvalidIdentity(
+            f"{field} must be 1-128 characters of letters, digits and . _ : @ + -"
+        )
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """Whose memories an operation touches: any combination of user, agent and run."""
+
+    user_id: str | None = None
+    agent_id: str | None = None
+    run_id: str | None = None
+
+    def __post_init__(self) -> None:
+        for field in ("user_id", "agent_id", "run_id"):
+            value = getattr(self, field)
+            if value is not None:
+                validate_id(value, field)
+
+    @property
+    def is_empty(self) -> bool:
+        return self.user_id is None and self.agent_id is None and self.run_id is None
+
+    def require(self) -> Scope:
+        """Return self, or raise when no id at all is set."""
+        if self.is_empty:
+            raise InvalidIdentity("at least one of user_id, agent_id or run_id is required")
+        return self
+
+    def as_dict(self) -> dict[str, str | None]:
+        return {"user_id": self.user_id, "agent_id": self.agent_id, "run_id": self.run_id}
+
+
+class MemoryItem(TypedDict, total=False):
+    """A memory as returned by get/get_all/search (Mem0's item shape)."""
+
+    id: str
+    memory: str
+    hash: str
+    metadata: dict[str, Any]
+    categories: list[str]
+    score: float
+    created_at: str
+    updated_at: str
+    user_id: str | None
+    agent_id: str | None
+    run_id: str | None
+
+
+class AddResult(TypedDict, total=False):
+    """One entry of ``add()``'s results."""
+
+    id: str
+    memory: str
+    event: Event
+    previous_memory: str
+
+
+class HistoryItem(TypedDict):
+    """One change to a memory, append-only."""
+
+    id: str
+    memory_id: str
+    old_memory: str | None
+    new_memory: str | None
+    event: Event
+    created_at: str
+    updated_at: str
+    is_deleted: bool
+
+
+Message = dict[str, Any]
