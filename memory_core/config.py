@@ -14,17 +14,23 @@ from .errors import ConfigError
 ENV_PREFIX = "os.environ/"
 
 
-def resolve_env_refs(value: Any) -> Any:
-    """Replace every ``"os.environ/NAME"`` string (LiteLLM's convention) with that variable."""
+def resolve_env_refs(value: Any, *, strict: bool = True) -> Any:
+    """Replace every ``"os.environ/NAME"`` string (LiteLLM's convention) with that variable.
+
+    An unset variable is an error when ``strict``; otherwise it becomes None (e.g. a provider
+    key the client may send itself).
+    """
     if isinstance(value, str) and value.startswith(ENV_PREFIX):
         name = value[len(ENV_PREFIX) :]
         if name not in os.environ:
-            raise ConfigError(f"environment variable {name} is referenced but not set")
+            if strict:
+                raise ConfigError(f"environment variable {name} is referenced but not set")
+            return None
         return os.environ[name]
     if isinstance(value, dict):
-        return {key: resolve_env_refs(item) for key, item in value.items()}
+        return {key: resolve_env_refs(item, strict=strict) for key, item in value.items()}
     if isinstance(value, list):
-        return [resolve_env_refs(item) for item in value]
+        return [resolve_env_refs(item, strict=strict) for item in value]
     return value
 
 

@@ -176,7 +176,7 @@ def _compile_op(field: str, op: str, value: Any) -> _Node:
 
 
 def _column_sql(field: str, op: str, value: Any) -> str:
-    convert: Callable[[Any], Any] = normalize_timestamp if field in TIME_FIELDS else _plain
+    convert: Callable[[Any], Any] = normalize_timestamp if field in TIME_FIELDS else _text
     if field in IDENTITY_FIELDS:
         convert = _identity_value(field)
     if op in _SQL_OPS:
@@ -204,7 +204,10 @@ def _identity_value(field: str) -> Callable[[Any], Any]:
     return convert
 
 
-def _plain(value: Any) -> Any:
+def _text(value: Any) -> Any:
+    # id and hash are string columns: LanceDB rejects other literals with an internal error.
+    if not isinstance(value, str):
+        raise InvalidFilter("id and hash filter values must be strings")
     return value
 
 

@@ -209,11 +209,13 @@ class AsyncMemory:
         infer: bool = True,
         timestamp: str | float | datetime | None = None,
         job_id: str | None = None,
+        llm: ChatLLM | None = None,
     ) -> dict[str, list[AddResult]]:
         """Learn from ``messages``. ``infer=False`` stores each non-system message verbatim.
 
         ``timestamp`` is when the exchange happened (default: now); ``job_id`` makes a repeated
-        call with the same id a no-op (used by the durable queue).
+        call with the same id a no-op (used by the durable queue); ``llm`` overrides the
+        configured extraction LLM for this call.
         """
         scope = Scope(user_id, agent_id, run_id).require()
         extra = check_metadata(metadata)
@@ -228,7 +230,10 @@ class AsyncMemory:
                 return {
                     "results": await self._add_verbatim(store, scope, texts, extra, when, job_id)
                 }
-            return {"results": await self._add_inferred(store, scope, chat, extra, when, job_id)}
+            results = await self._add_inferred(
+                store, scope, chat, extra, when, job_id, llm or self._chat_llm()
+            )
+            return {"results": results}
 
     async def _add_verbatim(
         self,
@@ -305,8 +310,8 @@ class AsyncMemory:
         metadata: dict[str, Any],
         when: datetime,
         job_id: str | None,
+        llm: ChatLLM,
     ) -> list[AddResult]:
-        llm = self._chat_llm()
         cfg = self.config
         extraction = build_fact_extraction_messages(
             chat,

@@ -1,0 +1,156 @@
+"""The app factory: ``create_app(settings, *, upstream=..., memory=...)``; the lifespan owns
+the HTTP client, the memory store and the learning workers."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from memory_core import AsyncMemory
+from memory_core.queue import LearningQueue, QueueSettings
+
+from .auth import Authenticator
+from .chat import ChatDeps, chat_completions
+from .errors import EXCEPTION_HANDLERS, error_response
+from .inject import TokenCounter, default_token_counter
+from .learning import Learner
+from .metrics import Metrics
+from .settings import Settings
+from .upstream import LiteLLMUpstream, PassthroughUpstream, Router, Upstream, UpstreamSet
+
+log = logging.getLogger("proxy")
+
+
+def queue_path(settings: Settings) -> Path | None:
+    """The queue lives in the data dir; for object-store URIs, in ./data next to the process."""
+    uri = settings.memory.storage_uri
+    if "://" in uri:
+        return Path("data") / "queue.sqlite3"
+    return Path(uri) / "queue.sqlite3"
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    upstream: Upstream | None = None,
+    memory: AsyncMemory | None = None,
+    queue: LearningQueue | None = None,
+    count_tokens: TokenCounter | None = None,
+) -> Starlette:
+    """Build the proxy. Pass ``upstream``/``memory``/``queue`` to inject fakes or shared ones."""
+    settings = settings or Settings()
+    router = Router(settings.model_list)
+    metrics = Metrics()
+    authenticator = Authenticator(settings.auth)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        server = settings.server
+        client = httpx.AsyncClient(
+            timeout=httpx.Timeout(server.request_timeout_s, connect=server.connect_timeout_s),
+            limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
+        )
+        passthrough = upstream or PassthroughUpstream(
+            client, forward_client_key=server.forward_client_key
+        )
+        litellm_upstream = upstream or LiteLLMUpstream(forward_client_key=server.forward_client_key)
+        mem = memory
+        learning_queue = queue
+        if settings.memory.enabled:
+            if mem is None:
+                mem = AsyncMemory(settings.memory.core_config())
+            await mem.open()
+            if learning_queue is None:
+                path = queue_path(settings)
+                assert path is not None
+                q = settings.memory.queue
+                learning_queue = LearningQueue(
+                    path,
+                    Learner(mem, settings, router, metrics).handle,
+                    QueueSettings(
+                        concurrency=q.concurrency,
+                        max_attempts=q.max_attempts,
+                        backoff_base_s=q.backoff_base_s,
+                        backoff_max_s=q.backoff_max_s,
+                        lease_s=q.lease_s,
+                        shutdown_grace_s=q.shutdown_grace_s,
+                    ),
+                )
+                await learning_queue.start()
+                metrics.watch_queue(learning_queue.stats)
+        app.state.chat = ChatDeps(
+            settings=settings,
+            router=router,
+            upstreams=UpstreamSet(passthrough, litellm_upstream),
+            authenticator=authenticator,
+            metrics=metrics,
+            memory=mem,
+            queue=learning_queue,
+            count_tokens=count_tokens or default_token_counter(),
+        )
+        app.state.settings = settings
+        app.state.memory = mem
+        app.state.queue = learning_queue
+        app.state.metrics = metrics
+        app.state.authenticator = authenticator
+        if not authenticator.enabled:
+            log.warning("no API keys configured: open local mode (bind %s)", server.host)
+        try:
+            yield
+        finally:
+            if learning_queue is not None and queue is None:
+                await learning_queue.stop()
+            await client.aclose()
+            if mem is not None and memory is None:
+                await mem.close()
+
+    async def list_models(request: Request) -> Response:
+        models = [
+            {"id": name, "object": "model", "created": 0, "owned_by": "memproxy"}
+            for name in router.public_models()
+        ]
+        return JSONResponse({"object": "list", "data": models})
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def ready(request: Request) -> Response:
+        deps: ChatDeps | None = getattr(request.app.state, "chat", None)
+        checks: dict[str, Any] = {}
+        if deps is not None and deps.memory is not None:
+            store = deps.memory.store
+            checks["store"] = bool(store and store.is_open)
+        if deps is not None and deps.queue is not None:
+            checks["queue"] = deps.queue.stats()
+        ok = deps is not None and all(v is not False for v in checks.values())
+        if not ok:
+            return error_response(503, "not ready", "server_error")
+        return JSONResponse({"status": "ready", **checks})
+
+    async def metrics_endpoint(request: Request) -> Response:
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4")
+
+    routes = [
+        Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+        Route("/chat/completions", chat_completions, methods=["POST"]),
+        Route("/v1/models", list_models, methods=["GET"]),
+        Route("/models", list_models, methods=["GET"]),
+        Route("/health", health, methods=["GET"]),
+        Route("/ready", ready, methods=["GET"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS)
+    app.state.settings = settings
+    return app
+
+
+__all__ = ["create_app", "queue_path"]

@@ -1,0 +1,198 @@
+"""``POST /v1/chat/completions``: parse, identify, recall, inject, forward, learn afterwards."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from starlette.background import BackgroundTask
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from memory_core import AsyncMemory
+from memory_core.queue import LearningQueue
+
+from .auth import Authenticator, presented_key
+from .errors import BadRequest
+from .identity import MemoryPlan, plan_memory, strip_proxy_fields
+from .inject import (
+    TokenCounter,
+    build_memory_block,
+    inject_memory_block,
+    pick_new_exchange,
+    recall_query,
+)
+from .learning import learning_payload
+from .metrics import Metrics
+from .settings import Settings
+from .upstream import Router, UpstreamCall, UpstreamResponse, UpstreamSet
+
+log = logging.getLogger("proxy.chat")
+
+
+@dataclass(slots=True)
+class ChatDeps:
+    """Everything the chat route needs, built once by the app's lifespan."""
+
+    settings: Settings
+    router: Router
+    upstreams: UpstreamSet
+    authenticator: Authenticator
+    metrics: Metrics
+    memory: AsyncMemory | None
+    queue: LearningQueue | None
+    count_tokens: TokenCounter
+
+
+def parse_chat_body(raw: bytes) -> dict[str, Any]:
+    """Parse once; reject what OpenAI would reject before anything else happens."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"request body is not valid JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise BadRequest("request body must be a JSON object")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise BadRequest("you must provide a model parameter", param="model")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise BadRequest("messages must be a non-empty array", param="messages")
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+            raise BadRequest(
+                f"messages[{index}] must be an object with a role", param=f"messages[{index}]"
+            )
+    return body
+
+
+@dataclass(slots=True)
+class RecallOutcome:
+    messages: list[dict[str, Any]]
+    status: str
+    recalled: int
+
+
+async def recall_into(
+    deps: ChatDeps, plan: MemoryPlan, messages: list[dict[str, Any]]
+) -> RecallOutcome:
+    """Search the user's memories and inject them; any memory failure degrades to passthrough."""
+    recall = deps.settings.memory.recall
+    if deps.memory is None or plan.identity is None:
+        return RecallOutcome(messages, "no-user" if plan.identity is None else "off", 0)
+    if plan.mode == "off":
+        return RecallOutcome(messages, "off", 0)
+    if not plan.recall or (plan.is_task and not recall.recall_for_tasks) or recall.max_tokens == 0:
+        return RecallOutcome(messages, "ok", 0)
+    query = recall_query(messages)
+    if not query:
+        return RecallOutcome(messages, "ok", 0)
+    identity = plan.identity
+    try:
+        found = await asyncio.wait_for(
+            deps.memory.search(
+                query,
+                user_id=identity.user_id,
+                agent_id=identity.agent_id,
+                limit=recall.limit,
+                threshold=recall.threshold,
+            ),
+            timeout=recall.timeout_s,
+        )
+    except Exception as exc:  # memory never breaks chat: degrade to passthrough, say so
+        log.warning("recall failed for a request, forwarding without memory: %r", exc)
+        return RecallOutcome(messages, "degraded", 0)
+    block, count = build_memory_block(
+        found["results"], max_tokens=recall.max_tokens, count_tokens=deps.count_tokens
+    )
+    if block is None:
+        return RecallOutcome(messages, "ok", 0)
+    injected = inject_memory_block(messages, block, position=recall.position)
+    return RecallOutcome(injected, "ok", count)
+
+
+async def chat_completions(request: Request) -> Response:
+    deps: ChatDeps = request.app.state.chat
+    started = time.perf_counter()
+    body = parse_chat_body(await request.body())
+    headers = request.headers
+    caller = deps.authenticator.authenticate(headers)
+    plan = plan_memory(body, headers, caller)
+    route = deps.router.resolve(body["model"])
+    outgoing = strip_proxy_fields(body)
+    outcome = await recall_into(deps, plan, body["messages"])
+    outgoing["messages"] = outcome.messages
+    overhead_ms = (time.perf_counter() - started) * 1000
+    deps.metrics.overhead.observe(overhead_ms / 1000)
+    if outcome.recalled:
+        deps.metrics.recalled.inc(outcome.recalled)
+    memory_headers = {
+        "x-memory-status": outcome.status,
+        "x-memory-recalled": str(outcome.recalled),
+        "x-memory-overhead-ms": f"{overhead_ms:.2f}",
+    }
+    client_key = None if deps.authenticator.enabled else presented_key(headers)
+    upstream = deps.upstreams.for_route(route)
+    result = await upstream.complete(UpstreamCall(outgoing, route, client_key))
+    deps.metrics.latency.observe(time.perf_counter() - started)
+    deps.metrics.requests.labels(str(result.status), outcome.status, result.kind).inc()
+    response_headers = {**result.headers, **memory_headers, "x-memory-upstream": result.kind}
+    learn = _learner(deps, plan, body, result) if result.status < 400 else None
+    if result.stream is not None:
+        response_headers.pop("content-length", None)
+        response_headers["cache-control"] = "no-cache"
+        return StreamingResponse(
+            _delivered(result, result.stream),
+            status_code=result.status,
+            headers=response_headers,
+            media_type=result.headers.get("content-type", "text/event-stream"),
+            background=BackgroundTask(learn) if learn else None,
+        )
+    return Response(
+        result.body or b"",
+        status_code=result.status,
+        headers=response_headers,
+        background=BackgroundTask(learn) if learn else None,
+    )
+
+
+async def _delivered(
+    result: UpstreamResponse, stream: AsyncIterator[bytes]
+) -> AsyncIterator[bytes]:
+    """Relay the stream; the exchange counts as delivered only if every byte went out."""
+    result.extra["delivered"] = False
+    async for data in stream:
+        yield data
+    result.extra["delivered"] = True
+
+
+def _learner(
+    deps: ChatDeps, plan: MemoryPlan, body: dict[str, Any], result: UpstreamResponse
+) -> Any:
+    if deps.queue is None or not plan.learn or plan.identity is None:
+        return None
+    identity = plan.identity
+    queue = deps.queue
+    metrics = deps.metrics
+
+    async def learn() -> None:
+        delivered = result.stream is None or result.extra.get("delivered", False)
+        if not (delivered and result.collector.finished):
+            return  # aborted or broken stream: nothing complete to learn from
+        exchange = pick_new_exchange(body["messages"], result.collector.text)
+        if not exchange:
+            return
+        payload = learning_payload(identity.scope.as_dict(), exchange, body["model"])
+        try:
+            await queue.enqueue(identity.queue_key, payload)
+        except Exception as exc:  # learning is best effort once the answer is out; log it loudly
+            log.error("could not enqueue an exchange for learning: %r", exc)
+            return
+        metrics.enqueued.inc()
+
+    return learn

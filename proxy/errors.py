@@ -1,0 +1,123 @@
+"""HTTP errors in OpenAI's shape, and the one edge that maps every error type to a response."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from memory_core import errors as core
+
+log = logging.getLogger("proxy.errors")
+
+
+class ProxyError(Exception):
+    """An error with an HTTP status and OpenAI's error fields."""
+
+    status = 500
+    type = "server_error"
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code
+
+
+class BadRequest(ProxyError):
+    status = 400
+    type = "invalid_request_error"
+
+
+class Unauthorized(ProxyError):
+    status = 401
+    type = "authentication_error"
+
+
+class Forbidden(ProxyError):
+    status = 403
+    type = "permission_error"
+
+
+class NotFoundError(ProxyError):
+    status = 404
+    type = "not_found_error"
+
+
+class UpstreamError(ProxyError):
+    """The provider failed; ``status`` is the provider's (or 502/504 when it is unreachable)."""
+
+    type = "upstream_error"
+
+    def __init__(self, message: str, *, status: int = 502, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.status = status
+
+
+_CORE_STATUS: list[tuple[type[core.MemoryCoreError], int, str]] = [
+    (core.InvalidIdentity, 400, "invalid_request_error"),
+    (core.InvalidFilter, 400, "invalid_request_error"),
+    (core.InvalidInput, 400, "invalid_request_error"),
+    (core.NotFound, 404, "not_found_error"),
+    (core.ExtractionError, 502, "upstream_error"),
+    (core.EmbedderError, 503, "server_error"),
+    (core.StoreError, 503, "server_error"),
+]
+
+
+def error_body(
+    message: str, type_: str, *, param: str | None = None, code: str | None = None
+) -> bytes:
+    return orjson.dumps(
+        {"error": {"message": message, "type": type_, "param": param, "code": code}}
+    )
+
+
+def error_response(
+    status: int,
+    message: str,
+    type_: str,
+    *,
+    param: str | None = None,
+    code: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    return Response(
+        error_body(message, type_, param=param, code=code),
+        status_code=status,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+def to_response(exc: BaseException) -> Response:
+    """The one mapping from any exception to an OpenAI-shaped error response."""
+    if isinstance(exc, ProxyError):
+        return error_response(exc.status, exc.message, exc.type, param=exc.param, code=exc.code)
+    if isinstance(exc, core.MemoryCoreError):
+        for kind, status, type_ in _CORE_STATUS:
+            if isinstance(exc, kind):
+                return error_response(status, str(exc), type_)
+        return error_response(500, str(exc), "server_error")
+    if isinstance(exc, HTTPException):
+        type_ = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+        return error_response(exc.status_code, str(exc.detail), type_, headers=exc.headers)
+    log.error("unhandled error", exc_info=exc)
+    return error_response(500, "internal error (see the proxy's log)", "server_error")
+
+
+async def handle_exception(request: Request, exc: Exception) -> Response:
+    return to_response(exc)
+
+
+EXCEPTION_HANDLERS: dict[Any, Any] = {
+    ProxyError: handle_exception,
+    core.MemoryCoreError: handle_exception,
+    HTTPException: handle_exception,
+    Exception: handle_exception,
+}

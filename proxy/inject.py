@@ -1,0 +1,124 @@
+"""Build the recalled-memory block and place it in the messages. Pure functions."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from functools import lru_cache
+from typing import Any
+
+from memory_core.prompts import message_text
+from memory_core.types import MemoryItem
+
+BLOCK_OPEN = "<memories>"
+BLOCK_CLOSE = "</memories>"
+BLOCK_HEADER = (
+    "Facts remembered about this user from earlier conversations (dated; use them when "
+    "relevant, prefer newer ones, and do not mention this list unless asked):"
+)
+TokenCounter = Callable[[str], int]
+
+
+@lru_cache(maxsize=1)
+def default_token_counter() -> TokenCounter:
+    """tiktoken's cl100k_base, loaded once (from litellm's bundled copy when offline)."""
+    from memory_core._litellm import prepare_offline_environment
+
+    prepare_offline_environment()
+    import tiktoken
+
+    encoding = tiktoken.get_encoding("cl100k_base")
+    return lambda text: len(encoding.encode_ordinary(text))
+
+
+def memory_line(item: MemoryItem) -> str:
+    date = (item.get("created_at") or "")[:10]
+    return f"- [{date}] {item['memory']}" if date else f"- {item['memory']}"
+
+
+def build_memory_block(
+    memories: Sequence[MemoryItem], *, max_tokens: int, count_tokens: TokenCounter
+) -> tuple[str | None, int]:
+    """The block for the most relevant memories that fit ``max_tokens``; (block, count).
+
+    Memories arrive best first; one that does not fit is skipped so a smaller, less relevant
+    one may still fit. Returns (None, 0) when nothing fits.
+    """
+    frame = f"{BLOCK_OPEN}\n{BLOCK_HEADER}\n{BLOCK_CLOSE}"
+    used = count_tokens(frame)
+    lines: list[str] = []
+    for item in memories:
+        line = memory_line(item)
+        cost = count_tokens(line) + 1
+        if used + cost > max_tokens:
+            continue
+        lines.append(line)
+        used += cost
+    if not lines:
+        return None, 0
+    return f"{BLOCK_OPEN}\n{BLOCK_HEADER}\n" + "\n".join(lines) + f"\n{BLOCK_CLOSE}", len(lines)
+
+
+def inject_memory_block(
+    messages: Sequence[dict[str, Any]], block: str, *, position: str = "before_last_user"
+) -> list[dict[str, Any]]:
+    """A new message list with the block as a system message; the input is not mutated.
+
+    ``before_last_user`` keeps every earlier message byte-identical (provider prompt caching);
+    ``system_prefix`` puts it first.
+    """
+    memory_message = {"role": "system", "content": block}
+    result = list(messages)
+    if position == "system_prefix":
+        return [memory_message, *result]
+    for index in range(len(result) - 1, -1, -1):
+        if result[index].get("role") == "user":
+            return [*result[:index], memory_message, *result[index:]]
+    return [*result, memory_message]
+
+
+def recall_query(messages: Sequence[dict[str, Any]], *, short_words: int = 4) -> str:
+    """The last user message's text; a short follow-up ("and her?") gets the previous user turn."""
+    user_texts = [
+        message_text(m) for m in messages if isinstance(m, dict) and m.get("role") == "user"
+    ]
+    user_texts = [t for t in user_texts if t]
+    if not user_texts:
+        return ""
+    last = user_texts[-1]
+    if len(last.split()) <= short_words and len(user_texts) > 1:
+        return f"{user_texts[-2]}\n{last}"
+    return last
+
+
+def strip_memory_blocks(text: str) -> str:
+    """Remove any ``<memories>`` block from a text (never learn recalled memories back)."""
+    while BLOCK_OPEN in text and BLOCK_CLOSE in text:
+        start = text.index(BLOCK_OPEN)
+        end = text.find(BLOCK_CLOSE, start)
+        if end == -1:
+            break
+        text = text[:start] + text[end + len(BLOCK_CLOSE) :]
+    return text.strip()
+
+
+def pick_new_exchange(messages: Sequence[dict[str, Any]], reply: str) -> list[dict[str, str]]:
+    """The new exchange to learn from: the user turns after the last assistant turn, plus the
+    reply. Earlier history the client re-sends is never included, nor any memory block."""
+    tail: list[dict[str, str]] = []
+    for message in reversed(messages):
+        if not isinstance(message, dict):
+            continue
+        role = message.get("role")
+        if role in ("assistant", "tool", "function"):
+            break
+        if role == "user":
+            text = strip_memory_blocks(message_text(message))
+            if text:
+                tail.append({"role": "user", "content": text})
+    tail.reverse()
+    if not tail:
+        return []
+    reply = strip_memory_blocks(reply)
+    if reply:
+        tail.append({"role": "assistant", "content": reply})
+    return tail

@@ -1,0 +1,171 @@
+"""The proxy's YAML config, validated: ``model_list`` (LiteLLM's format), ``memory``, ``server``,
+``auth``, ``queue``."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from memory_core.config import (
+    LLMConfig,
+    MemoryConfig,
+    format_validation_error,
+    load_yaml,
+    resolve_env_refs,
+)
+from memory_core.errors import ConfigError
+
+UpstreamKind = Literal["auto", "passthrough", "litellm"]
+InjectionPosition = Literal["before_last_user", "system_prefix"]
+
+
+class Deployment(BaseModel):
+    """One ``model_list`` entry: a public model name and the LiteLLM params behind it."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model_name: str = Field(min_length=1)
+    litellm_params: dict[str, Any]
+    upstream: UpstreamKind = "auto"
+
+    @model_validator(mode="after")
+    def _needs_model(self) -> Deployment:
+        if not isinstance(self.litellm_params.get("model"), str):
+            raise ValueError("litellm_params.model is required")
+        return self
+
+
+class RecallSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    limit: int = Field(default=8, ge=1, le=100)
+    threshold: float | None = Field(default=0.75, ge=-1, le=1)
+    max_tokens: int = Field(default=400, ge=0)
+    position: InjectionPosition = "before_last_user"
+    timeout_s: float = Field(default=2.0, gt=0)
+    recall_for_tasks: bool = False
+
+
+class QueueConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    concurrency: int = Field(default=4, ge=1, le=256)
+    max_attempts: int = Field(default=6, ge=1)
+    backoff_base_s: float = Field(default=2.0, gt=0)
+    backoff_max_s: float = Field(default=300.0, gt=0)
+    lease_s: float = Field(default=60.0, gt=0)
+    shutdown_grace_s: float = Field(default=10.0, ge=0)
+
+
+class ProxyMemorySettings(MemoryConfig):
+    """memory_core's keys plus what only the proxy needs."""
+
+    enabled: bool = True
+    extraction_model: str | None = None
+    recall: RecallSettings = Field(default_factory=RecallSettings)
+    queue: QueueConfig = Field(default_factory=QueueConfig)
+
+    def core_config(self) -> MemoryConfig:
+        return MemoryConfig.model_validate(
+            self.model_dump(exclude={"enabled", "extraction_model", "recall", "queue"})
+        )
+
+
+class ServerSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8787, ge=0, le=65535)
+    forward_client_key: bool = True
+    request_timeout_s: float = Field(default=600.0, gt=0)
+    connect_timeout_s: float = Field(default=10.0, gt=0)
+    allow_open_non_loopback: bool = False
+    log_level: str = "info"
+
+
+class ApiKey(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1)
+    key_sha256: str = Field(pattern=r"^[0-9a-fA-F]{64}$")
+    users: list[str] = Field(default_factory=list)
+    admin: bool = False
+    may_assert_users: bool = True
+
+
+class AuthSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    keys: list[ApiKey] = Field(default_factory=list)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.keys)
+
+
+class Settings(BaseModel):
+    """The whole proxy config."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model_list: list[Deployment] = Field(default_factory=list)
+    memory: ProxyMemorySettings = Field(default_factory=ProxyMemorySettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, **overrides: Any) -> Settings:
+        """Read YAML from ``path`` (or ``$MEMPROXY_CONFIG``); empty config when neither is set."""
+        path = path or os.environ.get("MEMPROXY_CONFIG")
+        data = load_yaml(path) if path else {}
+        return cls.from_dict(data, **overrides)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], **overrides: Any) -> Settings:
+        data = dict(data)
+        # Provider keys may be left unset: the client's own key is forwarded instead.
+        data["model_list"] = resolve_env_refs(data.get("model_list") or [], strict=False)
+        for section in ("memory", "server", "auth"):
+            if section in data:
+                data[section] = resolve_env_refs(data[section] or {})
+        try:
+            settings = cls.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(format_validation_error(exc)) from exc
+        for key, value in overrides.items():
+            if value is not None:
+                setattr(settings.server, key, value)
+        return settings
+
+    def extraction_llm(self) -> LLMConfig | None:
+        """The LLM for learning: ``memory.llm``, else the ``extraction_model`` deployment."""
+        if self.memory.llm is not None:
+            return self.memory.llm
+        name = self.memory.extraction_model
+        if name is None:
+            return None
+        for deployment in self.model_list:
+            if deployment.model_name == name:
+                return LLMConfig.model_validate(deployment.litellm_params)
+        raise ConfigError(f"memory.extraction_model {name!r} is not a model_list model_name")
+
+    def check_bind(self) -> None:
+        """Refuse to serve an open (keyless) proxy beyond loopback unless explicitly allowed."""
+        if self.auth.enabled or self.server.allow_open_non_loopback:
+            return
+        host = self.server.host
+        if host == "localhost":
+            return
+        try:
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback:
+            raise ConfigError(
+                f"refusing to bind {host} without API keys: configure auth.keys, or set "
+                "server.allow_open_non_loopback: true"
+            )

@@ -1,0 +1,353 @@
+"""Forwarding to the LLM provider: a raw OpenAI-compatible relay, and LiteLLM for the rest.
+
+Both implement ``Upstream.complete(call) -> UpstreamResponse``. Streams are relayed chunk by
+chunk while a ``ReplyCollector`` tees out the assistant text for learning.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import httpx
+import orjson
+
+from memory_core._litellm import get_litellm
+
+from .errors import NotFoundError, UpstreamError, error_body
+from .settings import Deployment
+
+log = logging.getLogger("proxy.upstream")
+
+OPENAI_COMPATIBLE_PREFIXES = ("openai/", "hosted_vllm/", "lm_studio/", "text-completion-openai/")
+DEFAULT_OPENAI_BASE = "https://api.openai.com/v1"
+RELAYED_HEADERS = ("x-request-id", "openai-processing-ms", "openai-organization")
+
+
+@dataclass(slots=True)
+class Route:
+    """A resolved deployment for one requested model name."""
+
+    deployment: Deployment
+    model: str  # the litellm model string, wildcard filled in
+    kind: str  # "passthrough" | "litellm"
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return self.deployment.litellm_params
+
+
+class Router:
+    """Maps a requested model name to a deployment (exact names first, then wildcards)."""
+
+    def __init__(self, deployments: Sequence[Deployment]) -> None:
+        self._exact = {d.model_name: d for d in deployments if "*" not in d.model_name}
+        self._patterns = [d for d in deployments if "*" in d.model_name]
+
+    def resolve(self, model: str) -> Route:
+        deployment = self._exact.get(model)
+        litellm_model: str | None = None
+        if deployment is not None:
+            litellm_model = deployment.litellm_params["model"]
+        else:
+            for candidate in self._patterns:
+                if fnmatch.fnmatchcase(model, candidate.model_name):
+                    deployment = candidate
+                    litellm_model = _fill_wildcard(candidate, model)
+                    break
+        if deployment is None or litellm_model is None:
+            raise NotFoundError(
+                f"The model `{model}` does not exist", param="model", code="model_not_found"
+            )
+        return Route(deployment, litellm_model, _kind(deployment, litellm_model))
+
+    def public_models(self) -> list[str]:
+        return list(self._exact)
+
+
+def _fill_wildcard(deployment: Deployment, requested: str) -> str:
+    pattern = deployment.model_name
+    target: str = deployment.litellm_params["model"]
+    if "*" not in target:
+        return target
+    prefix = pattern.split("*", 1)[0]
+    suffix = requested[len(prefix) :] if requested.startswith(prefix) else requested
+    return target.replace("*", suffix, 1)
+
+
+def _kind(deployment: Deployment, model: str) -> str:
+    if deployment.upstream != "auto":
+        return deployment.upstream
+    if model.startswith(OPENAI_COMPATIBLE_PREFIXES):
+        return "passthrough"
+    if "/" not in model and deployment.litellm_params.get("api_base"):
+        return "passthrough"
+    return "litellm"
+
+
+@dataclass(slots=True)
+class UpstreamCall:
+    """What to send: the OpenAI-shaped body (model already public name), where, and which key."""
+
+    body: dict[str, Any]
+    route: Route
+    client_key: str | None = None
+
+
+class ReplyCollector:
+    """Accumulates the assistant's text from a response or a stream of SSE chunks."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.finished = False
+        self._buffer = b""
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+    def feed_completion(self, payload: Mapping[str, Any]) -> None:
+        choices = payload.get("choices") or []
+        if choices and isinstance(choices[0], Mapping):
+            message = choices[0].get("message") or {}
+            content = message.get("content") if isinstance(message, Mapping) else None
+            if isinstance(content, str):
+                self.parts.append(content)
+        self.finished = True
+
+    def feed_chunk(self, payload: Mapping[str, Any]) -> None:
+        for choice in payload.get("choices") or []:
+            if not isinstance(choice, Mapping) or choice.get("index", 0) != 0:
+                continue
+            delta = choice.get("delta") or {}
+            content = delta.get("content") if isinstance(delta, Mapping) else None
+            if isinstance(content, str):
+                self.parts.append(content)
+            if choice.get("finish_reason"):
+                self.finished = True
+
+    def feed_sse_bytes(self, data: bytes) -> None:
+        """Parse raw SSE bytes as they arrive (lines may be split across reads)."""
+        self._buffer += data
+        *lines, self._buffer = self._buffer.split(b"\n")
+        for line in lines:
+            line = line.strip()
+            if not line.startswith(b"data:"):
+                continue
+            value = line[5:].strip()
+            if value == b"[DONE]":
+                self.finished = True
+                continue
+            try:
+                payload = orjson.loads(value)
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(payload, dict):
+                self.feed_chunk(payload)
+
+
+@dataclass(slots=True)
+class UpstreamResponse:
+    status: int
+    headers: dict[str, str]
+    collector: ReplyCollector
+    body: bytes | None = None
+    stream: AsyncIterator[bytes] | None = None
+    kind: str = "passthrough"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Upstream(Protocol):
+    async def complete(self, call: UpstreamCall) -> UpstreamResponse: ...
+
+
+def provider_model(model: str) -> str:
+    """The model name the provider expects (LiteLLM's provider prefix removed)."""
+    for prefix in OPENAI_COMPATIBLE_PREFIXES:
+        if model.startswith(prefix):
+            return model[len(prefix) :]
+    return model
+
+
+class PassthroughUpstream:
+    """Raw relay to an OpenAI-compatible endpoint over one shared ``httpx.AsyncClient``."""
+
+    def __init__(self, client: httpx.AsyncClient, *, forward_client_key: bool) -> None:
+        self._client = client
+        self._forward_client_key = forward_client_key
+
+    async def complete(self, call: UpstreamCall) -> UpstreamResponse:
+        params = call.route.params
+        base = str(params.get("api_base") or DEFAULT_OPENAI_BASE).rstrip("/")
+        body = dict(call.body)
+        body["model"] = provider_model(call.route.model)
+        for name in ("temperature", "max_tokens", "top_p"):
+            if name in params and name not in body:
+                body[name] = params[name]
+        headers = {"content-type": "application/json"}
+        api_key: str | None = params.get("api_key")
+        if call.client_key and self._forward_client_key and not api_key:
+            api_key = call.client_key
+        if api_key:
+            headers["authorization"] = f"Bearer {api_key}"
+        for name, value in (params.get("extra_headers") or {}).items():
+            headers[str(name).lower()] = str(value)
+        timeout = params.get("timeout")
+        request = self._client.build_request(
+            "POST",
+            f"{base}/chat/completions",
+            content=orjson.dumps(body),
+            headers=headers,
+            timeout=httpx.Timeout(float(timeout), connect=10.0)
+            if timeout
+            else httpx.USE_CLIENT_DEFAULT,
+        )
+        try:
+            response = await self._client.send(request, stream=True)
+        except httpx.TimeoutException as exc:
+            raise UpstreamError(
+                f"upstream timed out: {type(exc).__name__}", status=504, code="upstream_timeout"
+            ) from exc
+        except httpx.HTTPError as exc:
+            raise UpstreamError(
+                f"upstream unreachable: {exc}", status=502, code="upstream_unreachable"
+            ) from exc
+        relayed = {h: response.headers[h] for h in RELAYED_HEADERS if h in response.headers}
+        relayed["content-type"] = response.headers.get("content-type", "application/json")
+        collector = ReplyCollector()
+        if response.status_code >= 400 or not body.get("stream"):
+            try:
+                raw = await response.aread()
+            except httpx.HTTPError as exc:
+                raise UpstreamError(f"upstream failed mid-response: {exc}", status=502) from exc
+            finally:
+                await response.aclose()
+            if response.status_code >= 400:
+                return UpstreamResponse(
+                    response.status_code,
+                    relayed,
+                    collector,
+                    body=_openai_error(raw, response.status_code),
+                )
+            try:
+                payload = orjson.loads(raw)
+            except orjson.JSONDecodeError as exc:
+                raise UpstreamError("upstream returned invalid JSON", status=502) from exc
+            if isinstance(payload, dict):
+                collector.feed_completion(payload)
+            return UpstreamResponse(response.status_code, relayed, collector, body=raw)
+        return UpstreamResponse(
+            response.status_code, relayed, collector, stream=_relay(response, collector)
+        )
+
+
+async def _relay(response: httpx.Response, collector: ReplyCollector) -> AsyncIterator[bytes]:
+    """Yield upstream bytes as they arrive; closing the generator closes the upstream stream."""
+    try:
+        async for data in response.aiter_raw():
+            collector.feed_sse_bytes(data)
+            yield data
+    except httpx.HTTPError as exc:
+        log.warning("upstream stream broke: %s", exc)
+        collector.finished = False
+        yield b"data: " + error_body("upstream stream broke", "upstream_error") + b"\n\n"
+    finally:
+        await response.aclose()
+
+
+def _openai_error(raw: bytes, status: int) -> bytes:
+    """Keep an upstream error body already in OpenAI's shape; wrap anything else."""
+    try:
+        payload = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        payload = None
+    if isinstance(payload, dict) and isinstance(payload.get("error"), dict):
+        return raw
+    text = raw.decode("utf-8", "replace")[:500] or f"upstream returned HTTP {status}"
+    return error_body(text, "upstream_error", code=str(status))
+
+
+class LiteLLMUpstream:
+    """Any provider through ``litellm.acompletion``, translated to and from OpenAI's shape."""
+
+    def __init__(self, *, forward_client_key: bool) -> None:
+        self._forward_client_key = forward_client_key
+
+    async def complete(self, call: UpstreamCall) -> UpstreamResponse:
+        litellm = get_litellm()
+        kwargs = {**call.route.params, **call.body}
+        kwargs["model"] = call.route.model
+        if call.client_key and self._forward_client_key and not call.route.params.get("api_key"):
+            kwargs["api_key"] = call.client_key
+        kwargs.pop("upstream", None)
+        collector = ReplyCollector()
+        headers = {"content-type": "application/json"}
+        try:
+            response = await litellm.acompletion(**kwargs)
+        except Exception as exc:  # litellm raises many provider-specific types; map them all here
+            status, error_headers, error = _litellm_error(exc)
+            return UpstreamResponse(status, error_headers, collector, body=error, kind="litellm")
+        if not call.body.get("stream"):
+            payload = response.model_dump(exclude_none=True)
+            payload["model"] = call.body.get("model", payload.get("model"))
+            collector.feed_completion(payload)
+            return UpstreamResponse(
+                200, headers, collector, body=orjson.dumps(payload), kind="litellm"
+            )
+        headers["content-type"] = "text/event-stream"
+        return UpstreamResponse(
+            200,
+            headers,
+            collector,
+            stream=_litellm_stream(response, collector, call),
+            kind="litellm",
+        )
+
+
+async def _litellm_stream(
+    response: Any, collector: ReplyCollector, call: UpstreamCall
+) -> AsyncIterator[bytes]:
+    public_model = call.body.get("model")
+    try:
+        async for chunk in response:
+            payload = chunk.model_dump(exclude_none=True)
+            payload["model"] = public_model
+            collector.feed_chunk(payload)
+            yield b"data: " + orjson.dumps(payload) + b"\n\n"
+        collector.finished = True
+        yield b"data: [DONE]\n\n"
+    except Exception as exc:  # provider errors mid-stream: end the stream with an error event
+        collector.finished = False
+        status, _, body = _litellm_error(exc)
+        log.warning("litellm stream failed (%s): %s", status, exc)
+        yield b"data: " + body + b"\n\n"
+    finally:
+        close = getattr(response, "aclose", None)
+        if close is not None:
+            await close()
+
+
+def _litellm_error(exc: Exception) -> tuple[int, dict[str, str], bytes]:
+    status = getattr(exc, "status_code", None)
+    if not isinstance(status, int) or status < 400:
+        status = 504 if "timeout" in type(exc).__name__.lower() else 502
+    message = str(getattr(exc, "message", None) or exc)
+    return (
+        status,
+        {"content-type": "application/json"},
+        error_body(message, "upstream_error", code=str(status)),
+    )
+
+
+class UpstreamSet:
+    """Picks the implementation for a route."""
+
+    def __init__(self, passthrough: Upstream, litellm: Upstream) -> None:
+        self.passthrough = passthrough
+        self.litellm = litellm
+
+    def for_route(self, route: Route) -> Upstream:
+        return self.passthrough if route.kind == "passthrough" else self.litellm
