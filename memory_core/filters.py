@@ -53,7 +53,10 @@ def normalize_timestamp(value: Any) -> str:
     if isinstance(value, bool):
         raise InvalidFilter("timestamps must be ISO-8601 strings or epoch seconds")
     if isinstance(value, int | float):
-        moment = datetime.fromtimestamp(float(value), tz=UTC)
+        try:
+            moment = datetime.fromtimestamp(float(value), tz=UTC)
+        except (OverflowError, OSError, ValueError) as exc:
+            raise InvalidFilter(f"epoch seconds out of range: {value!r}") from exc
     elif isinstance(value, str):
         try:
             moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
@@ -63,7 +66,10 @@ def normalize_timestamp(value: Any) -> str:
             moment = moment.replace(tzinfo=UTC)
     else:
         raise InvalidFilter("timestamps must be ISO-8601 strings or epoch seconds")
-    return format_timestamp(moment)
+    try:
+        return format_timestamp(moment)
+    except OverflowError as exc:  # e.g. year 9999 with a negative offset
+        raise InvalidFilter(f"timestamp out of range: {value!r}") from exc
 
 
 def format_timestamp(moment: datetime) -> str:

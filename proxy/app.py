@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from memory_core import AsyncMemory
+from memory_core._litellm import get_litellm
 from memory_core.queue import LearningQueue, QueueSettings
 
 from .auth import Authenticator
@@ -63,6 +64,10 @@ def create_app(
             client, forward_client_key=server.forward_client_key
         )
         litellm_upstream = upstream or LiteLLMUpstream(forward_client_key=server.forward_client_key)
+        # Warm what the first request would otherwise pay for: litellm's import, the tokenizer.
+        get_litellm()
+        counter = count_tokens or default_token_counter()
+        counter("warm up")
         mem = memory
         learning_queue = queue
         if settings.memory.enabled:
@@ -95,7 +100,7 @@ def create_app(
             metrics=metrics,
             memory=mem,
             queue=learning_queue,
-            count_tokens=count_tokens or default_token_counter(),
+            count_tokens=counter,
         )
         app.state.settings = settings
         app.state.memory = mem
