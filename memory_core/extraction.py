@@ -85,7 +85,8 @@ def parse_decisions(payload: Mapping[str, Any], offered: Mapping[str, str]) -> l
     for entry in entries:
         if not isinstance(entry, Mapping):
             continue
-        event = str(entry.get("event", "")).upper()
+        event = entry.get("event")
+        event = event.strip().upper() if isinstance(event, str) else ""
         text = entry.get("text")
         text = " ".join(text.split())[:MAX_FACT_CHARS] if isinstance(text, str) else ""
         small_id = str(entry.get("id", "")).strip()
