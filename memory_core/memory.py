@@ -20,7 +20,7 @@ import numpy as np
 
 from .config import MemoryConfig
 from .embedders import Embedder, create_embedder
-from .errors import InvalidInput, NotFound
+from .errors import InvalidFilter, InvalidInput, NotFound
 from .extraction import (
     ChatLLM,
     Decision,
@@ -123,6 +123,7 @@ class AsyncMemory:
     ) -> None:
         self.config = config or MemoryConfig()
         self._embedder = embedder
+        self._owns_embedder = embedder is None  # close only what we created
         self._llm = llm
         self._store = store
         self._open_lock = asyncio.Lock()
@@ -173,7 +174,7 @@ class AsyncMemory:
         if self._store is not None:
             await self._store.close()
         close = getattr(self._embedder, "close", None)
-        if callable(close):
+        if self._owns_embedder and callable(close):
             close()
 
     @property
@@ -475,13 +476,18 @@ class AsyncMemory:
         run_id: str | None = None,
         limit: int = 100,
         filters: Mapping[str, Any] | None = None,
+        before: tuple[str, str] | None = None,
     ) -> dict[str, list[MemoryItem]]:
-        """The scope's memories, newest first."""
+        """The scope's memories, newest first; ``before=(created_at, id)`` pages past an item."""
         scope = Scope(user_id, agent_id, run_id).require()
         limit = _check_limit(limit, maximum=1_000_000)
         compiled = compile_filters(scope, filters)
         store = await self._ready()
-        rows = [row for row in await store.fetch(compiled.sql) if compiled.matches(row)]
+        rows = [
+            row
+            for row in await store.fetch(compiled.sql)
+            if compiled.matches(row) and (before is None or (row["created_at"], row["id"]) < before)
+        ]
         rows.sort(key=lambda r: (r["created_at"], r["id"]), reverse=True)
         return {"results": [to_item(row) for row in rows[:limit]]}
 
@@ -571,6 +577,68 @@ class AsyncMemory:
                 )
         return {"message": "Memories deleted successfully!", "deleted": len(rows)}
 
+    async def import_memories(self, records: Sequence[Mapping[str, Any]]) -> list[str]:
+        """Store exported memories under their own ids (idempotent by id).
+
+        Each record: ``id, memory, user_id/agent_id/run_id, metadata?, created_at?,
+        updated_at?``. Returns, per record, ``"imported"``, ``"exists"`` (that id is already
+        stored) or ``"duplicate"`` (the scope already holds that exact text).
+        """
+        store = await self._ready()
+        statuses = ["imported"] * len(records)
+        by_scope: dict[Scope, list[int]] = {}
+        for index, record in enumerate(records):
+            scope = Scope(record.get("user_id"), record.get("agent_id"), record.get("run_id"))
+            by_scope.setdefault(scope.require(), []).append(index)
+        now = _now()
+        for scope, indexes in by_scope.items():
+            async with self._lock_for(scope):
+                ids = [_check_memory_id(str(records[i]["id"])) for i in indexes]
+                taken: set[str] = set()
+                for start in range(0, len(ids), 500):
+                    chunk = ids_sql("id", ids[start : start + 500])
+                    taken.update(row["id"] for row in await store.fetch(chunk))
+                texts = [str(records[i]["memory"]).strip()[:MAX_MEMORY_CHARS] for i in indexes]
+                fresh = set(await self._without_known(store, scope, texts))
+                keep: list[int] = []
+                for index, memory_id, text in zip(indexes, ids, texts, strict=True):
+                    if memory_id in taken:
+                        statuses[index] = "exists"
+                    elif text not in fresh:
+                        statuses[index] = "duplicate"
+                    else:
+                        fresh.discard(text)  # a repeat later in the batch is a duplicate
+                        taken.add(memory_id)
+                        keep.append(index)
+                if not keep:
+                    continue
+                kept_texts = [str(records[i]["memory"]).strip()[:MAX_MEMORY_CHARS] for i in keep]
+                vectors = await self.embedder.embed(kept_texts, purpose="passage")
+                rows = []
+                history = []
+                for index, text, vector in zip(keep, kept_texts, vectors, strict=True):
+                    record = records[index]
+                    created = normalize_timestamp(record.get("created_at") or now)
+                    updated = normalize_timestamp(record.get("updated_at") or created)
+                    memory_id = str(record["id"])
+                    rows.append(
+                        {
+                            "id": memory_id,
+                            **scope.as_dict(),
+                            "memory": text,
+                            "hash": content_hash(text),
+                            "vector": vector,
+                            "metadata": check_metadata(record.get("metadata")),
+                            "categories": list(record.get("categories") or []),
+                            "created_at": created,
+                            "updated_at": updated,
+                        }
+                    )
+                    history.append(_history_row(memory_id, scope, None, text, "ADD", now, None))
+                await store.insert(rows)
+                await store.add_history(history)
+        return statuses
+
     async def reset(self) -> None:
         """Delete every memory and all history of every user."""
         store = await self._ready()
@@ -611,7 +679,10 @@ def _moment(timestamp: str | float | datetime | None) -> datetime:
         return datetime.now(UTC)
     if isinstance(timestamp, datetime):
         return timestamp if timestamp.tzinfo else timestamp.replace(tzinfo=UTC)
-    return datetime.fromisoformat(normalize_timestamp(timestamp))
+    try:
+        return datetime.fromisoformat(normalize_timestamp(timestamp))
+    except InvalidFilter as exc:  # same parser as filters, but here it is bad input
+        raise InvalidInput(f"timestamp: {exc}") from exc
 
 
 def _check_limit(limit: int, *, maximum: int = 1000) -> int:
@@ -672,6 +743,9 @@ class Memory:
 
     def history(self, memory_id: str) -> list[HistoryItem]:
         return self._run(self._async.history(memory_id))
+
+    def import_memories(self, records: Sequence[Mapping[str, Any]]) -> list[str]:
+        return self._run(self._async.import_memories(records))
 
     def reset(self) -> None:
         self._run(self._async.reset())

@@ -360,6 +360,8 @@ class LearningQueue:
             for job in jobs:
                 task = asyncio.get_running_loop().create_task(self._run(job))
                 self._running[job.id] = (job, task)
+            if self._stopping:
+                break
             if jobs and len(self._running) < self.settings.concurrency:
                 continue
             self._wakeup.clear()
@@ -435,9 +437,15 @@ class LearningQueue:
         """Stop claiming, let running jobs finish within the grace period, release the rest."""
         self._stopping = True
         self._wakeup.set()
-        for task in (self._dispatcher, self._heartbeat):
-            if task is not None:
-                task.cancel()
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+        if self._dispatcher is not None:
+            # Not cancelled: a claim in flight completes in the DB thread regardless, and the
+            # jobs it leased must be tracked (run or released below), not stranded.
+            try:
+                await self._dispatcher
+            except Exception:
+                log.exception("queue dispatcher failed")
         grace = self.settings.shutdown_grace_s if grace_s is None else grace_s
         tasks = [task for _, task in self._running.values()]
         if tasks:

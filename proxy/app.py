@@ -24,6 +24,7 @@ from .chat import ChatDeps, chat_completions
 from .errors import EXCEPTION_HANDLERS, error_response
 from .inject import TokenCounter, default_token_counter
 from .learning import Learner
+from .memories_api import memory_routes
 from .metrics import Metrics
 from .settings import Settings
 from .upstream import LiteLLMUpstream, PassthroughUpstream, Router, Upstream, UpstreamSet
@@ -152,6 +153,7 @@ def create_app(
         Route("/health", health, methods=["GET"]),
         Route("/ready", ready, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
+        *memory_routes(),
     ]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS)
     app.state.settings = settings

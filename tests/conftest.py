@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+
+# Before anything imports litellm: no remote cost-map fetch in tests.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 # ============================================================================================
 # memory_core fixtures (tests/test_memory_*.py, test_filters.py, test_extraction.py, ...)

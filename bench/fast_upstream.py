@@ -1,0 +1,218 @@
+"""A minimal, fast fake OpenAI-compatible upstream for load tests (raw asyncio + uvloop).
+
+``tests/fake_upstream.py`` is a full Starlette app (scripted extraction, magic strings,
+request log): right for tests, too slow to be a load-test baseline. This one parses just
+enough HTTP/1.1 (keep-alive, Content-Length bodies) to answer:
+
+- ``POST .../chat/completions``: a fixed tiny ``chat.completion``; with ``"stream": true`` a
+  fixed stream of ``--chunks`` content events + a finish event (+ a usage event when
+  ``stream_options.include_usage`` is asked) + ``[DONE]``, each event its own HTTP chunk,
+  written with ``--chunk-gap-ms`` between events (0: back to back).
+- ``GET .../models`` and ``GET /health``.
+
+Run: ``python -m bench.fast_upstream --port 0`` prints ``FAKE_UPSTREAM_URL=http://127.0.0.1:P/v1``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import signal
+import socket
+import sys
+import time
+
+import orjson
+
+_STREAM_TRUE = re.compile(rb'"stream"\s*:\s*true')
+_INCLUDE_USAGE = re.compile(rb'"include_usage"\s*:\s*true')
+_CREATED = int(time.time())
+REPLY = "Hello! This is a fixed reply from the fast fake upstream."
+
+
+def _completion() -> bytes:
+    return orjson.dumps(
+        {
+            "id": "chatcmpl-fast",
+            "object": "chat.completion",
+            "created": _CREATED,
+            "model": "fake-model",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": REPLY},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {"prompt_tokens": 12, "completion_tokens": 12, "total_tokens": 24},
+        }
+    )
+
+
+def _event(payload: dict | str) -> bytes:
+    data = payload.encode() if isinstance(payload, str) else orjson.dumps(payload)
+    event = b"data: " + data + b"\n\n"
+    return b"%x\r\n%s\r\n" % (len(event), event)  # one HTTP/1.1 chunk per SSE event
+
+
+def _chunk(delta: dict, finish: str | None = None) -> dict:
+    return {
+        "id": "chatcmpl-fast",
+        "object": "chat.completion.chunk",
+        "created": _CREATED,
+        "model": "fake-model",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
+
+
+def stream_events(chunks: int, include_usage: bool) -> list[bytes]:
+    events = []
+    for i in range(chunks):
+        delta = {"content": f"tok{i} "}
+        if i == 0:
+            delta["role"] = "assistant"
+        events.append(_event(_chunk(delta)))
+    events.append(_event(_chunk({}, "stop")))
+    if include_usage:
+        usage = _chunk({})
+        usage["choices"] = []
+        usage["usage"] = {"prompt_tokens": 12, "completion_tokens": chunks, "total_tokens": 12 + chunks}
+        events.append(_event(usage))
+    events.append(_event("[DONE]"))
+    events.append(b"0\r\n\r\n")
+    return events
+
+
+def _response(status: str, body: bytes, content_type: bytes = b"application/json") -> bytes:
+    return (
+        b"HTTP/1.1 " + status.encode() + b"\r\ncontent-type: " + content_type
+        + b"\r\ncontent-length: " + str(len(body)).encode() + b"\r\nx-request-id: fast\r\n\r\n"
+        + body
+    )
+
+
+COMPLETION = _response("200 OK", _completion())
+MODELS = _response(
+    "200 OK",
+    orjson.dumps({"object": "list", "data": [{"id": "fake-model", "object": "model",
+                                               "created": 0, "owned_by": "bench"}]}),
+)
+HEALTH = _response("200 OK", b'{"status":"ok"}')
+NOT_FOUND = _response("404 Not Found", b'{"error":{"message":"not found","type":"invalid_request_error","param":null,"code":null}}')
+STREAM_HEAD = (
+    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n"
+    b"cache-control: no-cache\r\nx-request-id: fast\r\n\r\n"
+)
+
+
+class FastHTTP(asyncio.Protocol):
+    chunks = 20
+    gap_s = 0.0
+
+    def __init__(self) -> None:
+        self.buffer = b""
+        self.transport: asyncio.Transport | None = None
+        self.busy = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        if not self.busy:
+            self._process()
+
+    def _process(self) -> None:
+        while True:
+            end = self.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head = self.buffer[:end]
+            length = 0
+            lower = head.lower()
+            pos = lower.find(b"\r\ncontent-length:")
+            if pos >= 0:
+                stop = lower.find(b"\r\n", pos + 2)
+                length = int(lower[pos + 17 : stop if stop >= 0 else None])
+            total = end + 4 + length
+            if len(self.buffer) < total:
+                return
+            body = self.buffer[end + 4 : total]
+            self.buffer = self.buffer[total:]
+            line = head.split(b"\r\n", 1)[0]
+            parts = line.split(b" ")
+            method, path = parts[0], parts[1] if len(parts) > 1 else b"/"
+            assert self.transport is not None
+            if method == b"POST" and path.endswith(b"/chat/completions"):
+                if _STREAM_TRUE.search(body):
+                    events = stream_events(self.chunks, bool(_INCLUDE_USAGE.search(body)))
+                    if self.gap_s > 0:
+                        self.busy = True
+                        asyncio.get_running_loop().create_task(self._stream(events))
+                        return
+                    self.transport.write(STREAM_HEAD)
+                    for event in events:
+                        self.transport.write(event)
+                else:
+                    self.transport.write(COMPLETION)
+            elif method == b"GET" and path.endswith(b"/models"):
+                self.transport.write(MODELS)
+            elif method == b"GET" and path.startswith(b"/health"):
+                self.transport.write(HEALTH)
+            else:
+                self.transport.write(NOT_FOUND)
+
+    async def _stream(self, events: list[bytes]) -> None:
+        assert self.transport is not None
+        self.transport.write(STREAM_HEAD)
+        for event in events:
+            await asyncio.sleep(self.gap_s)
+            if self.transport.is_closing():
+                return
+            self.transport.write(event)
+        self.busy = False
+        self._process()
+
+
+async def serve(host: str, port: int, chunks: int, gap_ms: float) -> None:
+    FastHTTP.chunks = chunks
+    FastHTTP.gap_s = gap_ms / 1000.0
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(FastHTTP, host, port, backlog=4096, reuse_address=True)
+    bound = server.sockets[0].getsockname()[1]
+    print(f"FAKE_UPSTREAM_URL=http://{host}:{bound}/v1", flush=True)
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    server.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--chunks", type=int, default=20, help="content events per stream")
+    parser.add_argument("--chunk-gap-ms", type=float, default=0.0)
+    args = parser.parse_args(argv)
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
+        pass
+    try:
+        asyncio.run(serve(args.host, args.port, args.chunks, args.chunk_gap_ms))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())

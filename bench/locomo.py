@@ -1,0 +1,205 @@
+"""Retrieval recall of memproxy's search on LoCoMo (``python -m bench locomo``).
+
+Method (../shared/data/README.md): every turn of a sample becomes a memory of one user through
+the real ``AsyncMemory`` (``infer=False``, speaker-prefixed text, the session date as the
+memory's timestamp, metadata ``dia_id``); each QA of categories 1-4 searches with the question;
+recall@k = |evidence ∩ top-k dia_ids| / |evidence|, averaged per category.
+
+Embeddings are cached on disk (``bench/.cache/``) so each text is embedded once on this 2-core
+machine; the cache is keyed by embedder name, purpose and text, so it never changes a result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import platform
+import re
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "locomo-dev.json"
+CACHE_DIR = ROOT / "bench" / ".cache"
+BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
+CATEGORIES = {4: "single-hop", 1: "multi-hop", 2: "temporal", 3: "open-domain"}
+KS = (5, 10, 20)
+# Tune on these conversations (about half of the QAs); report the others as the holdout.
+TUNE = ("conv-26", "conv-30", "conv-41")
+_EVIDENCE = re.compile(r"D:?(\d+):(\d+)")
+_SESSION = re.compile(r"session_(\d+)")
+
+
+# ---- data -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    dia_id: str
+    speaker: str
+    text: str
+    caption: str | None
+    when: datetime
+
+
+@dataclass(slots=True)
+class QA:
+    question: str
+    evidence: list[str]
+    category: int
+
+
+@dataclass(slots=True)
+class Sample:
+    sample_id: str
+    speakers: tuple[str, str]
+    sessions: list[list[Turn]]
+    qa: list[QA] = field(default_factory=list)
+
+    @property
+    def turns(self) -> list[Turn]:
+        return [turn for session in self.sessions for turn in session]
+
+
+def parse_session_date(text: str) -> datetime:
+    """``"1:56 pm on 8 May, 2023"`` -> an aware UTC datetime."""
+    return datetime.strptime(text.strip(), "%I:%M %p on %d %B, %Y").replace(tzinfo=UTC)
+
+
+def normalize_evidence(raw: Sequence[str], known: set[str]) -> list[str]:
+    """Evidence ids in the ``D<session>:<turn>`` form, malformed ones fixed, unknown ones dropped."""
+    found: list[str] = []
+    for item in raw:
+        for match in _EVIDENCE.finditer(str(item)):
+            dia_id = f"D{int(match.group(1))}:{int(match.group(2))}"
+            if dia_id in known and dia_id not in found:
+                found.append(dia_id)
+    return found
+
+
+def load_samples(path: Path = DEFAULT_DATA) -> list[Sample]:
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    samples = []
+    for item in raw:
+        conv = item["conversation"]
+        numbers = sorted(int(m.group(1)) for k in conv if (m := _SESSION.fullmatch(k)))
+        sessions = []
+        for number in numbers:
+            when = parse_session_date(conv[f"session_{number}_date_time"])
+            sessions.append(
+                [
+                    Turn(
+                        dia_id=t["dia_id"],
+                        speaker=t["speaker"],
+                        text=t["text"],
+                        caption=t.get("blip_caption"),
+                        when=when,
+                    )
+                    for t in conv[f"session_{number}"]
+                ]
+            )
+        sample = Sample(item["sample_id"], (conv["speaker_a"], conv["speaker_b"]), sessions)
+        known = {t.dia_id for t in sample.turns}
+        for qa in item["qa"]:
+            category = int(qa["category"])
+            if category not in CATEGORIES:
+                continue
+            evidence = normalize_evidence(qa.get("evidence") or [], known)
+            if evidence:
+                sample.qa.append(QA(str(qa["question"]), evidence, category))
+        samples.append(sample)
+    return samples
+
+
+def split_samples(samples: list[Sample], split: str) -> list[Sample]:
+    if split == "all":
+        return samples
+    tune = split == "tune"
+    return [s for s in samples if (s.sample_id in TUNE) == tune]
+
+
+def turn_text(turn: Turn, *, caption: bool = True) -> str:
+    """The memory text of a turn: speaker-prefixed; a shared photo is described in brackets."""
+    text = f"{turn.speaker}: {turn.text}"
+    if caption and turn.caption:
+        text += f" [shares {turn.caption}]"
+    return text
+
+
+# ---- embedding cache --------------------------------------------------------------------------
+
+
+class CachedEmbedder:
+    """Wraps an embedder; every (purpose, text) vector is computed once and kept in SQLite."""
+
+    def __init__(self, inner: Any, path: Path) -> None:
+        self.inner = inner
+        self.dimension = int(inner.dimension)
+        self.name = str(getattr(inner, "name", type(inner).__name__))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path)
+        self._db.execute("CREATE TABLE IF NOT EXISTS vectors (key TEXT PRIMARY KEY, vec BLOB)")
+        self.hits = 0
+        self.misses = 0
+
+    def _key(self, text: str, purpose: str) -> str:
+        raw = f"{self.name}\x00{purpose}\x00{text}".encode()
+        return hashlib.sha256(raw).hexdigest()
+
+    def lookup(self, texts: Sequence[str], purpose: str) -> dict[str, np.ndarray]:
+        keys = {self._key(t, purpose): t for t in texts}
+        found: dict[str, np.ndarray] = {}
+        items = list(keys)
+        for start in range(0, len(items), 500):
+            chunk = items[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for key, blob in self._db.execute(
+                f"SELECT key, vec FROM vectors WHERE key IN ({marks})", chunk
+            ):
+                found[keys[key]] = np.frombuffer(blob, dtype=np.float32)
+        return found
+
+    async def embed(self, texts: Sequence[str], *, purpose: str = "passage") -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        found = self.lookup(texts, purpose)
+        missing = list(dict.fromkeys(t for t in texts if t not in found))
+        self.hits += len(texts) - len(missing)
+        self.misses += len(missing)
+        if missing:
+            vectors = await self.inner.embed(missing, purpose=purpose)
+            rows = []
+            for text, vector in zip(missing, vectors, strict=True):
+                vec = np.asarray(vector, dtype=np.float32)
+                found[text] = vec
+                rows.append((self._key(text, purpose), vec.tobytes()))
+            self._db.executemany("INSERT OR REPLACE INTO vectors VALUES (?, ?)", rows)
+            self._db.commit()
+        return np.stack([found[t] for t in texts]).astype(np.float32)
+
+    def close(self) -> None:
+        self._db.close()
+        close = getattr(self.inner, "close", None)
+        if callable(close):
+            close()
+
+
+def cached_local_embedder() -> CachedEmbedder:
+    from memory_core.embedders import LocalEmbedder
+
+    return CachedEmbedder(LocalEmbedder(), CACHE_DIR / "embeddings.sqlite")

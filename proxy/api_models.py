@@ -1,0 +1,304 @@
+"""Pydantic models of the memory REST API (Mem0 server shapes) and its OpenAPI document."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
+from pydantic.json_schema import models_json_schema
+
+from memory_core.filters import normalize_timestamp
+from memory_core.memory import RESERVED_METADATA
+from memory_core.types import ID_PATTERN
+
+IdField = Field(default=None, pattern=ID_PATTERN.pattern, description="user/agent/run id")
+MessageIn = str | dict[str, Any]
+
+
+class _Request(BaseModel):
+    # Mem0 clients send a few fields we do not use (e.g. "version", "output_format").
+    model_config = ConfigDict(extra="ignore")
+
+
+class AddRequest(_Request):
+    """``POST /memories``: learn from messages (``infer``) or store them verbatim."""
+
+    messages: str | list[MessageIn] | dict[str, Any]
+    user_id: str | None = IdField
+    agent_id: str | None = IdField
+    run_id: str | None = IdField
+    metadata: dict[str, Any] | None = None
+    infer: bool = True
+    prompt: str | None = Field(
+        default=None, description="accepted for Mem0 compatibility; the configured prompts apply"
+    )
+
+
+class SearchRequest(_Request):
+    """``POST /search``: the scope's memories most relevant to ``query``."""
+
+    query: str = Field(min_length=1, max_length=10_000)
+    user_id: str | None = IdField
+    agent_id: str | None = IdField
+    run_id: str | None = IdField
+    filters: dict[str, Any] | None = None
+    top_k: int = Field(default=10, ge=1, le=1000, validation_alias=AliasChoices("top_k", "limit"))
+    threshold: float | None = Field(default=None, ge=-1, le=1)
+
+
+class ListQuery(_Request):
+    """``GET /memories`` query parameters."""
+
+    user_id: str | None = IdField
+    agent_id: str | None = IdField
+    run_id: str | None = IdField
+    top_k: int = Field(
+        default=100, ge=1, le=10_000, validation_alias=AliasChoices("top_k", "limit")
+    )
+    cursor: str | None = Field(default=None, max_length=512)
+
+
+class ListRequest(_Request):
+    """``POST /memories/list``: like ``GET /memories`` with Mem0 filters in the body."""
+
+    user_id: str | None = IdField
+    agent_id: str | None = IdField
+    run_id: str | None = IdField
+    filters: dict[str, Any] | None = None
+    top_k: int = Field(
+        default=100, ge=1, le=10_000, validation_alias=AliasChoices("top_k", "limit")
+    )
+    cursor: str | None = Field(default=None, max_length=512)
+
+
+class ScopeQuery(_Request):
+    """Whose memories: ``DELETE /memories``, ``GET /memories/export``, ``POST .../import``."""
+
+    user_id: str | None = IdField
+    agent_id: str | None = IdField
+    run_id: str | None = IdField
+
+
+class UpdateRequest(_Request):
+    """``PUT /memories/{id}``: new text, metadata merged into the old."""
+
+    text: str = Field(
+        min_length=1, max_length=10_000, validation_alias=AliasChoices("text", "memory", "data")
+    )
+    metadata: dict[str, Any] | None = None
+
+
+class ImportRecord(BaseModel):
+    """One line of an export/import JSONL file (an exported item; unknown keys ignored)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str = Field(pattern=ID_PATTERN.pattern)
+    memory: str = Field(min_length=1, max_length=10_000)
+    user_id: str | None = IdField
+    agent_id: str | None = IdField
+    run_id: str | None = IdField
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    categories: list[str] = Field(default_factory=list)
+    created_at: str | None = None
+    updated_at: str | None = None
+
+    def checked(self) -> dict[str, Any]:
+        """The record for ``AsyncMemory.import_memories``; raises ValueError when unusable."""
+        if not (self.user_id or self.agent_id or self.run_id):
+            raise ValueError("one of user_id, agent_id or run_id is required")
+        if not self.memory.strip():
+            raise ValueError("memory is empty")
+        clash = [key for key in RESERVED_METADATA if key in self.metadata]
+        if clash:
+            raise ValueError(f"metadata may not set {', '.join(clash)}")
+        record = self.model_dump()
+        for field in ("created_at", "updated_at"):
+            if record[field] is not None:
+                record[field] = normalize_timestamp(record[field])
+        return record
+
+
+# ---- responses (documentation and clients; handlers return plain dicts) ----------------
+
+
+class MemoryItemModel(BaseModel):
+    id: str
+    memory: str
+    hash: str
+    metadata: dict[str, Any]
+    categories: list[str] = Field(default_factory=list)
+    score: float | None = Field(default=None, description="search only")
+    created_at: str
+    updated_at: str
+    user_id: str | None
+    agent_id: str | None
+    run_id: str | None
+
+
+class AddResultModel(BaseModel):
+    id: str
+    memory: str
+    event: Literal["ADD", "UPDATE", "DELETE", "NONE"]
+    previous_memory: str | None = None
+
+
+class AddResponse(BaseModel):
+    results: list[AddResultModel]
+
+
+class ListResponse(BaseModel):
+    results: list[MemoryItemModel]
+    next_cursor: str | None = Field(
+        default=None, description="pass as ?cursor= for the next page; null on the last page"
+    )
+
+
+class SearchResponse(BaseModel):
+    results: list[MemoryItemModel]
+
+
+class HistoryItemModel(BaseModel):
+    id: str
+    memory_id: str
+    old_memory: str | None
+    new_memory: str | None
+    event: Literal["ADD", "UPDATE", "DELETE", "NONE"]
+    created_at: str
+    updated_at: str
+    is_deleted: bool
+
+
+class MessageResponse(BaseModel):
+    message: str
+    deleted: int | None = None
+
+
+class ImportLineError(BaseModel):
+    line: int
+    message: str
+
+
+class ImportResponse(BaseModel):
+    imported: int
+    exists: int = Field(description="lines whose id is already stored (left unchanged)")
+    duplicate: int = Field(description="lines whose exact text the scope already holds")
+    errors: list[ImportLineError]
+
+
+class CallerResponse(BaseModel):
+    name: str
+    users: list[str] = Field(description='users this key may act for ("*": any)')
+    admin: bool
+    open_mode: bool
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+def validation_message(exc: ValidationError) -> str:
+    """One readable line: ``field: problem; field: problem``."""
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(part) for part in err["loc"]) or "body"
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)
+
+
+# ---- OpenAPI -----------------------------------------------------------------------------
+
+Operation = tuple[str, str, str, type[BaseModel] | None, type[BaseModel] | None, str]
+# (method, path, summary, request body model, response model, query model name or "")
+OPERATIONS: list[Operation] = [
+    ("post", "/memories", "Add memories", AddRequest, AddResponse, ""),
+    ("get", "/memories", "List a scope's memories, newest first", None, ListResponse, "ListQuery"),
+    ("post", "/memories/list", "List with filters", ListRequest, ListResponse, ""),
+    ("delete", "/memories", "Delete all memories of a scope", None, MessageResponse, "ScopeQuery"),
+    ("get", "/memories/export", "Export a scope as JSONL (streamed)", None, None, "ScopeQuery"),
+    ("post", "/memories/import", "Import JSONL (idempotent by id)", None, ImportResponse, ""),
+    ("get", "/memories/{memory_id}", "Get one memory", None, MemoryItemModel, ""),
+    ("put", "/memories/{memory_id}", "Update a memory", UpdateRequest, MemoryItemModel, ""),
+    ("delete", "/memories/{memory_id}", "Delete a memory", None, MessageResponse, ""),
+    ("get", "/memories/{memory_id}/history", "A memory's history", None, HistoryItemModel, ""),
+    ("post", "/search", "Search memories", SearchRequest, SearchResponse, ""),
+    ("post", "/reset", "Delete every memory of every user (admin)", None, MessageResponse, ""),
+    ("get", "/auth/me", "The calling key's rights", None, CallerResponse, ""),
+]
+QUERY_MODELS: dict[str, type[BaseModel]] = {"ListQuery": ListQuery, "ScopeQuery": ScopeQuery}
+
+
+def build_openapi() -> dict[str, Any]:
+    """The OpenAPI 3.1 document, schemas generated from the pydantic models."""
+    models = {m for op in OPERATIONS for m in (op[3], op[4]) if m is not None}
+    models |= {ErrorResponse, ImportRecord}
+    _, defs = models_json_schema(
+        [(m, "validation") for m in sorted(models, key=lambda m: m.__name__)],
+        ref_template="#/components/schemas/{model}",
+    )
+    schemas = defs.get("$defs", {})
+    paths: dict[str, dict[str, Any]] = {}
+    error_ref = {"$ref": "#/components/schemas/ErrorResponse"}
+    for method, path, summary, body, response, query in OPERATIONS:
+        op: dict[str, Any] = {"summary": summary, "security": [{"bearer": []}, {"apiKey": []}]}
+        params: list[dict[str, Any]] = []
+        if "{memory_id}" in path:
+            params.append(
+                {"name": "memory_id", "in": "path", "required": True, "schema": {"type": "string"}}
+            )
+        if query:
+            for name, field in QUERY_MODELS[query].model_fields.items():
+                params.append({"name": name, "in": "query", "description": field.description})
+        if params:
+            op["parameters"] = params
+        if body is not None:
+            ref = {"$ref": f"#/components/schemas/{body.__name__}"}
+            op["requestBody"] = {"required": True, "content": {"application/json": {"schema": ref}}}
+        if path == "/memories/import":
+            op["requestBody"] = {
+                "required": True,
+                "description": "one ImportRecord per line",
+                "content": {"application/x-ndjson": {"schema": {"type": "string"}}},
+            }
+        ok: dict[str, Any] = {"description": "OK"}
+        if response is not None:
+            schema: dict[str, Any] = {"$ref": f"#/components/schemas/{response.__name__}"}
+            if response is HistoryItemModel:
+                schema = {"type": "array", "items": schema}
+            ok["content"] = {"application/json": {"schema": schema}}
+        elif path == "/memories/export":
+            ok["content"] = {"application/x-ndjson": {"schema": {"type": "string"}}}
+        errors = {
+            str(code): {"description": text, "content": {"application/json": {"schema": error_ref}}}
+            for code, text in (
+                (400, "invalid request"),
+                (401, "missing or wrong API key"),
+                (403, "the key may not act for that user"),
+                (404, "no such memory visible to this key"),
+            )
+        }
+        op["responses"] = {"200": ok, **errors}
+        paths.setdefault(path, {})[method] = op
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "memproxy memory API",
+            "version": "1",
+            "description": "Mem0-compatible memory REST API. Every path is also served under /v1.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+            },
+        },
+    }
