@@ -1,2 +1,1 @@
-"""Benchmarks for memproxy: each one command (``python -m bench NAME``) that prints a table and
-writes it into BENCHMARKS.md. Not CI tests."""
+"""memproxy's benchmarks (not run by CI): ``python -m bench <command>``; see BENCHMARKS.md."""

@@ -1,29 +1,60 @@
-"""``python -m bench NAME [options]``: run one benchmark.
+"""``python -m bench <command> [options]`` — each command prints its table and writes its
+section of BENCHMARKS.md.
 
-Each benchmark is a module of this package with a ``main(argv: list[str]) -> int``; add yours to
-``BENCHMARKS`` below (name -> module).
+    overhead   proxy overhead vs direct and vs LiteLLM's proxy (bench/overhead.py)
+    store      search latency vs store size, add throughput, disk, writes (bench/store.py)
+    chart      redraw docs/*.png from bench/results/*.json (bench/chart.py)
+    locomo     retrieval recall on LoCoMo (bench/locomo.py, when present)
+    queue      learning queue drain rate and lag (bench/queue_drain.py, when present)
+    all        overhead, store, then chart
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
-BENCHMARKS: dict[str, str] = {
-    "locomo": "bench.locomo",  # retrieval recall on LoCoMo (tests the memory_core search)
+COMMANDS = {
+    "overhead": "bench.overhead",
+    "store": "bench.store",
+    "chart": "bench.chart",
+    "locomo": "bench.locomo",
+    "queue": "bench.queue_drain",
 }
 
 
+def _run(command: str, argv: list[str]) -> int:
+    module_name = COMMANDS[command]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name == module_name:
+            print(f"bench: '{command}' is not available ({module_name} is missing)",
+                  file=sys.stderr)
+            return 2
+        raise
+    return int(module.main(argv) or 0)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] in ("-h", "--help") or args[0] not in BENCHMARKS:
-        print("usage: python -m bench {" + ",".join(sorted(BENCHMARKS)) + "} [options]")
-        print("       python -m bench NAME --help   for a benchmark's options")
-        return 0 if args and args[0] in ("-h", "--help") else 2
-    module = importlib.import_module(BENCHMARKS[args[0]])
-    result: int = module.main(args[1:])
-    return result
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command == "all":
+        for name in ("overhead", "store", "chart"):
+            code = _run(name, rest if name != "chart" else [])
+            if code:
+                return code
+        return 0
+    if command not in COMMANDS:
+        print(f"bench: unknown command {command!r}\n{__doc__}", file=sys.stderr)
+        return 2
+    return _run(command, rest)
 
 
 if __name__ == "__main__":
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     sys.exit(main())

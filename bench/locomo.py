@@ -203,3 +203,101 @@ def cached_local_embedder() -> CachedEmbedder:
     from memory_core.embedders import LocalEmbedder
 
     return CachedEmbedder(LocalEmbedder(), CACHE_DIR / "embeddings.sqlite")
+
+
+# ---- the run through AsyncMemory --------------------------------------------------------------
+
+METHODS = ("vector", "text", "hybrid")
+
+
+@dataclass(slots=True)
+class Scores:
+    """Recall values per (category, k) and search latencies of one method on one split."""
+
+    recall: dict[tuple[int, int], list[float]] = field(default_factory=dict)
+    latencies_ms: list[float] = field(default_factory=list)
+
+    def add(self, category: int, ranked: Sequence[str], evidence: Sequence[str]) -> None:
+        for k in KS:
+            hit = len(set(ranked[:k]) & set(evidence)) / len(evidence)
+            self.recall.setdefault((category, k), []).append(hit)
+
+    def mean(self, category: int | None, k: int) -> float:
+        if category is None:
+            values = [v for (_c, kk), vs in self.recall.items() if kk == k for v in vs]
+        else:
+            values = self.recall.get((category, k), [])
+        return float(np.mean(values)) if values else float("nan")
+
+    def count(self, category: int | None) -> int:
+        if category is None:
+            return sum(len(v) for (_c, k), v in self.recall.items() if k == KS[0])
+        return len(self.recall.get((category, KS[0]), []))
+
+
+def turn_context(session: Sequence[Turn], index: int, turns: int, *, caption: bool) -> str | None:
+    """The ``turns`` turns before ``index`` in its session, as the memory's embedding context."""
+    if turns <= 0 or index == 0:
+        return None
+    return "\n".join(turn_text(t, caption=caption) for t in session[max(0, index - turns) : index])
+
+
+async def load_sample(memory: Any, sample: Sample, *, context_turns: int, caption: bool) -> None:
+    """Store every turn of ``sample`` as a memory of the user ``sample.sample_id``."""
+    for session in sample.sessions:
+        for index, turn in enumerate(session):
+            kwargs: dict[str, Any] = {}
+            context = turn_context(session, index, context_turns, caption=caption)
+            if context is not None:
+                kwargs["context"] = context
+            await memory.add(
+                turn_text(turn, caption=caption),
+                user_id=sample.sample_id,
+                infer=False,
+                timestamp=turn.when,
+                metadata={"dia_id": turn.dia_id},
+                **kwargs,
+            )
+    # What the background maintenance does every ``optimize_every`` writes in a live store.
+    await memory.store.optimize()
+
+
+async def evaluate(
+    samples: Sequence[Sample],
+    *,
+    embedder: Any,
+    methods: Sequence[str] = METHODS,
+    search: dict[str, Any] | None = None,
+    context_turns: int | None = None,
+    caption: bool = True,
+    workdir: Path | None = None,
+) -> dict[str, Scores]:
+    """Load each sample into a fresh store and score every method's search on its QAs."""
+    from memory_core import AsyncMemory, MemoryConfig
+
+    base = MemoryConfig()
+    search_cfg = base.search.model_dump() | (search or {})
+    if context_turns is None:
+        context_turns = int(search_cfg.pop("context_turns", 0) or 0)
+    scores = {method: Scores() for method in methods}
+    root = Path(tempfile.mkdtemp(prefix="locomo-", dir=workdir))
+    try:
+        for sample in samples:
+            config = MemoryConfig(storage_uri=str(root / sample.sample_id), search=search_cfg)
+            loader = AsyncMemory(config, embedder=embedder)
+            await load_sample(loader, sample, context_turns=context_turns, caption=caption)
+            for method in methods:
+                cfg = config.model_copy(
+                    update={"search": config.search.model_copy(update={"mode": method})}
+                )
+                memory = AsyncMemory(cfg, embedder=embedder, store=loader.store)
+                for qa in sample.qa:
+                    start = time.perf_counter()
+                    found = await memory.search(qa.question, user_id=sample.sample_id, limit=20)
+                    scores[method].latencies_ms.append((time.perf_counter() - start) * 1000)
+                    ranked = [item["metadata"].get("dia_id", "") for item in found["results"]]
+                    scores[method].add(qa.category, ranked, qa.evidence)
+            await loader.store.close()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return scores

@@ -83,6 +83,34 @@ class LLMConfig(BaseModel):
         return kwargs
 
 
+class RerankerConfig(LLMConfig):
+    """A second-stage rerank model through ``litellm.arerank`` (Cohere, Jina, Voyage...)."""
+
+    candidates: int = Field(default=50, ge=1, le=1000)
+
+
+class SearchConfig(_Strict):
+    """How ``search`` ranks a scope's memories (defaults measured on LoCoMo, see BENCHMARKS.md).
+
+    ``hybrid`` fuses the exact vector search and the BM25 full-text search with weighted
+    reciprocal-rank fusion: ``score = sum(weight / (rrf_k + rank))`` over the two rankings,
+    each ``candidates`` deep. ``recency_weight`` > 0 adds up to that much to the fused score
+    of the newest memories (halving every ``recency_half_life_days`` before the newest
+    candidate), only for time-sensitive queries ("latest", "now", "currently"...) unless
+    ``recency_always``. A ``reranker`` reorders the fused top ``reranker.candidates``.
+    """
+
+    mode: Literal["hybrid", "vector", "text"] = "hybrid"
+    rrf_k: float = Field(default=60.0, gt=0)
+    vector_weight: float = Field(default=1.0, ge=0)
+    text_weight: float = Field(default=1.0, ge=0)
+    candidates: int = Field(default=50, ge=1, le=1000)
+    recency_weight: float = Field(default=0.0, ge=0)
+    recency_half_life_days: float = Field(default=30.0, gt=0)
+    recency_always: bool = False
+    reranker: RerankerConfig | None = None
+
+
 class MemoryConfig(_Strict):
     """Everything ``AsyncMemory`` needs. Only ``storage_uri`` matters for ``infer=False``."""
 
@@ -97,7 +125,13 @@ class MemoryConfig(_Strict):
     exclude: str | None = None
     categories: list[str] = Field(default_factory=list)
     similar_memories: int = Field(default=6, ge=1, le=50)
-    hybrid_search: bool = True
+    hybrid_search: bool = True  # False: vector search only, whatever ``search.mode`` says
+    search: SearchConfig = Field(default_factory=SearchConfig)
+    # add(infer=True): an ADD whose text has cosine >= this with a memory of the same scope
+    # (and the same numbers) becomes NONE, or an UPDATE of that memory when it only adds words;
+    # None turns it off. 0.97 separates tests/data/junk_corpus.json's labelled pairs for the
+    # default embedder (paraphrases >= 0.971, different facts <= 0.966); retune for another.
+    duplicate_threshold: float | None = Field(default=0.97, gt=0, le=1)
     optimize_every: int = Field(default=100, ge=1)
     cleanup_retention_s: float = Field(default=3600.0, ge=0)
 

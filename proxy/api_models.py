@@ -105,8 +105,6 @@ class ImportRecord(BaseModel):
 
     def checked(self) -> dict[str, Any]:
         """The record for ``AsyncMemory.import_memories``; raises ValueError when unusable."""
-        if not (self.user_id or self.agent_id or self.run_id):
-            raise ValueError("one of user_id, agent_id or run_id is required")
         if not self.memory.strip():
             raise ValueError("memory is empty")
         clash = [key for key in RESERVED_METADATA if key in self.metadata]

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -15,11 +15,12 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from memory_core import AsyncMemory
+from memory_core.embedders import embed_timings
 from memory_core.queue import LearningQueue
 
 from .auth import Authenticator, presented_key
 from .errors import BadRequest
-from .identity import MemoryPlan, plan_memory, strip_proxy_fields
+from .identity import MemoryPlan, plan_memory, strip_proxy_fields, task_recall_query
 from .inject import (
     TokenCounter,
     build_memory_block,
@@ -76,6 +77,7 @@ class RecallOutcome:
     messages: list[dict[str, Any]]
     status: str
     recalled: int
+    timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds
 
 
 async def recall_into(
@@ -87,12 +89,17 @@ async def recall_into(
         return RecallOutcome(messages, "no-user" if plan.identity is None else "off", 0)
     if plan.mode == "off":
         return RecallOutcome(messages, "off", 0)
-    if not plan.recall or (plan.is_task and not recall.recall_for_tasks) or recall.max_tokens == 0:
+    if plan.task is not None and not recall.recalls_for_task(plan.task):
         return RecallOutcome(messages, "ok", 0)
-    query = recall_query(messages)
+    if not plan.recall or recall.max_tokens == 0:
+        return RecallOutcome(messages, "ok", 0)
+    query = task_recall_query(messages) if plan.is_task else recall_query(messages)
     if not query:
         return RecallOutcome(messages, "ok", 0)
     identity = plan.identity
+    embedding: list[float] = []
+    token = embed_timings.set(embedding)
+    started = time.perf_counter()
     try:
         found = await asyncio.wait_for(
             deps.memory.search(
@@ -107,13 +114,24 @@ async def recall_into(
     except Exception as exc:  # memory never breaks chat: degrade to passthrough, say so
         log.warning("recall failed for a request, forwarding without memory: %r", exc)
         return RecallOutcome(messages, "degraded", 0)
+    finally:
+        embed_timings.reset(token)
+    searched = time.perf_counter()
     block, count = build_memory_block(
         found["results"], max_tokens=recall.max_tokens, count_tokens=deps.count_tokens
     )
-    if block is None:
-        return RecallOutcome(messages, "ok", 0)
-    injected = inject_memory_block(messages, block, position=recall.position)
-    return RecallOutcome(injected, "ok", count)
+    injected = (
+        messages
+        if block is None
+        else inject_memory_block(messages, block, position=recall.position)
+    )
+    embed_s = sum(embedding)
+    timings = {
+        "embed": embed_s,
+        "search": searched - started - embed_s,
+        "inject": time.perf_counter() - searched,
+    }
+    return RecallOutcome(injected, "ok", count, timings)
 
 
 async def chat_completions(request: Request) -> Response:
@@ -122,9 +140,10 @@ async def chat_completions(request: Request) -> Response:
     body = parse_chat_body(await request.body())
     headers = request.headers
     caller = deps.authenticator.authenticate(headers)
-    plan = plan_memory(body, headers, caller)
+    plan = plan_memory(body, headers, caller, deps.settings.chat_ui)
     route = deps.router.resolve(body["model"])
     outgoing = strip_proxy_fields(body)
+    parsed = time.perf_counter()
     outcome = await recall_into(deps, plan, body["messages"])
     outgoing["messages"] = outcome.messages
     overhead_ms = (time.perf_counter() - started) * 1000
@@ -135,13 +154,21 @@ async def chat_completions(request: Request) -> Response:
         "x-memory-status": outcome.status,
         "x-memory-recalled": str(outcome.recalled),
         "x-memory-overhead-ms": f"{overhead_ms:.2f}",
+        "x-memory-mode": plan.mode,
     }
+    if plan.task is not None:
+        memory_headers["x-memory-task"] = plan.task
     client_key = None if deps.authenticator.enabled else presented_key(headers)
     upstream = deps.upstreams.for_route(route)
+    forwarding = time.perf_counter()
     result = await upstream.complete(UpstreamCall(outgoing, route, client_key))
-    deps.metrics.latency.observe(time.perf_counter() - started)
+    answered = time.perf_counter()
+    deps.metrics.latency.observe(answered - started)
     deps.metrics.requests.labels(str(result.status), outcome.status, result.kind).inc()
     response_headers = {**result.headers, **memory_headers, "x-memory-upstream": result.kind}
+    response_headers["server-timing"] = server_timing(
+        {"parse": parsed - started, **outcome.timings, "forward": answered - forwarding}
+    )
     learn = _learner(deps, plan, body, result) if result.status < 400 else None
     if result.stream is not None:
         response_headers.pop("content-length", None)
@@ -159,6 +186,12 @@ async def chat_completions(request: Request) -> Response:
         headers=response_headers,
         background=BackgroundTask(learn) if learn else None,
     )
+
+
+def server_timing(stages: dict[str, float]) -> str:
+    """``Server-Timing`` value (ms) for the proxy's stages; ``forward`` is until the upstream
+    answered (its headers, for a stream)."""
+    return ", ".join(f"{name};dur={seconds * 1000:.3f}" for name, seconds in stages.items())
 
 
 async def _delivered(

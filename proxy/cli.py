@@ -1,10 +1,11 @@
-"""The ``memproxy`` command: ``serve``, ``check-config``, ``keys hash``, ``queue ...``."""
+"""The ``memproxy`` command: ``serve``, ``check-config``, ``keys hash``, ``queue``, ``memories``."""
 
 from __future__ import annotations
 
 import argparse
 import getpass
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -24,6 +25,9 @@ def _serve(args: argparse.Namespace) -> int:
         level=settings.server.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # uvicorn re-raises the signal it shut down on once it is done; a graceful SIGTERM
+    # shutdown (docker stop, systemd) then exits 0 instead of dying by the signal.
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
     uvicorn.run(
         create_app(settings),
         host=settings.server.host,
@@ -107,6 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
     retry.add_argument("job_id", nargs="?")
     retry.set_defaults(func=_queue)
     queue_sub.add_parser("purge", help="drop dead jobs").set_defaults(func=_queue)
+
+    from .memories_cli import add_memories_parser
+
+    add_memories_parser(sub)
     return parser
 
 

@@ -493,6 +493,8 @@ def import_authorizer(caller: Caller, target: ScopeQuery) -> Authorize:
 async def import_memories(request: Request) -> Response:
     caller = caller_of(request)
     target = read_query(request, ScopeQuery)
+    if target.user_id or target.agent_id or target.run_id:
+        authorize_scope(caller, target.user_id, target.agent_id, target.run_id)
     memory = memory_of(request)
     report = await import_lines(
         memory, split_lines(request.stream()), import_authorizer(caller, target)

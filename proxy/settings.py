@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from memory_core.config import (
     LLMConfig,
@@ -21,6 +21,19 @@ from memory_core.errors import ConfigError
 
 UpstreamKind = Literal["auto", "passthrough", "litellm"]
 InjectionPosition = Literal["before_last_user", "system_prefix"]
+# Chat-UI background tasks the proxy recognises (proxy/identity.py classifies them).
+TaskKind = Literal[
+    "title",
+    "tags",
+    "follow_ups",
+    "search_query",
+    "autocomplete",
+    "emoji",
+    "image_prompt",
+    "function_calling",
+    "moa",
+    "other",
+]
 
 
 class Deployment(BaseModel):
@@ -47,7 +60,13 @@ class RecallSettings(BaseModel):
     max_tokens: int = Field(default=400, ge=0)
     position: InjectionPosition = "before_last_user"
     timeout_s: float = Field(default=2.0, gt=0)
-    recall_for_tasks: bool = False
+    # Background tasks (titles, tags, ...) get no memories unless listed here (or ``true``: all).
+    recall_for_tasks: bool | list[TaskKind] = False
+
+    def recalls_for_task(self, task: str) -> bool:
+        if isinstance(self.recall_for_tasks, bool):
+            return self.recall_for_tasks
+        return task in self.recall_for_tasks
 
 
 class QueueConfig(BaseModel):
@@ -107,6 +126,40 @@ class AuthSettings(BaseModel):
         return bool(self.keys)
 
 
+class OpenWebUISettings(BaseModel):
+    """How Open WebUI's forwarded user info (``ENABLE_FORWARD_USER_INFO_HEADERS``) is read."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Plain X-OpenWebUI-User-* headers are claims only when trusted: from keys that may assert
+    # users and, when ``trusted_keys`` is set, whose name is listed. Untrusted ones are ignored.
+    trust_user_headers: bool = True
+    trusted_keys: list[str] | None = None
+    user_id_from: Literal["id", "email"] = "id"
+    # FORWARD_USER_INFO_HEADER_JWT_SECRET of Open WebUI: verifies its signed HS256 header.
+    jwt_secret: SecretStr | None = None
+    jwt_header: str = Field(default="X-OpenWebUI-User-Jwt", min_length=1)
+    jwt_issuer: str | None = "open-webui"
+    jwt_leeway_s: float = Field(default=30.0, ge=0)
+    chat_id_header: str = Field(default="X-OpenWebUI-Chat-Id", min_length=1)
+    temporary_chat_prefix: str = Field(default="local:", min_length=1)
+
+    def trusts_headers_of(self, key_name: str, may_assert_users: bool) -> bool:
+        if not (self.trust_user_headers and may_assert_users):
+            return False
+        return self.trusted_keys is None or key_name in self.trusted_keys
+
+
+class ChatUISettings(BaseModel):
+    """Chat-UI integration (docs/chat-uis.md): Open WebUI identity, extra task markers."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    openwebui: OpenWebUISettings = Field(default_factory=OpenWebUISettings)
+    # More prefixes marking a request as a background task (custom task prompt templates).
+    extra_task_prefixes: list[str] = Field(default_factory=list)
+
+
 class Settings(BaseModel):
     """The whole proxy config."""
 
@@ -116,6 +169,7 @@ class Settings(BaseModel):
     memory: ProxyMemorySettings = Field(default_factory=ProxyMemorySettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    chat_ui: ChatUISettings = Field(default_factory=ChatUISettings)
 
     @classmethod
     def load(cls, path: str | Path | None = None, **overrides: Any) -> Settings:
@@ -129,7 +183,7 @@ class Settings(BaseModel):
         data = dict(data)
         # Provider keys may be left unset: the client's own key is forwarded instead.
         data["model_list"] = resolve_env_refs(data.get("model_list") or [], strict=False)
-        for section in ("memory", "server", "auth"):
+        for section in ("memory", "server", "auth", "chat_ui"):
             if section in data:
                 data[section] = resolve_env_refs(data[section] or {})
         try:

@@ -283,6 +283,10 @@ class LiteLLMUpstream:
         if call.client_key and self._forward_client_key and not call.route.params.get("api_key"):
             kwargs["api_key"] = call.client_key
         kwargs.pop("upstream", None)
+        if "num_retries" not in call.route.params and "max_retries" not in call.route.params:
+            # litellm retries twice by default: one client request would reach the provider
+            # three times (and take 3x the deployment timeout). Retry only when configured.
+            kwargs["num_retries"] = kwargs["max_retries"] = 0
         collector = ReplyCollector()
         headers = {"content-type": "application/json"}
         try:
@@ -332,8 +336,10 @@ async def _litellm_stream(
 
 def _litellm_error(exc: Exception) -> tuple[int, dict[str, str], bytes]:
     status = getattr(exc, "status_code", None)
-    if not isinstance(status, int) or status < 400:
-        status = 504 if "timeout" in type(exc).__name__.lower() else 502
+    if "timeout" in type(exc).__name__.lower():
+        status = 504  # litellm.Timeout says 408, but the gateway timed out waiting upstream
+    elif not isinstance(status, int) or status < 400:
+        status = 502
     message = str(getattr(exc, "message", None) or exc)
     return (
         status,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
@@ -92,4 +93,106 @@ def fake_llm_config(fake_llm: Any) -> dict[str, Any]:
 
 # ============================================================================================
 # end of memory_core fixtures
+# ============================================================================================
+
+
+# ============================================================================================
+# memory REST API fixtures (test_memories_api.py, test_isolation.py, test_browser.py,
+# test_cli_memories.py)
+# ============================================================================================
+
+API_KEYS = {
+    "alice": "sk-alice-only",  # bound to alice
+    "pair": "sk-alice-and-carol",  # a list of users
+    "team": "sk-any-user",  # "*", not admin
+    "admin": "sk-admin",
+}
+
+
+class ApiServer:
+    """A real uvicorn server running the proxy with API keys, and helpers to call it."""
+
+    def __init__(self, base_url: str, memory: Any) -> None:
+        self.base_url = base_url
+        self.memory = memory
+
+    def client(self, key: str | None = None, **headers: str) -> Any:
+        import httpx
+
+        if key is not None:
+            headers.setdefault("Authorization", f"Bearer {API_KEYS.get(key, key)}")
+        return httpx.Client(base_url=self.base_url, headers=headers, timeout=120)
+
+
+def api_settings(storage_uri: str) -> Any:
+    from proxy.auth import hash_key
+    from proxy.settings import Settings
+
+    return Settings.from_dict(
+        {
+            "memory": {"storage_uri": storage_uri},
+            "auth": {
+                "keys": [
+                    {
+                        "name": "alice-app",
+                        "key_sha256": hash_key(API_KEYS["alice"]),
+                        "users": ["alice"],
+                    },
+                    {
+                        "name": "pair-app",
+                        "key_sha256": hash_key(API_KEYS["pair"]),
+                        "users": ["alice", "carol"],
+                    },
+                    {"name": "team-app", "key_sha256": hash_key(API_KEYS["team"]), "users": ["*"]},
+                    {"name": "ops", "key_sha256": hash_key(API_KEYS["admin"]), "admin": True},
+                ]
+            },
+        }
+    )
+
+
+class HashEmbedder:
+    """A fast deterministic embedder (feature hashing, the fake upstream's): for bulk tests
+    where thousands of real embeddings would only cost time."""
+
+    dimension = 384
+
+    async def embed(self, texts: Sequence[str], *, purpose: str = "passage") -> np.ndarray:
+        from tests.fake_upstream import embed_text
+
+        return np.asarray([embed_text(t, self.dimension) for t in texts], dtype=np.float32)
+
+
+@contextlib.contextmanager
+def running_api(storage_uri: str, embedder: Any) -> Iterator[ApiServer]:
+    """The proxy with the four API_KEYS on ``storage_uri``, served by a real uvicorn."""
+    from memory_core import AsyncMemory
+    from proxy.app import create_app
+    from tests.servers import ServerThread
+
+    settings = api_settings(storage_uri)
+    memory = AsyncMemory(settings.memory.core_config(), embedder=embedder)
+    with ServerThread(create_app(settings, memory=memory)) as server:
+        yield ApiServer(server.base_url, memory)
+
+
+@pytest.fixture(scope="module")
+def api_server(
+    tmp_path_factory: pytest.TempPathFactory, local_embedder: Any
+) -> Iterator[ApiServer]:
+    """One proxy with the real embedder on a fresh data dir, per test module."""
+    uri = str(tmp_path_factory.mktemp("api") / "lancedb")
+    with running_api(uri, SharedEmbedder(local_embedder)) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def bulk_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
+    """Like ``api_server`` with ``HashEmbedder``: for tests that store thousands of memories."""
+    with running_api(str(tmp_path_factory.mktemp("bulk") / "lancedb"), HashEmbedder()) as server:
+        yield server
+
+
+# ============================================================================================
+# end of memory REST API fixtures
 # ============================================================================================

@@ -34,8 +34,10 @@ from memory_core.extraction import (
         ('Here you go:\n```json\n{"facts": ["a"]}\n```\nHope this helps!', {"facts": ["a"]}),
         ('Sure! The answer is {"facts": ["a"]} as requested.', {"facts": ["a"]}),
         ('prose with a brace { that is not json, then {"facts": ["b"]}', {"facts": ["b"]}),
-        ('{"memory": [{"id": "0", "event": "NONE", "meta": {"x": [1, {"y": 2}]}}]}',
-         {"memory": [{"id": "0", "event": "NONE", "meta": {"x": [1, {"y": 2}]}}]}),
+        (
+            '{"memory": [{"id": "0", "event": "NONE", "meta": {"x": [1, {"y": 2}]}}]}',
+            {"memory": [{"id": "0", "event": "NONE", "meta": {"x": [1, {"y": 2}]}}]},
+        ),
         ('{"facts": ["has } and { inside a string"]}', {"facts": ["has } and { inside a string"]}),
         ('{"a": 1} {"b": 2}', {"a": 1}),  # the first object wins
         ('[{"a": 1}]', {"a": 1}),  # a top-level array is skipped for the object inside
@@ -147,7 +149,10 @@ OFFERED = offer_ids(REAL)
             [{"id": "0", "text": "User has a cat", "event": "ADD"}],
             [Decision("ADD", "User has a cat")],
         ),
-        ([{"id": "new-1", "text": "User has a cat", "event": "ADD"}], [Decision("ADD", "User has a cat")]),
+        (
+            [{"id": "new-1", "text": "User has a cat", "event": "ADD"}],
+            [Decision("ADD", "User has a cat")],
+        ),
         # ADD with empty text is dropped, duplicate ADDs collapse
         ([{"id": "new", "text": "", "event": "ADD"}], []),
         ([{"id": "new", "text": "   ", "event": "ADD"}], []),

@@ -488,7 +488,9 @@ def row(**metadata: Any) -> dict[str, Any]:
         ({"NOT": {"OR": [{"a": 1}, {"b": 2}]}}, {"b": 2}, False),
     ],
 )
-def test_metadata_predicates(filters: dict[str, Any], metadata: dict[str, Any], expected: bool) -> None:
+def test_metadata_predicates(
+    filters: dict[str, Any], metadata: dict[str, Any], expected: bool
+) -> None:
     compiled = compile_filters(U1, filters)
     assert compiled.sql in (BASE, f"({BASE})"), "metadata filters must not add SQL"
     assert compiled.predicate is not None
@@ -535,29 +537,29 @@ def hostile_filters() -> list[dict[str, Any]]:
             {"NOT": {"id": value}},
             {"OR": [{"note": value}, {"NOT": {"note": value}}]},
         ]
-    cases += [
-        {"user_id": "u2"},
-        {"user_id": {"in": ["u1", "u2"]}},
-        {"user_id": {"ne": "u1"}},
-        {"NOT": {"user_id": "u1"}},
-        {"OR": [{"user_id": "u2"}, {"user_id": "u1"}]},
-        {"OR": [{"user_id": {"contains": "u"}}, {"id": {"ne": ""}}]},
-        {"id": {"nin": []}},
-        {"id": 1},
-        {"id": True},
-        {"hash": {"in": [1.5]}},
-        {"created_at": {"gt": 1e300}},
-    ]
     return cases
+
+
+SCOPE_TRICKS: list[dict[str, Any]] = [
+    {"user_id": "u2"},
+    {"user_id": {"in": ["u1", "u2"]}},
+    {"user_id": {"ne": "u1"}},
+    {"NOT": {"user_id": "u1"}},
+    {"OR": [{"user_id": "u2"}, {"user_id": "u1"}]},
+    {"OR": [{"user_id": {"contains": "u"}}, {"id": {"ne": ""}}]},
+    {"id": {"nin": []}},
+    {"id": 1},
+    {"id": True},
+    {"hash": {"in": [1.5]}},
+    {"created_at": {"gt": 1e300}},
+]
 
 
 async def test_hostile_filters_against_real_lancedb(tmp_path: Any, embedder: Any) -> None:
     memory = AsyncMemory(MemoryConfig(storage_uri=str(tmp_path / "db")), embedder=embedder)
     try:
         texts = ["I like O'Brien's pub", "path is C:\\temp\\x", "50% off a_b deals", "🐱 שלום"]
-        added = await memory.add(
-            texts, user_id="u1", infer=False, metadata={"note": "' OR 1=1 --"}
-        )
+        added = await memory.add(texts, user_id="u1", infer=False, metadata={"note": "' OR 1=1 --"})
         assert len(added["results"]) == 4
         await memory.add(SECRET, user_id="u2", infer=False, metadata={"note": "u1"})
         # ids of u2 that pass the id pattern must not leak either
@@ -582,8 +584,8 @@ async def test_hostile_filters_against_real_lancedb(tmp_path: Any, embedder: Any
 
         cases = hostile_filters()
         outcomes = await asyncio.gather(
-            *(attempt("get_all", f) for f in cases),
-            *(attempt("search", f) for f in cases[::3]),
+            *(attempt("get_all", f) for f in cases + SCOPE_TRICKS),
+            *(attempt("search", f) for f in cases[::8] + SCOPE_TRICKS),
         )
         clean_errors = sum(outcomes)
         assert clean_errors > 0  # the 10 kB / NUL / bad id cases are refused up front

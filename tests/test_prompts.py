@@ -125,12 +125,13 @@ def test_fact_extraction_messages_selective() -> None:
 
 
 def test_fact_extraction_messages_custom_prompt() -> None:
-    custom = "Extract facts as of {today}. {selective} Return {{\"facts\": []}}."
+    custom = 'Extract facts as of {today}. {selective} Return {{"facts": []}}.'
     messages = build_fact_extraction_messages(
         CHAT, today="2024-12-31", include="pets", custom_prompt=custom
     )
     assert messages[0]["content"] == (
-        'Extract facts as of 2024-12-31. - Only record facts of this kind: pets Return {"facts": []}.'
+        "Extract facts as of 2024-12-31. - Only record facts of this kind: pets "
+        'Return {"facts": []}.'
     )
     assert FACT_EXTRACTION_PROMPT[:40] not in messages[0]["content"]
     assert "<conversation>" in messages[1]["content"]
@@ -187,7 +188,7 @@ def test_update_messages_carry_only_the_small_ids() -> None:
 
 
 def test_update_messages_empty_and_custom() -> None:
-    messages = build_update_messages([], [], custom_prompt="Decide. Shape: {{\"memory\": []}}")
+    messages = build_update_messages([], [], custom_prompt='Decide. Shape: {{"memory": []}}')
     assert messages[0]["content"] == 'Decide. Shape: {"memory": []}'
     assert "<existing_memories>\n[]\n</existing_memories>" in messages[1]["content"]
     assert "<new_facts>\n[]\n</new_facts>" in messages[1]["content"]

@@ -389,9 +389,7 @@ def test_learned_fact_is_recalled(
     assert "User's sister lives in Lisbon" in content
 
 
-def test_memories_do_not_leak_to_another_user(
-    client: openai.OpenAI, alice: dict[str, Any]
-) -> None:
+def test_memories_do_not_leak_to_another_user(client: openai.OpenAI, alice: dict[str, Any]) -> None:
     raw = chat(client, "fake-model", "Where does my sister live?", user=new_user("bob"))
     assert raw.headers["x-memory-status"] == "ok"
     assert raw.headers["x-memory-recalled"] == "0"
@@ -769,7 +767,15 @@ def test_model_listing_and_service_endpoints(srv: ServerThread, client: openai.O
     metrics = httpx.get(srv.base_url + "/metrics")
     assert metrics.status_code == 200
     assert metrics.headers["content-type"].startswith("text/plain")
-    assert 'memproxy_requests_total{status="200",memory_status="no-user"' in metrics.text
+    counted = [
+        line
+        for line in metrics.text.splitlines()
+        if line.startswith("memproxy_requests_total{")
+        and 'memory_status="no-user"' in line
+        and 'status="200"' in line
+        and 'upstream="passthrough"' in line
+    ]
+    assert counted and float(counted[0].rsplit(" ", 1)[1]) >= 1
     assert "memproxy_queue_pending" in metrics.text
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from memory_core import queue as queue_module
 from memory_core.errors import ExtractionError, InvalidIdentity, InvalidInput
 from memory_core.queue import Job, JobStore, LearningQueue, QueueSettings
 
@@ -216,8 +217,12 @@ def test_stats_oldest_age(store: JobStore) -> None:
 
 def test_enqueued_job_survives_kill_9(db_path: Path) -> None:
     """Enqueue is one committed transaction: a SIGKILL right after it loses nothing."""
+    package = Path(queue_module.__file__).parent
     script = (
-        "import os, signal, sys\n"
+        "import os, signal, sys, types\n"
+        # load memory_core.queue without the package __init__ (lancedb etc.: slow to import)
+        f"pkg = types.ModuleType('memory_core'); pkg.__path__ = [{str(package)!r}]\n"
+        "sys.modules['memory_core'] = pkg\n"
         "from memory_core.queue import JobStore\n"
         "s = JobStore(sys.argv[1])\n"
         "assert s.enqueue('survivor', 'user:u1', {'text': 'remember me'})\n"

@@ -1,0 +1,322 @@
+"""Overhead benchmark: direct vs memproxy (memory off / on at 1M memories) vs LiteLLM's proxy.
+
+    python -m bench overhead            # full run (~10 min), writes the "Overhead" section
+    python -m bench overhead --quick    # short validation run (docs untouched)
+
+Every target sits in front of the same fast fake upstream (bench/fast_upstream.py, its own
+process) and gets the same payload. Rates and latency percentiles come from ``wrk`` (C, one
+connection per concurrent client; bench/post.lua); streaming time-to-first-byte from a raw
+asyncio client at concurrency 1. memproxy runs as ``memproxy serve`` (one uvicorn worker);
+memory on uses the cached 1M-memory store (``python -m bench store --build-only``) in
+``read`` mode (recall and inject, no learning: learning runs after the response, off the hot
+path, and is measured by ``python -m bench queue``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import yaml
+
+from .common import (
+    LITELLM_VENV,
+    PY,
+    ROOT,
+    fast_upstream,
+    free_port,
+    process,
+    save_result,
+    stamp,
+    table,
+    wait_http,
+    write_section,
+)
+from .loadgen import one_request, run_wrk, stream_series, write_bodies, wrk_available
+from .store import store_dir
+from .synthetic import CALLER, QUERIES
+
+CONCURRENCY = (1, 16, 64)
+LITELLM_KEY = "sk-bench-master"
+
+
+@dataclass
+class Target:
+    name: str
+    url: str  # .../v1/chat/completions
+    model: str
+    headers: dict[str, str]
+    with_user: bool = False
+    stages: list[dict[str, float]] = field(default_factory=list)
+
+
+def bodies(model: str, *, stream: bool, user: bool) -> list[bytes]:
+    out = []
+    for query in QUERIES:
+        body: dict[str, Any] = {
+            "model": model,
+            "messages": [
+                {"role": "system", "content": "You are a helpful assistant."},
+                {"role": "user", "content": "Hi! I'm planning my week and could use some help."},
+                {"role": "assistant", "content": "Of course, what do you have in mind?"},
+                {"role": "user", "content": query},
+            ],
+            "max_tokens": 64,
+        }
+        if stream:
+            body["stream"] = True
+        if user:
+            body["user_id"] = CALLER
+        out.append(orjson.dumps(body))
+    return out
+
+
+def memproxy_config(upstream: str, port: int, storage: Path) -> dict[str, Any]:
+    params = {"model": "openai/fake-model", "api_base": upstream, "api_key": "sk-fake"}
+    return {
+        "model_list": [
+            {"model_name": "fake-model", "litellm_params": params},
+            {"model_name": "fake-model-litellm", "litellm_params": params, "upstream": "litellm"},
+        ],
+        "memory": {"storage_uri": str(storage), "embedder": {"provider": "local"}},
+        "server": {"host": "127.0.0.1", "port": port, "log_level": "warning"},
+    }
+
+
+def litellm_config(upstream: str) -> dict[str, Any]:
+    return {
+        "model_list": [
+            {
+                "model_name": "fake-model",
+                "litellm_params": {
+                    "model": "openai/fake-model",
+                    "api_base": upstream,
+                    "api_key": "sk-fake",
+                },
+            }
+        ],
+        "general_settings": {"master_key": LITELLM_KEY},
+    }
+
+
+def _stats(values: list[float]) -> dict[str, float]:
+    a = np.asarray(values, dtype=np.float64)
+    return {f"p{q}": float(np.percentile(a, q)) for q in (50, 95, 99)}
+
+
+def parse_server_timing(value: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for part in value.split(","):
+        name, _, rest = part.strip().partition(";")
+        if rest.startswith("dur="):
+            out[name] = float(rest[4:])
+    return out
+
+
+def measure(targets: list[Target], args: argparse.Namespace) -> dict[str, Any]:
+    results: dict[str, Any] = {"targets": {}, "order": [t.name for t in targets]}
+    files = {}
+    for t in targets:
+        files[t.name] = write_bodies(bodies(t.model, stream=False, user=t.with_user))
+        probe = one_request(t.url, bodies(t.model, stream=False, user=t.with_user)[0], t.headers)
+        results["targets"][t.name] = {
+            "status": probe.status,
+            "upstream": probe.headers.get("x-memory-upstream", "-"),
+            "memory_status": probe.headers.get("x-memory-status", "-"),
+            "recalled": probe.headers.get("x-memory-recalled", "-"),
+            "wrk": {},
+        }
+        print(f"  {t.name}: HTTP {probe.status}, upstream={results['targets'][t.name]['upstream']}"
+              f", memory={results['targets'][t.name]['memory_status']}"
+              f", recalled={results['targets'][t.name]['recalled']}", flush=True)
+        run_wrk(t.url, files[t.name], concurrency=16, seconds=2, headers=t.headers)  # warm up
+    for c in CONCURRENCY:
+        for t in targets:
+            r = run_wrk(t.url, files[t.name], concurrency=c, seconds=args.duration,
+                        headers=t.headers)
+            results["targets"][t.name]["wrk"][str(c)] = r.as_dict()
+            print(f"  c={c:<3} {t.name:<28} {r.rps:8.0f} req/s  p50 {r.p50_ms:7.2f}  "
+                  f"p99 {r.p99_ms:7.2f} ms  errors {r.errors + r.non_2xx}", flush=True)
+    # Streaming: TTFB and total at concurrency 1.
+    for t in targets:
+        samples = stream_series(t.url, bodies(t.model, stream=True, user=t.with_user), t.headers,
+                                n=args.stream_samples)
+        results["targets"][t.name]["stream"] = {
+            "ttfb": _stats([s.ttfb_ms for s in samples]),
+            "total": _stats([s.total_ms for s in samples]),
+            "events": int(np.median([s.events for s in samples])),
+        }
+        s = results["targets"][t.name]["stream"]
+        print(f"  stream {t.name:<28} ttfb p50 {s['ttfb']['p50']:.2f}  total p50 "
+              f"{s['total']['p50']:.2f} ms  events {s['events']}", flush=True)
+    # Stage breakdown (Server-Timing) of the memory-on target, concurrency 1.
+    for t in targets:
+        if not t.with_user:
+            continue
+        samples = stream_series(t.url, bodies(t.model, stream=False, user=True), t.headers,
+                                n=args.stream_samples)
+        stages: dict[str, list[float]] = {}
+        for s in samples:
+            for name, dur in parse_server_timing(s.headers.get("server-timing", "")).items():
+                stages.setdefault(name, []).append(dur)
+            stages.setdefault("x-memory-overhead-ms", []).append(
+                float(s.headers.get("x-memory-overhead-ms", "nan")))
+        results["targets"][t.name]["stages"] = {k: _stats(v) for k, v in stages.items()}
+    return results
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    if not wrk_available():
+        raise SystemExit("wrk is needed: apt-get install -y wrk")
+    storage = store_dir(args.store_size)
+    if not (storage / "built.json").exists():
+        raise SystemExit(f"no cached store at {storage}: run python -m bench store --build-only")
+    tmp = Path(tempfile.mkdtemp(prefix="bench-overhead-"))
+    result: dict[str, Any] = {**stamp(), "duration_s": args.duration,
+                              "store": json.loads((storage / "built.json").read_text())}
+    with fast_upstream(chunks=20) as upstream:
+        mp_port = free_port()
+        cfg = tmp / "memproxy.yaml"
+        cfg.write_text(yaml.safe_dump(memproxy_config(upstream, mp_port, storage)))
+        env = {"LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+        with process([PY, "-m", "proxy.cli", "serve", "--config", str(cfg)], env=env,
+                     log=tmp / "memproxy.log", cwd=ROOT) as mp:
+            wait_http(f"http://127.0.0.1:{mp_port}/ready", timeout_s=300, proc=mp)
+            mp_url = f"http://127.0.0.1:{mp_port}/v1/chat/completions"
+            auth = {"authorization": "Bearer sk-fake"}
+            targets = [
+                Target("direct", f"{upstream}/chat/completions", "fake-model", auth),
+                Target("memproxy, memory off", mp_url, "fake-model",
+                       {**auth, "x-memory-mode": "off"}),
+                Target("memproxy, memory on (1M)", mp_url, "fake-model",
+                       {**auth, "x-memory-mode": "read"}, with_user=True),
+            ]
+            if args.litellm_path:
+                targets.append(Target("memproxy via LiteLLM path, off", mp_url,
+                                      "fake-model-litellm", {**auth, "x-memory-mode": "off"}))
+            litellm_bin = LITELLM_VENV / "bin" / "litellm"
+            if args.no_litellm or not litellm_bin.exists():
+                print("  (LiteLLM proxy skipped: bench/.venv-litellm missing or --no-litellm)")
+                result.update(measure(targets, args))
+            else:
+                ll_port = free_port()
+                ll_cfg = tmp / "litellm.yaml"
+                ll_cfg.write_text(yaml.safe_dump(litellm_config(upstream)))
+                ll_env = {"LITELLM_MASTER_KEY": LITELLM_KEY,
+                          "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+                cmd = [str(litellm_bin), "--config", str(ll_cfg), "--host", "127.0.0.1",
+                       "--port", str(ll_port)]
+                with process(cmd, env=ll_env, log=tmp / "litellm.log") as ll:
+                    wait_http(f"http://127.0.0.1:{ll_port}/health/liveliness", timeout_s=300,
+                              proc=ll)
+                    targets.append(Target("LiteLLM proxy", f"http://127.0.0.1:{ll_port}/v1/chat/"
+                                          "completions", "fake-model",
+                                          {"authorization": f"Bearer {LITELLM_KEY}"}))
+                    result.update(measure(targets, args))
+    return result
+
+
+def render(r: dict[str, Any]) -> str:
+    T = r["targets"]
+    d = T["direct"]
+    d1 = d["wrk"]["1"]
+    lat_rows, rate_rows, stream_rows = [], [], []
+    for name in r["order"]:
+        t = T[name]
+        w1 = t["wrk"]["1"]
+        over = [w1[f"p{q}_ms"] - d1[f"p{q}_ms"] for q in (50, 95, 99)]
+        lat_rows.append([name, t["upstream"], t["memory_status"],
+                         f"{w1['p50_ms']:.2f} / {w1['p95_ms']:.2f} / {w1['p99_ms']:.2f}",
+                         "—" if name == "direct" else " / ".join(f"{o:+.2f}" for o in over)])
+        rate_rows.append([name] + [
+            f"{t['wrk'][str(c)]['rps']:,.0f} (p50 {t['wrk'][str(c)]['p50_ms']:.1f}, "
+            f"p99 {t['wrk'][str(c)]['p99_ms']:.1f})"
+            + (f" ⚠ {t['wrk'][str(c)]['errors'] + t['wrk'][str(c)]['non_2xx']} errors"
+               if t['wrk'][str(c)]['errors'] + t['wrk'][str(c)]['non_2xx'] else "")
+            for c in CONCURRENCY])
+        s, ds = t["stream"], d["stream"]
+        stream_rows.append([name, str(s["events"]),
+                            f"{s['ttfb']['p50']:.2f}", f"{s['total']['p50']:.2f}",
+                            "—" if name == "direct" else
+                            f"{s['ttfb']['p50'] - ds['ttfb']['p50']:+.2f} / "
+                            f"{s['ttfb']['p99'] - ds['ttfb']['p99']:+.2f}",
+                            "—" if name == "direct" else
+                            f"{s['total']['p50'] - ds['total']['p50']:+.2f} / "
+                            f"{s['total']['p99'] - ds['total']['p99']:+.2f}"])
+    parts = [
+        f"Run {r['date']}, commit `{r['commit']}`, {r['machine']}.",
+        "",
+        "Setup: every target in front of the same fast fake upstream (`bench/fast_upstream.py`, "
+        "own process, fixed ~400-byte completion, 20-chunk stream); the same 4-message payload "
+        f"(16 rotating last questions); load from `wrk` ({r['duration_s']} s per cell, one "
+        "connection per concurrent client). memproxy: `memproxy serve`, one uvicorn worker "
+        "(uvloop + httptools). Memory on: the calling user holds 200 memories in a store of "
+        f"{r['store']['rows']:,} memories across {r['store']['users']:,} users, recall in `read` "
+        "mode (hybrid vector + full-text search, up to 8 memories injected; learning is off the "
+        "hot path). LiteLLM proxy: `litellm --config` 1.108.7 from `bench/.venv-litellm`, "
+        "1 worker (its default). The machine has 2 cores shared by the load generator, the "
+        "target and the fake upstream.",
+        "",
+        "**Latency at concurrency 1** (ms; overhead = target percentile − direct percentile):",
+        "",
+        table(["target", "upstream path", "X-Memory-Status", "p50 / p95 / p99",
+               "overhead p50 / p95 / p99"], lat_rows),
+        "",
+        "**Throughput**: requests/s (latency p50, p99 in ms) at each concurrency:",
+        "",
+        table(["target", *[f"c={c}" for c in CONCURRENCY]], rate_rows),
+        "",
+        "**Streaming** (20 content chunks + finish + `[DONE]`; concurrency 1; TTFB = request "
+        "sent → first SSE event received), ms:",
+        "",
+        table(["target", "events", "TTFB p50", "total p50", "added TTFB p50 / p99",
+               "added total p50 / p99"], stream_rows),
+    ]
+    mem = next((n for n in r["order"] if "memory on" in n), None)
+    if mem and T[mem].get("stages"):
+        st = T[mem]["stages"]
+        order = [k for k in ("parse", "embed", "search", "inject", "forward") if k in st]
+        rows = [[k, f"{st[k]['p50']:.2f}", f"{st[k]['p95']:.2f}", f"{st[k]['p99']:.2f}"]
+                for k in order]
+        if "x-memory-overhead-ms" in st:
+            o = st["x-memory-overhead-ms"]
+            rows.append(["memory overhead before forwarding (X-Memory-Overhead-Ms)",
+                         f"{o['p50']:.2f}", f"{o['p95']:.2f}", f"{o['p99']:.2f}"])
+        parts += [
+            "",
+            "**Memory-on breakdown** (from the `Server-Timing` header memproxy sends; "
+            "concurrency 1), ms:",
+            "",
+            table(["stage", "p50", "p95", "p99"], rows),
+        ]
+    parts += ["", "Reproduce: `python -m bench overhead` (needs `wrk` and, for the peer, "
+              "`bench/.venv-litellm`; see the top of this file)."]
+    return "\n".join(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench overhead", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per wrk cell")
+    parser.add_argument("--stream-samples", type=int, default=300)
+    parser.add_argument("--store-size", type=int, default=1_000_000)
+    parser.add_argument("--no-litellm", action="store_true")
+    parser.add_argument("--no-litellm-path", dest="litellm_path", action="store_false")
+    parser.add_argument("--quick", action="store_true", help="short validation run")
+    parser.add_argument("--no-write", action="store_true", help="do not touch BENCHMARKS.md")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.duration, args.stream_samples = 3.0, 60
+    result = run(args)
+    save_result("overhead-quick" if args.quick else "overhead", result)
+    text = render(result)
+    print(text)
+    if not args.no_write and not args.quick:
+        write_section("Overhead", text)
+    return 0

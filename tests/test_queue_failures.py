@@ -1,0 +1,215 @@
+"""Learning-queue failure handling through the whole proxy (issue 6, DESIGN.md §3 Queue).
+
+memproxy runs in a uvicorn thread (sharing the session's embedder) with the fake LLM behind it;
+``memproxy queue ...`` runs as a real CLI subprocess against the same data dir while the server
+is up. Covers: transient LLM failures (HTTP 500, invalid JSON) are retried until they succeed;
+a permanently failing job lands in the dead-letter state with its error kept and the CLI can
+retry it once the LLM is healthy; ``queue purge``; queue metrics at ``/metrics``; and a backlog
+behind a slow LLM (the chat path stays fast, the lag is exposed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import SharedEmbedder
+from tests.fake_upstream import FakeUpstream
+from tests.queue_procs import (
+    InProcessProxy,
+    metric,
+    percentile,
+    run_cli,
+    send_chats,
+    wait_drained,
+    wait_until,
+    write_config,
+)
+
+MAX_ATTEMPTS = 4
+
+
+@pytest.fixture
+def setup(
+    tmp_path: Path, fake_llm: FakeUpstream, embedder: SharedEmbedder
+) -> Iterator[tuple[InProcessProxy, FakeUpstream, Path]]:
+    config = write_config(
+        tmp_path / "proxy.yaml",
+        fake_url=fake_llm.url,
+        storage=tmp_path / "data",
+        queue={"concurrency": 4, "backoff_base_s": 0.05, "max_attempts": MAX_ATTEMPTS},
+        # max_retries=0: no hidden retries inside the OpenAI SDK, the queue does the retrying.
+        memory={
+            "llm": {
+                "model": "openai/fake-model",
+                "api_base": fake_llm.url,
+                "api_key": "sk-fake",
+                "max_retries": 0,
+            }
+        },
+    )
+    with InProcessProxy(config, embedder) as proxy:
+        yield proxy, fake_llm, config
+
+
+def user_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def chat(proxy: InProcessProxy, user: str, text: str) -> None:
+    response = httpx.post(
+        f"{proxy.url}/v1/chat/completions",
+        json={"model": "fake-model", "user_id": user, "messages": [{"role": "user", "content": text}]},
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+
+
+def memories_of(proxy: InProcessProxy, user: str) -> list[str]:
+    """The user's memories, read through a fresh connection to the server's data dir."""
+    from memory_core import AsyncMemory
+
+    async def read() -> list[str]:
+        memory = AsyncMemory(proxy.settings.memory.core_config(), embedder=proxy.embedder)
+        try:
+            found = await memory.get_all(user_id=user)
+        finally:
+            await memory.close()
+        return sorted(item["memory"] for item in found["results"])
+
+    return asyncio.run(read())
+
+
+def block_scope(proxy: InProcessProxy, user: str) -> None:
+    """Queue a slow job for ``user`` (its one LLM call already answered, sleeping 1 s), so the
+    next job of that user waits behind it and meets the failures armed meanwhile."""
+    chat(proxy, user, "I collect stamps [[extract-sleep:1.0]]")
+    wait_until(
+        lambda: proxy.ready()["queue"]["running_here"] >= 1,
+        timeout_s=10,
+        what="the blocking job to start",
+        interval_s=0.01,
+    )
+    time.sleep(0.2)  # its extraction request has reached the fake (reply chosen, now sleeping)
+
+
+@pytest.mark.parametrize(
+    ("failure", "attempts"),
+    [
+        ({"fail_next": 2, "fail_status": 500}, 3),  # two HTTP 500s: attempts 1 and 2 fail
+        # complete_json retries once inside an attempt: 3 prose answers fail attempt 1 (2
+        # answers) and are absorbed by attempt 2's inner retry.
+        ({"invalid_json_next": 3}, 2),
+    ],
+    ids=["http-500", "invalid-json"],
+)
+def test_transient_llm_failures_are_retried_until_success(
+    setup: tuple[InProcessProxy, FakeUpstream, Path], failure: dict[str, Any], attempts: int
+) -> None:
+    proxy, fake, _ = setup
+    user = user_id("flaky")
+    block_scope(proxy, user)
+    chat(proxy, user, "I live in Paris")
+    fake.set_failures(**failure)
+    stats = wait_drained(proxy, timeout_s=30)
+    assert stats["dead"] == 0
+    assert stats["retried"] == attempts - 1, stats
+    assert fake.state.controls()["fail_next"] == 0
+    assert fake.state.controls()["invalid_json_next"] == 0
+    assert memories_of(proxy, user) == ["User collects stamps", "User lives in Paris"]
+    text = proxy.metrics()
+    assert metric(text, "memproxy_queue_retried") == attempts - 1
+    assert metric(text, "memproxy_extraction_jobs_total", 'outcome="error"') == attempts - 1
+    assert metric(text, "memproxy_extraction_jobs_total", 'outcome="ok"') == 2
+
+
+def test_dead_letter_then_cli_retry_and_purge(
+    setup: tuple[InProcessProxy, FakeUpstream, Path],
+) -> None:
+    proxy, fake, config = setup
+    user = user_id("doomed")
+    # The LLM answers prose to every memory prompt: the job fails MAX_ATTEMPTS times, then dies.
+    fake.set_failures(invalid_json_next=1_000)
+    chat(proxy, user, "I work at Acme")
+    wait_until(
+        lambda: proxy.ready()["queue"]["dead"] == 1, timeout_s=30, what="the job to go dead"
+    )
+    stats = proxy.ready()["queue"]
+    assert (stats["pending"], stats["leased"]) == (0, 0)
+    assert metric(proxy.metrics(), "memproxy_queue_dead") == 1
+
+    status = run_cli("status", config=config)
+    assert status.returncode == 0, status.stderr
+    assert "dead=1" in status.stdout
+    dead_line = next(line for line in status.stdout.splitlines() if line.startswith("dead "))
+    assert f"scope={user}" in dead_line
+    assert f"attempts={MAX_ATTEMPTS}" in dead_line
+    assert "ExtractionError" in dead_line and "no JSON object" in dead_line  # the error is kept
+    assert memories_of(proxy, user) == []
+
+    # Healthy again: the CLI requeues it and the running server applies it.
+    fake.set_failures(invalid_json_next=0)
+    retry = run_cli("retry", config=config)
+    assert retry.returncode == 0, retry.stderr
+    assert "requeued 1 dead jobs" in retry.stdout
+    stats = wait_drained(proxy, timeout_s=30)
+    assert stats["dead"] == 0
+    assert memories_of(proxy, user) == ["User works at Acme"]
+
+    # A job that can never succeed (the conversation itself makes the LLM fail) is purged.
+    other = user_id("hopeless")
+    chat(proxy, other, "I like tea [[extract-fail:500]]")
+    wait_until(
+        lambda: proxy.ready()["queue"]["dead"] == 1, timeout_s=30, what="the job to go dead"
+    )
+    status = run_cli("status", config=config)
+    assert f"scope={other}" in status.stdout and "500" in status.stdout
+    purge = run_cli("purge", config=config)
+    assert purge.returncode == 0, purge.stderr
+    assert "purged 1 dead jobs" in purge.stdout
+    status = run_cli("status", config=config)
+    assert "pending=0 leased=0 dead=0" in status.stdout, status.stdout
+    assert proxy.ready()["queue"]["dead"] == 0
+    assert memories_of(proxy, other) == []
+
+
+def test_backlog_keeps_chat_fast_and_exposes_the_lag(
+    setup: tuple[InProcessProxy, FakeUpstream, Path],
+) -> None:
+    proxy, fake, _ = setup
+    fake.set_failures(extract_delay_s=0.25)  # each job: one slow LLM call (new users: no update)
+    burst = [(f"backlog-{n % 10}", f"My hobby number {n} is sport{n}") for n in range(80)]
+    outcome = send_chats(proxy.url, burst, workers=16)
+    assert not outcome.failed, outcome.failed[:3]
+
+    ready = proxy.ready()["queue"]
+    text = proxy.metrics()
+    assert ready["pending"] > 20, ready  # the work waits on disk, not in chat requests
+    assert ready["running_here"] <= 4  # never more jobs in memory than the concurrency
+    assert metric(text, "memproxy_queue_pending") == pytest.approx(ready["pending"], abs=10)
+    age = metric(text, "memproxy_queue_oldest_age_s")
+    assert age is not None and age > 0
+    time.sleep(0.5)
+    assert metric(proxy.metrics(), "memproxy_queue_oldest_age_s") > age  # type: ignore[operator]
+
+    drained = wait_drained(proxy, timeout_s=90)
+    assert drained["dead"] == 0
+    text = proxy.metrics()
+    assert metric(text, "memproxy_learning_lag_seconds_count") == len(burst)
+    lag_sum = metric(text, "memproxy_learning_lag_seconds_sum")
+    assert lag_sum is not None and lag_sum / len(burst) > 0.25
+    assert metric(text, "memproxy_queue_oldest_age_s") == 0
+    p50 = percentile(outcome.latencies_s, 50) * 1000
+    p95 = percentile(outcome.latencies_s, 95) * 1000
+    print(
+        f"\nbacklog: {len(burst)} chats in a burst, LLM 250 ms per extraction; chat latency "
+        f"p50 {p50:.0f} ms p95 {p95:.0f} ms; queue peaked above {ready['pending']} pending; "
+        f"mean lag {lag_sum / len(burst):.1f} s"
+    )
