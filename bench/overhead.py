@@ -53,6 +53,7 @@ class Target:
     model: str
     headers: dict[str, str]
     with_user: bool = False
+    breakdown: bool = False
     stages: list[dict[str, float]] = field(default_factory=list)
 
 
@@ -157,7 +158,7 @@ def measure(targets: list[Target], args: argparse.Namespace) -> dict[str, Any]:
               f"{s['total']['p50']:.2f} ms  events {s['events']}", flush=True)
     # Stage breakdown (Server-Timing) of the memory-on target, concurrency 1.
     for t in targets:
-        if not t.with_user:
+        if not t.breakdown:
             continue
         samples = stream_series(t.url, bodies(t.model, stream=False, user=True), t.headers,
                                 n=args.stream_samples)
@@ -169,6 +170,10 @@ def measure(targets: list[Target], args: argparse.Namespace) -> dict[str, Any]:
                 float(s.headers.get("x-memory-overhead-ms", "nan")))
         results["targets"][t.name]["stages"] = {k: _stats(v) for k, v in stages.items()}
     return results
+
+
+def _size(n: int) -> str:
+    return f"{n // 1_000_000}M" if n % 1_000_000 == 0 else f"{n // 1000}k"
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -193,13 +198,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             targets = [
                 Target("direct", f"{upstream}/chat/completions", "fake-model", auth),
                 Target("memproxy, memory off", mp_url, "fake-model",
-                       {**auth, "x-memory-mode": "off"}),
-                Target("memproxy, memory on (1M)", mp_url, "fake-model",
-                       {**auth, "x-memory-mode": "read"}, with_user=True),
+                       {**auth, "x-memory-mode": "off"}, with_user=True),
+                Target(f"memproxy, memory on ({_size(args.store_size)})", mp_url, "fake-model",
+                       {**auth, "x-memory-mode": "read"}, with_user=True, breakdown=True),
             ]
             if args.litellm_path:
                 targets.append(Target("memproxy via LiteLLM path, off", mp_url,
-                                      "fake-model-litellm", {**auth, "x-memory-mode": "off"}))
+                                      "fake-model-litellm", {**auth, "x-memory-mode": "off"},
+                                      with_user=True))
             litellm_bin = LITELLM_VENV / "bin" / "litellm"
             if args.no_litellm or not litellm_bin.exists():
                 print("  (LiteLLM proxy skipped: bench/.venv-litellm missing or --no-litellm)")

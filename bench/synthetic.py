@@ -112,14 +112,34 @@ _WORDS = (
 ).split()
 
 
+def _vocabulary(size: int = 4000, seed: int = 3) -> np.ndarray:
+    """The common words above first, then pronounceable made-up words (names, places...)."""
+    rng = np.random.default_rng(seed)
+    syllables = [c + v for c in "bcdfghklmnprstvz" for v in "aeiou"]
+    made_up: list[str] = []
+    seen = set(_WORDS)
+    while len(_WORDS) + len(made_up) < size:
+        word = "".join(rng.choice(syllables, size=int(rng.integers(2, 4))))
+        if word not in seen:
+            seen.add(word)
+            made_up.append(word)
+    return np.asarray(_WORDS + made_up, dtype=object)
+
+
+_VOCAB = _vocabulary()
+# Zipf-like word frequencies, as in natural text: a few words are everywhere, most are rare.
+_ZIPF = 1.0 / (np.arange(len(_VOCAB)) + 30.0)
+_ZIPF /= _ZIPF.sum()
+
+
 def filler_texts(n: int, rng: np.random.Generator) -> list[str]:
-    words = np.asarray(_WORDS, dtype=object)
     lengths = rng.integers(6, 14, size=n)
-    picks = rng.integers(0, len(words), size=int(lengths.sum()))
+    picks = rng.choice(len(_VOCAB), size=int(lengths.sum()), p=_ZIPF)
     out = []
     pos = 0
     for length in lengths:
-        out.append("User " + " ".join(words[picks[pos : pos + length]]))
+        words = _VOCAB[picks[pos : pos + length]]
+        out.append(" ".join(words).capitalize())
         pos += length
     return out
 

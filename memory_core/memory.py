@@ -255,29 +255,54 @@ class AsyncMemory:
         when: datetime,
         job_id: str | None,
     ) -> list[AddResult]:
-        fresh = await self._without_known(store, scope, texts)
+        fresh = await self._without_known(store, scope, texts, job_id=job_id)
         if not fresh:
             return []
         vectors = await self.embedder.embed(fresh, purpose="passage")
         return await self._insert(store, scope, fresh, vectors, metadata, when, job_id)
 
     async def _without_known(
-        self, store: LanceStore, scope: Scope, texts: Sequence[str]
+        self,
+        store: LanceStore,
+        scope: Scope,
+        texts: Sequence[str],
+        *,
+        job_id: str | None = None,
     ) -> list[str]:
-        """Drop empty texts, repeats, and texts this scope already holds (exact-hash guard)."""
+        """Drop empty texts, repeats, and texts this scope already holds (exact-hash guard).
+
+        For a queued job, a known text whose row has no history at all was inserted by an
+        earlier run of this job that died before writing history: its ADD row is written now.
+        """
         unique: dict[str, str] = {}
         for text in texts:
             clean = text.strip()[:MAX_MEMORY_CHARS]
             if clean:
                 unique.setdefault(content_hash(clean), clean)
-        known: set[str] = set()
+        known: dict[str, dict[str, Any]] = {}
         hashes = list(unique)
         for start in range(0, len(hashes), 500):
             where = combine_sql(
                 compile_filters(scope, None).sql, ids_sql("hash", hashes[start : start + 500])
             )
-            known.update(row["hash"] for row in await store.fetch(where))
+            known.update((row["hash"], row) for row in await store.fetch(where))
+        if job_id is not None and known:
+            await self._repair_history(store, scope, list(known.values()), job_id)
         return [text for digest, text in unique.items() if digest not in known]
+
+    async def _repair_history(
+        self, store: LanceStore, scope: Scope, rows: Sequence[dict[str, Any]], job_id: str
+    ) -> None:
+        recorded = await store.memory_ids_with_history([row["id"] for row in rows])
+        missing = [row for row in rows if row["id"] not in recorded]
+        if missing:
+            stamp = _now()
+            await store.add_history(
+                [
+                    _history_row(row["id"], scope, None, row["memory"], "ADD", stamp, job_id)
+                    for row in missing
+                ]
+            )
 
     async def _insert(
         self,
@@ -336,7 +361,7 @@ class AsyncMemory:
             custom_prompt=cfg.fact_extraction_prompt,
         )
         facts = parse_facts(await complete_json(llm, extraction))
-        facts = await self._without_known(store, scope, facts)
+        facts = await self._without_known(store, scope, facts, job_id=job_id)
         if not facts:
             return []
         vectors = await self.embedder.embed(facts, purpose="passage")

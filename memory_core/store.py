@@ -228,6 +228,18 @@ class LanceStore:
             for r in rows
         ]
 
+    async def memory_ids_with_history(self, memory_ids: Sequence[str]) -> set[str]:
+        """The ids among ``memory_ids`` that have at least one history row."""
+        if not memory_ids:
+            return set()
+        query = (
+            self._history.query()
+            .where(ids_sql("memory_id", list(memory_ids)))
+            .select(["memory_id"])
+            .limit(SCAN_LIMIT)
+        )
+        return {row["memory_id"] for row in await _to_rows(query)}
+
     async def job_applied(self, job_id: str) -> bool:
         """True when a history row records that ``job_id`` was already applied."""
         where = f"job_id = {sql_literal(job_id)}"

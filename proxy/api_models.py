@@ -11,7 +11,8 @@ from memory_core.filters import normalize_timestamp
 from memory_core.memory import RESERVED_METADATA
 from memory_core.types import ID_PATTERN
 
-IdField = Field(default=None, pattern=ID_PATTERN.pattern, description="user/agent/run id")
+ID_REGEX = f"^{ID_PATTERN.pattern}$"  # pydantic patterns search; ids must match whole
+IdField = Field(default=None, pattern=ID_REGEX, description="user/agent/run id")
 MessageIn = str | dict[str, Any]
 
 
@@ -42,7 +43,13 @@ class SearchRequest(_Request):
     agent_id: str | None = IdField
     run_id: str | None = IdField
     filters: dict[str, Any] | None = None
-    top_k: int = Field(default=10, ge=1, le=1000, validation_alias=AliasChoices("top_k", "limit"))
+    top_k: int = Field(
+        default=10,
+        ge=1,
+        le=1000,
+        validation_alias=AliasChoices("top_k", "limit"),
+        description="alias: limit",
+    )
     threshold: float | None = Field(default=None, ge=-1, le=1)
 
 
@@ -53,7 +60,11 @@ class ListQuery(_Request):
     agent_id: str | None = IdField
     run_id: str | None = IdField
     top_k: int = Field(
-        default=100, ge=1, le=10_000, validation_alias=AliasChoices("top_k", "limit")
+        default=100,
+        ge=1,
+        le=10_000,
+        validation_alias=AliasChoices("top_k", "limit"),
+        description="alias: limit",
     )
     cursor: str | None = Field(default=None, max_length=512)
 
@@ -66,7 +77,11 @@ class ListRequest(_Request):
     run_id: str | None = IdField
     filters: dict[str, Any] | None = None
     top_k: int = Field(
-        default=100, ge=1, le=10_000, validation_alias=AliasChoices("top_k", "limit")
+        default=100,
+        ge=1,
+        le=10_000,
+        validation_alias=AliasChoices("top_k", "limit"),
+        description="alias: limit",
     )
     cursor: str | None = Field(default=None, max_length=512)
 
@@ -93,7 +108,7 @@ class ImportRecord(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    id: str = Field(pattern=ID_PATTERN.pattern)
+    id: str = Field(pattern=ID_REGEX)
     memory: str = Field(min_length=1, max_length=10_000)
     user_id: str | None = IdField
     agent_id: str | None = IdField

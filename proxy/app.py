@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import httpx
+import aiohttp
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -27,7 +28,14 @@ from .learning import Learner
 from .memories_api import memory_routes
 from .metrics import Metrics
 from .settings import Settings
-from .upstream import LiteLLMUpstream, PassthroughUpstream, Router, Upstream, UpstreamSet
+from .upstream import (
+    LiteLLMUpstream,
+    PassthroughUpstream,
+    Router,
+    Upstream,
+    UpstreamSet,
+    deployment_timeout,
+)
 
 log = logging.getLogger("proxy")
 
@@ -38,6 +46,12 @@ def queue_path(settings: Settings) -> Path | None:
     if "://" in uri:
         return Path("data") / "queue.sqlite3"
     return Path(uri) / "queue.sqlite3"
+
+
+def uses_env_proxy() -> bool:
+    """True when an HTTP proxy is configured in the environment (any case of the names)."""
+    names = ("http_proxy", "https_proxy", "all_proxy")
+    return any(key.lower() in names and value for key, value in os.environ.items())
 
 
 def create_app(
@@ -57,9 +71,12 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         server = settings.server
-        client = httpx.AsyncClient(
-            timeout=httpx.Timeout(server.request_timeout_s, connect=server.connect_timeout_s),
-            limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
+        client = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=1000, keepalive_timeout=30),
+            timeout=deployment_timeout(server.request_timeout_s, connect=server.connect_timeout_s),
+            cookie_jar=aiohttp.DummyCookieJar(),  # never carry one caller's cookies to the next
+            # HTTP(S)_PROXY/NO_PROXY as httpx did; looked up per request, so only when set.
+            trust_env=uses_env_proxy(),
         )
         passthrough = upstream or PassthroughUpstream(
             client, forward_client_key=server.forward_client_key
@@ -115,7 +132,7 @@ def create_app(
         finally:
             if learning_queue is not None and queue is None:
                 await learning_queue.stop()
-            await client.aclose()
+            await client.close()
             if mem is not None and memory is None:
                 await mem.close()
 

@@ -76,18 +76,27 @@ def inject_memory_block(
     return [*result, memory_message]
 
 
+MAX_QUERY_CHARS = 2000  # the local embedder's cost grows with length; the end holds the ask
+
+
 def recall_query(messages: Sequence[dict[str, Any]], *, short_words: int = 4) -> str:
-    """The last user message's text; a short follow-up ("and her?") gets the previous user turn."""
-    user_texts = [
-        message_text(m) for m in messages if isinstance(m, dict) and m.get("role") == "user"
-    ]
-    user_texts = [t for t in user_texts if t]
-    if not user_texts:
+    """The last user message's text; a short follow-up ("and her?") gets the previous user turn.
+
+    Only the last ``MAX_QUERY_CHARS`` characters are kept, so a pasted document cannot stall
+    the embedder for everyone.
+    """
+    found: list[str] = []
+    for message in reversed(messages):
+        if isinstance(message, dict) and message.get("role") == "user":
+            text = message_text(message)
+            if text:
+                found.append(text)
+                if len(found) == 2 or len(text.split()) > short_words:
+                    break
+    if not found:
         return ""
-    last = user_texts[-1]
-    if len(last.split()) <= short_words and len(user_texts) > 1:
-        return f"{user_texts[-2]}\n{last}"
-    return last
+    query = "\n".join(reversed(found))
+    return query[-MAX_QUERY_CHARS:]
 
 
 def strip_memory_blocks(text: str) -> str:

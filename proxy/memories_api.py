@@ -483,9 +483,10 @@ def import_authorizer(caller: Caller, target: ScopeQuery) -> Authorize:
                 record[key] = wanted
             elif record[key] != wanted:
                 raise InvalidInput(f"{key} {record[key]!r} differs from the import's {wanted!r}")
-        authorize_scope(caller, record.get("user_id"), record.get("agent_id"), record.get("run_id"))
-        if record.get("user_id") is None and not sees_all_users(caller):
-            raise Forbidden("this API key must import memories with a user_id")
+        scope = authorize_scope(
+            caller, record.get("user_id"), record.get("agent_id"), record.get("run_id")
+        )
+        record.update(scope.as_dict())  # a bound key's lines default to its user
 
     return authorize
 
@@ -516,7 +517,7 @@ def render_api_page(spec: Mapping[str, Any]) -> str:
     """A readable, dependency-free HTML page of the OpenAPI document."""
     esc = html.escape
     parts = [
-        "<!doctype html><html lang=en><meta charset=utf-8>",
+        "<!doctype html><html lang=en><meta charset=utf-8><link rel=icon href=\"data:,\">",
         f"<title>{esc(spec['info']['title'])}</title>",
         '<link rel="stylesheet" href="/ui/style.css">',
         "<body class=docs><main>",
@@ -549,21 +550,53 @@ def render_api_page(spec: Mapping[str, Any]) -> str:
                 parts.append(f"<h3>Response ({esc(media)})</h3>")
                 parts.append(_schema_block(spec, content["schema"]))
             parts.append("</section>")
-    parts.append("</main></body></html>")
+    parts.append("<section class=op><h2>Models</h2>")
+    for name in sorted(spec["components"]["schemas"]):
+        parts.append(_schema_block(spec, {"$ref": f"#/components/schemas/{name}"}))
+    parts.append("</section></main></body></html>")
     return "".join(parts)
 
 
 def _schema_block(spec: Mapping[str, Any], schema: Mapping[str, Any]) -> str:
+    """A model as a table of its fields (name, type, required, description), raw JSON folded."""
     ref = schema.get("$ref") or schema.get("items", {}).get("$ref")
     if ref is None:
-        return f"<pre>{html.escape(json.dumps(schema, indent=2))}</pre>"
+        return f"<p><code>{html.escape(_type_name(schema))}</code></p>"
     name = ref.rsplit("/", 1)[-1]
     resolved = spec["components"]["schemas"].get(name, {})
     prefix = "array of " if "items" in schema else ""
+    required = set(resolved.get("required", []))
+    rows = []
+    for prop_name, prop in resolved.get("properties", {}).items():
+        note = prop.get("description") or ""
+        if "default" in prop and prop["default"] not in (None, [], {}):
+            note = f"default {json.dumps(prop['default'])}. {note}".strip()
+        rows.append(
+            f"<tr><td><code>{html.escape(prop_name)}</code></td>"
+            f"<td>{html.escape(_type_name(prop))}</td>"
+            f"<td>{'yes' if prop_name in required else ''}</td>"
+            f"<td>{html.escape(note)}</td></tr>"
+        )
     return (
-        f"<details><summary>{prefix}{html.escape(name)}</summary>"
+        f"<p>{prefix}<strong>{html.escape(name)}</strong></p>"
+        "<table><tr><th>field</th><th>type</th><th>required</th><th>notes</th></tr>"
+        + "".join(rows)
+        + "</table><details><summary>JSON schema</summary>"
         f"<pre>{html.escape(json.dumps(resolved, indent=2))}</pre></details>"
     )
+
+
+def _type_name(schema: Mapping[str, Any]) -> str:
+    if "$ref" in schema:
+        return str(schema["$ref"]).rsplit("/", 1)[-1]
+    if "anyOf" in schema:
+        return " | ".join(_type_name(s) for s in schema["anyOf"])
+    kind = schema.get("type", "any")
+    if kind == "array":
+        return f"array of {_type_name(schema.get('items', {}))}"
+    if "enum" in schema:
+        return " | ".join(json.dumps(v) for v in schema["enum"])
+    return str(kind)
 
 
 async def api_page(request: Request) -> Response:

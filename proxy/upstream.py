@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import httpx
+import aiohttp
 import orjson
 
 from memory_core._litellm import get_litellm
@@ -173,9 +173,14 @@ def provider_model(model: str) -> str:
 
 
 class PassthroughUpstream:
-    """Raw relay to an OpenAI-compatible endpoint over one shared ``httpx.AsyncClient``."""
+    """Raw relay to an OpenAI-compatible endpoint over one shared ``aiohttp.ClientSession``.
 
-    def __init__(self, client: httpx.AsyncClient, *, forward_client_key: bool) -> None:
+    aiohttp rather than httpx on this path: measured on loopback, an httpx round trip costs
+    ~5x the CPU of an aiohttp one (connection-pool bookkeeping and anyio layers), which was
+    most of the proxy's own overhead (BENCHMARKS.md, "Overhead").
+    """
+
+    def __init__(self, client: aiohttp.ClientSession, *, forward_client_key: bool) -> None:
         self._client = client
         self._forward_client_key = forward_client_key
 
@@ -196,41 +201,35 @@ class PassthroughUpstream:
         for name, value in (params.get("extra_headers") or {}).items():
             headers[str(name).lower()] = str(value)
         timeout = params.get("timeout")
-        request = self._client.build_request(
-            "POST",
-            f"{base}/chat/completions",
-            content=orjson.dumps(body),
-            headers=headers,
-            timeout=httpx.Timeout(float(timeout), connect=10.0)
-            if timeout
-            else httpx.USE_CLIENT_DEFAULT,
-        )
+        options: dict[str, Any] = {"timeout": deployment_timeout(float(timeout))} if timeout else {}
         try:
-            response = await self._client.send(request, stream=True)
-        except httpx.TimeoutException as exc:
+            response = await self._client.post(
+                f"{base}/chat/completions", data=orjson.dumps(body), headers=headers, **options
+            )
+        except TimeoutError as exc:
             raise UpstreamError(
                 f"upstream timed out: {type(exc).__name__}", status=504, code="upstream_timeout"
             ) from exc
-        except httpx.HTTPError as exc:
+        except aiohttp.ClientError as exc:
             raise UpstreamError(
                 f"upstream unreachable: {exc}", status=502, code="upstream_unreachable"
             ) from exc
         relayed = {h: response.headers[h] for h in RELAYED_HEADERS if h in response.headers}
         relayed["content-type"] = response.headers.get("content-type", "application/json")
         collector = ReplyCollector()
-        if response.status_code >= 400 or not body.get("stream"):
+        if response.status >= 400 or not body.get("stream"):
             try:
-                raw = await response.aread()
-            except httpx.HTTPError as exc:
+                raw = await response.read()
+            except (aiohttp.ClientError, TimeoutError) as exc:
                 raise UpstreamError(f"upstream failed mid-response: {exc}", status=502) from exc
             finally:
-                await response.aclose()
-            if response.status_code >= 400:
+                response.release()
+            if response.status >= 400:
                 return UpstreamResponse(
-                    response.status_code,
+                    response.status,
                     relayed,
                     collector,
-                    body=_openai_error(raw, response.status_code),
+                    body=_openai_error(raw, response.status),
                 )
             try:
                 payload = orjson.loads(raw)
@@ -238,24 +237,32 @@ class PassthroughUpstream:
                 raise UpstreamError("upstream returned invalid JSON", status=502) from exc
             if isinstance(payload, dict):
                 collector.feed_completion(payload)
-            return UpstreamResponse(response.status_code, relayed, collector, body=raw)
+            return UpstreamResponse(response.status, relayed, collector, body=raw)
         return UpstreamResponse(
-            response.status_code, relayed, collector, stream=_relay(response, collector)
+            response.status, relayed, collector, stream=_relay(response, collector)
         )
 
 
-async def _relay(response: httpx.Response, collector: ReplyCollector) -> AsyncIterator[bytes]:
+def deployment_timeout(seconds: float, *, connect: float = 10.0) -> aiohttp.ClientTimeout:
+    """Per-read and connect timeouts (no cap on a whole stream's duration)."""
+    return aiohttp.ClientTimeout(total=None, sock_connect=connect, sock_read=seconds)
+
+
+async def _relay(
+    response: aiohttp.ClientResponse, collector: ReplyCollector
+) -> AsyncIterator[bytes]:
     """Yield upstream bytes as they arrive; closing the generator closes the upstream stream."""
     try:
-        async for data in response.aiter_raw():
+        async for data in response.content.iter_any():
             collector.feed_sse_bytes(data)
             yield data
-    except httpx.HTTPError as exc:
+    except (TimeoutError, aiohttp.ClientError) as exc:
         log.warning("upstream stream broke: %s", exc)
         collector.finished = False
         yield b"data: " + error_body("upstream stream broke", "upstream_error") + b"\n\n"
     finally:
-        await response.aclose()
+        # A fully read response goes back to the pool; a cut-short one closes its connection.
+        response.release()
 
 
 def _openai_error(raw: bytes, status: int) -> bytes:

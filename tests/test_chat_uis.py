@@ -18,6 +18,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -193,6 +194,13 @@ def last_chat(fake: FakeUpstream) -> RecordedRequest:
     return fake.requests_of("chat")[-1]
 
 
+def sent_with(fake: FakeUpstream, messages: list[dict[str, Any]]) -> RecordedRequest:
+    """The one request the provider received with exactly these messages."""
+    found = [r for r in fake.requests_of("chat") if r.messages == messages]
+    assert len(found) == 1
+    return found[0]
+
+
 def metric(srv: ServerThread, name: str) -> float:
     for line in httpx.get(srv.base_url + "/metrics").text.splitlines():
         if line.startswith(name + " ") or line.startswith(name + "{"):
@@ -319,6 +327,12 @@ def test_example_files_agree() -> None:
     assert len(orjson.dumps(turn1["body"]["tools"])) > 20_000
 
 
+def test_the_guide_shows_the_tested_files() -> None:
+    guide = (ROOT / "docs" / "chat-uis.md").read_text(encoding="utf-8")
+    for name in ("memproxy-chatui.yaml", "openwebui-compose.yaml", "librechat.yaml"):
+        assert (EXAMPLES / name).read_text(encoding="utf-8").strip() in guide, name
+
+
 def test_models_are_listed_with_and_without_the_v1_prefix(server: ServerThread) -> None:
     headers = fixture("openwebui_chat_turn1", new_values())["headers"]
     headers.pop("Host")
@@ -341,7 +355,12 @@ def test_openwebui_conversation_learns_turns_and_recalls_them(
     before = learn_state(server)
 
     turn1 = fixture("openwebui_chat_turn1", values)
-    first = replay(server, turn1)
+    title = fixture("openwebui_task_title", values)
+    # The title task goes out at the same moment as the first turn.
+    with ThreadPoolExecutor(2) as pool:
+        first_future = pool.submit(replay, server, turn1)
+        answer = replay(server, title)
+        first = first_future.result()
     assert first.status == 200
     assert first.headers["x-memory-status"] == "ok"
     assert first.headers["x-memory-recalled"] == "0"
@@ -349,19 +368,15 @@ def test_openwebui_conversation_learns_turns_and_recalls_them(
     assert "x-memory-task" not in first.headers
     assert first.content == "ECHO: " + T1  # nothing known yet: nothing injected
     assert_usage_chunk(first)
-    sent = last_chat(fake)
+    sent = sent_with(fake, turn1["body"]["messages"])
     # The 36 tools reach the provider untouched, in order, byte for byte once serialised.
     assert orjson.dumps(sent.body["tools"]) == orjson.dumps(turn1["body"]["tools"])
     assert sent.body["stream_options"] == {"include_usage": True}
-    assert sent.messages == turn1["body"]["messages"]
     assert sent.headers["authorization"] == "Bearer sk-fake-provider"  # not Open WebUI's key
-
-    # The title task goes out at the same moment as the first reply.
-    title = fixture("openwebui_task_title", values)
-    answer = replay(server, title)
     assert answer.status == 200
     assert answer.headers["x-memory-task"] == "title"
-    assert last_chat(fake).messages == title["body"]["messages"]
+    assert answer.headers["x-memory-recalled"] == "0"
+    assert sent_with(fake, title["body"]["messages"]).body == title["body"]
 
     state = wait_learned(server, before, jobs=1)
     for name in ("openwebui_task_tags", "openwebui_task_follow_ups"):
@@ -596,7 +611,9 @@ def test_listed_tasks_get_memories_and_still_teach_nothing(
 
     jwt_header = {"X_OpenWebUI_User_Jwt": values["JWT"]}
     unsigned = {f"X_OpenWebUI_User_{part}": None for part in ("Id", "Name", "Email", "Role")}
-    query = replay(hardened, fixture("openwebui_task_search_query", values), **unsigned, **jwt_header)
+    query = replay(
+        hardened, fixture("openwebui_task_search_query", values), **unsigned, **jwt_header
+    )
     assert query.headers["x-memory-task"] == "search_query"
     assert int(query.headers["x-memory-recalled"]) >= 1
     assert "User is allergic to peanuts" in query.content
@@ -647,23 +664,28 @@ def test_background_task_kind_of_each_fixture(name: str) -> None:
     assert background_task(body["messages"]) == EXPECTED_KINDS[name]
 
 
-@pytest.mark.parametrize(
-    ("messages", "kind"),
-    [
-        # A UI's system prompt does not hide a task ...
-        ([{"role": "system", "content": "Be terse."}, {"role": "user", "content": "### Task:\nGenerate 1-3 broad tags"}], "tags"),
-        # ... but "### Task:" typed by a person in an ongoing chat is a chat turn.
-        ([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}, {"role": "user", "content": "### Task:\nwrite a title"}], None),
-        # LibreChat's older title call: one system message, no user message.
-        ([{"role": "system", "content": "Please generate a concise, 5-word-or-less title for the conversation, using its same language"}], "title"),
-        # Open WebUI's prompt-based tool selection.
-        ([{"role": "system", "content": "Available Tools: [...]"}, {"role": "user", "content": "Query: History:\nUSER: hi"}], "function_calling"),
-        # The measured 0.12.4 follow-up wording (DESIGN.md section 6).
-        ([{"role": "user", "content": "### Task:\nPredict 3-5 useful messages the user might send next"}], "follow_ups"),
-        ([{"role": "user", "content": "### Task:\nSomething new"}], "other"),
-        ([{"role": "user", "content": "Tell me a joke"}], None),
-    ],
-)  # fmt: skip
+def msg(role: str, content: str) -> dict[str, str]:
+    return {"role": role, "content": content}
+
+
+LIBRECHAT_OLD_TITLE = "Please generate a concise, 5-word-or-less title for the conversation, ..."
+TASK_RULES: list[tuple[list[dict[str, str]], str | None]] = [
+    # A UI's system prompt does not hide a task ...
+    ([msg("system", "Be terse."), msg("user", "### Task:\nGenerate 1-3 broad tags")], "tags"),
+    # ... but "### Task:" typed by a person in an ongoing chat is a chat turn.
+    ([msg("user", "hi"), msg("assistant", "hello"), msg("user", "### Task:\nwrite a title")], None),
+    # LibreChat's older title call: one system message, no user message.
+    ([msg("system", LIBRECHAT_OLD_TITLE)], "title"),
+    # Open WebUI's prompt-based tool selection.
+    ([msg("system", "Available Tools: [...]"), msg("user", "Query: hi")], "function_calling"),
+    # The measured 0.12.4 follow-up wording (DESIGN.md section 6).
+    ([msg("user", "### Task:\nPredict 3-5 useful messages the user might send")], "follow_ups"),
+    ([msg("user", "### Task:\nSomething new")], "other"),
+    ([msg("user", "Tell me a joke")], None),
+]
+
+
+@pytest.mark.parametrize(("messages", "kind"), TASK_RULES)
 def test_background_task_rules(messages: list[dict[str, Any]], kind: str | None) -> None:
     assert background_task(messages) == kind
 

@@ -416,3 +416,44 @@ def test_hostile_strings_in_every_field(world: dict[str, Any], key: str, value: 
     after = snapshot(server)
     assert after["bob"] == before["bob"] and after["carol"] == before["carol"]
     assert after["alice"] == before["alice"]
+
+
+# ---- the chat route enforces the same keys -------------------------------------------------
+
+
+@pytest.mark.parametrize("key,user", list(itertools.product(KEYS, USERS)))
+def test_chat_route_matrix(world: dict[str, Any], key: str, user: str) -> None:
+    """Refused before any model routing: 403 for users the key may not act for."""
+    server: ApiServer = world["server"]
+    body = {"model": "no-such-model", "messages": [{"role": "user", "content": "hi"}]}
+    with server.client(key) as c:
+        for request in (
+            {"json": {**body, "user_id": user}},
+            {"json": {**body, "user": user}},
+            {"json": body, "headers": {"X-User-Id": user}},
+        ):
+            r = c.post("/v1/chat/completions", **request)
+            if user in ALLOWED[key]:
+                assert r.status_code not in (401, 403), r.text
+            else:
+                assert r.status_code == 403, r.text
+    with server.client() as anonymous:
+        assert anonymous.post("/v1/chat/completions", json=body).status_code == 401
+
+
+def test_bound_key_writes_land_in_its_user(world: dict[str, Any]) -> None:
+    """A bound key that names no user writes as its user, never as a user-less memory."""
+    server: ApiServer = world["server"]
+    with server.client("alice") as c:
+        r = c.post("/memories", json={"messages": "bound add", "agent_id": "bot", "infer": False})
+        added = r.json()["results"][0]["id"]
+        line = {"id": "bound-import-1", "memory": "bound import", "agent_id": "bot"}
+        report = c.post("/memories/import", content=orjson.dumps(line)).json()
+        assert report["imported"] == 1 and report["errors"] == []
+        for memory_id in (added, "bound-import-1"):
+            item = c.get(f"/memories/{memory_id}").json()
+            assert (item["user_id"], item["agent_id"]) == ("alice", "bot")
+        c.delete("/memories", params={"user_id": "alice", "agent_id": "bot"})
+    with server.client("pair") as c:  # a list key must say which user
+        report = c.post("/memories/import", content=orjson.dumps({**line, "id": "b2"})).json()
+        assert report["imported"] == 0 and report["errors"][0]["line"] == 1

@@ -432,3 +432,58 @@ def test_memory_disabled_is_503(tmp_path: Path) -> None:
     settings = Settings.from_dict({"memory": {"enabled": False, "storage_uri": str(tmp_path)}})
     with ServerThread(create_app(settings)) as server, httpx.Client(base_url=server.base_url) as c:
         assert_error(c.get("/memories", params={"user_id": "a"}), 503)
+
+
+def test_open_mode_is_local_admin(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No keys: every route works without a key (as a local admin), with a start-up warning;
+    binding beyond loopback without keys is refused unless explicitly allowed."""
+    import logging
+
+    from memory_core import AsyncMemory
+    from memory_core.errors import ConfigError
+    from proxy.app import create_app
+    from proxy.cli import main
+    from proxy.settings import Settings
+    from tests.conftest import HashEmbedder
+    from tests.servers import ServerThread
+
+    settings = Settings.from_dict({"memory": {"storage_uri": str(tmp_path / "db")}})
+    memory = AsyncMemory(settings.memory.core_config(), embedder=HashEmbedder())
+    with caplog.at_level(logging.WARNING, logger="proxy"):
+        with ServerThread(create_app(settings, memory=memory)) as server:
+            with httpx.Client(base_url=server.base_url) as c:
+                assert c.get("/v1/auth/me").json()["open_mode"] is True
+                ids = add(c, ["open mode fact"], user_id="anyone")
+                assert c.get(f"/memories/{ids[0]}").status_code == 200
+                assert c.post("/reset").status_code == 200
+                assert c.get("/memories", params={"user_id": "anyone"}).json()["results"] == []
+    assert any("open local mode" in r.getMessage() for r in caplog.records)
+
+    for host in ("0.0.0.0", "192.168.1.10", "::"):
+        with pytest.raises(ConfigError, match="refusing to bind"):
+            Settings.from_dict({}, host=host).check_bind()
+    Settings.from_dict({}, host="127.0.0.1").check_bind()
+    Settings.from_dict({"server": {"allow_open_non_loopback": True}}, host="0.0.0.0").check_bind()
+    config = tmp_path / "open.yaml"
+    config.write_text(f"memory: {{storage_uri: {tmp_path / 'db2'}}}\n")
+    code = main(["serve", "--config", str(config), "--host", "0.0.0.0", "--port", "1"])
+    err = capsys.readouterr().err
+    assert code != 0 and "refusing to bind 0.0.0.0" in err and err.count("\n") == 1
+
+
+def test_import_survives_an_over_long_line(bulk_server: ApiServer) -> None:
+    huge = b'{"id": "long-1", "memory": "' + b"x" * (2 << 20) + b'", "user_id": "longline"}'
+    body = (
+        b'{"id": "ok-1", "memory": "before", "user_id": "longline"}\n'
+        + huge
+        + b'\n{"id": "ok-2", "memory": "after", "user_id": "longline"}\n'
+    )
+    with bulk_server.client("team") as c:
+        report = c.post("/memories/import", content=body).json()
+        assert report["imported"] == 2
+        assert [e["line"] for e in report["errors"]] == [2]
+        assert "longer than" in report["errors"][0]["message"]
+        got = c.get("/memories", params={"user_id": "longline"}).json()["results"]
+        assert sorted(x["memory"] for x in got) == ["after", "before"]

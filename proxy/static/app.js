@@ -1,0 +1,290 @@
+// memproxy memory browser: plain JS, no build step, only the REST API under /v1.
+"use strict";
+
+const API = "/v1";
+const KEY_STORAGE = "memproxy.apiKey";
+const PAGE = 50;
+
+const $ = (id) => document.getElementById(id);
+const state = { user: null, cursor: null, searching: false, me: null };
+
+function apiKey() {
+  return sessionStorage.getItem(KEY_STORAGE) || "";
+}
+
+class ApiError extends Error {
+  constructor(status, message) {
+    super(message);
+    this.status = status;
+  }
+}
+
+async function api(method, path, body) {
+  const headers = {};
+  const key = apiKey();
+  if (key) headers["Authorization"] = "Bearer " + key;
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const response = await fetch(API + path, {
+    method,
+    headers,
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await response.text();
+  let data = null;
+  try {
+    data = text ? JSON.parse(text) : null;
+  } catch (_) {
+    data = null;
+  }
+  if (!response.ok) {
+    const message = data && data.error ? data.error.message : response.statusText;
+    throw new ApiError(response.status, message);
+  }
+  return data;
+}
+
+function setStatus(message, isError) {
+  const status = $("status");
+  status.textContent = message || "";
+  status.classList.toggle("error", Boolean(isError));
+}
+
+function showError(error) {
+  const prefix = error instanceof ApiError ? `Error ${error.status}: ` : "Error: ";
+  setStatus(prefix + error.message, true);
+}
+
+function formatDate(value) {
+  if (!value) return "";
+  const date = new Date(value);
+  return isNaN(date) ? value : date.toLocaleString();
+}
+
+// ---- connect ---------------------------------------------------------------------------
+
+async function connect() {
+  try {
+    state.me = await api("GET", "/auth/me");
+  } catch (error) {
+    $("controls").hidden = true;
+    $("whoami").textContent = "";
+    showError(error);
+    return;
+  }
+  const me = state.me;
+  $("whoami").textContent = me.open_mode
+    ? "open mode (no keys configured)"
+    : `key “${me.name}”${me.admin ? " (admin)" : ""}`;
+  const anyUser = me.admin || me.users.includes("*");
+  const select = $("user-select");
+  const input = $("user-input");
+  select.replaceChildren();
+  if (anyUser) {
+    select.hidden = true;
+    input.hidden = false;
+  } else {
+    for (const user of me.users) {
+      const option = document.createElement("option");
+      option.value = user;
+      option.textContent = user;
+      select.append(option);
+    }
+    select.hidden = false;
+    input.hidden = true;
+  }
+  $("controls").hidden = false;
+  setStatus(anyUser ? "Connected. Enter a user id." : "Connected. Pick a user.");
+  if (!anyUser && me.users.length === 1) await loadUser(me.users[0]);
+}
+
+function chosenUser() {
+  return $("user-select").hidden ? $("user-input").value.trim() : $("user-select").value;
+}
+
+// ---- list / search ---------------------------------------------------------------------
+
+async function loadUser(user) {
+  if (!user) {
+    setStatus("Enter a user id.", true);
+    return;
+  }
+  state.user = user;
+  state.cursor = null;
+  state.searching = false;
+  $("memories").replaceChildren();
+  $("search-input").value = "";
+  rememberUser(user);
+  await loadPage();
+}
+
+async function loadPage() {
+  const params = new URLSearchParams({ user_id: state.user, top_k: String(PAGE) });
+  if (state.cursor) params.set("cursor", state.cursor);
+  try {
+    const page = await api("GET", "/memories?" + params);
+    for (const item of page.results) $("memories").append(renderMemory(item));
+    state.cursor = page.next_cursor;
+    $("more").hidden = !state.cursor;
+    const count = $("memories").children.length;
+    showTitle(`${count}${state.cursor ? "+" : ""} memories of ${state.user}`);
+    setStatus(count ? "" : "No memories yet.");
+  } catch (error) {
+    showError(error);
+  }
+}
+
+async function search(query) {
+  if (!state.user) return;
+  if (!query) return loadUser(state.user);
+  try {
+    const result = await api("POST", "/search", { query, user_id: state.user, top_k: 50 });
+    state.searching = true;
+    $("more").hidden = true;
+    $("memories").replaceChildren(...result.results.map(renderMemory));
+    showTitle(`${result.results.length} results for “${query}”`);
+    setStatus(result.results.length ? "" : "Nothing found.");
+  } catch (error) {
+    showError(error);
+  }
+}
+
+async function addMemory(text) {
+  if (!state.user || !text) return;
+  try {
+    const result = await api("POST", "/memories", {
+      messages: [{ role: "user", content: text }],
+      user_id: state.user,
+      infer: false,
+    });
+    $("add-input").value = "";
+    setStatus(result.results.length ? "Added." : "Already remembered.");
+    await loadUser(state.user);
+  } catch (error) {
+    showError(error);
+  }
+}
+
+function showTitle(text) {
+  const title = $("results-title");
+  title.textContent = text;
+  title.hidden = false;
+}
+
+function rememberUser(user) {
+  const list = $("recent-users");
+  if ([...list.options].some((o) => o.value === user)) return;
+  const option = document.createElement("option");
+  option.value = user;
+  list.append(option);
+}
+
+// ---- one memory ------------------------------------------------------------------------
+
+function renderMemory(item) {
+  const node = $("memory-template").content.firstElementChild.cloneNode(true);
+  node.dataset.id = item.id;
+  fillMemory(node, item);
+  const edit = node.querySelector(".edit");
+  const textarea = edit.querySelector("textarea");
+  node.querySelector(".edit-button").addEventListener("click", () => {
+    textarea.value = node.querySelector(".text").textContent;
+    edit.hidden = false;
+    textarea.focus();
+  });
+  edit.querySelector(".cancel").addEventListener("click", () => {
+    edit.hidden = true;
+  });
+  edit.querySelector(".save").addEventListener("click", async () => {
+    const text = textarea.value.trim();
+    if (!text) return;
+    try {
+      const updated = await api("PUT", "/memories/" + encodeURIComponent(item.id), { text });
+      fillMemory(node, updated);
+      edit.hidden = true;
+      setStatus("Saved.");
+    } catch (error) {
+      showError(error);
+    }
+  });
+  node.querySelector(".history-button").addEventListener("click", () => showHistory(item.id));
+  const confirm = node.querySelector(".confirm-delete");
+  node.querySelector(".delete-button").addEventListener("click", () => {
+    confirm.hidden = !confirm.hidden;
+  });
+  confirm.addEventListener("click", async () => {
+    try {
+      await api("DELETE", "/memories/" + encodeURIComponent(item.id));
+      node.remove();
+      setStatus("Deleted.");
+    } catch (error) {
+      showError(error);
+    }
+  });
+  return node;
+}
+
+function fillMemory(node, item) {
+  node.querySelector(".text").textContent = item.memory;
+  const parts = [`created ${formatDate(item.created_at)}`];
+  if (item.updated_at && item.updated_at !== item.created_at) {
+    parts.push(`updated ${formatDate(item.updated_at)}`);
+  }
+  if (typeof item.score === "number") parts.push(`score ${item.score.toFixed(3)}`);
+  for (const field of ["agent_id", "run_id"]) {
+    if (item[field]) parts.push(`${field} ${item[field]}`);
+  }
+  const metadata = item.metadata && Object.keys(item.metadata).length;
+  if (metadata) parts.push("metadata " + JSON.stringify(item.metadata));
+  node.querySelector(".meta").textContent = parts.join(" · ");
+}
+
+async function showHistory(id) {
+  try {
+    const rows = await api("GET", "/memories/" + encodeURIComponent(id) + "/history");
+    const list = $("history-list");
+    list.replaceChildren();
+    for (const row of rows) {
+      const li = document.createElement("li");
+      const event = document.createElement("strong");
+      event.textContent = row.event;
+      const when = document.createElement("span");
+      when.className = "muted";
+      when.textContent = " " + formatDate(row.created_at);
+      const change = document.createElement("p");
+      if (row.event === "UPDATE") change.textContent = `${row.old_memory} → ${row.new_memory}`;
+      else change.textContent = row.new_memory ?? row.old_memory ?? "";
+      li.append(event, when, change);
+      list.append(li);
+    }
+    $("history-id").textContent = id;
+    $("history").hidden = false;
+  } catch (error) {
+    showError(error);
+  }
+}
+
+// ---- wiring ----------------------------------------------------------------------------
+
+function submit(id, handler) {
+  $(id).addEventListener("submit", (event) => {
+    event.preventDefault();
+    handler();
+  });
+}
+
+submit("key-form", () => {
+  sessionStorage.setItem(KEY_STORAGE, $("api-key").value.trim());
+  connect();
+});
+submit("user-form", () => loadUser(chosenUser()));
+submit("search-form", () => search($("search-input").value.trim()));
+submit("add-form", () => addMemory($("add-input").value.trim()));
+$("clear-search").addEventListener("click", () => state.user && loadUser(state.user));
+$("more").addEventListener("click", loadPage);
+$("close-history").addEventListener("click", () => {
+  $("history").hidden = true;
+});
+
+$("api-key").value = apiKey();
+if (apiKey()) connect();
+else setStatus("Enter your API key and connect (leave empty when the proxy runs without keys).");

@@ -1,0 +1,171 @@
+"""The memory browser in real headless Chromium (Debian's package, driven by Playwright):
+loads without console errors; list -> edit -> the change is visible through the API ->
+history -> delete. Skipped when Chromium or Playwright is not installed."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import API_KEYS, ApiServer
+
+CHROMIUM = os.environ.get("MEMPROXY_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "memory-browser.png"
+
+sync_api = pytest.importorskip("playwright.sync_api")
+if not Path(CHROMIUM).exists():  # pragma: no cover - CI installs it (see .ci/run)
+    pytest.skip(f"no Chromium at {CHROMIUM}", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[tuple[Any, list[str]]]:
+    context = browser.new_context(viewport={"width": 1100, "height": 760})
+    page = context.new_page()
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    page.on("dialog", lambda d: problems.append(f"unexpected dialog: {d.message}"))
+    yield page, problems
+    context.close()
+
+
+def seed(server: ApiServer) -> dict[str, str]:
+    ids = {}
+    with server.client("team") as c:
+        for user, texts in {
+            "alice": [
+                "Alice is vegetarian",
+                "Alice's sister lives in Lisbon",
+                "Alice plays the cello on weekends",
+                "<img src=x onerror=alert(1)> is just text",
+            ],
+            "bob": ["Bob's secret: he hates jazz"],
+        }.items():
+            r = c.post("/memories", json={"messages": texts, "user_id": user, "infer": False})
+            assert r.status_code == 200, r.text
+            for item in r.json()["results"]:
+                ids[item["memory"]] = item["id"]
+    return ids
+
+
+def test_browse_edit_history_delete(api_server: ApiServer, page: tuple[Any, list[str]]) -> None:
+    tab, problems = page
+    ids = seed(api_server)
+    target = ids["Alice plays the cello on weekends"]
+
+    tab.goto(api_server.base_url + "/")  # redirects to /ui/
+    assert tab.url.endswith("/ui/")
+    tab.fill("#api-key", API_KEYS["alice"])
+    tab.click("#connect")
+    # A key bound to alice: the user picker offers only alice, and her list loads.
+    tab.wait_for_selector(f"li.memory[data-id='{target}']")
+    assert tab.locator("#user-select option").all_inner_texts() == ["alice"]
+    texts = tab.locator("li.memory .text").all_inner_texts()
+    assert len(texts) == 4 and "Bob's secret: he hates jazz" not in texts
+    assert "<img src=x onerror=alert(1)> is just text" in texts  # shown as text, not markup
+    assert tab.evaluate("sessionStorage.getItem('memproxy.apiKey')") == API_KEYS["alice"]
+
+    # Search.
+    tab.fill("#search-input", "where does her sister live")
+    tab.click("#search")
+    tab.wait_for_selector("#results-title:has-text('results for')")
+    first = tab.locator("li.memory .text").first.inner_text()
+    assert first == "Alice's sister lives in Lisbon"
+    tab.click("#clear-search")
+    tab.wait_for_selector(f"li.memory[data-id='{target}']")
+
+    # Edit -> the change is visible through the API.
+    row = tab.locator(f"li.memory[data-id='{target}']")
+    row.locator(".edit-button").click()
+    row.locator("textarea").fill("Alice plays the viola on weekends")
+    row.locator(".save").click()
+    tab.wait_for_selector("#status:has-text('Saved.')")
+    assert row.locator(".text").inner_text() == "Alice plays the viola on weekends"
+    with api_server.client("alice") as c:
+        assert c.get(f"/v1/memories/{target}").json()["memory"] == (
+            "Alice plays the viola on weekends"
+        )
+
+    # History.
+    row.locator(".history-button").click()
+    tab.wait_for_selector("#history:not([hidden]) #history-list li")
+    events = tab.locator("#history-list li strong").all_inner_texts()
+    assert events == ["ADD", "UPDATE"]
+    assert "→" in tab.locator("#history-list li").nth(1).inner_text()
+    SCREENSHOT.parent.mkdir(exist_ok=True)
+    tab.screenshot(path=str(SCREENSHOT), full_page=True)
+
+    # Delete (two clicks, no browser dialog) -> gone through the API too.
+    row.locator(".delete-button").click()
+    row.locator(".confirm-delete").click()
+    tab.wait_for_selector(f"li.memory[data-id='{target}']", state="detached")
+    with api_server.client("alice") as c:
+        assert c.get(f"/v1/memories/{target}").status_code == 404
+
+    assert problems == []
+
+
+def test_wrong_key_shows_the_error(api_server: ApiServer, page: tuple[Any, list[str]]) -> None:
+    tab, problems = page
+    tab.goto(api_server.base_url + "/ui/")
+    tab.fill("#api-key", "sk-not-a-key")
+    tab.click("#connect")
+    tab.wait_for_selector("#status.error")
+    assert "401" in tab.locator("#status").inner_text()
+    assert tab.locator("#controls").is_hidden()
+    # The failed fetch itself is logged by Chromium; nothing else may be.
+    assert all("401" in p for p in problems), problems
+
+
+def test_any_user_key_types_a_user(api_server: ApiServer, page: tuple[Any, list[str]]) -> None:
+    tab, problems = page
+    seed_bob = "Bob likes sailing"
+    with api_server.client("team") as c:
+        c.post("/memories", json={"messages": seed_bob, "user_id": "bob2", "infer": False})
+    tab.goto(api_server.base_url + "/ui/")
+    tab.fill("#api-key", API_KEYS["team"])
+    tab.click("#connect")
+    tab.wait_for_selector("#user-input:visible")
+    tab.fill("#user-input", "bob2")
+    tab.click("#load")
+    tab.wait_for_selector("li.memory")
+    assert tab.locator("li.memory .text").all_inner_texts() == [seed_bob]
+    tab.fill("#add-input", "Bob2 owns a red boat")
+    tab.click("#add")
+    tab.wait_for_selector("li.memory:has-text('Bob2 owns a red boat')")
+    with api_server.client("team") as c:
+        listed = c.get("/v1/memories", params={"user_id": "bob2"}).json()["results"]
+        assert {x["memory"] for x in listed} == {seed_bob, "Bob2 owns a red boat"}
+    assert problems == []
+
+
+def test_api_page_renders(api_server: ApiServer, page: tuple[Any, list[str]]) -> None:
+    tab, problems = page
+    tab.goto(api_server.base_url + "/docs")
+    assert tab.title() == "memproxy memory API"
+    assert tab.locator("section.op h2 code", has_text="/memories/{memory_id}/history").count() == 1
+    assert tab.locator("td code", has_text="top_k").count() >= 2
+    assert problems == []
