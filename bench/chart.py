@@ -16,6 +16,12 @@ from .common import DOCS, load_result
 CONCURRENCY = ("1", "16", "64")
 
 
+def _label(name: str) -> str:
+    import textwrap
+
+    return "\n".join(textwrap.wrap(name.replace(",", ""), 14))
+
+
 def _plt() -> Any:
     import matplotlib
 
@@ -69,7 +75,8 @@ def overhead_chart(result: dict[str, Any], path: Path) -> Path:
             ax1.text(bar.get_x() + bar.get_width() / 2, v * 1.08, f"{v:.1f}", ha="center",
                      fontsize=6)
     ax1.set_yscale("log")
-    ax1.set_xticks(range(len(names)), [n.replace(", ", "\n") for n in names], fontsize=7)
+    ax1.yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _p: f"{v:g}"))
+    ax1.set_xticks(range(len(names)), [_label(n) for n in names], fontsize=7)
     ax1.set_ylabel("added latency over direct, ms (log)")
     ax1.set_title("Overhead at concurrency 1 (non-streaming)", fontsize=10)
     ax1.legend(fontsize=7)
@@ -79,7 +86,8 @@ def overhead_chart(result: dict[str, Any], path: Path) -> Path:
         vals = [result["targets"][n]["wrk"][c]["rps"] for n in every]
         ax2.bar([k + (i - 1) * width for k in range(len(every))], vals, width, label=f"c={c}")
     ax2.set_yscale("log")
-    ax2.set_xticks(range(len(every)), [n.replace(", ", "\n") for n in every], fontsize=7)
+    ax2.yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _p: f"{v:,.0f}"))
+    ax2.set_xticks(range(len(every)), [_label(n) for n in every], fontsize=7)
     ax2.set_ylabel("requests/s (log)")
     ax2.set_title("Throughput by concurrency", fontsize=10)
     ax2.legend(fontsize=7)

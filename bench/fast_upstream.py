@@ -78,7 +78,9 @@ def stream_events(chunks: int, include_usage: bool) -> list[bytes]:
     if include_usage:
         usage = _chunk({})
         usage["choices"] = []
-        usage["usage"] = {"prompt_tokens": 12, "completion_tokens": chunks, "total_tokens": 12 + chunks}
+        usage["usage"] = {
+            "prompt_tokens": 12, "completion_tokens": chunks, "total_tokens": 12 + chunks
+        }
         events.append(_event(usage))
     events.append(_event("[DONE]"))
     events.append(b"0\r\n\r\n")
@@ -100,7 +102,10 @@ MODELS = _response(
                                                "created": 0, "owned_by": "bench"}]}),
 )
 HEALTH = _response("200 OK", b'{"status":"ok"}')
-NOT_FOUND = _response("404 Not Found", b'{"error":{"message":"not found","type":"invalid_request_error","param":null,"code":null}}')
+NOT_FOUND = _response(
+    "404 Not Found",
+    b'{"error":{"message":"not found","type":"invalid_request_error","param":null,"code":null}}',
+)
 STREAM_HEAD = (
     b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n"
     b"cache-control: no-cache\r\nx-request-id: fast\r\n\r\n"

@@ -43,6 +43,7 @@ from .store import store_dir
 from .synthetic import CALLER, QUERIES
 
 CONCURRENCY = (1, 16, 64)
+LONG = 200  # chunks of the second stream: does the relay cost grow with the chunk count?
 LITELLM_KEY = "sk-bench-master"
 
 
@@ -78,12 +79,15 @@ def bodies(model: str, *, stream: bool, user: bool) -> list[bytes]:
     return out
 
 
-def memproxy_config(upstream: str, port: int, storage: Path) -> dict[str, Any]:
+def memproxy_config(upstream: str, long_upstream: str, port: int, storage: Path
+                    ) -> dict[str, Any]:
     params = {"model": "openai/fake-model", "api_base": upstream, "api_key": "sk-fake"}
+    long_params = {**params, "api_base": long_upstream}
     return {
         "model_list": [
             {"model_name": "fake-model", "litellm_params": params},
             {"model_name": "fake-model-litellm", "litellm_params": params, "upstream": "litellm"},
+            {"model_name": "fake-model-long", "litellm_params": long_params},
         ],
         "memory": {"storage_uri": str(storage), "embedder": {"provider": "local"}},
         "server": {"host": "127.0.0.1", "port": port, "log_level": "warning"},
@@ -176,6 +180,17 @@ def _size(n: int) -> str:
     return f"{n // 1_000_000}M" if n % 1_000_000 == 0 else f"{n // 1000}k"
 
 
+def long_stream(targets: list[Target], args: argparse.Namespace) -> dict[str, Any]:
+    out = {}
+    for t in targets:
+        samples = stream_series(t.url, bodies(t.model, stream=True, user=t.with_user), t.headers,
+                                n=args.stream_samples)
+        out[t.name] = {"ttfb": _stats([s.ttfb_ms for s in samples]),
+                       "total": _stats([s.total_ms for s in samples]),
+                       "events": int(np.median([s.events for s in samples]))}
+    return out
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     if not wrk_available():
         raise SystemExit("wrk is needed: apt-get install -y wrk")
@@ -185,16 +200,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="bench-overhead-"))
     result: dict[str, Any] = {**stamp(), "duration_s": args.duration,
                               "store": json.loads((storage / "built.json").read_text())}
-    with fast_upstream(chunks=20) as upstream:
+    with fast_upstream(chunks=20) as upstream, fast_upstream(chunks=LONG) as long_upstream:
         mp_port = free_port()
         cfg = tmp / "memproxy.yaml"
-        cfg.write_text(yaml.safe_dump(memproxy_config(upstream, mp_port, storage)))
+        cfg.write_text(yaml.safe_dump(memproxy_config(upstream, long_upstream, mp_port, storage)))
         env = {"LITELLM_LOCAL_MODEL_COST_MAP": "True"}
         with process([PY, "-m", "proxy.cli", "serve", "--config", str(cfg)], env=env,
                      log=tmp / "memproxy.log", cwd=ROOT) as mp:
             wait_http(f"http://127.0.0.1:{mp_port}/ready", timeout_s=300, proc=mp)
             mp_url = f"http://127.0.0.1:{mp_port}/v1/chat/completions"
             auth = {"authorization": "Bearer sk-fake"}
+            result["long_stream"] = long_stream(
+                [Target("direct", f"{long_upstream}/chat/completions", "fake-model-long", auth),
+                 Target("memproxy, memory off", mp_url, "fake-model-long",
+                        {**auth, "x-memory-mode": "off"}, with_user=True)], args)
             targets = [
                 Target("direct", f"{upstream}/chat/completions", "fake-model", auth),
                 Target("memproxy, memory off", mp_url, "fake-model",
@@ -301,9 +320,71 @@ def render(r: dict[str, Any]) -> str:
             "",
             table(["stage", "p50", "p95", "p99"], rows),
         ]
+    if "long_stream" in r:
+        ls = r["long_stream"]
+        d20, m20 = T["direct"]["stream"], T[r["order"][1]]["stream"]
+        dl, ml = ls["direct"], ls["memproxy, memory off"]
+        parts += [
+            "",
+            f"Relay cost vs chunk count (memory off, p50 ms): 20 chunks add "
+            f"{m20['total']['p50'] - d20['total']['p50']:+.2f} to the total, "
+            f"{LONG} chunks ({ml['events']} events) add "
+            f"{ml['total']['p50'] - dl['total']['p50']:+.2f} "
+            f"(direct total {dl['total']['p50']:.2f}, memproxy {ml['total']['p50']:.2f}).",
+        ]
+    parts += ["", "**Goals** (issue 7):", "", table(["goal", "measured", "met"], goals(r))]
     parts += ["", "Reproduce: `python -m bench overhead` (needs `wrk` and, for the peer, "
               "`bench/.venv-litellm`; see the top of this file)."]
     return "\n".join(parts)
+
+
+def goals(r: dict[str, Any]) -> list[list[str]]:
+    T = r["targets"]
+    d1 = T["direct"]["wrk"]["1"]
+    off = T["memproxy, memory off"]
+    on_name = next(n for n in r["order"] if "memory on" in n)
+    on = T[on_name]
+    rows: list[list[str]] = []
+
+    def row(goal: str, measured: str, ok: bool) -> None:
+        rows.append([goal, measured, "yes" if ok else "**no**"])
+
+    o50 = off["wrk"]["1"]["p50_ms"] - d1["p50_ms"]
+    o99 = off["wrk"]["1"]["p99_ms"] - d1["p99_ms"]
+    row("memory off: overhead p50 ≤ 1 ms", f"{o50:.2f} ms", o50 <= 1)
+    row("memory off: overhead p99 ≤ 3 ms", f"{o99:.2f} ms", o99 <= 3)
+    ttfb = off["stream"]["ttfb"]["p50"] - T["direct"]["stream"]["ttfb"]["p50"]
+    row("memory off: streaming adds ≤ 1 ms to first byte (p50)", f"{ttfb:.2f} ms", ttfb <= 1)
+    if "long_stream" in r:
+        ls = r["long_stream"]
+        a20 = off["stream"]["total"]["p50"] - T["direct"]["stream"]["total"]["p50"]
+        a_long = ls["memproxy, memory off"]["total"]["p50"] - ls["direct"]["total"]["p50"]
+        per_chunk = (a_long - a20) / (LONG - 20)
+        row("memory off: nothing per chunk that grows with chunk count",
+            f"{per_chunk * 1000:.1f} µs per extra chunk (20 → {LONG} chunks: "
+            f"{a20:+.2f} → {a_long:+.2f} ms)", per_chunk <= 0.01)
+    n50 = on["wrk"]["1"]["p50_ms"] - d1["p50_ms"]
+    n99 = on["wrk"]["1"]["p99_ms"] - d1["p99_ms"]
+    row("memory on, 1M: overhead p50 ≤ 20 ms", f"{n50:.2f} ms", n50 <= 20)
+    row("memory on, 1M: overhead p99 ≤ 50 ms", f"{n99:.2f} ms", n99 <= 50)
+    st = on.get("stages", {})
+    if "embed" in st:
+        rest = n50 - st["embed"]["p50"]
+        row("memory on: everything except the query embedding ≤ 5 ms p50",
+            f"{rest:.2f} ms (overhead p50 − embed p50 {st['embed']['p50']:.2f}; search alone "
+            f"{st['search']['p50']:.2f})", rest <= 5)
+    if "LiteLLM proxy" in T:
+        for c in CONCURRENCY:
+            mine, peer = on["wrk"][str(c)]["rps"], T["LiteLLM proxy"]["wrk"][str(c)]["rps"]
+            row(f"req/s memory on ≥ LiteLLM proxy (no memory), c={c}",
+                f"{mine:,.0f} vs {peer:,.0f}", mine >= peer)
+    direct_max = max(T["direct"]["wrk"][str(c)]["rps"] for c in CONCURRENCY)
+    proxy_max = max(T[n]["wrk"][str(c)]["rps"] for n in r["order"] if n != "direct"
+                    for c in CONCURRENCY)
+    row("load generator is not the bottleneck (direct ≫ any proxy)",
+        f"direct {direct_max:,.0f} req/s vs best proxy {proxy_max:,.0f} req/s",
+        direct_max >= 3 * proxy_max)
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -200,9 +200,10 @@ def main(argv: list[str] | None = None) -> int:
         "llm_delay_s": args.llm_delay,
         "drain": [],
     }
-    with TemporaryDirectory(prefix="bench-queue-") as tmp, FakeProcess(
-        extract_delay_s=args.llm_delay
-    ) as fake:
+    with (
+        TemporaryDirectory(prefix="bench-queue-") as tmp,
+        FakeProcess(extract_delay_s=args.llm_delay) as fake,
+    ):
         work = Path(tmp)
         for concurrency in concurrencies:
             row = drain(fake, work, concurrency=concurrency, jobs=args.jobs, users=args.users)

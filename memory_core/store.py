@@ -203,12 +203,20 @@ class LanceStore:
         )
         if where:
             query = query.where(where)
-        rows = await _to_rows(query)
-        results = []
-        for r in rows:
-            similarity = float(np.dot(np.asarray(r["vector"], dtype=np.float32), vector))
-            results.append((decode_row(r), similarity))
-        return results
+        table = await _to_arrow(query)
+        column = table.column("vector")
+        if table.num_rows == 0 or column.null_count:
+            rows = table.to_pylist()
+            return [
+                (decode_row(r), float(np.dot(np.asarray(r["vector"], np.float32), vector)))
+                for r in rows
+                if r["vector"] is not None
+            ]
+        # One matrix-vector product instead of a Python list of floats per row.
+        matrix = column.combine_chunks().flatten().to_numpy(zero_copy_only=False)
+        similarities = matrix.reshape(table.num_rows, -1) @ np.asarray(vector, np.float32)
+        rows = table.drop_columns(["vector"]).to_pylist()
+        return [(decode_row(r), float(sim)) for r, sim in zip(rows, similarities, strict=True)]
 
     async def history(self, memory_id: str) -> list[HistoryItem]:
         query = self._history.query().where(ids_sql("memory_id", [memory_id])).limit(SCAN_LIMIT)
@@ -328,12 +336,15 @@ def _encode_row(row: Mapping[str, Any]) -> dict[str, Any]:
     return encoded
 
 
-async def _to_rows(query: Any) -> list[dict[str, Any]]:
+async def _to_arrow(query: Any) -> pa.Table:
     try:
-        table = await query.to_arrow()
+        return await query.to_arrow()
     except (OSError, RuntimeError, ValueError) as exc:
         raise StoreError(f"LanceDB query failed: {exc}") from exc
-    rows: list[dict[str, Any]] = table.to_pylist()
+
+
+async def _to_rows(query: Any) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = (await _to_arrow(query)).to_pylist()
     return rows
 
 

@@ -64,6 +64,9 @@ def _queue(args: argparse.Namespace) -> int:
     settings = Settings.load(args.config)
     path = queue_path(settings)
     assert path is not None
+    if not path.exists():  # a wrong config must not silently create an empty queue elsewhere
+        print(f"memproxy: no learning queue at {path} (check memory.storage_uri)", file=sys.stderr)
+        return 1
     store = JobStore(path)
     try:
         if args.queue_command == "status":

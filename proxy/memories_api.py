@@ -517,7 +517,7 @@ def render_api_page(spec: Mapping[str, Any]) -> str:
     """A readable, dependency-free HTML page of the OpenAPI document."""
     esc = html.escape
     parts = [
-        "<!doctype html><html lang=en><meta charset=utf-8><link rel=icon href=\"data:,\">",
+        '<!doctype html><html lang=en><meta charset=utf-8><link rel=icon href="data:,">',
         f"<title>{esc(spec['info']['title'])}</title>",
         '<link rel="stylesheet" href="/ui/style.css">',
         "<body class=docs><main>",

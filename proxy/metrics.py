@@ -10,6 +10,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+# Learning lag (enqueue → applied): seconds when idle, minutes to hours behind a backlog.
+LAG_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 3 * 3600)
 
 
 class _QueueCollector(Collector):
@@ -62,7 +64,7 @@ class Metrics:
         self.lag = Histogram(
             "memproxy_learning_lag_seconds",
             "enqueue to applied",
-            buckets=LATENCY_BUCKETS,
+            buckets=LAG_BUCKETS,
             registry=self.registry,
         )
 

@@ -98,16 +98,33 @@ class UpstreamCall:
 
 
 class ReplyCollector:
-    """Accumulates the assistant's text from a response or a stream of SSE chunks."""
+    """Accumulates the assistant's text from a response or a stream of SSE chunks.
+
+    Relayed SSE bytes are only kept while the stream runs; they are parsed when ``text`` or
+    ``finished`` is first read (by the learner, after the response went out), so the relay
+    does no JSON parsing per chunk, and none at all when the exchange is not learned.
+    """
 
     def __init__(self) -> None:
         self.parts: list[str] = []
-        self.finished = False
+        self._finished = False
         self._buffer = b""
+        self._pending: list[bytes] = []
 
     @property
     def text(self) -> str:
+        self._parse_pending()
         return "".join(self.parts)
+
+    @property
+    def finished(self) -> bool:
+        self._parse_pending()
+        return self._finished
+
+    @finished.setter
+    def finished(self, value: bool) -> None:
+        self._parse_pending()
+        self._finished = value
 
     def feed_completion(self, payload: Mapping[str, Any]) -> None:
         choices = payload.get("choices") or []
@@ -116,7 +133,7 @@ class ReplyCollector:
             content = message.get("content") if isinstance(message, Mapping) else None
             if isinstance(content, str):
                 self.parts.append(content)
-        self.finished = True
+        self._finished = True
 
     def feed_chunk(self, payload: Mapping[str, Any]) -> None:
         for choice in payload.get("choices") or []:
@@ -127,19 +144,25 @@ class ReplyCollector:
             if isinstance(content, str):
                 self.parts.append(content)
             if choice.get("finish_reason"):
-                self.finished = True
+                self._finished = True
 
     def feed_sse_bytes(self, data: bytes) -> None:
-        """Parse raw SSE bytes as they arrive (lines may be split across reads)."""
-        self._buffer += data
-        *lines, self._buffer = self._buffer.split(b"\n")
+        """Take raw SSE bytes as they arrive (lines may be split across reads)."""
+        self._pending.append(data)
+
+    def _parse_pending(self) -> None:
+        if not self._pending:
+            return
+        data = self._buffer + b"".join(self._pending)
+        self._pending.clear()
+        *lines, self._buffer = data.split(b"\n")
         for line in lines:
             line = line.strip()
             if not line.startswith(b"data:"):
                 continue
             value = line[5:].strip()
             if value == b"[DONE]":
-                self.finished = True
+                self._finished = True
                 continue
             try:
                 payload = orjson.loads(value)

@@ -286,7 +286,9 @@ def wait_until(predicate: Any, *, timeout_s: float, what: str, interval_s: float
         time.sleep(interval_s)
 
 
-def wait_drained(proxy: ProxyProcess | InProcessProxy, *, timeout_s: float = 120.0) -> dict[str, Any]:
+def wait_drained(
+    proxy: ProxyProcess | InProcessProxy, *, timeout_s: float = 120.0
+) -> dict[str, Any]:
     """Wait until ``/ready`` shows pending=0 and leased=0; returns the queue stats."""
     wait_until(lambda: remaining(proxy) == 0, timeout_s=timeout_s, what="the queue to drain")
     return dict(proxy.ready()["queue"])

@@ -1,6 +1,7 @@
 """The memory browser in real headless Chromium (Debian's package, driven by Playwright):
 loads without console errors; list -> edit -> the change is visible through the API ->
-history -> delete. Skipped when Chromium or Playwright is not installed."""
+history -> delete. Skipped when Chromium or Playwright is missing (MEMPROXY_REQUIRE_BROWSER=1:
+fail instead)."""
 
 from __future__ import annotations
 
@@ -27,9 +28,15 @@ ARGS = [
 ]
 SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "memory-browser.png"
 
-sync_api = pytest.importorskip("playwright.sync_api")
-if not Path(CHROMIUM).exists():  # pragma: no cover - CI installs it (see .ci/run)
-    pytest.skip(f"no Chromium at {CHROMIUM}", allow_module_level=True)
+# CI sets MEMPROXY_REQUIRE_BROWSER=1 so a missing browser fails instead of skipping silently.
+if os.environ.get("MEMPROXY_REQUIRE_BROWSER") == "1":
+    import playwright.sync_api as sync_api
+
+    assert Path(CHROMIUM).exists(), f"no Chromium at {CHROMIUM}: apt-get install -y chromium"
+else:
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).exists():  # pragma: no cover - CI installs it (see .ci/run)
+        pytest.skip(f"no Chromium at {CHROMIUM}", allow_module_level=True)
 
 
 @pytest.fixture(scope="module")

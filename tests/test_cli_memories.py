@@ -164,22 +164,21 @@ def test_errors_are_one_line_and_nonzero(
 def test_export_and_import_show_a_progress_bar(bulk_server: ApiServer, tmp_path: Path) -> None:
     env = {"MEMPROXY_API_KEY": API_KEYS["team"], "COLUMNS": "120"}
     url = bulk_server.base_url
-    added = cli("memories", "add", "--url", url, "-u", "prog", "one", "two", "three", env=env)
-    assert added.returncode == 0, added.stderr
-    target = tmp_path / "prog.jsonl"
-    exported = cli("memories", "export", "--url", url, "-u", "prog", "-o", str(target), env=env)
+    with bulk_server.client("team") as c:
+        r = c.post(
+            "/memories",
+            json={"messages": ["one", "two", "three"], "user_id": "prog", "infer": False},
+        )
+        assert r.status_code == 200
+    # Export to stdout is pipe-friendly: JSONL only there, the bar goes to stderr.
+    exported = cli("memories", "export", "--url", url, "-u", "prog", env=env)
     assert exported.returncode == 0, exported.stderr
     assert "export" in exported.stderr and "3/3" in exported.stderr
-    assert len(target.read_text().splitlines()) == 3
+    lines = exported.stdout.splitlines()
+    assert sorted(orjson.loads(x)["memory"] for x in lines) == ["one", "three", "two"]
+    target = tmp_path / "prog.jsonl"
+    target.write_text(exported.stdout)
     imported = cli("memories", "import", "--url", url, str(target), env=env)
     assert imported.returncode == 0, imported.stderr
     assert "import" in imported.stderr and "bytes" in imported.stderr
     assert "already present 3" in imported.stdout
-    # stdout export is pipe-friendly: JSONL only, the bar goes to stderr
-    piped = cli("memories", "export", "--url", url, "-u", "prog", env=env)
-    assert piped.returncode == 0
-    assert sorted(orjson.loads(x)["memory"] for x in piped.stdout.splitlines()) == [
-        "one",
-        "three",
-        "two",
-    ]

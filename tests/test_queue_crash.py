@@ -194,7 +194,7 @@ def test_kill_9_twice_then_sigterm_every_exchange_applied_exactly_once(tmp_path:
     print(
         f"\ncrash test: {EXCHANGES} exchanges, {USERS} users; killed with "
         f"{killed_1['leased']}+{killed_2['leased']} jobs in flight; SIGTERM: jobs released "
-        f"after {timings['sigterm_released_s']:.2f}s, exit after {timings['sigterm_exit_s']:.2f}s; final drain {timings['final_drain_s']:.1f}s; "
-        f"total {total:.0f}s; phases "
-        + " ".join(f"{k}={v:.1f}s" for k, v in timings.items())
+        f"after {timings['sigterm_released_s']:.2f}s, exit after "
+        f"{timings['sigterm_exit_s']:.2f}s; final drain {timings['final_drain_s']:.1f}s; "
+        f"total {total:.0f}s; phases " + " ".join(f"{k}={v:.1f}s" for k, v in timings.items())
     )

@@ -66,7 +66,11 @@ def user_id(prefix: str) -> str:
 def chat(proxy: InProcessProxy, user: str, text: str) -> None:
     response = httpx.post(
         f"{proxy.url}/v1/chat/completions",
-        json={"model": "fake-model", "user_id": user, "messages": [{"role": "user", "content": text}]},
+        json={
+            "model": "fake-model",
+            "user_id": user,
+            "messages": [{"role": "user", "content": text}],
+        },
         timeout=30,
     )
     assert response.status_code == 200, response.text
@@ -87,17 +91,19 @@ def memories_of(proxy: InProcessProxy, user: str) -> list[str]:
     return asyncio.run(read())
 
 
-def block_scope(proxy: InProcessProxy, user: str) -> None:
-    """Queue a slow job for ``user`` (its one LLM call already answered, sleeping 1 s), so the
-    next job of that user waits behind it and meets the failures armed meanwhile."""
-    chat(proxy, user, "I collect stamps [[extract-sleep:1.0]]")
+def block_scope(proxy: InProcessProxy, fake: FakeUpstream, user: str) -> None:
+    """Queue a slow job for ``user`` and wait until its one LLM call has been answered (the
+    fake then sleeps 1.5 s), so the next job of that user waits behind it and meets the
+    failures armed meanwhile, and the blocking job itself does not."""
+    text = "I collect stamps [[extract-sleep:1.5]]"
+    chat(proxy, user, text)
     wait_until(
-        lambda: proxy.ready()["queue"]["running_here"] >= 1,
+        lambda: any(text in str(r.messages) for r in fake.requests_of("extract")),
         timeout_s=10,
-        what="the blocking job to start",
+        what="the blocking job's LLM call",
         interval_s=0.01,
     )
-    time.sleep(0.2)  # its extraction request has reached the fake (reply chosen, now sleeping)
+    time.sleep(0.05)  # the fake picks its answer right after recording the request
 
 
 @pytest.mark.parametrize(
@@ -115,7 +121,7 @@ def test_transient_llm_failures_are_retried_until_success(
 ) -> None:
     proxy, fake, _ = setup
     user = user_id("flaky")
-    block_scope(proxy, user)
+    block_scope(proxy, fake, user)
     chat(proxy, user, "I live in Paris")
     fake.set_failures(**failure)
     stats = wait_drained(proxy, timeout_s=30)
@@ -138,9 +144,7 @@ def test_dead_letter_then_cli_retry_and_purge(
     # The LLM answers prose to every memory prompt: the job fails MAX_ATTEMPTS times, then dies.
     fake.set_failures(invalid_json_next=1_000)
     chat(proxy, user, "I work at Acme")
-    wait_until(
-        lambda: proxy.ready()["queue"]["dead"] == 1, timeout_s=30, what="the job to go dead"
-    )
+    wait_until(lambda: proxy.ready()["queue"]["dead"] == 1, timeout_s=30, what="the job to go dead")
     stats = proxy.ready()["queue"]
     assert (stats["pending"], stats["leased"]) == (0, 0)
     assert metric(proxy.metrics(), "memproxy_queue_dead") == 1
@@ -166,9 +170,7 @@ def test_dead_letter_then_cli_retry_and_purge(
     # A job that can never succeed (the conversation itself makes the LLM fail) is purged.
     other = user_id("hopeless")
     chat(proxy, other, "I like tea [[extract-fail:500]]")
-    wait_until(
-        lambda: proxy.ready()["queue"]["dead"] == 1, timeout_s=30, what="the job to go dead"
-    )
+    wait_until(lambda: proxy.ready()["queue"]["dead"] == 1, timeout_s=30, what="the job to go dead")
     status = run_cli("status", config=config)
     assert f"scope={other}" in status.stdout and "500" in status.stdout
     purge = run_cli("purge", config=config)
@@ -213,3 +215,14 @@ def test_backlog_keeps_chat_fast_and_exposes_the_lag(
         f"p50 {p50:.0f} ms p95 {p95:.0f} ms; queue peaked above {ready['pending']} pending; "
         f"mean lag {lag_sum / len(burst):.1f} s"
     )
+
+
+def test_cli_refuses_a_data_dir_without_a_queue(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere"
+    config = write_config(
+        tmp_path / "proxy.yaml", fake_url="http://127.0.0.1:9/v1", storage=missing
+    )
+    result = run_cli("status", config=config)
+    assert result.returncode == 1
+    assert "no learning queue" in result.stderr
+    assert not missing.exists()  # nothing was created at the wrong place

@@ -12,8 +12,9 @@ from __future__ import annotations
 import signal
 import uuid
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -59,7 +60,7 @@ def noise(users: int, facts: int, tag: str) -> list[tuple[str, str]]:
 def run_traffic(urls: Sequence[str], movers: Sequence[str], others: list[tuple[str, str]]) -> None:
     """Movers (each sequential) and other users' chats (a burst), all at the same time."""
     with ThreadPoolExecutor(max_workers=len(movers) + 1) as pool:
-        futures = [pool.submit(move, urls, user) for user in movers]
+        futures: list[Future[Any]] = [pool.submit(move, urls, user) for user in movers]
         spread = [(urls[i % len(urls)], item) for i, item in enumerate(others)]
         for url in urls:
             part = [item for target, item in spread if target == url]

@@ -1,0 +1,253 @@
+"""Search ranking: fusion, modes, recency, time ranges, the reranker protocol, and the token
+budget of the recalled block (real default embedder, real LanceDB)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from memory_core import AsyncMemory, MemoryConfig
+from memory_core.config import RerankerConfig
+from memory_core.retrieval import (
+    LiteLLMReranker,
+    Reranker,
+    apply_recency,
+    fuse_rankings,
+    is_time_sensitive,
+)
+from memory_core.types import MemoryItem
+from proxy.inject import build_memory_block, memory_line
+
+
+def row(memory_id: str, created_at: str = "2024-01-01T00:00:00.000000+00:00") -> dict[str, Any]:
+    return {"id": memory_id, "memory": memory_id, "created_at": created_at}
+
+
+# ---- pure ranking functions ------------------------------------------------------------------
+
+
+def test_rrf_sums_reciprocal_ranks_and_keeps_first_similarity() -> None:
+    vector = [(row("a"), 0.9), (row("b"), 0.8), (row("c"), 0.7)]
+    text = [(row("c"), 0.71), (row("d"), 0.5)]
+    fused = fuse_rankings([vector, text], k=60)
+    assert [r["id"] for r, _s, _f in fused] == ["c", "a", "b", "d"]
+    by_id = {r["id"]: (s, f) for r, s, f in fused}
+    assert by_id["c"][0] == 0.7  # the first ranking's similarity is kept
+    assert by_id["c"][1] == pytest.approx(1 / 63 + 1 / 61)
+
+
+def test_weighted_rrf_lets_one_ranking_win() -> None:
+    vector = [(row("a"), 0.9), (row("b"), 0.8)]
+    text = [(row("b"), 0.8), (row("a"), 0.9)]
+    assert fuse_rankings([vector, text], k=10, weights=[1.0, 2.0])[0][0]["id"] == "b"
+    assert fuse_rankings([vector, text], k=10, weights=[2.0, 1.0])[0][0]["id"] == "a"
+    # Equal weights and a tie: the first ranking's order decides (stable).
+    assert fuse_rankings([vector, text], k=10)[0][0]["id"] == "a"
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("Where does my sister live now?", True),
+        ("What is my latest project?", True),
+        ("Am I still vegetarian?", True),
+        ("what do I currently drive", True),
+        ("Where does my sister live?", False),
+        ("What did I cook last summer?", False),
+        ("Is the snow white?", False),
+    ],
+)
+def test_time_sensitive_queries(query: str, expected: bool) -> None:
+    assert is_time_sensitive(query) is expected
+
+
+def test_recency_reorders_close_scores_only() -> None:
+    old = row("old", "2024-01-01T00:00:00.000000+00:00")
+    new = row("new", "2024-06-01T00:00:00.000000+00:00")
+    close = [(old, 0.9, 1 / 61), (new, 0.9, 1 / 62)]
+    boosted = apply_recency(close, weight=0.5, half_life_days=30, k=60)
+    assert [r["id"] for r, _s, _f in boosted] == ["new", "old"]
+    far = [(old, 0.9, 2 / 61), (new, 0.9, 1 / 100)]
+    assert apply_recency(far, weight=0.5, half_life_days=30, k=60)[0][0]["id"] == "old"
+    assert apply_recency(close, weight=0.0, half_life_days=30, k=60) == close
+
+
+# ---- search through AsyncMemory --------------------------------------------------------------
+
+FACTS = [
+    ("User lives in Lisbon", "2023-01-10T09:00:00Z"),
+    ("User lives in Porto", "2024-05-02T09:00:00Z"),
+    ("User's sister is a nurse in Madrid", "2023-06-01T09:00:00Z"),
+    ("User plays the cello in a community orchestra", "2023-09-15T09:00:00Z"),
+    ("User is allergic to peanuts", "2024-02-20T09:00:00Z"),
+    ("User's dog Bolt is a border collie", "2022-11-30T09:00:00Z"),
+]
+
+
+async def make_memory(path: Path, embedder: Any, **search: Any) -> AsyncMemory:
+    memory = AsyncMemory(MemoryConfig(storage_uri=str(path), search=search), embedder=embedder)
+    for text, when in FACTS:
+        await memory.add(text, user_id="u", infer=False, timestamp=when)
+    return memory
+
+
+@pytest.fixture
+async def mem(tmp_path: Path, embedder: Any) -> Any:
+    memory = await make_memory(tmp_path / "db", embedder)
+    yield memory
+    await memory.close()
+
+
+@pytest.mark.parametrize("mode", ["hybrid", "vector", "text"])
+async def test_every_mode_finds_the_fact(mode: str, tmp_path: Path, embedder: Any) -> None:
+    memory = await make_memory(tmp_path / "db", embedder, mode=mode)
+    try:
+        found = (await memory.search("cello orchestra", user_id="u", limit=3))["results"]
+        assert found[0]["memory"] == "User plays the cello in a community orchestra"
+        assert all("score" in item for item in found)
+        if mode == "text":  # BM25 only returns memories sharing a word with the query
+            assert len(found) == 1
+    finally:
+        await memory.close()
+
+
+async def test_config_from_yaml_sets_search_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "memory.yaml"
+    path.write_text(
+        "memory:\n  storage_uri: ./x\n  search:\n    mode: vector\n    rrf_k: 10\n"
+        "    text_weight: 1.5\n    recency_weight: 0.3\n  duplicate_threshold: 0.9\n"
+    )
+    config = MemoryConfig.parse(path)
+    assert config.search.mode == "vector"
+    assert config.search.rrf_k == 10
+    assert config.search.text_weight == 1.5
+    assert config.search.recency_weight == 0.3
+    assert config.duplicate_threshold == 0.9
+
+
+async def test_recency_weight_prefers_the_newer_fact(tmp_path: Path, embedder: Any) -> None:
+    plain = await make_memory(tmp_path / "a", embedder)
+    recent = await make_memory(tmp_path / "b", embedder, recency_weight=2.0)
+    try:
+        query = "Which city does the user live in now?"
+        top_recent = (await recent.search(query, user_id="u", limit=2))["results"]
+        assert top_recent[0]["memory"] == "User lives in Porto"
+        # Not time-sensitive: no boost, the plain ranking.
+        other = "Which city does the user live in?"
+        assert [m["memory"] for m in (await recent.search(other, user_id="u"))["results"]] == [
+            m["memory"] for m in (await plain.search(other, user_id="u"))["results"]
+        ]
+    finally:
+        await plain.close()
+        await recent.close()
+
+
+async def test_time_range_filters(mem: AsyncMemory) -> None:
+    in_2023 = {"created_at": {"gte": "2023-01-01T00:00:00Z", "lt": "2024-01-01T00:00:00Z"}}
+    found = (await mem.search("where does the user live", user_id="u", filters=in_2023))[
+        "results"
+    ]
+    assert {m["memory"] for m in found} == {
+        "User lives in Lisbon",
+        "User's sister is a nurse in Madrid",
+        "User plays the cello in a community orchestra",
+    }
+    assert all(m["created_at"].startswith("2023") for m in found)
+    since = {"created_at": {"gte": "2024-03-01T00:00:00Z"}}
+    found = (await mem.search("where does the user live", user_id="u", filters=since))["results"]
+    assert [m["memory"] for m in found] == ["User lives in Porto"]
+    listed = (await mem.get_all(user_id="u", filters={"created_at": {"lte": "2022-12-31"}}))[
+        "results"
+    ]
+    assert [m["memory"] for m in listed] == ["User's dog Bolt is a border collie"]
+
+
+class ReverseReranker:
+    """A reranker that puts the fused order upside down (to see that it is applied)."""
+
+    def __init__(self) -> None:
+        self.seen: list[int] = []
+
+    async def rerank(self, query: str, items: list[MemoryItem]) -> list[MemoryItem]:
+        self.seen.append(len(items))
+        return list(reversed(items))
+
+
+class BrokenReranker:
+    async def rerank(self, query: str, items: list[MemoryItem]) -> list[MemoryItem]:
+        raise RuntimeError("provider down")
+
+
+async def test_reranker_protocol_reorders_the_candidates(tmp_path: Path, embedder: Any) -> None:
+    reranker = ReverseReranker()
+    assert isinstance(reranker, Reranker)
+    memory = AsyncMemory(
+        MemoryConfig(storage_uri=str(tmp_path / "db")), embedder=embedder, reranker=reranker
+    )
+    try:
+        for text, when in FACTS:
+            await memory.add(text, user_id="u", infer=False, timestamp=when)
+        fused = AsyncMemory(
+            MemoryConfig(storage_uri=str(tmp_path / "db")), embedder=embedder, store=memory.store
+        )
+        everything = (await fused.search("cello", user_id="u", limit=6))["results"]
+        found = (await memory.search("cello", user_id="u", limit=2))["results"]
+        # The reranker saw every candidate (up to its depth) and its order is the answer.
+        assert reranker.seen == [len(FACTS)]
+        assert [m["id"] for m in found] == [m["id"] for m in reversed(everything)][:2]
+    finally:
+        await memory.close()
+
+
+async def test_a_failing_reranker_falls_back_to_the_fused_order(
+    mem: AsyncMemory, embedder: Any
+) -> None:
+    broken = AsyncMemory(mem.config, embedder=embedder, store=mem.store, reranker=BrokenReranker())
+    expected = (await mem.search("cello", user_id="u", limit=3))["results"]
+    found = (await broken.search("cello", user_id="u", limit=3))["results"]
+    assert [m["id"] for m in found] == [m["id"] for m in expected]
+
+
+async def test_litellm_reranker_maps_indices(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[dict[str, Any]] = []
+
+    class FakeLiteLLM:
+        async def arerank(self, **kwargs: Any) -> dict[str, Any]:
+            calls.append(kwargs)
+            # Out-of-range and repeated indices are ignored; missing items keep their order.
+            return {"results": [{"index": 2}, {"index": 7}, {"index": 2}, {"index": 0}]}
+
+    monkeypatch.setattr("memory_core._litellm.get_litellm", lambda: FakeLiteLLM())
+    reranker = LiteLLMReranker(RerankerConfig(model="cohere/rerank-v3.5", api_key="k"))
+    items = [MemoryItem(id=str(i), memory=f"m{i}") for i in range(4)]
+    ranked = await reranker.rerank("q", items)
+    assert [m["id"] for m in ranked] == ["2", "0", "1", "3"]
+    assert calls[0]["model"] == "cohere/rerank-v3.5"
+    assert calls[0]["documents"] == ["m0", "m1", "m2", "m3"]
+    assert calls[0]["top_n"] == 4
+
+
+# ---- token budget of the injected block ----------------------------------------------------
+
+
+async def test_the_most_relevant_memories_survive_the_budget(mem: AsyncMemory) -> None:
+    from proxy.inject import default_token_counter
+
+    count = default_token_counter()
+    found = (await mem.search("What instrument does the user play?", user_id="u"))["results"]
+    assert found[0]["memory"] == "User plays the cello in a community orchestra"
+    alone, _ = build_memory_block(found[:1], max_tokens=1000, count_tokens=count)
+    assert alone is not None
+    for budget in range(0, 200, 7):
+        block, kept = build_memory_block(found, max_tokens=budget, count_tokens=count)
+        if block is None:
+            assert budget < count(alone)
+            continue
+        assert count(block) <= budget
+        # Whenever the best memory fits, it is kept, first.
+        if budget >= count(alone):
+            assert block.splitlines()[2] == memory_line(found[0])
+    block, kept = build_memory_block(found, max_tokens=60, count_tokens=count)
+    assert block is not None and 0 < kept < len(found)
