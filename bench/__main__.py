@@ -30,8 +30,9 @@ def _run(command: str, argv: list[str]) -> int:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         if exc.name == module_name:
-            print(f"bench: '{command}' is not available ({module_name} is missing)",
-                  file=sys.stderr)
+            print(
+                f"bench: '{command}' is not available ({module_name} is missing)", file=sys.stderr
+            )
             return 2
         raise
     return int(module.main(argv) or 0)

@@ -52,8 +52,13 @@ def store_chart(result: dict[str, Any], path: Path) -> Path:
     ax.set_title("memproxy: per-user search latency vs store size", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=3, loc="upper left")
-    fig.text(0.01, 0.01, f"{result['date']} · {result['commit']} · {result['machine'][:70]}",
-             fontsize=6, color="grey")
+    fig.text(
+        0.01,
+        0.01,
+        f"{result['date']} · {result['commit']} · {result['machine'][:70]}",
+        fontsize=6,
+        color="grey",
+    )
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     fig.savefig(path)
     plt.close(fig)
@@ -67,13 +72,15 @@ def overhead_chart(result: dict[str, Any], path: Path) -> Path:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.4), dpi=120)
     width = 0.27
     for i, q in enumerate((50, 95, 99)):
-        vals = [max(result["targets"][n]["wrk"]["1"][f"p{q}_ms"] - direct[f"p{q}_ms"], 0.01)
-                for n in names]
-        bars = ax1.bar([k + (i - 1) * width for k in range(len(names))], vals, width,
-                       label=f"p{q}")
+        vals = [
+            max(result["targets"][n]["wrk"]["1"][f"p{q}_ms"] - direct[f"p{q}_ms"], 0.01)
+            for n in names
+        ]
+        bars = ax1.bar([k + (i - 1) * width for k in range(len(names))], vals, width, label=f"p{q}")
         for bar, v in zip(bars, vals, strict=True):
-            ax1.text(bar.get_x() + bar.get_width() / 2, v * 1.08, f"{v:.1f}", ha="center",
-                     fontsize=6)
+            ax1.text(
+                bar.get_x() + bar.get_width() / 2, v * 1.08, f"{v:.1f}", ha="center", fontsize=6
+            )
     ax1.set_yscale("log")
     ax1.yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _p: f"{v:g}"))
     ax1.set_xticks(range(len(names)), [_label(n) for n in names], fontsize=7)
@@ -92,8 +99,13 @@ def overhead_chart(result: dict[str, Any], path: Path) -> Path:
     ax2.set_title("Throughput by concurrency", fontsize=10)
     ax2.legend(fontsize=7)
     ax2.grid(alpha=0.3, axis="y")
-    fig.text(0.01, 0.01, f"{result['date']} · {result['commit']} · {result['machine'][:70]}",
-             fontsize=6, color="grey")
+    fig.text(
+        0.01,
+        0.01,
+        f"{result['date']} · {result['commit']} · {result['machine'][:70]}",
+        fontsize=6,
+        color="grey",
+    )
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     fig.savefig(path)
     plt.close(fig)

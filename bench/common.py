@@ -79,13 +79,27 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(out)
 
 
+PREAMBLE = """# Benchmarks
+
+Measured on this project's machine (2 cores, 24 GiB RAM, no GPU) with `python -m bench ...`;
+each section names its command, date, commit and machine, and is rewritten by its command.
+Benchmarks are not CI tests. One-time setup:
+
+```bash
+pip install -e '.[bench]'          # matplotlib, for docs/bench-*.png
+apt-get install -y wrk             # the load generator of the overhead benchmark
+python -m venv bench/.venv-litellm && bench/.venv-litellm/bin/pip install 'litellm[proxy]'
+```
+"""
+
+
 def write_section(title: str, body: str) -> None:
     """Replace ``## {title}`` (up to the next ``## ``) in BENCHMARKS.md, or append it.
 
     The file is re-read right before writing: other benchmarks own other sections.
     """
     heading = f"## {title}"
-    text = BENCHMARKS_MD.read_text() if BENCHMARKS_MD.exists() else "# Benchmarks\n"
+    text = BENCHMARKS_MD.read_text() if BENCHMARKS_MD.exists() else PREAMBLE
     section = f"{heading}\n\n{body.strip()}\n"
     pattern = re.compile(rf"^{re.escape(heading)}[ \t]*\n.*?(?=^## |\Z)", re.S | re.M)
     if pattern.search(text):
@@ -107,8 +121,13 @@ def load_result(name: str) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def wait_http(url: str, *, timeout_s: float = 120.0, headers: dict[str, str] | None = None,
-              proc: subprocess.Popen[Any] | None = None) -> None:
+def wait_http(
+    url: str,
+    *,
+    timeout_s: float = 120.0,
+    headers: dict[str, str] | None = None,
+    proc: subprocess.Popen[Any] | None = None,
+) -> None:
     deadline = time.monotonic() + timeout_s
     last: Exception | None = None
     while time.monotonic() < deadline:
@@ -126,13 +145,19 @@ def wait_http(url: str, *, timeout_s: float = 120.0, headers: dict[str, str] | N
 
 
 @contextlib.contextmanager
-def process(cmd: Sequence[str], *, env: dict[str, str] | None = None, log: Path | None = None,
-            cwd: Path | None = None) -> Iterator[subprocess.Popen[Any]]:
+def process(
+    cmd: Sequence[str],
+    *,
+    env: dict[str, str] | None = None,
+    log: Path | None = None,
+    cwd: Path | None = None,
+) -> Iterator[subprocess.Popen[Any]]:
     """Run ``cmd`` for the duration of the block; stopped with SIGINT, then SIGKILL."""
     full_env = {**os.environ, **(env or {})}
     out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115
-    proc = subprocess.Popen(cmd, env=full_env, stdout=subprocess.PIPE, stderr=out, cwd=cwd,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, env=full_env, stdout=subprocess.PIPE, stderr=out, cwd=cwd, start_new_session=True
+    )
     try:
         yield proc
     finally:
@@ -150,8 +175,17 @@ def process(cmd: Sequence[str], *, env: dict[str, str] | None = None, log: Path 
 @contextlib.contextmanager
 def fast_upstream(chunks: int = 20, gap_ms: float = 0.0) -> Iterator[str]:
     """Start ``bench.fast_upstream`` in its own process; yields its ``.../v1`` base URL."""
-    cmd = [PY, "-m", "bench.fast_upstream", "--port", "0", "--chunks", str(chunks),
-           "--chunk-gap-ms", str(gap_ms)]
+    cmd = [
+        PY,
+        "-m",
+        "bench.fast_upstream",
+        "--port",
+        "0",
+        "--chunks",
+        str(chunks),
+        "--chunk-gap-ms",
+        str(gap_ms),
+    ]
     with process(cmd, cwd=ROOT) as proc:
         assert proc.stdout is not None
         line = proc.stdout.readline().decode().strip()

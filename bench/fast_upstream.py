@@ -79,7 +79,9 @@ def stream_events(chunks: int, include_usage: bool) -> list[bytes]:
         usage = _chunk({})
         usage["choices"] = []
         usage["usage"] = {
-            "prompt_tokens": 12, "completion_tokens": chunks, "total_tokens": 12 + chunks
+            "prompt_tokens": 12,
+            "completion_tokens": chunks,
+            "total_tokens": 12 + chunks,
         }
         events.append(_event(usage))
     events.append(_event("[DONE]"))
@@ -89,8 +91,13 @@ def stream_events(chunks: int, include_usage: bool) -> list[bytes]:
 
 def _response(status: str, body: bytes, content_type: bytes = b"application/json") -> bytes:
     return (
-        b"HTTP/1.1 " + status.encode() + b"\r\ncontent-type: " + content_type
-        + b"\r\ncontent-length: " + str(len(body)).encode() + b"\r\nx-request-id: fast\r\n\r\n"
+        b"HTTP/1.1 "
+        + status.encode()
+        + b"\r\ncontent-type: "
+        + content_type
+        + b"\r\ncontent-length: "
+        + str(len(body)).encode()
+        + b"\r\nx-request-id: fast\r\n\r\n"
         + body
     )
 
@@ -98,8 +105,12 @@ def _response(status: str, body: bytes, content_type: bytes = b"application/json
 COMPLETION = _response("200 OK", _completion())
 MODELS = _response(
     "200 OK",
-    orjson.dumps({"object": "list", "data": [{"id": "fake-model", "object": "model",
-                                               "created": 0, "owned_by": "bench"}]}),
+    orjson.dumps(
+        {
+            "object": "list",
+            "data": [{"id": "fake-model", "object": "model", "created": 0, "owned_by": "bench"}],
+        }
+    ),
 )
 HEALTH = _response("200 OK", b'{"status":"ok"}')
 NOT_FOUND = _response(

@@ -21,8 +21,6 @@ import re
 import shutil
 import sqlite3
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -82,7 +80,7 @@ def parse_session_date(text: str) -> datetime:
 
 
 def normalize_evidence(raw: Sequence[str], known: set[str]) -> list[str]:
-    """Evidence ids in the ``D<session>:<turn>`` form, malformed ones fixed, unknown ones dropped."""
+    """Evidence ids as ``D<session>:<turn>``: malformed ones fixed, unknown ones dropped."""
     found: list[str] = []
     for item in raw:
         for match in _EVIDENCE.finditer(str(item)):
@@ -275,10 +273,8 @@ async def evaluate(
     """Load each sample into a fresh store and score every method's search on its QAs."""
     from memory_core import AsyncMemory, MemoryConfig
 
-    base = MemoryConfig()
-    search_cfg = base.search.model_dump() | (search or {})
-    if context_turns is None:
-        context_turns = int(search_cfg.pop("context_turns", 0) or 0)
+    search_cfg = MemoryConfig().search.model_dump() | (search or {})
+    context_turns = 1 if context_turns is None else context_turns
     scores = {method: Scores() for method in methods}
     root = Path(tempfile.mkdtemp(prefix="locomo-", dir=workdir))
     try:
@@ -301,3 +297,217 @@ async def evaluate(
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return scores
+
+
+# ---- report -----------------------------------------------------------------------------------
+
+BM25_BASELINE_R10 = {4: 0.603, 1: 0.229, 2: 0.688, 3: 0.261, None: 0.531}
+METHOD_NAMES = {"vector": "vector", "text": "full-text", "hybrid": "hybrid"}
+
+
+def shipped_search_config() -> dict[str, Any]:
+    """The ``memory.search`` section of configs/default.yaml (what the product ships)."""
+    import yaml
+
+    raw = yaml.safe_load((ROOT / "configs" / "default.yaml").read_text(encoding="utf-8")) or {}
+    section = (raw.get("memory") or {}).get("search") or {}
+    return dict(section)
+
+
+def recall_table(scores: dict[str, Scores]) -> str:
+    methods = [m for m in METHODS if m in scores]
+    head = "| category | n | " + " | ".join(f"{METHOD_NAMES[m]} R@{k}" for m in methods for k in KS)
+    lines = [head + " |", "|---|---|" + "---|" * (len(methods) * len(KS))]
+    any_scores = scores[methods[0]]
+    for category in [*CATEGORIES, None]:
+        name = "overall" if category is None else f"{category} {CATEGORIES[category]}"
+        cells = [f"{scores[m].mean(category, k):.3f}" for m in methods for k in KS]
+        row = f"| {name} | {any_scores.count(category)} | " + " | ".join(cells) + " |"
+        lines.append(row.replace("| overall |", "| **overall** |"))
+    return "\n".join(lines)
+
+
+def latency_line(scores: dict[str, Scores]) -> str:
+    parts = []
+    for method in METHODS:
+        if method in scores and scores[method].latencies_ms:
+            values = sorted(scores[method].latencies_ms)
+            p50 = statistics.median(values)
+            p95 = values[min(len(values) - 1, int(0.95 * len(values)))]
+            parts.append(f"{METHOD_NAMES[method]} p50 {p50:.1f} ms / p95 {p95:.1f} ms")
+    return "; ".join(parts)
+
+
+async def query_embedding_latency(embedder: Any, questions: Sequence[str]) -> float:
+    """p50 ms of one uncached query embedding (the part of a search the cache hides)."""
+    inner = getattr(embedder, "inner", embedder)
+    times = []
+    for question in questions:
+        start = time.perf_counter()
+        await inner.embed([question], purpose="query")
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+# What each idea adds: hybrid R@10 with the shipped config, changing one thing at a time.
+ABLATIONS: list[tuple[str, dict[str, Any], int]] = [
+    ("plain RRF (k=60), no context, no speaker boost", {"rrf_k": 60, "speaker_weight": 0}, 0),
+    ("+ previous turn as context (embedded + full text)", {"rrf_k": 60, "speaker_weight": 0}, 1),
+    ("+ RRF k=10", {"speaker_weight": 0}, 1),
+    ("+ speaker boost 1.0 (shipped)", {}, 1),
+    ("shipped + recency weight 0.5 (time-sensitive queries)", {"recency_weight": 0.5}, 1),
+    ("shipped, candidates 20 per ranking", {"candidates": 20}, 1),
+]
+
+
+def ablation_table(ablation: dict[str, dict[str, Scores]], splits: Sequence[str]) -> str:
+    cols = [(split, category) for split in splits for category in (None, 1)]
+    head = " | ".join(
+        f"{split} {'overall' if category is None else 'multi-hop'} R@10" for split, category in cols
+    )
+    lines = ["| hybrid variant | " + head + " |", "|---|" + "---|" * len(cols)]
+    for label, per_split in ablation.items():
+        cells = [f"{per_split[split].mean(category, 10):.3f}" for split, category in cols]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def commit_id() -> str:
+    """The checked-out commit, read from .git without running git."""
+    git = ROOT / ".git"
+    try:
+        head = (git / "HEAD").read_text().strip()
+        if not head.startswith("ref: "):
+            return head[:12]
+        ref = head[5:]
+        if (git / ref).exists():
+            return (git / ref).read_text().strip()[:12]
+        for line in (git / "packed-refs").read_text().splitlines():
+            if line.endswith(" " + ref):
+                return line.split()[0][:12]
+    except OSError:
+        pass
+    return "unknown"
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    return (
+        f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"load average at start {load}"
+    )
+
+
+def write_section(text: str, path: Path = BENCHMARKS_MD) -> None:
+    """Replace (or append) the ``## Retrieval`` section of BENCHMARKS.md, leaving the rest."""
+    current = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
+    lines = current.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("## Retrieval")), None)
+    if start is None:
+        updated = current.rstrip("\n") + "\n\n" + text.rstrip("\n") + "\n"
+    else:
+        end = next(
+            (i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines)
+        )
+        updated = "\n".join([*lines[:start], text.rstrip("\n"), "", *lines[end:]]).rstrip()
+        updated += "\n"
+    path.write_text(updated, encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench locomo", description=__doc__)
+    parser.add_argument("--split", choices=("tune", "holdout", "all"), default="all")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument(
+        "--context-turns",
+        type=int,
+        default=1,
+        help="turns before each turn passed as add(context=...) (0: none)",
+    )
+    parser.add_argument(
+        "--search",
+        default="",
+        help="JSON overrides of memory.search (default: configs/default.yaml's section)",
+    )
+    parser.add_argument("--no-captions", action="store_true", help="omit shared-photo captions")
+    parser.add_argument("--no-write", action="store_true", help="do not update BENCHMARKS.md")
+    parser.add_argument(
+        "--ablation", action="store_true", help="also score hybrid with each idea turned off"
+    )
+    args = parser.parse_args(argv)
+
+    samples = load_samples(args.data)
+    search = shipped_search_config() | (json.loads(args.search) if args.search else {})
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    embedder = cached_local_embedder()
+    started = datetime.now(UTC)
+    host = machine()
+    splits = ["tune", "holdout"] if args.split == "all" else [args.split]
+    results: dict[str, dict[str, Scores]] = {}
+    try:
+        for split in splits:
+            chosen = split_samples(samples, split)
+            results[split] = asyncio.run(
+                evaluate(
+                    chosen,
+                    embedder=embedder,
+                    methods=methods,
+                    search=search,
+                    context_turns=args.context_turns,
+                    caption=not args.no_captions,
+                )
+            )
+        ablation: dict[str, dict[str, Scores]] = {}
+        if args.ablation:
+            for label, overrides, turns in ABLATIONS:
+                for split in splits:
+                    ablation.setdefault(label, {})[split] = asyncio.run(
+                        evaluate(
+                            split_samples(samples, split),
+                            embedder=embedder,
+                            methods=["hybrid"],
+                            search=search | overrides,
+                            context_turns=turns,
+                            caption=not args.no_captions,
+                        )
+                    )["hybrid"]
+        questions = [qa.question for qa in samples[0].qa[:40]]
+        embed_p50 = asyncio.run(query_embedding_latency(embedder, questions))
+    finally:
+        embedder.close()
+
+    out = []
+    for split in splits:
+        ids = [s.sample_id for s in split_samples(samples, split)]
+        out.append(f"#### {split} ({', '.join(ids)})\n")
+        out.append(recall_table(results[split]))
+        out.append(f"\nSearch latency (query vector cached): {latency_line(results[split])}.\n")
+    out.append(f"One uncached query embedding: p50 {embed_p50:.1f} ms.\n")
+    if ablation:
+        out.append(ablation_table(ablation, splits))
+    report = "\n".join(out)
+    print(report)
+    if not args.no_write and args.split == "all":
+        header = [
+            "## Retrieval (LoCoMo recall)",
+            "",
+            f"Run {started:%Y-%m-%d %H:%M} UTC, commit `{commit_id()}`, {host}.",
+            "Command: `python -m bench locomo` "
+            f"(search config: `{json.dumps(search, sort_keys=True)}`, "
+            f"context turns {args.context_turns}, captions {not args.no_captions}).",
+            "",
+        ]
+        write_section("\n".join(header) + report + "\n" + NOTES)
+    return 0
+
+
+NOTES = ""

@@ -79,8 +79,7 @@ def bodies(model: str, *, stream: bool, user: bool) -> list[bytes]:
     return out
 
 
-def memproxy_config(upstream: str, long_upstream: str, port: int, storage: Path
-                    ) -> dict[str, Any]:
+def memproxy_config(upstream: str, long_upstream: str, port: int, storage: Path) -> dict[str, Any]:
     params = {"model": "openai/fake-model", "api_base": upstream, "api_key": "sk-fake"}
     long_params = {**params, "api_base": long_upstream}
     return {
@@ -137,41 +136,54 @@ def measure(targets: list[Target], args: argparse.Namespace) -> dict[str, Any]:
             "recalled": probe.headers.get("x-memory-recalled", "-"),
             "wrk": {},
         }
-        print(f"  {t.name}: HTTP {probe.status}, upstream={results['targets'][t.name]['upstream']}"
-              f", memory={results['targets'][t.name]['memory_status']}"
-              f", recalled={results['targets'][t.name]['recalled']}", flush=True)
+        print(
+            f"  {t.name}: HTTP {probe.status}, upstream={results['targets'][t.name]['upstream']}"
+            f", memory={results['targets'][t.name]['memory_status']}"
+            f", recalled={results['targets'][t.name]['recalled']}",
+            flush=True,
+        )
         run_wrk(t.url, files[t.name], concurrency=16, seconds=2, headers=t.headers)  # warm up
     for c in CONCURRENCY:
         for t in targets:
-            r = run_wrk(t.url, files[t.name], concurrency=c, seconds=args.duration,
-                        headers=t.headers)
+            r = run_wrk(
+                t.url, files[t.name], concurrency=c, seconds=args.duration, headers=t.headers
+            )
             results["targets"][t.name]["wrk"][str(c)] = r.as_dict()
-            print(f"  c={c:<3} {t.name:<28} {r.rps:8.0f} req/s  p50 {r.p50_ms:7.2f}  "
-                  f"p99 {r.p99_ms:7.2f} ms  errors {r.errors + r.non_2xx}", flush=True)
+            print(
+                f"  c={c:<3} {t.name:<28} {r.rps:8.0f} req/s  p50 {r.p50_ms:7.2f}  "
+                f"p99 {r.p99_ms:7.2f} ms  errors {r.errors + r.non_2xx}",
+                flush=True,
+            )
     # Streaming: TTFB and total at concurrency 1.
     for t in targets:
-        samples = stream_series(t.url, bodies(t.model, stream=True, user=t.with_user), t.headers,
-                                n=args.stream_samples)
+        samples = stream_series(
+            t.url, bodies(t.model, stream=True, user=t.with_user), t.headers, n=args.stream_samples
+        )
         results["targets"][t.name]["stream"] = {
             "ttfb": _stats([s.ttfb_ms for s in samples]),
             "total": _stats([s.total_ms for s in samples]),
             "events": int(np.median([s.events for s in samples])),
         }
         s = results["targets"][t.name]["stream"]
-        print(f"  stream {t.name:<28} ttfb p50 {s['ttfb']['p50']:.2f}  total p50 "
-              f"{s['total']['p50']:.2f} ms  events {s['events']}", flush=True)
+        print(
+            f"  stream {t.name:<28} ttfb p50 {s['ttfb']['p50']:.2f}  total p50 "
+            f"{s['total']['p50']:.2f} ms  events {s['events']}",
+            flush=True,
+        )
     # Stage breakdown (Server-Timing) of the memory-on target, concurrency 1.
     for t in targets:
         if not t.breakdown:
             continue
-        samples = stream_series(t.url, bodies(t.model, stream=False, user=True), t.headers,
-                                n=args.stream_samples)
+        samples = stream_series(
+            t.url, bodies(t.model, stream=False, user=True), t.headers, n=args.stream_samples
+        )
         stages: dict[str, list[float]] = {}
         for s in samples:
             for name, dur in parse_server_timing(s.headers.get("server-timing", "")).items():
                 stages.setdefault(name, []).append(dur)
             stages.setdefault("x-memory-overhead-ms", []).append(
-                float(s.headers.get("x-memory-overhead-ms", "nan")))
+                float(s.headers.get("x-memory-overhead-ms", "nan"))
+            )
         results["targets"][t.name]["stages"] = {k: _stats(v) for k, v in stages.items()}
     return results
 
@@ -183,11 +195,14 @@ def _size(n: int) -> str:
 def long_stream(targets: list[Target], args: argparse.Namespace) -> dict[str, Any]:
     out = {}
     for t in targets:
-        samples = stream_series(t.url, bodies(t.model, stream=True, user=t.with_user), t.headers,
-                                n=args.stream_samples)
-        out[t.name] = {"ttfb": _stats([s.ttfb_ms for s in samples]),
-                       "total": _stats([s.total_ms for s in samples]),
-                       "events": int(np.median([s.events for s in samples]))}
+        samples = stream_series(
+            t.url, bodies(t.model, stream=True, user=t.with_user), t.headers, n=args.stream_samples
+        )
+        out[t.name] = {
+            "ttfb": _stats([s.ttfb_ms for s in samples]),
+            "total": _stats([s.total_ms for s in samples]),
+            "events": int(np.median([s.events for s in samples])),
+        }
     return out
 
 
@@ -198,33 +213,66 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if not (storage / "built.json").exists():
         raise SystemExit(f"no cached store at {storage}: run python -m bench store --build-only")
     tmp = Path(tempfile.mkdtemp(prefix="bench-overhead-"))
-    result: dict[str, Any] = {**stamp(), "duration_s": args.duration,
-                              "store": json.loads((storage / "built.json").read_text())}
+    result: dict[str, Any] = {
+        **stamp(),
+        "duration_s": args.duration,
+        "store": json.loads((storage / "built.json").read_text()),
+    }
     with fast_upstream(chunks=20) as upstream, fast_upstream(chunks=LONG) as long_upstream:
         mp_port = free_port()
         cfg = tmp / "memproxy.yaml"
         cfg.write_text(yaml.safe_dump(memproxy_config(upstream, long_upstream, mp_port, storage)))
         env = {"LITELLM_LOCAL_MODEL_COST_MAP": "True"}
-        with process([PY, "-m", "proxy.cli", "serve", "--config", str(cfg)], env=env,
-                     log=tmp / "memproxy.log", cwd=ROOT) as mp:
+        with process(
+            [PY, "-m", "proxy.cli", "serve", "--config", str(cfg)],
+            env=env,
+            log=tmp / "memproxy.log",
+            cwd=ROOT,
+        ) as mp:
             wait_http(f"http://127.0.0.1:{mp_port}/ready", timeout_s=300, proc=mp)
             mp_url = f"http://127.0.0.1:{mp_port}/v1/chat/completions"
             auth = {"authorization": "Bearer sk-fake"}
             result["long_stream"] = long_stream(
-                [Target("direct", f"{long_upstream}/chat/completions", "fake-model-long", auth),
-                 Target("memproxy, memory off", mp_url, "fake-model-long",
-                        {**auth, "x-memory-mode": "off"}, with_user=True)], args)
+                [
+                    Target("direct", f"{long_upstream}/chat/completions", "fake-model-long", auth),
+                    Target(
+                        "memproxy, memory off",
+                        mp_url,
+                        "fake-model-long",
+                        {**auth, "x-memory-mode": "off"},
+                        with_user=True,
+                    ),
+                ],
+                args,
+            )
             targets = [
                 Target("direct", f"{upstream}/chat/completions", "fake-model", auth),
-                Target("memproxy, memory off", mp_url, "fake-model",
-                       {**auth, "x-memory-mode": "off"}, with_user=True),
-                Target(f"memproxy, memory on ({_size(args.store_size)})", mp_url, "fake-model",
-                       {**auth, "x-memory-mode": "read"}, with_user=True, breakdown=True),
+                Target(
+                    "memproxy, memory off",
+                    mp_url,
+                    "fake-model",
+                    {**auth, "x-memory-mode": "off"},
+                    with_user=True,
+                ),
+                Target(
+                    f"memproxy, memory on ({_size(args.store_size)})",
+                    mp_url,
+                    "fake-model",
+                    {**auth, "x-memory-mode": "read"},
+                    with_user=True,
+                    breakdown=True,
+                ),
             ]
             if args.litellm_path:
-                targets.append(Target("memproxy via LiteLLM path, off", mp_url,
-                                      "fake-model-litellm", {**auth, "x-memory-mode": "off"},
-                                      with_user=True))
+                targets.append(
+                    Target(
+                        "memproxy via LiteLLM path, off",
+                        mp_url,
+                        "fake-model-litellm",
+                        {**auth, "x-memory-mode": "off"},
+                        with_user=True,
+                    )
+                )
             litellm_bin = LITELLM_VENV / "bin" / "litellm"
             if args.no_litellm or not litellm_bin.exists():
                 print("  (LiteLLM proxy skipped: bench/.venv-litellm missing or --no-litellm)")
@@ -233,16 +281,28 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 ll_port = free_port()
                 ll_cfg = tmp / "litellm.yaml"
                 ll_cfg.write_text(yaml.safe_dump(litellm_config(upstream)))
-                ll_env = {"LITELLM_MASTER_KEY": LITELLM_KEY,
-                          "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
-                cmd = [str(litellm_bin), "--config", str(ll_cfg), "--host", "127.0.0.1",
-                       "--port", str(ll_port)]
+                ll_env = {"LITELLM_MASTER_KEY": LITELLM_KEY, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+                cmd = [
+                    str(litellm_bin),
+                    "--config",
+                    str(ll_cfg),
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(ll_port),
+                ]
                 with process(cmd, env=ll_env, log=tmp / "litellm.log") as ll:
-                    wait_http(f"http://127.0.0.1:{ll_port}/health/liveliness", timeout_s=300,
-                              proc=ll)
-                    targets.append(Target("LiteLLM proxy", f"http://127.0.0.1:{ll_port}/v1/chat/"
-                                          "completions", "fake-model",
-                                          {"authorization": f"Bearer {LITELLM_KEY}"}))
+                    wait_http(
+                        f"http://127.0.0.1:{ll_port}/health/liveliness", timeout_s=300, proc=ll
+                    )
+                    targets.append(
+                        Target(
+                            "LiteLLM proxy",
+                            f"http://127.0.0.1:{ll_port}/v1/chat/completions",
+                            "fake-model",
+                            {"authorization": f"Bearer {LITELLM_KEY}"},
+                        )
+                    )
                     result.update(measure(targets, args))
     return result
 
@@ -256,24 +316,45 @@ def render(r: dict[str, Any]) -> str:
         t = T[name]
         w1 = t["wrk"]["1"]
         over = [w1[f"p{q}_ms"] - d1[f"p{q}_ms"] for q in (50, 95, 99)]
-        lat_rows.append([name, t["upstream"], t["memory_status"],
-                         f"{w1['p50_ms']:.2f} / {w1['p95_ms']:.2f} / {w1['p99_ms']:.2f}",
-                         "—" if name == "direct" else " / ".join(f"{o:+.2f}" for o in over)])
-        rate_rows.append([name] + [
-            f"{t['wrk'][str(c)]['rps']:,.0f} (p50 {t['wrk'][str(c)]['p50_ms']:.1f}, "
-            f"p99 {t['wrk'][str(c)]['p99_ms']:.1f})"
-            + (f" ⚠ {t['wrk'][str(c)]['errors'] + t['wrk'][str(c)]['non_2xx']} errors"
-               if t['wrk'][str(c)]['errors'] + t['wrk'][str(c)]['non_2xx'] else "")
-            for c in CONCURRENCY])
+        lat_rows.append(
+            [
+                name,
+                t["upstream"],
+                t["memory_status"],
+                f"{w1['p50_ms']:.2f} / {w1['p95_ms']:.2f} / {w1['p99_ms']:.2f}",
+                "—" if name == "direct" else " / ".join(f"{o:+.2f}" for o in over),
+            ]
+        )
+        rate_rows.append(
+            [name]
+            + [
+                f"{t['wrk'][str(c)]['rps']:,.0f} (p50 {t['wrk'][str(c)]['p50_ms']:.1f}, "
+                f"p99 {t['wrk'][str(c)]['p99_ms']:.1f})"
+                + (
+                    f" ⚠ {t['wrk'][str(c)]['errors'] + t['wrk'][str(c)]['non_2xx']} errors"
+                    if t["wrk"][str(c)]["errors"] + t["wrk"][str(c)]["non_2xx"]
+                    else ""
+                )
+                for c in CONCURRENCY
+            ]
+        )
         s, ds = t["stream"], d["stream"]
-        stream_rows.append([name, str(s["events"]),
-                            f"{s['ttfb']['p50']:.2f}", f"{s['total']['p50']:.2f}",
-                            "—" if name == "direct" else
-                            f"{s['ttfb']['p50'] - ds['ttfb']['p50']:+.2f} / "
-                            f"{s['ttfb']['p99'] - ds['ttfb']['p99']:+.2f}",
-                            "—" if name == "direct" else
-                            f"{s['total']['p50'] - ds['total']['p50']:+.2f} / "
-                            f"{s['total']['p99'] - ds['total']['p99']:+.2f}"])
+        stream_rows.append(
+            [
+                name,
+                str(s["events"]),
+                f"{s['ttfb']['p50']:.2f}",
+                f"{s['total']['p50']:.2f}",
+                "—"
+                if name == "direct"
+                else f"{s['ttfb']['p50'] - ds['ttfb']['p50']:+.2f} / "
+                f"{s['ttfb']['p99'] - ds['ttfb']['p99']:+.2f}",
+                "—"
+                if name == "direct"
+                else f"{s['total']['p50'] - ds['total']['p50']:+.2f} / "
+                f"{s['total']['p99'] - ds['total']['p99']:+.2f}",
+            ]
+        )
     parts = [
         f"Run {r['date']}, commit `{r['commit']}`, {r['machine']}.",
         "",
@@ -290,8 +371,16 @@ def render(r: dict[str, Any]) -> str:
         "",
         "**Latency at concurrency 1** (ms; overhead = target percentile − direct percentile):",
         "",
-        table(["target", "upstream path", "X-Memory-Status", "p50 / p95 / p99",
-               "overhead p50 / p95 / p99"], lat_rows),
+        table(
+            [
+                "target",
+                "upstream path",
+                "X-Memory-Status",
+                "p50 / p95 / p99",
+                "overhead p50 / p95 / p99",
+            ],
+            lat_rows,
+        ),
         "",
         "**Throughput**: requests/s (latency p50, p99 in ms) at each concurrency:",
         "",
@@ -300,19 +389,35 @@ def render(r: dict[str, Any]) -> str:
         "**Streaming** (20 content chunks + finish + `[DONE]`; concurrency 1; TTFB = request "
         "sent → first SSE event received), ms:",
         "",
-        table(["target", "events", "TTFB p50", "total p50", "added TTFB p50 / p99",
-               "added total p50 / p99"], stream_rows),
+        table(
+            [
+                "target",
+                "events",
+                "TTFB p50",
+                "total p50",
+                "added TTFB p50 / p99",
+                "added total p50 / p99",
+            ],
+            stream_rows,
+        ),
     ]
     mem = next((n for n in r["order"] if "memory on" in n), None)
     if mem and T[mem].get("stages"):
         st = T[mem]["stages"]
         order = [k for k in ("parse", "embed", "search", "inject", "forward") if k in st]
-        rows = [[k, f"{st[k]['p50']:.2f}", f"{st[k]['p95']:.2f}", f"{st[k]['p99']:.2f}"]
-                for k in order]
+        rows = [
+            [k, f"{st[k]['p50']:.2f}", f"{st[k]['p95']:.2f}", f"{st[k]['p99']:.2f}"] for k in order
+        ]
         if "x-memory-overhead-ms" in st:
             o = st["x-memory-overhead-ms"]
-            rows.append(["memory overhead before forwarding (X-Memory-Overhead-Ms)",
-                         f"{o['p50']:.2f}", f"{o['p95']:.2f}", f"{o['p99']:.2f}"])
+            rows.append(
+                [
+                    "memory overhead before forwarding (X-Memory-Overhead-Ms)",
+                    f"{o['p50']:.2f}",
+                    f"{o['p95']:.2f}",
+                    f"{o['p99']:.2f}",
+                ]
+            )
         parts += [
             "",
             "**Memory-on breakdown** (from the `Server-Timing` header memproxy sends; "
@@ -333,8 +438,11 @@ def render(r: dict[str, Any]) -> str:
             f"(direct total {dl['total']['p50']:.2f}, memproxy {ml['total']['p50']:.2f}).",
         ]
     parts += ["", "**Goals** (issue 7):", "", table(["goal", "measured", "met"], goals(r))]
-    parts += ["", "Reproduce: `python -m bench overhead` (needs `wrk` and, for the peer, "
-              "`bench/.venv-litellm`; see the top of this file)."]
+    parts += [
+        "",
+        "Reproduce: `python -m bench overhead` (needs `wrk` and, for the peer, "
+        "`bench/.venv-litellm`; see the top of this file).",
+    ]
     return "\n".join(parts)
 
 
@@ -360,9 +468,12 @@ def goals(r: dict[str, Any]) -> list[list[str]]:
         a20 = off["stream"]["total"]["p50"] - T["direct"]["stream"]["total"]["p50"]
         a_long = ls["memproxy, memory off"]["total"]["p50"] - ls["direct"]["total"]["p50"]
         per_chunk = (a_long - a20) / (LONG - 20)
-        row("memory off: nothing per chunk that grows with chunk count",
+        row(
+            "memory off: nothing per chunk that grows with chunk count",
             f"{per_chunk * 1000:.1f} µs per extra chunk (20 → {LONG} chunks: "
-            f"{a20:+.2f} → {a_long:+.2f} ms)", per_chunk <= 0.01)
+            f"{a20:+.2f} → {a_long:+.2f} ms)",
+            per_chunk <= 0.01,
+        )
     n50 = on["wrk"]["1"]["p50_ms"] - d1["p50_ms"]
     n99 = on["wrk"]["1"]["p99_ms"] - d1["p99_ms"]
     row("memory on, 1M: overhead p50 ≤ 20 ms", f"{n50:.2f} ms", n50 <= 20)
@@ -370,26 +481,38 @@ def goals(r: dict[str, Any]) -> list[list[str]]:
     st = on.get("stages", {})
     if "embed" in st:
         rest = n50 - st["embed"]["p50"]
-        row("memory on: everything except the query embedding ≤ 5 ms p50",
+        row(
+            "memory on: everything except the query embedding ≤ 5 ms p50",
             f"{rest:.2f} ms (overhead p50 − embed p50 {st['embed']['p50']:.2f}; search alone "
-            f"{st['search']['p50']:.2f})", rest <= 5)
+            f"{st['search']['p50']:.2f})",
+            rest <= 5,
+        )
     if "LiteLLM proxy" in T:
         for c in CONCURRENCY:
             mine, peer = on["wrk"][str(c)]["rps"], T["LiteLLM proxy"]["wrk"][str(c)]["rps"]
-            row(f"req/s memory on ≥ LiteLLM proxy (no memory), c={c}",
-                f"{mine:,.0f} vs {peer:,.0f}", mine >= peer)
+            row(
+                f"req/s memory on ≥ LiteLLM proxy (no memory), c={c}",
+                f"{mine:,.0f} vs {peer:,.0f}",
+                mine >= peer,
+            )
     direct_max = max(T["direct"]["wrk"][str(c)]["rps"] for c in CONCURRENCY)
-    proxy_max = max(T[n]["wrk"][str(c)]["rps"] for n in r["order"] if n != "direct"
-                    for c in CONCURRENCY)
-    row("load generator is not the bottleneck (direct ≫ any proxy)",
+    proxy_max = max(
+        T[n]["wrk"][str(c)]["rps"] for n in r["order"] if n != "direct" for c in CONCURRENCY
+    )
+    row(
+        "load generator is not the bottleneck (direct ≫ any proxy)",
         f"direct {direct_max:,.0f} req/s vs best proxy {proxy_max:,.0f} req/s",
-        direct_max >= 3 * proxy_max)
+        direct_max >= 3 * proxy_max,
+    )
     return rows
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench overhead", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench overhead",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per wrk cell")
     parser.add_argument("--stream-samples", type=int, default=300)
     parser.add_argument("--store-size", type=int, default=1_000_000)
@@ -406,4 +529,8 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     if not args.no_write and not args.quick:
         write_section("Overhead", text)
+        from .chart import draw
+
+        for path in draw(("overhead",)):
+            print(f"wrote {path}")
     return 0

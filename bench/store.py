@@ -59,8 +59,7 @@ async def build_store(size: int, embedder: LocalEmbedder, *, force: bool = False
     users = max(1, size // PER_USER)
     facts = caller_facts(PER_USER)
     fact_vectors = await embedder.embed(facts, purpose="passage")
-    store = LanceStore(str(path), embedder.dimension, cleanup_retention_s=0,
-                       optimize_every=10**9)
+    store = LanceStore(str(path), embedder.dimension, cleanup_retention_s=0, optimize_every=10**9)
     await store.open()
     # Caller rows are spread at random positions through the load (memories arrive over time).
     others = size - PER_USER
@@ -71,8 +70,11 @@ async def build_store(size: int, embedder: LocalEmbedder, *, force: bool = False
     while position < size:
         n = min(BATCH, size - position)
         texts = filler_texts(n, rng)
-        owners = [f"user-{int(u):05d}" for u in rng.integers(1, users, size=n)] if users > 1 \
+        owners = (
+            [f"user-{int(u):05d}" for u in rng.integers(1, users, size=n)]
+            if users > 1
             else [f"user-{0:05d}"] * n
+        )
         vectors = unit_vectors(n, embedder.dimension, rng)
         for i in range(n):
             if position + i in caller_slots:
@@ -81,8 +83,11 @@ async def build_store(size: int, embedder: LocalEmbedder, *, force: bool = False
         await store.insert(rows_for(texts, owners, vectors, rng))
         position += n
         loaded += n
-        print(f"  store-{size}: {loaded:,}/{size:,} rows "
-              f"({loaded / (time.perf_counter() - started):,.0f} rows/s)", flush=True)
+        print(
+            f"  store-{size}: {loaded:,}/{size:,} rows "
+            f"({loaded / (time.perf_counter() - started):,.0f} rows/s)",
+            flush=True,
+        )
     load_s = time.perf_counter() - started
     t = time.perf_counter()
     await store.optimize()  # compaction + fold rows into the BTREE and FTS indexes
@@ -90,11 +95,21 @@ async def build_store(size: int, embedder: LocalEmbedder, *, force: bool = False
     count = await store.count()
     caller = await store.count(compile_filters(Scope(CALLER), None).sql)
     await store.close()
-    info = {"size": size, "rows": count, "caller_rows": caller, "users": users,
-            "load_s": load_s, "optimize_s": optimize_s, "bytes": _du(path)}
+    info = {
+        "size": size,
+        "rows": count,
+        "caller_rows": caller,
+        "users": users,
+        "load_s": load_s,
+        "optimize_s": optimize_s,
+        "bytes": _du(path),
+    }
     marker.write_text(json.dumps(info, indent=2))
-    print(f"  store-{size}: built in {load_s:.0f}s + optimize {optimize_s:.0f}s, "
-          f"{info['bytes'] / 1e6:,.0f} MB", flush=True)
+    print(
+        f"  store-{size}: built in {load_s:.0f}s + optimize {optimize_s:.0f}s, "
+        f"{info['bytes'] / 1e6:,.0f} MB",
+        flush=True,
+    )
     return path
 
 
@@ -114,15 +129,21 @@ class FrozenQueries:
 
 def _ms(samples: list[float]) -> dict[str, float]:
     a = np.asarray(samples) * 1000
-    return {"p50": float(np.percentile(a, 50)), "p95": float(np.percentile(a, 95)),
-            "p99": float(np.percentile(a, 99)), "mean": float(a.mean())}
+    return {
+        "p50": float(np.percentile(a, 50)),
+        "p95": float(np.percentile(a, 95)),
+        "p99": float(np.percentile(a, 99)),
+        "mean": float(a.mean()),
+    }
 
 
-async def measure_search(path: Path, embedder: LocalEmbedder, qvecs: dict[str, np.ndarray],
-                         n: int) -> dict[str, Any]:
+async def measure_search(
+    path: Path, embedder: LocalEmbedder, qvecs: dict[str, np.ndarray], n: int
+) -> dict[str, Any]:
     """Per-user search latency (embedding excluded) for the caller, three ways."""
-    memory = AsyncMemory(MemoryConfig(storage_uri=str(path)),
-                         embedder=FrozenQueries(embedder, qvecs))
+    memory = AsyncMemory(
+        MemoryConfig(storage_uri=str(path)), embedder=FrozenQueries(embedder, qvecs)
+    )
     await memory.open()
     store = memory.store
     assert store is not None
@@ -144,8 +165,9 @@ async def measure_search(path: Path, embedder: LocalEmbedder, qvecs: dict[str, n
     return out
 
 
-async def _one(name: str, memory: AsyncMemory, store: LanceStore, q: str, v: np.ndarray,
-               where: str) -> int:
+async def _one(
+    name: str, memory: AsyncMemory, store: LanceStore, q: str, v: np.ndarray, where: str
+) -> int:
     if name == "vector":
         return len(await store.vector_search(v, where, limit=20))
     if name == "fulltext":
@@ -183,12 +205,18 @@ async def measure_add(embedder: LocalEmbedder, n_batch: int, n_single: int) -> d
     insert_rate = len(rows) / (time.perf_counter() - t)
     await memory.close()
     shutil.rmtree(tmp, ignore_errors=True)
-    return {"batch100_per_s": batch_rate, "single_per_s": single_rate,
-            "store_insert_per_s": insert_rate, "n_batch": n_batch, "n_single": n_single}
+    return {
+        "batch100_per_s": batch_rate,
+        "single_per_s": single_rate,
+        "store_insert_per_s": insert_rate,
+        "n_batch": n_batch,
+        "n_single": n_single,
+    }
 
 
-async def measure_writes(size: int, embedder: LocalEmbedder, qvecs: dict[str, np.ndarray],
-                         writes: int, n: int) -> dict[str, Any]:
+async def measure_writes(
+    size: int, embedder: LocalEmbedder, qvecs: dict[str, np.ndarray], writes: int, n: int
+) -> dict[str, Any]:
     """Search latency before/after ``writes`` single-row inserts with maintenance on."""
     tmp = Path(tempfile.mkdtemp(prefix="bench-writes-", dir=CACHE))
     copy = tmp / "store"
@@ -200,8 +228,9 @@ async def measure_writes(size: int, embedder: LocalEmbedder, qvecs: dict[str, np
     users = max(2, size // PER_USER)
     vectors = unit_vectors(writes, embedder.dimension, rng)
     texts = filler_texts(writes, rng)
-    owners = [CALLER if i % 10 == 0 else f"user-{int(rng.integers(1, users)):05d}"
-              for i in range(writes)]
+    owners = [
+        CALLER if i % 10 == 0 else f"user-{int(rng.integers(1, users)):05d}" for i in range(writes)
+    ]
     rows = rows_for(texts, owners, vectors, rng)
     latencies = []
     t0 = time.perf_counter()
@@ -214,9 +243,15 @@ async def measure_writes(size: int, embedder: LocalEmbedder, qvecs: dict[str, np
     await store.close()
     after = await measure_search(copy, embedder, qvecs, n)
     shutil.rmtree(tmp, ignore_errors=True)
-    return {"size": size, "writes": writes, "write_per_s": writes / elapsed,
-            "write_latency": _ms(latencies), "before": before, "after": after,
-            "caller_rows_after": PER_USER + writes // 10}
+    return {
+        "size": size,
+        "writes": writes,
+        "write_per_s": writes / elapsed,
+        "write_latency": _ms(latencies),
+        "before": before,
+        "after": after,
+        "caller_rows_after": PER_USER + writes // 10,
+    }
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -232,13 +267,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         info = json.loads((store_dir(size) / "built.json").read_text())
         print(f"search at {size:,} ...", flush=True)
         search = await measure_search(store_dir(size), embedder, qvecs, args.samples)
-        result["sizes"][str(size)] = {"info": info, "search": search,
-                                      "bytes": _du(store_dir(size))}
+        result["sizes"][str(size)] = {"info": info, "search": search, "bytes": _du(store_dir(size))}
     print("add throughput ...", flush=True)
     result["add"] = await measure_add(embedder, args.add_batch, args.add_single)
     print(f"{args.writes:,} single writes at {sizes[-1]:,} ...", flush=True)
-    result["writes"] = await measure_writes(sizes[-1], embedder, qvecs, args.writes,
-                                            args.samples)
+    result["writes"] = await measure_writes(sizes[-1], embedder, qvecs, args.writes, args.samples)
     embedder.close()
     return result
 
@@ -247,11 +280,16 @@ def render(r: dict[str, Any]) -> str:
     rows = []
     for size, entry in r["sizes"].items():
         s = entry["search"]
-        rows.append([f"{int(size):,}", f"{entry['info']['users']:,}",
-                     f"{s['vector']['p50']:.1f} / {s['vector']['p99']:.1f}",
-                     f"{s['fulltext']['p50']:.1f} / {s['fulltext']['p99']:.1f}",
-                     f"{s['memory.search']['p50']:.1f} / {s['memory.search']['p99']:.1f}",
-                     f"{entry['bytes'] / (int(size) / 100_000) / 1e6:.0f} MB"])
+        rows.append(
+            [
+                f"{int(size):,}",
+                f"{entry['info']['users']:,}",
+                f"{s['vector']['p50']:.1f} / {s['vector']['p99']:.1f}",
+                f"{s['fulltext']['p50']:.1f} / {s['fulltext']['p99']:.1f}",
+                f"{s['memory.search']['p50']:.1f} / {s['memory.search']['p99']:.1f}",
+                f"{entry['bytes'] / (int(size) / 100_000) / 1e6:.0f} MB",
+            ]
+        )
     a = r["add"]
     w = r["writes"]
     b, af = w["before"], w["after"]
@@ -265,18 +303,25 @@ def render(r: dict[str, Any]) -> str:
         "concurrently, fused with RRF, threshold 0.75, limit 8) with the query embedding excluded "
         f"(pre-computed). {r['samples']} sequential searches each, after 10 warm-up searches.",
         "",
-        table(["memories", "users", "vector", "fulltext", "memory.search", "disk per 100k"],
-              rows),
+        table(["memories", "users", "vector", "fulltext", "memory.search", "disk per 100k"], rows),
         "",
         "Add throughput, `AsyncMemory.add(..., infer=False)` with the default local embedder "
         "(embedding included), into an empty store:",
         "",
-        table(["how", "memories/s"], [
-            [f"100 messages per call ({a['n_batch']:,} memories)", f"{a['batch100_per_s']:.0f}"],
-            [f"1 message per call ({a['n_single']} memories)", f"{a['single_per_s']:.1f}"],
-            ["`LanceStore.insert`, 10k rows per call, vectors given (bulk import)",
-             f"{a['store_insert_per_s']:,.0f}"],
-        ]),
+        table(
+            ["how", "memories/s"],
+            [
+                [
+                    f"100 messages per call ({a['n_batch']:,} memories)",
+                    f"{a['batch100_per_s']:.0f}",
+                ],
+                [f"1 message per call ({a['n_single']} memories)", f"{a['single_per_s']:.1f}"],
+                [
+                    "`LanceStore.insert`, 10k rows per call, vectors given (bulk import)",
+                    f"{a['store_insert_per_s']:,.0f}",
+                ],
+            ],
+        ),
         "",
         f"Search latency before and after {w['writes']:,} single-row writes into the "
         f"{w['size']:,}-memory store with maintenance on (product defaults: `optimize()` in the "
@@ -285,11 +330,21 @@ def render(r: dict[str, Any]) -> str:
         f"{w['write_per_s']:.0f}/s (p50 {w['write_latency']['p50']:.1f} ms, p99 "
         f"{w['write_latency']['p99']:.1f} ms per write).",
         "",
-        table(["search (ms)", "before p50", "before p99", "after p50", "after p99"], [
-            [name, f"{b[name]['p50']:.1f}", f"{b[name]['p99']:.1f}",
-             f"{af[name]['p50']:.1f}", f"{af[name]['p99']:.1f}"]
-            for name in ("vector", "fulltext", "memory.search")
-        ]),
+        table(
+            ["search (ms)", "before p50", "before p99", "after p50", "after p99"],
+            [
+                [
+                    name,
+                    f"{b[name]['p50']:.1f}",
+                    f"{b[name]['p99']:.1f}",
+                    f"{af[name]['p50']:.1f}",
+                    f"{af[name]['p99']:.1f}",
+                ]
+                for name in ("vector", "fulltext", "memory.search")
+            ],
+        ),
+        "",
+        "![Per-user search latency vs store size](docs/bench-store-latency.png)",
         "",
         "Reproduce: `python -m bench store` (builds the cached stores under `bench/.cache/` on "
         "first use).",
@@ -298,8 +353,11 @@ def render(r: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench store", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench store",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--build-only", action="store_true")
     parser.add_argument("--rebuild", action="store_true")
     parser.add_argument("--max-size", type=int, default=1_000_000)
@@ -321,4 +379,8 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     if not args.no_write and not args.quick:
         write_section("Store", text)
+        from .chart import draw
+
+        for path in draw(("store",)):
+            print(f"wrote {path}")
     return 0

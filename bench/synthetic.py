@@ -18,25 +18,99 @@ import numpy as np
 CALLER = "bench-user"
 
 _SUBJECTS = {
-    "food": ["sushi", "ramen", "lasagna", "tacos", "pad thai", "falafel", "risotto", "pho",
-             "dumplings", "paella"],
-    "drink": ["oolong tea", "flat whites", "sparkling water", "matcha", "espresso",
-              "ginger beer", "rooibos", "cold brew"],
-    "hobby": ["bouldering", "trail running", "watercolour painting", "chess", "sourdough baking",
-              "birdwatching", "salsa dancing", "woodworking", "kayaking", "photography"],
-    "city": ["Lisbon", "Osaka", "Toronto", "Berlin", "Nairobi", "Melbourne", "Bogotá",
-             "Edinburgh", "Seoul", "Porto"],
-    "pet": ["a beagle named Toast", "two cats called Miso and Udon", "a parrot named Kiwi",
-            "a corgi named Waffles", "a tortoise called Sheldon", "a rescue greyhound named Dash"],
+    "food": [
+        "sushi",
+        "ramen",
+        "lasagna",
+        "tacos",
+        "pad thai",
+        "falafel",
+        "risotto",
+        "pho",
+        "dumplings",
+        "paella",
+    ],
+    "drink": [
+        "oolong tea",
+        "flat whites",
+        "sparkling water",
+        "matcha",
+        "espresso",
+        "ginger beer",
+        "rooibos",
+        "cold brew",
+    ],
+    "hobby": [
+        "bouldering",
+        "trail running",
+        "watercolour painting",
+        "chess",
+        "sourdough baking",
+        "birdwatching",
+        "salsa dancing",
+        "woodworking",
+        "kayaking",
+        "photography",
+    ],
+    "city": [
+        "Lisbon",
+        "Osaka",
+        "Toronto",
+        "Berlin",
+        "Nairobi",
+        "Melbourne",
+        "Bogotá",
+        "Edinburgh",
+        "Seoul",
+        "Porto",
+    ],
+    "pet": [
+        "a beagle named Toast",
+        "two cats called Miso and Udon",
+        "a parrot named Kiwi",
+        "a corgi named Waffles",
+        "a tortoise called Sheldon",
+        "a rescue greyhound named Dash",
+    ],
     "lang": ["Rust", "Go", "TypeScript", "Python", "Kotlin", "Elixir", "Haskell", "Zig"],
-    "book": ["Dune", "The Left Hand of Darkness", "Middlemarch", "Piranesi", "Project Hail Mary",
-             "The Remains of the Day", "Neuromancer", "Circe"],
-    "music": ["jazz piano", "Brazilian bossa nova", "80s synth-pop", "baroque cello suites",
-              "Afrobeat", "lo-fi hip hop", "bluegrass", "Icelandic post-rock"],
-    "health": ["a peanut allergy", "lactose intolerance", "mild asthma", "a gluten sensitivity",
-               "a bad left knee", "migraines in bright light"],
-    "job": ["a nurse", "a backend engineer", "a high-school teacher", "a product designer",
-            "a data analyst", "an architect", "a paramedic", "a bookkeeper"],
+    "book": [
+        "Dune",
+        "The Left Hand of Darkness",
+        "Middlemarch",
+        "Piranesi",
+        "Project Hail Mary",
+        "The Remains of the Day",
+        "Neuromancer",
+        "Circe",
+    ],
+    "music": [
+        "jazz piano",
+        "Brazilian bossa nova",
+        "80s synth-pop",
+        "baroque cello suites",
+        "Afrobeat",
+        "lo-fi hip hop",
+        "bluegrass",
+        "Icelandic post-rock",
+    ],
+    "health": [
+        "a peanut allergy",
+        "lactose intolerance",
+        "mild asthma",
+        "a gluten sensitivity",
+        "a bad left knee",
+        "migraines in bright light",
+    ],
+    "job": [
+        "a nurse",
+        "a backend engineer",
+        "a high-school teacher",
+        "a product designer",
+        "a data analyst",
+        "an architect",
+        "a paramedic",
+        "a bookkeeper",
+    ],
 }
 
 _TEMPLATES = [
@@ -81,14 +155,15 @@ def caller_facts(count: int = 200, seed: int = 7) -> list[str]:
     rng = np.random.default_rng(seed)
     facts: list[str] = []
     seen: set[str] = set()
-    combos = [
-        (template, value)
-        for kind, template in _TEMPLATES
-        for value in _SUBJECTS[kind]
-    ]
+    combos = [(template, value) for kind, template in _TEMPLATES for value in _SUBJECTS[kind]]
     order = rng.permutation(len(combos))
-    suffixes = ["", " (mentioned in March)", " (said so twice)", " and talks about it often",
-                " according to a recent chat"]
+    suffixes = [
+        "",
+        " (mentioned in March)",
+        " (said so twice)",
+        " and talks about it often",
+        " according to a recent chat",
+    ]
     for i in itertools.cycle(order):
         template, value = combos[int(i)]
         text = template.format(x=value) + suffixes[len(facts) // len(combos) % len(suffixes)]

@@ -1,6 +1,6 @@
 """memory_core: long-term memory for LLM applications on LanceDB (Mem0-compatible API)."""
 
-from .config import EmbedderConfig, LLMConfig, MemoryConfig
+from .config import EmbedderConfig, LLMConfig, MemoryConfig, RerankerConfig, SearchConfig
 from .errors import (
     ConfigError,
     DimensionMismatch,
@@ -14,6 +14,7 @@ from .errors import (
     StoreError,
 )
 from .memory import AsyncMemory, Memory
+from .retrieval import LiteLLMReranker, Reranker
 from .types import Scope
 
 __all__ = [
@@ -27,10 +28,14 @@ __all__ = [
     "InvalidIdentity",
     "InvalidInput",
     "LLMConfig",
+    "LiteLLMReranker",
     "Memory",
     "MemoryConfig",
     "MemoryCoreError",
     "NotFound",
+    "Reranker",
+    "RerankerConfig",
     "Scope",
+    "SearchConfig",
     "StoreError",
 ]

@@ -97,17 +97,20 @@ class SearchConfig(_Strict):
     each ``candidates`` deep. ``recency_weight`` > 0 adds up to that much to the fused score
     of the newest memories (halving every ``recency_half_life_days`` before the newest
     candidate), only for time-sensitive queries ("latest", "now", "currently"...) unless
-    ``recency_always``. A ``reranker`` reorders the fused top ``reranker.candidates``.
+    ``recency_always``. ``speaker_weight`` > 0 favours memories stored with a speaker label
+    ("Caroline: ...", verbatim transcripts) whose speaker the query names. A ``reranker``
+    reorders the fused top ``reranker.candidates``.
     """
 
     mode: Literal["hybrid", "vector", "text"] = "hybrid"
-    rrf_k: float = Field(default=60.0, gt=0)
+    rrf_k: float = Field(default=10.0, gt=0)
     vector_weight: float = Field(default=1.0, ge=0)
     text_weight: float = Field(default=1.0, ge=0)
     candidates: int = Field(default=50, ge=1, le=1000)
     recency_weight: float = Field(default=0.0, ge=0)
     recency_half_life_days: float = Field(default=30.0, gt=0)
     recency_always: bool = False
+    speaker_weight: float = Field(default=1.0, ge=0)
     reranker: RerankerConfig | None = None
 
 

@@ -42,10 +42,11 @@ from .retrieval import (
     LiteLLMReranker,
     Reranker,
     apply_recency,
+    apply_speaker_boost,
     fuse_rankings,
     is_time_sensitive,
 )
-from .store import LanceStore
+from .store import SEARCH_TEXT, LanceStore
 from .types import AddResult, HistoryItem, MemoryItem, Message, Scope
 
 T = TypeVar("T")
@@ -221,15 +222,23 @@ class AsyncMemory:
         timestamp: str | float | datetime | None = None,
         job_id: str | None = None,
         llm: ChatLLM | None = None,
+        context: str | None = None,
     ) -> dict[str, list[AddResult]]:
         """Learn from ``messages``. ``infer=False`` stores each non-system message verbatim.
 
         ``timestamp`` is when the exchange happened (default: now); ``job_id`` makes a repeated
         call with the same id a no-op (used by the durable queue); ``llm`` overrides the
-        configured extraction LLM for this call.
+        configured extraction LLM for this call. ``context`` is the conversation just before
+        ``messages`` (e.g. the turn a reply answers); it is never stored as a memory itself:
+        with ``infer=False`` each stored message is embedded and full-text indexed after it
+        (so "Yes, last Sunday!" is found by what it answers), with ``infer=True`` the
+        extractor sees it as background it must not learn from.
         """
         scope = Scope(user_id, agent_id, run_id).require()
         extra = check_metadata(metadata)
+        if context is not None and not isinstance(context, str):
+            raise InvalidInput("context must be a string")
+        context = (context or "").strip()[:MAX_MEMORY_CHARS] or None
         chat = [m for m in normalize_messages(messages) if m.get("role") != "system"]
         when = _moment(timestamp)
         store = await self._ready()
@@ -239,10 +248,12 @@ class AsyncMemory:
             if not infer:
                 texts = [message_text(m) for m in chat]
                 return {
-                    "results": await self._add_verbatim(store, scope, texts, extra, when, job_id)
+                    "results": await self._add_verbatim(
+                        store, scope, texts, extra, when, job_id, context
+                    )
                 }
             results = await self._add_inferred(
-                store, scope, chat, extra, when, job_id, llm or self._chat_llm()
+                store, scope, chat, extra, when, job_id, llm or self._chat_llm(), context
             )
             return {"results": results}
 
@@ -254,12 +265,17 @@ class AsyncMemory:
         metadata: dict[str, Any],
         when: datetime,
         job_id: str | None,
+        context: str | None = None,
     ) -> list[AddResult]:
         fresh = await self._without_known(store, scope, texts, job_id=job_id)
         if not fresh:
             return []
-        vectors = await self.embedder.embed(fresh, purpose="passage")
-        return await self._insert(store, scope, fresh, vectors, metadata, when, job_id)
+        vectors = await self.embedder.embed(
+            [with_context(text, context) for text in fresh], purpose="passage"
+        )
+        return await self._insert(
+            store, scope, fresh, vectors, metadata, when, job_id, context=context
+        )
 
     async def _without_known(
         self,
@@ -313,7 +329,10 @@ class AsyncMemory:
         metadata: dict[str, Any],
         when: datetime,
         job_id: str | None,
+        *,
+        context: str | None = None,
     ) -> list[AddResult]:
+        """Write new rows; ``vectors`` were made from ``with_context(text, context)``."""
         stamp = format_timestamp(when)
         now = _now()
         rows = []
@@ -331,6 +350,7 @@ class AsyncMemory:
                     "categories": [],
                     "created_at": stamp,
                     "updated_at": stamp,
+                    SEARCH_TEXT: with_context(text, context),
                 }
             )
             history.append(_history_row(memory_id, scope, None, text, "ADD", now, job_id))
@@ -347,6 +367,7 @@ class AsyncMemory:
         when: datetime,
         job_id: str | None,
         llm: ChatLLM,
+        context: str | None = None,
     ) -> list[AddResult]:
         cfg = self.config
         chat = learnable_messages(chat)
@@ -359,6 +380,7 @@ class AsyncMemory:
             exclude=cfg.exclude,
             categories=cfg.categories,
             custom_prompt=cfg.fact_extraction_prompt,
+            context=context,
         )
         facts = parse_facts(await complete_json(llm, extraction))
         facts = await self._without_known(store, scope, facts, job_id=job_id)
@@ -556,6 +578,8 @@ class AsyncMemory:
             weights.append(cfg.text_weight if mode == "hybrid" else 1.0)
         rankings = await asyncio.gather(*searches)
         fused = fuse_rankings(rankings, k=cfg.rrf_k, weights=weights)
+        if cfg.speaker_weight > 0:
+            fused = apply_speaker_boost(fused, query, weight=cfg.speaker_weight, k=cfg.rrf_k)
         if cfg.recency_weight > 0 and (cfg.recency_always or is_time_sensitive(query)):
             fused = apply_recency(
                 fused,
@@ -765,6 +789,11 @@ class AsyncMemory:
         """Delete every memory and all history of every user."""
         store = await self._ready()
         await store.reset()
+
+
+def with_context(text: str, context: str | None) -> str:
+    """What is embedded and full-text indexed for a memory said after ``context``."""
+    return f"{context}\n{text}" if context else text
 
 
 _WORDS = re.compile(r"\w+")

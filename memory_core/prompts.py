@@ -111,8 +111,12 @@ def build_fact_extraction_messages(
     exclude: str | None = None,
     categories: Sequence[str] = (),
     custom_prompt: str | None = None,
+    context: str | None = None,
 ) -> list[Message]:
-    """Messages for LLM call 1: the new exchange in, ``{"facts": [...]}`` out."""
+    """Messages for LLM call 1: the new exchange in, ``{"facts": [...]}`` out.
+
+    ``context`` (earlier conversation) comes first, in ``<context>``, marked as background.
+    """
     template = custom_prompt or FACT_EXTRACTION_PROMPT
     system = template.replace("{today}", today).replace(
         "{selective}", build_selective_rules(include, exclude, categories)
@@ -121,6 +125,14 @@ def build_fact_extraction_messages(
     user = (
         f"Exchange date: {today}\n<conversation>\n{render_conversation(messages)}\n</conversation>"
     )
+    if context:
+        clean = MEMORY_BLOCK.sub("", context)
+        clean = clean.replace("<conversation>", "").replace("</conversation>", "").strip()
+        if clean:
+            user = (
+                "Earlier in the conversation (background only; learn nothing from it):\n"
+                f"<context>\n{clean}\n</context>\n" + user
+            )
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 

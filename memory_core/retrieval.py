@@ -28,6 +28,10 @@ TIME_SENSITIVE = re.compile(
 )
 
 
+# A memory stored verbatim from a multi-party transcript starts with who said it ("Caroline: ...").
+SPEAKER_LABEL = re.compile(r"^([^\W\d_][\w.'-]*(?: [^\W\d_][\w.'-]*){0,2}):\s")
+
+
 def fuse_rankings(
     rankings: Sequence[Ranking], *, k: float = 60.0, weights: Sequence[float] | None = None
 ) -> list[Fused]:
@@ -44,6 +48,41 @@ def fuse_rankings(
             entry[2] += weight / (k + rank + 1)
     ordered = sorted(fused.values(), key=lambda e: e[2], reverse=True)
     return [(row, similarity, score) for row, similarity, score in ordered]
+
+
+def speaker_of(text: str) -> str | None:
+    """The speaker label a memory starts with ("Caroline: I went..." -> "Caroline"), if any."""
+    match = SPEAKER_LABEL.match(text)
+    return match.group(1) if match else None
+
+
+def apply_speaker_boost(
+    fused: Sequence[Fused], query: str, *, weight: float, k: float
+) -> list[Fused]:
+    """Favour what the speaker a question names said: memories labelled with a speaker the
+    query mentions gain ``weight / (k + 1)`` (a top rank's worth at weight 1).
+
+    Only for memories stored with a speaker label (verbatim transcripts); no effect when no
+    label, or every label among the candidates, is mentioned.
+    """
+    if weight <= 0 or not fused:
+        return list(fused)
+    labels = [speaker_of(row.get("memory") or "") for row, _s, _f in fused]
+    distinct = {label for label in labels if label}
+    mentioned = {
+        label
+        for label in distinct
+        if re.search(rf"\b{re.escape(label)}\b", query, re.IGNORECASE) is not None
+    }
+    if not mentioned or mentioned == distinct:
+        return list(fused)
+    bonus = weight / (k + 1.0)
+    boosted = [
+        (row, similarity, score + (bonus if label in mentioned else 0.0))
+        for (row, similarity, score), label in zip(fused, labels, strict=True)
+    ]
+    boosted.sort(key=lambda e: e[2], reverse=True)
+    return boosted
 
 
 def is_time_sensitive(query: str) -> bool:

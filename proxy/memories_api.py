@@ -8,10 +8,7 @@ act for: ids of memories the key cannot see answer 404, exactly like absent ids.
 from __future__ import annotations
 
 import base64
-import html
-import json
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -23,14 +20,13 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from memory_core import AsyncMemory
-from memory_core.errors import InvalidIdentity, InvalidInput, MemoryCoreError, NotFound
+from memory_core.errors import InvalidIdentity, NotFound
 from memory_core.extraction import ChatLLM, LiteLLMChat
-from memory_core.filters import IDENTITY_FIELDS, LOGIC
-from memory_core.types import MemoryItem, Scope, validate_id
+from memory_core.types import MemoryItem
 
+from .api_docs import render_api_page
 from .api_models import (
     AddRequest,
-    ImportRecord,
     ListQuery,
     ListRequest,
     ScopeQuery,
@@ -41,95 +37,18 @@ from .api_models import (
 )
 from .auth import Caller
 from .errors import BadRequest, Forbidden, ProxyError
+from .memory_access import authorize_scope, may_see, sees_all_users
+from .memory_transfer import export_lines, import_authorizer, import_lines, split_lines
 from .settings import Settings
 
 M = TypeVar("M", bound=BaseModel)
 STATIC_DIR = Path(__file__).parent / "static"
-EXPORT_CHUNK = 500
-IMPORT_BATCH = 500
-MAX_IMPORT_LINE = 1 << 20
 JSONL = "application/x-ndjson"
 
 
 class MemoryDisabled(ProxyError):
     status = 503
     type = "server_error"
-
-
-# ---- who may see what ------------------------------------------------------------------
-
-
-def sees_all_users(caller: Caller) -> bool:
-    return caller.admin or "*" in caller.users
-
-
-def may_see(caller: Caller, item: Mapping[str, Any]) -> bool:
-    """A memory is visible when the key may act for its user (user-less ones: all-user keys)."""
-    if sees_all_users(caller):
-        return True
-    user_id = item.get("user_id")
-    return user_id is not None and user_id in caller.users
-
-
-def identity_from_filters(filters: Mapping[str, Any]) -> dict[str, str]:
-    """Top-level equalities on user_id/agent_id/run_id (also inside a top-level AND)."""
-    found: dict[str, str] = {}
-    nodes: list[Any] = [filters]
-    and_items = filters.get("AND")
-    if isinstance(and_items, list):
-        nodes.extend(and_items)
-    for node in nodes:
-        if not isinstance(node, Mapping):
-            continue
-        for key in IDENTITY_FIELDS:
-            value = node.get(key)
-            if isinstance(value, Mapping) and set(value) == {"eq"}:
-                value = value["eq"]
-            if isinstance(value, str) and key not in found:
-                found[key] = value
-    return found
-
-
-def filter_user_ids(filters: Any) -> list[str]:
-    """Every user_id value a filter mentions, at any depth, under any operator."""
-    found: list[str] = []
-    if isinstance(filters, list):
-        for item in filters:
-            found.extend(filter_user_ids(item))
-    elif isinstance(filters, Mapping):
-        for key, value in filters.items():
-            if key in LOGIC:
-                found.extend(filter_user_ids(value))
-            elif key == "user_id":
-                values = value.values() if isinstance(value, Mapping) else [value]
-                for v in values:
-                    found.extend(v if isinstance(v, list) else [v])
-    return found
-
-
-def authorize_scope(
-    caller: Caller,
-    user_id: str | None,
-    agent_id: str | None,
-    run_id: str | None,
-    filters: Mapping[str, Any] | None = None,
-) -> Scope:
-    """The scope a request may touch; filters can only narrow it (memory_core ANDs it in)."""
-    if user_id is None and agent_id is None and run_id is None and filters:
-        derived = identity_from_filters(filters)
-        user_id, agent_id, run_id = (derived.get(k) for k in IDENTITY_FIELDS)
-    if user_id is None and not sees_all_users(caller):
-        user_id = caller.bound_user
-        if user_id is None:
-            raise Forbidden("this API key must name a user_id", param="user_id")
-    scope = Scope(user_id, agent_id, run_id).require()
-    if user_id is not None:
-        caller.check_user(user_id)
-    for value in filter_user_ids(filters or {}):
-        if not isinstance(value, str):
-            raise BadRequest("user_id filter values must be strings", param="filters")
-        caller.check_user(validate_id(value, "user_id"))
-    return scope
 
 
 # ---- request plumbing ------------------------------------------------------------------
@@ -339,20 +258,6 @@ async def whoami(request: Request) -> Response:
 # ---- export / import -------------------------------------------------------------------
 
 
-async def export_lines(memory: AsyncMemory, scope: Scope) -> tuple[int, AsyncIterator[bytes]]:
-    """The scope's memories as JSONL chunks (newest first), and how many there are."""
-    listing = await memory.get_all(
-        user_id=scope.user_id, agent_id=scope.agent_id, run_id=scope.run_id, limit=1_000_000
-    )
-    items = listing["results"]
-
-    async def chunks() -> AsyncIterator[bytes]:
-        for start in range(0, len(items), EXPORT_CHUNK):
-            yield b"".join(orjson.dumps(i) + b"\n" for i in items[start : start + EXPORT_CHUNK])
-
-    return len(items), chunks()
-
-
 async def export_memories(request: Request) -> Response:
     caller = caller_of(request)
     query = read_query(request, ScopeQuery)
@@ -367,128 +272,6 @@ async def export_memories(request: Request) -> Response:
             "Content-Disposition": f'attachment; filename="{name}.jsonl"',
         },
     )
-
-
-@dataclass(slots=True)
-class ImportReport:
-    imported: int = 0
-    exists: int = 0
-    duplicate: int = 0
-    lines: int = 0
-    errors: list[dict[str, Any]] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "imported": self.imported,
-            "exists": self.exists,
-            "duplicate": self.duplicate,
-            "errors": self.errors,
-        }
-
-
-async def split_lines(chunks: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
-    """Lines of a byte stream (without the newline); an over-long line is yielded cut off
-    (and refused by the parser), the rest of it skipped."""
-    buffer = b""
-    skipping = False
-    async for chunk in chunks:
-        if skipping:
-            if b"\n" not in chunk:
-                continue
-            chunk = chunk.split(b"\n", 1)[1]
-            skipping = False
-        buffer += chunk
-        *lines, buffer = buffer.split(b"\n")
-        for line in lines:
-            yield line
-        if len(buffer) > MAX_IMPORT_LINE:
-            yield buffer
-            buffer = b""
-            skipping = True
-    if buffer:
-        yield buffer
-
-
-Authorize = Callable[[dict[str, Any]], None]
-
-
-async def import_lines(
-    memory: AsyncMemory,
-    lines: AsyncIterable[bytes],
-    authorize: Authorize,
-    *,
-    on_batch: Callable[[ImportReport], Awaitable[None] | None] | None = None,
-) -> ImportReport:
-    """Validate JSONL line by line; store good lines in batches; report bad ones by number.
-
-    ``authorize(record)`` fills in / checks the record's scope and raises to refuse the line.
-    """
-    report = ImportReport()
-    batch: list[dict[str, Any]] = []
-
-    async def flush() -> None:
-        if batch:
-            for status in await memory.import_memories(batch):
-                setattr(report, status, getattr(report, status) + 1)
-            batch.clear()
-        if on_batch is not None:
-            maybe = on_batch(report)
-            if maybe is not None:
-                await maybe
-
-    async for raw in lines:
-        report.lines += 1
-        if not raw.strip():
-            continue
-        try:
-            record = _parse_import_line(raw)
-            authorize(record)
-        except (ValueError, ProxyError, MemoryCoreError) as exc:
-            message = exc.message if isinstance(exc, ProxyError) else str(exc)
-            report.errors.append({"line": report.lines, "message": message})
-            continue
-        batch.append(record)
-        if len(batch) >= IMPORT_BATCH:
-            await flush()
-    await flush()
-    return report
-
-
-def _parse_import_line(raw: bytes) -> dict[str, Any]:
-    if len(raw) > MAX_IMPORT_LINE:
-        raise ValueError(f"line longer than {MAX_IMPORT_LINE} bytes")
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise ValueError(f"not valid JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ValueError("each line must be a JSON object")
-    try:
-        record = ImportRecord.model_validate(data)
-    except ValidationError as exc:
-        raise ValueError(validation_message(exc)) from exc
-    return record.checked()
-
-
-def import_authorizer(caller: Caller, target: ScopeQuery) -> Authorize:
-    """Lines take the target's ids when they have none, must match it when they do, and
-    must name a user the key may act for."""
-
-    def authorize(record: dict[str, Any]) -> None:
-        for key in IDENTITY_FIELDS:
-            wanted = getattr(target, key)
-            if wanted is None:
-                continue
-            if record.get(key) is None:
-                record[key] = wanted
-            elif record[key] != wanted:
-                raise InvalidInput(f"{key} {record[key]!r} differs from the import's {wanted!r}")
-        scope = authorize_scope(
-            caller, record.get("user_id"), record.get("agent_id"), record.get("run_id")
-        )
-        record.update(scope.as_dict())  # a bound key's lines default to its user
-
-    return authorize
 
 
 async def import_memories(request: Request) -> Response:
@@ -511,92 +294,6 @@ async def openapi_json(request: Request) -> Response:
     if spec is None:
         spec = request.app.state.openapi = build_openapi()
     return JSONResponse(spec)
-
-
-def render_api_page(spec: Mapping[str, Any]) -> str:
-    """A readable, dependency-free HTML page of the OpenAPI document."""
-    esc = html.escape
-    parts = [
-        '<!doctype html><html lang=en><meta charset=utf-8><link rel=icon href="data:,">',
-        f"<title>{esc(spec['info']['title'])}</title>",
-        '<link rel="stylesheet" href="/ui/style.css">',
-        "<body class=docs><main>",
-        f"<h1>{esc(spec['info']['title'])}</h1><p>{esc(spec['info']['description'])}</p>",
-        "<p>Authenticate with <code>Authorization: Bearer KEY</code> or <code>X-API-Key</code>. "
-        'Errors: <code>{"error": {"message", "type", "param", "code"}}</code>. '
-        'Machine-readable: <a href="/openapi.json">/openapi.json</a>. '
-        'Memory browser: <a href="/ui/">/ui/</a>.</p>',
-    ]
-    for path, methods in spec["paths"].items():
-        for method, op in methods.items():
-            parts.append(
-                f"<section class=op><h2><span class='m {esc(method)}'>{esc(method.upper())}"
-                f"</span> <code>{esc(path)}</code></h2><p>{esc(op['summary'])}</p>"
-            )
-            params = op.get("parameters") or []
-            if params:
-                rows = "".join(
-                    f"<li><code>{esc(p['name'])}</code> ({esc(p['in'])})"
-                    f"{' — ' + esc(p['description']) if p.get('description') else ''}</li>"
-                    for p in params
-                )
-                parts.append(f"<h3>Parameters</h3><ul>{rows}</ul>")
-            body = op.get("requestBody", {}).get("content", {})
-            for media, content in body.items():
-                parts.append(f"<h3>Request body ({esc(media)})</h3>")
-                parts.append(_schema_block(spec, content["schema"]))
-            ok = op["responses"]["200"].get("content", {})
-            for media, content in ok.items():
-                parts.append(f"<h3>Response ({esc(media)})</h3>")
-                parts.append(_schema_block(spec, content["schema"]))
-            parts.append("</section>")
-    parts.append("<section class=op><h2>Models</h2>")
-    for name in sorted(spec["components"]["schemas"]):
-        parts.append(_schema_block(spec, {"$ref": f"#/components/schemas/{name}"}))
-    parts.append("</section></main></body></html>")
-    return "".join(parts)
-
-
-def _schema_block(spec: Mapping[str, Any], schema: Mapping[str, Any]) -> str:
-    """A model as a table of its fields (name, type, required, description), raw JSON folded."""
-    ref = schema.get("$ref") or schema.get("items", {}).get("$ref")
-    if ref is None:
-        return f"<p><code>{html.escape(_type_name(schema))}</code></p>"
-    name = ref.rsplit("/", 1)[-1]
-    resolved = spec["components"]["schemas"].get(name, {})
-    prefix = "array of " if "items" in schema else ""
-    required = set(resolved.get("required", []))
-    rows = []
-    for prop_name, prop in resolved.get("properties", {}).items():
-        note = prop.get("description") or ""
-        if "default" in prop and prop["default"] not in (None, [], {}):
-            note = f"default {json.dumps(prop['default'])}. {note}".strip()
-        rows.append(
-            f"<tr><td><code>{html.escape(prop_name)}</code></td>"
-            f"<td>{html.escape(_type_name(prop))}</td>"
-            f"<td>{'yes' if prop_name in required else ''}</td>"
-            f"<td>{html.escape(note)}</td></tr>"
-        )
-    return (
-        f"<p>{prefix}<strong>{html.escape(name)}</strong></p>"
-        "<table><tr><th>field</th><th>type</th><th>required</th><th>notes</th></tr>"
-        + "".join(rows)
-        + "</table><details><summary>JSON schema</summary>"
-        f"<pre>{html.escape(json.dumps(resolved, indent=2))}</pre></details>"
-    )
-
-
-def _type_name(schema: Mapping[str, Any]) -> str:
-    if "$ref" in schema:
-        return str(schema["$ref"]).rsplit("/", 1)[-1]
-    if "anyOf" in schema:
-        return " | ".join(_type_name(s) for s in schema["anyOf"])
-    kind = schema.get("type", "any")
-    if kind == "array":
-        return f"array of {_type_name(schema.get('items', {}))}"
-    if "enum" in schema:
-        return " | ".join(json.dumps(v) for v in schema["enum"])
-    return str(kind)
 
 
 async def api_page(request: Request) -> Response:
@@ -647,13 +344,4 @@ def memory_routes() -> list[BaseRoute]:
     return routes
 
 
-__all__ = [
-    "ImportReport",
-    "authorize_scope",
-    "export_lines",
-    "import_authorizer",
-    "import_lines",
-    "may_see",
-    "memory_routes",
-    "split_lines",
-]
+__all__ = ["memory_routes"]

@@ -34,7 +34,7 @@ from memory_core.types import MemoryItem, Scope
 from .api_models import ScopeQuery
 from .auth import OPEN_CALLER
 from .errors import ProxyError
-from .memories_api import export_lines, import_authorizer, import_lines, split_lines
+from .memory_transfer import export_lines, import_authorizer, import_lines, split_lines
 from .settings import Settings
 
 Progressed = Callable[[int], None]

@@ -28,7 +28,9 @@ async def learner(storage_uri: str, embedder: Any, fake_llm_config: dict[str, An
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
-async def test_learning_decisions(case: dict[str, Any], learner: AsyncMemory, fake_llm: Any) -> None:
+async def test_learning_decisions(
+    case: dict[str, Any], learner: AsyncMemory, fake_llm: Any
+) -> None:
     user = "u-" + str(abs(hash(case["name"])))
     for exchange in case.get("before", []):
         await learner.add(exchange, user_id=user)

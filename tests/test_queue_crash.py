@@ -22,6 +22,7 @@ from pathlib import Path
 from tests.queue_procs import (
     FakeProcess,
     ProxyProcess,
+    percentile,
     queue_stats,
     read_store,
     remaining,
@@ -196,5 +197,7 @@ def test_kill_9_twice_then_sigterm_every_exchange_applied_exactly_once(tmp_path:
         f"{killed_1['leased']}+{killed_2['leased']} jobs in flight; SIGTERM: jobs released "
         f"after {timings['sigterm_released_s']:.2f}s, exit after "
         f"{timings['sigterm_exit_s']:.2f}s; final drain {timings['final_drain_s']:.1f}s; "
-        f"total {total:.0f}s; phases " + " ".join(f"{k}={v:.1f}s" for k, v in timings.items())
+        f"chat latency during learning p50 {percentile(second.latencies_s, 50) * 1000:.0f} ms "
+        f"p95 {percentile(second.latencies_s, 95) * 1000:.0f} ms; total {total:.0f}s; phases "
+        + " ".join(f"{k}={v:.1f}s" for k, v in timings.items())
     )

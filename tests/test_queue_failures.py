@@ -198,8 +198,6 @@ def test_backlog_keeps_chat_fast_and_exposes_the_lag(
     assert metric(text, "memproxy_queue_pending") == pytest.approx(ready["pending"], abs=10)
     age = metric(text, "memproxy_queue_oldest_age_s")
     assert age is not None and age > 0
-    time.sleep(0.5)
-    assert metric(proxy.metrics(), "memproxy_queue_oldest_age_s") > age  # type: ignore[operator]
 
     drained = wait_drained(proxy, timeout_s=90)
     assert drained["dead"] == 0

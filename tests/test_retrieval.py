@@ -146,9 +146,7 @@ async def test_recency_weight_prefers_the_newer_fact(tmp_path: Path, embedder: A
 
 async def test_time_range_filters(mem: AsyncMemory) -> None:
     in_2023 = {"created_at": {"gte": "2023-01-01T00:00:00Z", "lt": "2024-01-01T00:00:00Z"}}
-    found = (await mem.search("where does the user live", user_id="u", filters=in_2023))[
-        "results"
-    ]
+    found = (await mem.search("where does the user live", user_id="u", filters=in_2023))["results"]
     assert {m["memory"] for m in found} == {
         "User lives in Lisbon",
         "User's sister is a nurse in Madrid",
@@ -251,3 +249,103 @@ async def test_the_most_relevant_memories_survive_the_budget(mem: AsyncMemory) -
             assert block.splitlines()[2] == memory_line(found[0])
     block, kept = build_memory_block(found, max_tokens=60, count_tokens=count)
     assert block is not None and 0 < kept < len(found)
+
+
+# ---- context and speakers ----------------------------------------------------------------------
+
+
+async def test_context_is_searchable_but_not_stored(tmp_path: Path, embedder: Any) -> None:
+    config = MemoryConfig(storage_uri=str(tmp_path / "db"), search={"mode": "text"})
+    memory = AsyncMemory(config, embedder=embedder)
+    try:
+        await memory.add("Cello lessons on Mondays", user_id="u", infer=False)
+        added = await memory.add(
+            "Yes, last Sunday!",
+            user_id="u",
+            infer=False,
+            context="Did you run the charity marathon?",
+        )
+        (result,) = added["results"]
+        assert result["memory"] == "Yes, last Sunday!"
+        found = (await memory.search("charity marathon", user_id="u"))["results"]
+        assert [m["memory"] for m in found] == ["Yes, last Sunday!"]
+        assert (await memory.get(result["id"]))["memory"] == "Yes, last Sunday!"
+        # A new text replaces what is indexed: the old context no longer matches.
+        await memory.update(result["id"], "No, I skipped it")
+        assert (await memory.search("charity marathon", user_id="u"))["results"] == []
+        with pytest.raises(Exception, match="context"):
+            await memory.add("x", user_id="u", infer=False, context=42)  # type: ignore[arg-type]
+    finally:
+        await memory.close()
+
+
+async def test_context_reaches_the_extractor_as_background(
+    tmp_path: Path, embedder: Any, fake_llm_config: dict[str, Any], fake_llm: Any
+) -> None:
+    config = MemoryConfig(storage_uri=str(tmp_path / "db"), llm=fake_llm_config)
+    memory = AsyncMemory(config, embedder=embedder)
+    try:
+        await memory.add("I have a dog named Rex.", user_id="u", context="user: I live in Lisbon.")
+        stored = [m["memory"] for m in (await memory.get_all(user_id="u"))["results"]]
+        assert stored == ["User has a dog named Rex"]  # nothing learned from the context
+        prompt = fake_llm.requests_of("extract")[0].messages[-1]["content"]
+        assert "<context>\nuser: I live in Lisbon.\n</context>" in prompt
+    finally:
+        await memory.close()
+
+
+def test_speaker_boost_favours_the_named_speaker() -> None:
+    from memory_core.retrieval import apply_speaker_boost, speaker_of
+
+    assert speaker_of("Caroline: I went to a support group") == "Caroline"
+    assert speaker_of("Mary Ann: hi") == "Mary Ann"
+    assert speaker_of("User lives in Lisbon: a nice city") is None
+    assert speaker_of("12:30 is lunch") is None
+    fused = [
+        ({"id": "1", "memory": "Caroline: I love painting sunsets"}, 0.9, 0.10),
+        ({"id": "2", "memory": "Melanie: I painted a lake last week"}, 0.8, 0.09),
+        ({"id": "3", "memory": "A note without a speaker"}, 0.7, 0.08),
+    ]
+    boosted = apply_speaker_boost(fused, "What did Melanie paint?", weight=1.0, k=10)
+    assert [r["id"] for r, _s, _f in boosted] == ["2", "1", "3"]
+    # No speaker named, or every speaker named, or weight 0: unchanged.
+    for query, weight in [("What was painted?", 1.0), ("Did Caroline and Melanie paint?", 1.0)]:
+        assert apply_speaker_boost(fused, query, weight=weight, k=10) == fused
+    assert apply_speaker_boost(fused, "What did Melanie paint?", weight=0.0, k=10) == fused
+
+
+async def test_table_without_search_text_is_upgraded(tmp_path: Path, embedder: Any) -> None:
+    """A memories table written before the full-text column existed gets it on open."""
+    import lancedb
+    import pyarrow as pa
+
+    from memory_core.store import memories_schema
+
+    old_schema = pa.schema(
+        [f for f in memories_schema(embedder.dimension) if f.name != "search_text"]
+    )
+    vector = (await embedder.embed(["User plays the cello"], purpose="passage"))[0]
+    db = await lancedb.connect_async(str(tmp_path / "db"))
+    stamp = "2024-01-01T00:00:00.000000+00:00"
+    row = {
+        "id": "m1",
+        "user_id": "u",
+        "agent_id": None,
+        "run_id": None,
+        "memory": "User plays the cello",
+        "hash": "h",
+        "vector": vector.tolist(),
+        "metadata": "{}",
+        "categories": [],
+        "created_at": stamp,
+        "updated_at": stamp,
+    }
+    await db.create_table("memories", data=pa.Table.from_pylist([row], schema=old_schema))
+    memory = AsyncMemory(
+        MemoryConfig(storage_uri=str(tmp_path / "db"), search={"mode": "text"}), embedder=embedder
+    )
+    try:
+        found = (await memory.search("cello", user_id="u"))["results"]
+        assert [m["id"] for m in found] == ["m1"]
+    finally:
+        await memory.close()

@@ -1,0 +1,89 @@
+"""Which memories an API key may touch: scope authorization for the memory API and the CLI.
+
+Filters can only narrow: memory_core ANDs the scope into every filter, and every user_id a
+filter mentions must be one the key may act for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from memory_core.filters import IDENTITY_FIELDS, LOGIC
+from memory_core.types import Scope, validate_id
+
+from .auth import Caller
+from .errors import BadRequest, Forbidden
+
+
+def sees_all_users(caller: Caller) -> bool:
+    return caller.admin or "*" in caller.users
+
+
+def may_see(caller: Caller, item: Mapping[str, Any]) -> bool:
+    """A memory is visible when the key may act for its user (user-less ones: all-user keys)."""
+    if sees_all_users(caller):
+        return True
+    user_id = item.get("user_id")
+    return user_id is not None and user_id in caller.users
+
+
+def identity_from_filters(filters: Mapping[str, Any]) -> dict[str, str]:
+    """Top-level equalities on user_id/agent_id/run_id (also inside a top-level AND)."""
+    found: dict[str, str] = {}
+    nodes: list[Any] = [filters]
+    and_items = filters.get("AND")
+    if isinstance(and_items, list):
+        nodes.extend(and_items)
+    for node in nodes:
+        if not isinstance(node, Mapping):
+            continue
+        for key in IDENTITY_FIELDS:
+            value = node.get(key)
+            if isinstance(value, Mapping) and set(value) == {"eq"}:
+                value = value["eq"]
+            if isinstance(value, str) and key not in found:
+                found[key] = value
+    return found
+
+
+def filter_user_ids(filters: Any) -> list[str]:
+    """Every user_id value a filter mentions, at any depth, under any operator."""
+    found: list[str] = []
+    if isinstance(filters, list):
+        for item in filters:
+            found.extend(filter_user_ids(item))
+    elif isinstance(filters, Mapping):
+        for key, value in filters.items():
+            if key in LOGIC:
+                found.extend(filter_user_ids(value))
+            elif key == "user_id":
+                values = value.values() if isinstance(value, Mapping) else [value]
+                for v in values:
+                    found.extend(v if isinstance(v, list) else [v])
+    return found
+
+
+def authorize_scope(
+    caller: Caller,
+    user_id: str | None,
+    agent_id: str | None,
+    run_id: str | None,
+    filters: Mapping[str, Any] | None = None,
+) -> Scope:
+    """The scope a request may touch; filters can only narrow it (memory_core ANDs it in)."""
+    if user_id is None and agent_id is None and run_id is None and filters:
+        derived = identity_from_filters(filters)
+        user_id, agent_id, run_id = (derived.get(k) for k in IDENTITY_FIELDS)
+    if user_id is None and not sees_all_users(caller):
+        user_id = caller.bound_user
+        if user_id is None:
+            raise Forbidden("this API key must name a user_id", param="user_id")
+    scope = Scope(user_id, agent_id, run_id).require()
+    if user_id is not None:
+        caller.check_user(user_id)
+    for value in filter_user_ids(filters or {}):
+        if not isinstance(value, str):
+            raise BadRequest("user_id filter values must be strings", param="filters")
+        caller.check_user(validate_id(value, "user_id"))
+    return scope

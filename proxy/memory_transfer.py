@@ -1,0 +1,161 @@
+"""Export a scope as JSONL and import JSONL (idempotent by id, validated line by line): shared
+by the REST API and ``memproxy memories export|import`` on a local data dir."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from memory_core import AsyncMemory
+from memory_core.errors import InvalidInput, MemoryCoreError
+from memory_core.filters import IDENTITY_FIELDS
+from memory_core.types import Scope
+
+from .api_models import ImportRecord, ScopeQuery, validation_message
+from .auth import Caller
+from .errors import ProxyError
+from .memory_access import authorize_scope
+
+EXPORT_CHUNK = 500
+IMPORT_BATCH = 500
+MAX_IMPORT_LINE = 1 << 20
+
+
+async def export_lines(memory: AsyncMemory, scope: Scope) -> tuple[int, AsyncIterator[bytes]]:
+    """The scope's memories as JSONL chunks (newest first), and how many there are."""
+    listing = await memory.get_all(
+        user_id=scope.user_id, agent_id=scope.agent_id, run_id=scope.run_id, limit=1_000_000
+    )
+    items = listing["results"]
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for start in range(0, len(items), EXPORT_CHUNK):
+            yield b"".join(orjson.dumps(i) + b"\n" for i in items[start : start + EXPORT_CHUNK])
+
+    return len(items), chunks()
+
+
+@dataclass(slots=True)
+class ImportReport:
+    imported: int = 0
+    exists: int = 0
+    duplicate: int = 0
+    lines: int = 0
+    errors: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "imported": self.imported,
+            "exists": self.exists,
+            "duplicate": self.duplicate,
+            "errors": self.errors,
+        }
+
+
+async def split_lines(chunks: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
+    """Lines of a byte stream (without the newline); an over-long line is yielded cut off
+    (and refused by the parser), the rest of it skipped."""
+    buffer = b""
+    skipping = False
+    async for chunk in chunks:
+        if skipping:
+            if b"\n" not in chunk:
+                continue
+            chunk = chunk.split(b"\n", 1)[1]
+            skipping = False
+        buffer += chunk
+        *lines, buffer = buffer.split(b"\n")
+        for line in lines:
+            yield line
+        if len(buffer) > MAX_IMPORT_LINE:
+            yield buffer
+            buffer = b""
+            skipping = True
+    if buffer:
+        yield buffer
+
+
+Authorize = Callable[[dict[str, Any]], None]
+
+
+async def import_lines(
+    memory: AsyncMemory,
+    lines: AsyncIterable[bytes],
+    authorize: Authorize,
+    *,
+    on_batch: Callable[[ImportReport], Awaitable[None] | None] | None = None,
+) -> ImportReport:
+    """Validate JSONL line by line; store good lines in batches; report bad ones by number.
+
+    ``authorize(record)`` fills in / checks the record's scope and raises to refuse the line.
+    """
+    report = ImportReport()
+    batch: list[dict[str, Any]] = []
+
+    async def flush() -> None:
+        if batch:
+            for status in await memory.import_memories(batch):
+                setattr(report, status, getattr(report, status) + 1)
+            batch.clear()
+        if on_batch is not None:
+            maybe = on_batch(report)
+            if maybe is not None:
+                await maybe
+
+    async for raw in lines:
+        report.lines += 1
+        if not raw.strip():
+            continue
+        try:
+            record = _parse_import_line(raw)
+            authorize(record)
+        except (ValueError, ProxyError, MemoryCoreError) as exc:
+            message = exc.message if isinstance(exc, ProxyError) else str(exc)
+            report.errors.append({"line": report.lines, "message": message})
+            continue
+        batch.append(record)
+        if len(batch) >= IMPORT_BATCH:
+            await flush()
+    await flush()
+    return report
+
+
+def _parse_import_line(raw: bytes) -> dict[str, Any]:
+    if len(raw) > MAX_IMPORT_LINE:
+        raise ValueError(f"line longer than {MAX_IMPORT_LINE} bytes")
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ValueError("each line must be a JSON object")
+    try:
+        record = ImportRecord.model_validate(data)
+    except ValidationError as exc:
+        raise ValueError(validation_message(exc)) from exc
+    return record.checked()
+
+
+def import_authorizer(caller: Caller, target: ScopeQuery) -> Authorize:
+    """Lines take the target's ids when they have none, must match it when they do, and
+    must name a user the key may act for."""
+
+    def authorize(record: dict[str, Any]) -> None:
+        for key in IDENTITY_FIELDS:
+            wanted = getattr(target, key)
+            if wanted is None:
+                continue
+            if record.get(key) is None:
+                record[key] = wanted
+            elif record[key] != wanted:
+                raise InvalidInput(f"{key} {record[key]!r} differs from the import's {wanted!r}")
+        scope = authorize_scope(
+            caller, record.get("user_id"), record.get("agent_id"), record.get("run_id")
+        )
+        record.update(scope.as_dict())  # a bound key's lines default to its user
+
+    return authorize
