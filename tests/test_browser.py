@@ -1,7 +1,7 @@
 """The memory browser in real headless Chromium (Debian's package, driven by Playwright):
 loads without console errors; list -> edit -> the change is visible through the API ->
-history -> delete. Skipped when Chromium or Playwright is missing (MEMPROXY_REQUIRE_BROWSER=1:
-fail instead)."""
+history -> delete. Needs Debian's Chromium (``apt-get install -y chromium``); .ci/run
+installs it."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import playwright.sync_api as sync_api
 import pytest
 
 from tests.conftest import API_KEYS, ApiServer
@@ -28,15 +29,8 @@ ARGS = [
 ]
 SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "memory-browser.png"
 
-# CI sets MEMPROXY_REQUIRE_BROWSER=1 so a missing browser fails instead of skipping silently.
-if os.environ.get("MEMPROXY_REQUIRE_BROWSER") == "1":
-    import playwright.sync_api as sync_api
-
-    assert Path(CHROMIUM).exists(), f"no Chromium at {CHROMIUM}: apt-get install -y chromium"
-else:
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not Path(CHROMIUM).exists():  # pragma: no cover - CI installs it (see .ci/run)
-        pytest.skip(f"no Chromium at {CHROMIUM}", allow_module_level=True)
+# Never skipped: a missing browser is a failing test with the fix in its message.
+assert Path(CHROMIUM).exists(), f"no Chromium at {CHROMIUM}: apt-get install -y chromium"
 
 
 @pytest.fixture(scope="module")
