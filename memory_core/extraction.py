@@ -129,6 +129,9 @@ class LiteLLMChat:
 
         litellm = get_litellm()
         kwargs = self._config.litellm_kwargs()
+        if "num_retries" not in kwargs and "max_retries" not in kwargs:
+            # The durable queue retries with backoff; hidden client retries would multiply it.
+            kwargs["num_retries"] = kwargs["max_retries"] = 0
         if json_mode and self._config.json_mode:
             kwargs["response_format"] = {"type": "json_object"}
         try:

@@ -562,9 +562,10 @@ class AsyncMemory:
         cfg = self.config.search
         mode = cfg.mode if self.config.hybrid_search else "vector"
         reranker = self.reranker
-        depth = max(cfg.candidates, limit)
-        if reranker is not None and cfg.reranker is not None:
-            depth = max(depth, cfg.reranker.candidates)
+        keep = limit  # results taken from the fused list (the reranker sees more)
+        if reranker is not None:
+            keep = max(limit, cfg.reranker.candidates if cfg.reranker is not None else 50)
+        depth = max(cfg.candidates, keep)
         if compiled.predicate is not None:  # metadata is checked after the search: go deeper
             depth = max(depth, limit * 20, 500)
         text_query = _FTS_UNSAFE.sub(" ", query).strip()
@@ -587,9 +588,6 @@ class AsyncMemory:
                 half_life_days=cfg.recency_half_life_days,
                 k=cfg.rrf_k,
             )
-        keep = limit
-        if reranker is not None:
-            keep = max(limit, cfg.reranker.candidates if cfg.reranker is not None else 50)
         results: list[MemoryItem] = []
         for row, similarity, _fused in fused:
             if threshold is not None and similarity < threshold:

@@ -5,12 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
@@ -174,18 +173,15 @@ async def chat_completions(request: Request) -> Response:
         response_headers.pop("content-length", None)
         response_headers["cache-control"] = "no-cache"
         return StreamingResponse(
-            _delivered(result, result.stream),
+            _delivered(result, result.stream, learn),
             status_code=result.status,
             headers=response_headers,
             media_type=result.headers.get("content-type", "text/event-stream"),
-            background=BackgroundTask(learn) if learn else None,
         )
-    return Response(
-        result.body or b"",
-        status_code=result.status,
-        headers=response_headers,
-        background=BackgroundTask(learn) if learn else None,
-    )
+    if learn is not None:
+        # One small committed transaction before answering: an answered exchange is never lost.
+        await learn()
+    return Response(result.body or b"", status_code=result.status, headers=response_headers)
 
 
 def server_timing(stages: dict[str, float]) -> str:
@@ -195,18 +191,23 @@ def server_timing(stages: dict[str, float]) -> str:
 
 
 async def _delivered(
-    result: UpstreamResponse, stream: AsyncIterator[bytes]
+    result: UpstreamResponse,
+    stream: AsyncIterator[bytes],
+    learn: Callable[[], Awaitable[None]] | None,
 ) -> AsyncIterator[bytes]:
-    """Relay the stream; the exchange counts as delivered only if every byte went out."""
-    result.extra["delivered"] = False
+    """Relay the stream. Once the upstream has finished the reply, the exchange is enqueued
+    before the final bytes go out: clients close the connection as soon as they read
+    ``[DONE]``, and one that disconnects earlier cancels this generator (nothing learned)."""
     async for data in stream:
+        if learn is not None and result.collector.finished:
+            await learn()
+            learn = None
         yield data
-    result.extra["delivered"] = True
 
 
 def _learner(
     deps: ChatDeps, plan: MemoryPlan, body: dict[str, Any], result: UpstreamResponse
-) -> Any:
+) -> Callable[[], Awaitable[None]] | None:
     if deps.queue is None or not plan.learn or plan.identity is None:
         return None
     identity = plan.identity
@@ -214,8 +215,7 @@ def _learner(
     metrics = deps.metrics
 
     async def learn() -> None:
-        delivered = result.stream is None or result.extra.get("delivered", False)
-        if not (delivered and result.collector.finished):
+        if not result.collector.finished:
             return  # aborted or broken stream: nothing complete to learn from
         exchange = pick_new_exchange(body["messages"], result.collector.text)
         if not exchange:
@@ -223,7 +223,7 @@ def _learner(
         payload = learning_payload(identity.scope.as_dict(), exchange, body["model"])
         try:
             await queue.enqueue(identity.queue_key, payload)
-        except Exception as exc:  # learning is best effort once the answer is out; log it loudly
+        except Exception as exc:  # memory never breaks chat: the answer goes out regardless
             log.error("could not enqueue an exchange for learning: %r", exc)
             return
         metrics.enqueued.inc()

@@ -73,7 +73,7 @@ class QueueConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     concurrency: int = Field(default=4, ge=1, le=256)
-    max_attempts: int = Field(default=6, ge=1)
+    max_attempts: int = Field(default=10, ge=1)
     backoff_base_s: float = Field(default=2.0, gt=0)
     backoff_max_s: float = Field(default=300.0, gt=0)
     lease_s: float = Field(default=60.0, gt=0)
