@@ -69,21 +69,10 @@ class ListQuery(_Request):
     cursor: str | None = Field(default=None, max_length=512)
 
 
-class ListRequest(_Request):
+class ListRequest(ListQuery):
     """``POST /memories/list``: like ``GET /memories`` with Mem0 filters in the body."""
 
-    user_id: str | None = IdField
-    agent_id: str | None = IdField
-    run_id: str | None = IdField
     filters: dict[str, Any] | None = None
-    top_k: int = Field(
-        default=100,
-        ge=1,
-        le=10_000,
-        validation_alias=AliasChoices("top_k", "limit"),
-        description="alias: limit",
-    )
-    cursor: str | None = Field(default=None, max_length=512)
 
 
 class ScopeQuery(_Request):
