@@ -151,12 +151,19 @@ def process(
     env: dict[str, str] | None = None,
     log: Path | None = None,
     cwd: Path | None = None,
+    capture_stdout: bool = False,
 ) -> Iterator[subprocess.Popen[Any]]:
-    """Run ``cmd`` for the duration of the block; stopped with SIGINT, then SIGKILL."""
+    """Run ``cmd`` for the duration of the block; stopped with SIGINT, then SIGKILL.
+
+    Output goes to ``log`` (or nowhere). Only with ``capture_stdout`` is stdout a pipe, and
+    then only its first lines may be read: a pipe nobody drains blocks a chatty server (an
+    access log) once it is full.
+    """
     full_env = {**os.environ, **(env or {})}
     out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115
+    stdout = subprocess.PIPE if capture_stdout else out
     proc = subprocess.Popen(
-        cmd, env=full_env, stdout=subprocess.PIPE, stderr=out, cwd=cwd, start_new_session=True
+        cmd, env=full_env, stdout=stdout, stderr=out, cwd=cwd, start_new_session=True
     )
     try:
         yield proc
@@ -186,7 +193,7 @@ def fast_upstream(chunks: int = 20, gap_ms: float = 0.0) -> Iterator[str]:
         "--chunk-gap-ms",
         str(gap_ms),
     ]
-    with process(cmd, cwd=ROOT) as proc:
+    with process(cmd, cwd=ROOT, capture_stdout=True) as proc:
         assert proc.stdout is not None
         line = proc.stdout.readline().decode().strip()
         if not line.startswith("FAKE_UPSTREAM_URL="):

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 LUA = Path(__file__).with_name("post.lua")
+REQUEST_TIMEOUT_S = 30.0
 
 
 @dataclass
@@ -189,7 +190,12 @@ async def _stream_series(
     samples = []
     try:
         for i in range(warmup + n):
-            sample = await client.post(bodies[i % len(bodies)], headers)
+            try:
+                sample = await asyncio.wait_for(
+                    client.post(bodies[i % len(bodies)], headers), timeout=REQUEST_TIMEOUT_S
+                )
+            except TimeoutError as exc:
+                raise RuntimeError(f"request to {url} timed out") from exc
             if sample.status != 200:
                 raise RuntimeError(f"stream request to {url} returned {sample.status}")
             if i >= warmup:

@@ -528,6 +528,7 @@ def main(argv: list[str] | None = None) -> int:
             f"(search config: `{json.dumps(search, sort_keys=True)}`, "
             f"context turns {args.context_turns}, captions {not args.no_captions}).",
             "",
+            "",
         ]
         write_section("\n".join(header) + report + "\n" + NOTES)
     return 0
@@ -550,13 +551,17 @@ How to read this:
   runs (see the load average), so p95 is noisy.
 
 Why the 0.80 / 0.55 goals are missed: with e5-small and BM25 over single turns, most misses are
-multi-hop and open-domain questions whose evidence turns share no words and little meaning with
+multi-hop and open-domain questions whose evidence turns share few words and little meaning with
 the question ("What activities does Melanie partake in?" -> four turns across sessions), and
-temporal holdout questions whose evidence turn only makes sense with more than one turn of
-context. Measured and not shipped (offline, tune split, R@10): pseudo-relevance feedback on the
-query vector (+0.003); two previous turns instead of one in the full-text index (+0.003,
-full-text only); a neighbouring-turn score spill-over (+0.015, but it needs transcript adjacency,
-which memories of the product do not have). A
-cross-encoder or LLM reranker over the top 50 is the next step (`search.reranker`, any LiteLLM
-rerank model); no cross-encoder ships inside a PyPI package, so none was measured here.
+temporal questions that name a date the turn itself does not contain ("What movie did Joanna
+watch on 1 May, 2022?" -> "...watched The Lord of the Rings last night!", said that day).
+Measured offline on the same cached vectors and not shipped (R@10, tune / holdout): boosting
+candidates whose date matches a date named in the question, +0.007 / +0.005 (a date-range
+prefiltered third search is the stronger form, not built); pseudo-relevance feedback on the
+query vector, +0.003 on tune; two previous turns instead of one, no gain in full text; spilling
+part of a turn's score onto its neighbours, +0.015 / +0.011, not shipped because memories have
+no transcript adjacency outside this benchmark. The next step is a second-stage reranker over
+the top candidates (`search.reranker`: any LiteLLM rerank model, behind the one-method
+`Reranker` protocol); the local cross-encoders found on PyPI download their weights at run time,
+which this project does not allow, so none was measured here.
 """
