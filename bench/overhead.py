@@ -456,7 +456,7 @@ def render(r: dict[str, Any]) -> str:
     parts += ["", notes(r), "", "![Overhead and throughput by target](docs/bench-overhead.png)"]
     parts += [
         "",
-        "Reproduce: `python -m bench overhead` (about 8 minutes; `--quick` for a short check "
+        "Reproduce: `python -m bench overhead` (about 5 minutes; `--quick` for a short check "
         "that leaves this file alone). One-time setup: `apt-get install -y wrk`; "
         "`python -m venv bench/.venv-litellm && bench/.venv-litellm/bin/pip install "
         "'litellm[proxy]'` (the peer, ~755 MB); `pip install -e '.[bench]'` (matplotlib, for "
@@ -488,7 +488,7 @@ def notes(r: dict[str, Any]) -> str:
             " at 1M (vector ~10.5 ms, full-text ~5.7 ms, measured with process CPU time; still ~7"
             " and ~5 ms at 10k: mostly LanceDB's per-query work, not the scan; a BITMAP index "
             "instead of the BTREE on `user_id` made no difference). ~40 ms of CPU per request on "
-            "2 cores shared with wrk and the upstream caps memory-on throughput near 30-40 req/s "
+            "2 cores shared with wrk and the upstream caps memory-on throughput near 35-50 req/s "
             "at any concurrency; LiteLLM's proxy does no embedding and no search. A provider "
             "embedder (`embedder.provider: litellm`) takes the embedding off the box; "
             "`search.mode: vector` drops the full-text query.",

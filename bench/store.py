@@ -304,6 +304,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def _lance_error(message: str) -> str:
+    """The LanceDB error of a logged failure, without the store path."""
+    return message.split("lance error: ", 1)[-1].split(". Attempted", 1)[0]
+
+
 def goal_line(r: dict[str, Any]) -> str:
     big = r["sizes"].get("1000000")
     if big is None:
@@ -372,7 +377,7 @@ def render(r: dict[str, Any]) -> str:
         f"write). {w['failed_optimizes']} of ~{w['optimize_rounds']} background `optimize()` "
         "calls failed"
         + (
-            f" (`{w['failed_optimize_message'].split(',')[0]}`): LanceDB could not commit the "
+            f" (`{_lance_error(w['failed_optimize_message'])}`): LanceDB could not commit the "
             "compaction/index update while single-row appends kept committing, so new rows "
             "piled up outside the indexes and fragments"
             if w["failed_optimizes"]
