@@ -6,6 +6,7 @@ import asyncio
 import os
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
@@ -44,7 +45,7 @@ def l2_normalize(vectors: Any) -> Vectors:
     return result
 
 
-class _TimedEmbed:
+class _TimedEmbed(ABC):
     """``embed()`` around the subclass's ``_embed()``, reporting to ``embed_timings``."""
 
     async def embed(self, texts: Sequence[str], *, purpose: Purpose = "passage") -> Vectors:
@@ -57,8 +58,9 @@ class _TimedEmbed:
         finally:
             sink.append(time.perf_counter() - started)
 
+    @abstractmethod
     async def _embed(self, texts: Sequence[str], purpose: Purpose) -> Vectors:
-        raise NotImplementedError
+        """Embed ``texts`` (the subclass's engine call)."""
 
 
 class LocalEmbedder(_TimedEmbed):
