@@ -395,34 +395,19 @@ class AsyncMemory:
         for hits in neighbours:
             for row, _similarity in hits:
                 existing.setdefault(row["id"], row)
-        if not existing:
-            decisions = [Decision("ADD", fact) for fact in facts]
-            return await self._apply(
-                store,
-                scope,
-                decisions,
-                existing,
-                dict(zip(facts, vectors, strict=True)),
-                metadata,
-                when,
-                job_id,
+        if existing:
+            offered = offer_ids(list(existing))
+            update = build_update_messages(
+                facts,
+                [(small, existing[real]["memory"]) for small, real in offered.items()],
+                custom_prompt=cfg.update_memory_prompt,
             )
-        offered = offer_ids(list(existing))
-        update = build_update_messages(
-            facts,
-            [(small, existing[real]["memory"]) for small, real in offered.items()],
-            custom_prompt=cfg.update_memory_prompt,
-        )
-        decisions = parse_decisions(await complete_json(llm, update), offered)
+            decisions = parse_decisions(await complete_json(llm, update), offered)
+        else:  # nothing similar stored yet: every fact is new, no second LLM call
+            decisions = [Decision("ADD", fact) for fact in facts]
+        known_vectors = dict(zip(facts, vectors, strict=True))
         return await self._apply(
-            store,
-            scope,
-            decisions,
-            existing,
-            dict(zip(facts, vectors, strict=True)),
-            metadata,
-            when,
-            job_id,
+            store, scope, decisions, existing, known_vectors, metadata, when, job_id
         )
 
     async def _apply(

@@ -8,7 +8,10 @@ import time
 from types import TracebackType
 from typing import Any
 
+import httpx
 import uvicorn
+
+from tests.fake_upstream import parse_conversation
 
 
 class ServerThread:
@@ -48,3 +51,41 @@ class ServerThread:
         self._server.should_exit = True
         self._thread.join(timeout=30)
         self._sock.close()
+
+
+# ---- probes of a running proxy's learning (metrics and /ready) ------------------------------
+
+
+def metric(srv: ServerThread, name: str) -> float:
+    """The value of an unlabelled Prometheus sample (0 when absent)."""
+    for line in httpx.get(srv.base_url + "/metrics").text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def learn_state(srv: ServerThread) -> dict[str, float]:
+    queue = httpx.get(srv.base_url + "/ready").json()["queue"]
+    enqueued = metric(srv, "memproxy_learning_enqueued_total")
+    return {"enqueued": enqueued, "busy": queue["pending"] + queue["leased"], **queue}
+
+
+def wait_learned(
+    srv: ServerThread, before: dict[str, float], jobs: int = 1, *, timeout: float = 30
+) -> dict[str, float]:
+    """Wait until ``jobs`` more exchanges were enqueued and the queue is idle again."""
+    deadline = time.monotonic() + timeout
+    while True:
+        state = learn_state(srv)
+        if state["enqueued"] >= before["enqueued"] + jobs and state["busy"] == 0:
+            assert state["dead"] == before["dead"], "a learning job died"
+            return state
+        assert time.monotonic() < deadline, f"learning did not finish: {state}"
+        time.sleep(0.05)
+
+
+def conversation_of(request: Any) -> list[tuple[str, str]]:
+    """The ``(role, text)`` lines of the exchange inside an extraction request."""
+    text = request.messages[-1]["content"]
+    start = text.index("<conversation>") + len("<conversation>")
+    return parse_conversation(text[start : text.rindex("</conversation>")].strip())

@@ -32,8 +32,9 @@ from proxy import Settings, create_app
 from proxy.auth import hash_key
 from proxy.errors import Unauthorized
 from proxy.identity import background_task, task_recall_query, verify_hs256
-from tests.fake_upstream import FakeUpstream, RecordedRequest, parse_conversation
-from tests.servers import ServerThread
+from tests.fake_upstream import FakeUpstream, RecordedRequest
+from tests.servers import ServerThread, learn_state, wait_learned
+from tests.servers import conversation_of as conversation
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data"
@@ -199,37 +200,6 @@ def sent_with(fake: FakeUpstream, messages: list[dict[str, Any]]) -> RecordedReq
     found = [r for r in fake.requests_of("chat") if r.messages == messages]
     assert len(found) == 1
     return found[0]
-
-
-def metric(srv: ServerThread, name: str) -> float:
-    for line in httpx.get(srv.base_url + "/metrics").text.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
-
-
-def learn_state(srv: ServerThread) -> dict[str, float]:
-    queue = httpx.get(srv.base_url + "/ready").json()["queue"]
-    enqueued = metric(srv, "memproxy_learning_enqueued_total")
-    return {"enqueued": enqueued, "busy": queue["pending"] + queue["leased"], "dead": queue["dead"]}
-
-
-def wait_learned(srv: ServerThread, before: dict[str, float], jobs: int) -> dict[str, float]:
-    """Wait until ``jobs`` more exchanges were enqueued and the queue is idle again."""
-    deadline = time.monotonic() + 30
-    while True:
-        state = learn_state(srv)
-        if state["enqueued"] >= before["enqueued"] + jobs and state["busy"] == 0:
-            assert state["dead"] == before["dead"], "a learning job died"
-            return state
-        assert time.monotonic() < deadline, f"learning did not finish: {state}"
-        time.sleep(0.05)
-
-
-def conversation(request: RecordedRequest) -> list[tuple[str, str]]:
-    text = request.messages[-1]["content"]
-    start = text.index("<conversation>") + len("<conversation>")
-    return parse_conversation(text[start : text.rindex("</conversation>")].strip())
 
 
 def assert_learned_nothing_since(

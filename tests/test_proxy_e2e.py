@@ -23,8 +23,8 @@ import pytest
 
 from memory_core import AsyncMemory, MemoryConfig
 from proxy import Settings, create_app
-from tests.fake_upstream import FakeUpstream, create_fake_app, parse_conversation
-from tests.servers import ServerThread
+from tests.fake_upstream import FakeUpstream, create_fake_app
+from tests.servers import ServerThread, conversation_of, learn_state, wait_learned
 
 MODELS = [("fake-model", "passthrough"), ("lite-model", "litellm")]
 MODEL_IDS = ["passthrough", "litellm"]
@@ -129,37 +129,6 @@ def client(srv: ServerThread) -> openai.OpenAI:
 
 def new_user(name: str) -> str:
     return f"{name}-{uuid.uuid4().hex[:10]}"
-
-
-def learn_state(srv: ServerThread) -> dict[str, float]:
-    queue = httpx.get(srv.base_url + "/ready").json()["queue"]
-    enqueued = metric(srv, "memproxy_learning_enqueued_total")
-    return {"enqueued": enqueued, "busy": queue["pending"] + queue["leased"], **queue}
-
-
-def metric(srv: ServerThread, name: str) -> float:
-    for line in httpx.get(srv.base_url + "/metrics").text.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
-
-
-def wait_learned(srv: ServerThread, before: dict[str, float], jobs: int = 1) -> dict[str, float]:
-    """Wait until ``jobs`` more exchanges were enqueued and the queue is idle again."""
-    deadline = time.monotonic() + 20
-    while True:
-        state = learn_state(srv)
-        if state["enqueued"] >= before["enqueued"] + jobs and state["busy"] == 0:
-            assert state["dead"] == before["dead"], "a learning job died"
-            return state
-        assert time.monotonic() < deadline, f"learning did not finish: {state}"
-        time.sleep(0.05)
-
-
-def conversation_of(request: Any) -> list[tuple[str, str]]:
-    text = request.messages[-1]["content"]
-    start = text.index("<conversation>") + len("<conversation>")
-    return parse_conversation(text[start : text.rindex("</conversation>")].strip())
 
 
 def assert_not_learned(
