@@ -323,6 +323,14 @@ class LiteLLMUpstream:
             response = await litellm.acompletion(**kwargs)
         except Exception as exc:  # litellm raises many provider-specific types; map them all here
             status, error_headers, error = _litellm_error(exc)
+            # Provider errors carry a status; anything else may be our bug: keep its traceback.
+            log.warning(
+                "litellm call for %s failed with %s: %s",
+                call.route.model,
+                status,
+                exc,
+                exc_info=not hasattr(exc, "status_code"),
+            )
             return UpstreamResponse(status, error_headers, collector, body=error, kind="litellm")
         if not call.body.get("stream"):
             payload = response.model_dump(exclude_none=True)
