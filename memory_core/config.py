@@ -97,9 +97,11 @@ class SearchConfig(_Strict):
     each ``candidates`` deep. ``recency_weight`` > 0 adds up to that much to the fused score
     of the newest memories (halving every ``recency_half_life_days`` before the newest
     candidate), only for time-sensitive queries ("latest", "now", "currently"...) unless
-    ``recency_always``. ``speaker_weight`` > 0 favours memories stored with a speaker label
-    ("Caroline: ...", verbatim transcripts) whose speaker the query names. A ``reranker``
-    reorders the fused top ``reranker.candidates``.
+    ``recency_always``. ``date_weight`` > 0 adds a third ranking when the query names a date
+    ("on 8 May, 2023", "in June 2023"): the vector search restricted to memories created
+    within ``date_slack_days`` of it. ``speaker_weight`` > 0 favours memories stored with a
+    speaker label ("Caroline: ...", verbatim transcripts) whose speaker the query names.
+    A ``reranker`` reorders the fused top ``reranker.candidates``.
     """
 
     mode: Literal["hybrid", "vector", "text"] = "hybrid"
@@ -111,6 +113,8 @@ class SearchConfig(_Strict):
     recency_half_life_days: float = Field(default=30.0, gt=0)
     recency_always: bool = False
     speaker_weight: float = Field(default=1.0, ge=0)
+    date_weight: float = Field(default=2.0, ge=0)
+    date_slack_days: int = Field(default=1, ge=0, le=366)
     reranker: RerankerConfig | None = None
 
 

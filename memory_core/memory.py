@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from .config import MemoryConfig
+from .dates import created_within, named_days
 from .embedders import Embedder, create_embedder
 from .errors import InvalidFilter, InvalidInput, NotFound
 from .extraction import (
@@ -562,6 +563,15 @@ class AsyncMemory:
         if mode != "vector" and text_query:
             searches.append(store.text_search(text_query, vector, compiled.sql, limit=depth))
             weights.append(cfg.text_weight if mode == "hybrid" else 1.0)
+        days = named_days(query) if cfg.date_weight > 0 else []
+        if days:  # "what did I say on 8 May, 2023?": rank what was said around that date too
+            around = created_within(days, slack_days=cfg.date_slack_days)
+            window = compile_filters(scope, {"AND": [filters, around]} if filters else around).sql
+            if mode == "text" and text_query:
+                searches.append(store.text_search(text_query, vector, window, limit=depth))
+            else:
+                searches.append(store.vector_search(vector, window, limit=depth))
+            weights.append(cfg.date_weight)
         rankings = await asyncio.gather(*searches)
         fused = fuse_rankings(rankings, k=cfg.rrf_k, weights=weights)
         if cfg.speaker_weight > 0:
