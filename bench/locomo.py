@@ -444,6 +444,102 @@ def write_section(text: str, path: Path = BENCHMARKS_MD) -> None:
     path.write_text(updated, encoding="utf-8")
 
 
+# ---- fitting the learned fusion ---------------------------------------------------------------
+
+WEIGHTS_FILE = ROOT / "memory_core" / "fusion_weights.py"
+_WEIGHTS_BLOCK = re.compile(r"LEARNED_WEIGHTS: dict\[str, float\] = \{.*?\n\}\n", re.DOTALL)
+
+
+async def collect_features(
+    samples: Sequence[Sample],
+    *,
+    embedder: Any,
+    search: dict[str, Any],
+    context_turns: int,
+    caption: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every candidate ``search`` would score for every QA: features (rows) and labels (1:
+    the candidate is one of the question's evidence turns)."""
+    from memory_core import AsyncMemory, MemoryConfig
+    from memory_core.fusion_weights import FEATURES
+
+    rows: list[list[float]] = []
+    labels: list[float] = []
+    root = Path(tempfile.mkdtemp(prefix="locomo-fit-"))
+    try:
+        for sample in samples:
+            config = MemoryConfig(storage_uri=str(root / sample.sample_id), search=search)
+            memory = AsyncMemory(config, embedder=embedder)
+            await load_sample(memory, sample, context_turns=context_turns, caption=caption)
+            for qa in sample.qa:
+                for candidate in await memory.search_candidates(
+                    qa.question, user_id=sample.sample_id
+                ):
+                    rows.append([candidate.features[name] for name in FEATURES])
+                    dia_id = candidate.row["metadata"].get("dia_id", "")
+                    labels.append(1.0 if dia_id in qa.evidence else 0.0)
+            await memory.store.close()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return np.asarray(rows, dtype=np.float64), np.asarray(labels, dtype=np.float64)
+
+
+def fit_logistic(
+    features: np.ndarray, labels: np.ndarray, *, l2: float = 1e-3, steps: int = 2000
+) -> np.ndarray:
+    """L2-regularised logistic regression by full-batch gradient descent on standardised
+    features (deterministic); returns weights in the raw features' units (no intercept: a
+    constant does not change a ranking)."""
+    mean = features.mean(axis=0)
+    scale = features.std(axis=0)
+    scale[scale == 0] = 1.0
+    x = (features - mean) / scale
+    weights = np.zeros(x.shape[1])
+    bias = 0.0
+    for _ in range(steps):
+        p = 1.0 / (1.0 + np.exp(-np.clip(x @ weights + bias, -30, 30)))
+        weights -= 0.5 * (x.T @ (p - labels) / len(labels) + l2 * weights)
+        bias -= 0.5 * float((p - labels).mean())
+    raw: np.ndarray = weights / scale
+    return raw
+
+
+def write_weights(weights: dict[str, float], path: Path = WEIGHTS_FILE) -> None:
+    """Replace the ``LEARNED_WEIGHTS`` literal in ``memory_core/fusion_weights.py``."""
+    body = "".join(f'    "{name}": {value:.6g},\n' for name, value in weights.items())
+    block = "LEARNED_WEIGHTS: dict[str, float] = {\n" + body + "}\n"
+    text = path.read_text(encoding="utf-8")
+    if not _WEIGHTS_BLOCK.search(text):
+        raise SystemExit(f"no LEARNED_WEIGHTS block found in {path}")
+    path.write_text(_WEIGHTS_BLOCK.sub(lambda _m: block, text, count=1), encoding="utf-8")
+
+
+def fit(args: argparse.Namespace, samples: list[Sample], search: dict[str, Any]) -> int:
+    from memory_core.fusion_weights import FEATURES
+
+    embedder = cached_local_embedder()
+    try:
+        features, labels = asyncio.run(
+            collect_features(
+                split_samples(samples, "tune"),
+                embedder=embedder,
+                search=search,
+                context_turns=args.context_turns,
+                caption=not args.no_captions,
+            )
+        )
+    finally:
+        embedder.close()
+    raw = fit_logistic(features, labels)
+    weights = {name: round(float(value), 6) for name, value in zip(FEATURES, raw, strict=True)}
+    print(f"fitted on {len(labels)} candidates ({int(labels.sum())} evidence) of the tune split")
+    print(json.dumps(weights, indent=2))
+    if not args.no_write:
+        write_weights(weights)
+        print(f"written to {WEIGHTS_FILE.relative_to(ROOT)}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench locomo", description=__doc__)
     parser.add_argument("--split", choices=("tune", "holdout", "all"), default="all")
@@ -465,10 +561,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--ablation", action="store_true", help="also score hybrid with each idea turned off"
     )
+    parser.add_argument(
+        "--fit",
+        action="store_true",
+        help="fit the learned fusion's weights on the tune split and write them to "
+        "memory_core/fusion_weights.py (with --no-write: print only)",
+    )
     args = parser.parse_args(argv)
 
     samples = load_samples(args.data)
     search = shipped_search_config() | (json.loads(args.search) if args.search else {})
+    if args.fit:
+        return fit(args, samples, search)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     embedder = cached_local_embedder()
     started = datetime.now(UTC)

@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import ConfigError
+from .fusion_weights import FEATURES
 
 ENV_PREFIX = "os.environ/"
 
@@ -92,16 +93,22 @@ class RerankerConfig(LLMConfig):
 class SearchConfig(_Strict):
     """How ``search`` ranks a scope's memories (defaults measured on LoCoMo, see BENCHMARKS.md).
 
-    ``hybrid`` fuses the exact vector search and the BM25 full-text search with weighted
-    reciprocal-rank fusion: ``score = sum(weight / (rrf_k + rank))`` over the two rankings,
-    each ``candidates`` deep. ``recency_weight`` > 0 adds up to that much to the fused score
-    of the newest memories (halving every ``recency_half_life_days`` before the newest
-    candidate), only for time-sensitive queries ("latest", "now", "currently"...) unless
-    ``recency_always``. ``date_weight`` > 0 adds a third ranking when the query names a date
-    ("on 8 May, 2023", "in June 2023"): the vector search restricted to memories created
-    within ``date_slack_days`` of it. ``speaker_weight`` > 0 favours memories stored with a
-    speaker label ("Caroline: ...", verbatim transcripts) whose speaker the query names.
-    A ``reranker`` reorders the fused top ``reranker.candidates``.
+    Up to three rankings, each ``candidates`` deep: the exact vector search, the BM25
+    full-text search (``hybrid``/``text``), and, when the query names a date ("on 8 May,
+    2023", "in June 2023") and ``date_weight`` > 0, the vector search restricted to memories
+    created within ``date_slack_days`` of it. ``fusion`` scores their union:
+
+    - ``learned`` (default): a weighted sum of rank, similarity, BM25 and text-shape features
+      (``memory_core.fusion_weights``), fitted on the LoCoMo tune split; ``weights`` overrides.
+    - ``rrf``: weighted reciprocal-rank fusion, ``sum(weight / (rrf_k + rank + 1))`` with
+      ``vector_weight``, ``text_weight`` and ``date_weight``.
+
+    ``speaker_weight`` favours memories stored with a speaker label ("Caroline: ...",
+    verbatim transcripts) whose speaker the query names (0 turns it off). ``recency_weight``
+    > 0 adds up to that many top ranks' worth to the newest memories (halving every
+    ``recency_half_life_days`` before the newest candidate), only for time-sensitive queries
+    ("latest", "now", "currently"...) unless ``recency_always``. A ``reranker`` reorders the
+    fused top ``reranker.candidates``.
     """
 
     mode: Literal["hybrid", "vector", "text"] = "hybrid"
@@ -113,9 +120,19 @@ class SearchConfig(_Strict):
     recency_half_life_days: float = Field(default=30.0, gt=0)
     recency_always: bool = False
     speaker_weight: float = Field(default=1.0, ge=0)
+    fusion: Literal["learned", "rrf"] = "learned"
+    weights: dict[str, float] | None = None
     date_weight: float = Field(default=2.0, ge=0)
     date_slack_days: int = Field(default=1, ge=0, le=366)
     reranker: RerankerConfig | None = None
+
+    @field_validator("weights")
+    @classmethod
+    def _known_features(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        unknown = sorted(set(value or {}) - set(FEATURES))
+        if unknown:
+            raise ValueError(f"unknown fusion features {unknown}; known: {', '.join(FEATURES)}")
+        return value
 
 
 class MemoryConfig(_Strict):

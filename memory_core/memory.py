@@ -40,12 +40,14 @@ from .prompts import (
     message_text,
 )
 from .retrieval import (
+    Candidate,
     LiteLLMReranker,
     Reranker,
     apply_recency,
-    apply_speaker_boost,
-    fuse_rankings,
+    collect_candidates,
+    fusion_weights,
     is_time_sensitive,
+    score_candidates,
 )
 from .store import SEARCH_TEXT, LanceStore
 from .types import AddResult, HistoryItem, MemoryItem, Message, Scope
@@ -543,10 +545,9 @@ class AsyncMemory:
             raise InvalidInput("query must be a non-empty string")
         limit = _check_limit(limit)
         compiled = compile_filters(scope, filters)
-        store = await self._ready()
+        await self._ready()
         vector = (await self.embedder.embed([query], purpose="query"))[0]
         cfg = self.config.search
-        mode = cfg.mode if self.config.hybrid_search else "vector"
         reranker = self.reranker
         keep = limit  # results taken from the fused list (the reranker sees more)
         if reranker is not None:
@@ -554,34 +555,15 @@ class AsyncMemory:
         depth = max(cfg.candidates, keep)
         if compiled.predicate is not None:  # metadata is checked after the search: go deeper
             depth = max(depth, limit * 20, 500)
-        text_query = _FTS_UNSAFE.sub(" ", query).strip()
-        searches: list[Awaitable[list[tuple[dict[str, Any], float]]]] = []
-        weights: list[float] = []
-        if mode != "text":
-            searches.append(store.vector_search(vector, compiled.sql, limit=depth))
-            weights.append(cfg.vector_weight if mode == "hybrid" else 1.0)
-        if mode != "vector" and text_query:
-            searches.append(store.text_search(text_query, vector, compiled.sql, limit=depth))
-            weights.append(cfg.text_weight if mode == "hybrid" else 1.0)
-        days = named_days(query) if cfg.date_weight > 0 else []
-        if days:  # "what did I say on 8 May, 2023?": rank what was said around that date too
-            around = created_within(days, slack_days=cfg.date_slack_days)
-            window = compile_filters(scope, {"AND": [filters, around]} if filters else around).sql
-            if mode == "text" and text_query:
-                searches.append(store.text_search(text_query, vector, window, limit=depth))
-            else:
-                searches.append(store.vector_search(vector, window, limit=depth))
-            weights.append(cfg.date_weight)
-        rankings = await asyncio.gather(*searches)
-        fused = fuse_rankings(rankings, k=cfg.rrf_k, weights=weights)
-        if cfg.speaker_weight > 0:
-            fused = apply_speaker_boost(fused, query, weight=cfg.speaker_weight, k=cfg.rrf_k)
+        candidates = await self._candidates(query, vector, scope, filters, compiled.sql, depth)
+        weights = fusion_weights(cfg)
+        fused = [(c.row, c.similarity, c.score) for c in score_candidates(candidates, weights)]
         if cfg.recency_weight > 0 and (cfg.recency_always or is_time_sensitive(query)):
             fused = apply_recency(
                 fused,
                 weight=cfg.recency_weight,
                 half_life_days=cfg.recency_half_life_days,
-                k=cfg.rrf_k,
+                unit=weights.get("vector_rank", 1.0) / (cfg.rrf_k + 1.0),
             )
         results: list[MemoryItem] = []
         for row, similarity, _fused in fused:
@@ -598,6 +580,55 @@ class AsyncMemory:
             except Exception as exc:  # a failing rerank provider must not fail the search
                 log.warning("rerank failed, using the fused order: %r", exc)
         return {"results": results[:limit]}
+
+    async def _candidates(
+        self,
+        query: str,
+        vector: np.ndarray[Any, Any],
+        scope: Scope,
+        filters: Mapping[str, Any] | None,
+        where: str,
+        depth: int,
+    ) -> list[Candidate]:
+        """The union of the rankings (vector, full text, date window), unscored, each
+        ``depth`` deep under the prefilter ``where``."""
+        store = await self._ready()
+        cfg = self.config.search
+        mode = cfg.mode if self.config.hybrid_search else "vector"
+        text_query = _FTS_UNSAFE.sub(" ", query).strip()
+        searches: dict[str, Awaitable[list[tuple[dict[str, Any], float, float]]]] = {}
+        if mode != "text":
+            searches["vector"] = _scored(store.vector_search(vector, where, limit=depth))
+        if mode != "vector" and text_query:
+            searches["text"] = store.text_search(text_query, vector, where, limit=depth)
+        days = named_days(query) if cfg.date_weight > 0 else []
+        if days:  # "what did I say on 8 May, 2023?": rank what was said around that date too
+            around = created_within(days, slack_days=cfg.date_slack_days)
+            window = compile_filters(scope, {"AND": [filters, around]} if filters else around).sql
+            searches["date"] = (
+                store.text_search(text_query, vector, window, limit=depth)
+                if mode == "text" and text_query
+                else _scored(store.vector_search(vector, window, limit=depth))
+            )
+        hits = dict(zip(searches, await asyncio.gather(*searches.values()), strict=True))
+        return collect_candidates(
+            query,
+            {name: [(row, sim) for row, sim, _score in found] for name, found in hits.items()},
+            text_scores={row["id"]: score for row, _sim, score in hits.get("text", [])},
+            k=cfg.rrf_k,
+        )
+
+    async def search_candidates(
+        self, query: str, *, user_id: str, depth: int | None = None
+    ) -> list[Candidate]:
+        """What ``search`` scores for ``query``: every candidate with its features (used to
+        fit the fusion weights, ``python -m bench locomo --fit``)."""
+        scope = Scope(user_id).require()
+        vector = (await self.embedder.embed([query], purpose="query"))[0]
+        where = compile_filters(scope, None).sql
+        return await self._candidates(
+            query, vector, scope, None, where, depth or self.config.search.candidates
+        )
 
     async def get(self, memory_id: str) -> MemoryItem:
         """One memory by id; ``NotFound`` if absent."""
@@ -782,6 +813,13 @@ class AsyncMemory:
         """Delete every memory and all history of every user."""
         store = await self._ready()
         await store.reset()
+
+
+async def _scored(
+    search: Awaitable[list[tuple[dict[str, Any], float]]],
+) -> list[tuple[dict[str, Any], float, float]]:
+    """A vector search's hits in the text search's shape (its score is the similarity)."""
+    return [(row, similarity, similarity) for row, similarity in await search]
 
 
 def with_context(text: str, context: str | None) -> str:

@@ -4,13 +4,16 @@ second-stage reranker (one-method protocol). Pure functions except the LiteLLM r
 from __future__ import annotations
 
 import logging
+import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
-from .config import RerankerConfig
+from .config import RerankerConfig, SearchConfig
 from .errors import MemoryCoreError
+from .fusion_weights import FEATURES, LEARNED_WEIGHTS
 from .types import MemoryItem
 
 log = logging.getLogger("memory_core.retrieval")
@@ -50,39 +53,114 @@ def fuse_rankings(
     return [(row, similarity, score) for row, similarity, score in ordered]
 
 
+# ---- features of a candidate, and the linear scorer over them -----------------------------------
+
+_CAPITALISED = re.compile(r"(?<=\s)[A-Z][a-z]+")
+
+
+@dataclass(slots=True)
+class Candidate:
+    """A memory found by at least one ranking, with what the scorer weighs."""
+
+    row: dict[str, Any]
+    similarity: float
+    features: dict[str, float]
+    score: float = 0.0
+
+
+def text_features(text: str) -> dict[str, float]:
+    """Shape features of a memory's text (its speaker label, if any, left out)."""
+    label = speaker_of(text)
+    body = text[len(label) + 1 :].strip() if label else text.strip()
+    return {
+        "question": float(body.endswith("?")),
+        "asks": float("?" in body),
+        "length": math.log1p(len(body.split())),
+        "names": float(len(_CAPITALISED.findall(" " + body.split(" ", 1)[-1]))),
+        "digits": float(any(ch.isdigit() for ch in body)),
+    }
+
+
+def collect_candidates(
+    query: str,
+    rankings: Mapping[str, Ranking],
+    *,
+    text_scores: Mapping[str, float] | None = None,
+    k: float,
+) -> list[Candidate]:
+    """One candidate per memory found by any ranking (``vector``, ``text``, ``date``), in
+    first-seen order, with every feature in ``FEATURES``. ``text_scores`` maps memory ids to
+    their BM25 score."""
+    candidates: dict[str, Candidate] = {}
+    for name, ranking in rankings.items():
+        for rank, (row, similarity) in enumerate(ranking):
+            found = candidates.get(row["id"])
+            if found is None:
+                found = candidates[row["id"]] = Candidate(
+                    row, similarity, dict.fromkeys(FEATURES, 0.0)
+                )
+            found.features[f"{name}_rank"] = 1.0 / (k + rank + 1)
+    scores = text_scores or {}
+    best = max(scores.values(), default=0.0)
+    named = mentioned_speakers(query, [c.row.get("memory") or "" for c in candidates.values()])
+    for memory_id, candidate in candidates.items():
+        text = candidate.row.get("memory") or ""
+        features = candidate.features
+        features["similarity"] = candidate.similarity
+        if best > 0:
+            features["text_score"] = scores.get(memory_id, 0.0) / best
+        features["speaker"] = float(speaker_of(text) in named)
+        features.update(text_features(text))
+    return list(candidates.values())
+
+
+def score_candidates(
+    candidates: Sequence[Candidate], weights: Mapping[str, float]
+) -> list[Candidate]:
+    """Each candidate's ``score`` is the weighted sum of its features; best first (stable)."""
+    for candidate in candidates:
+        candidate.score = sum(
+            weight * candidate.features.get(name, 0.0) for name, weight in weights.items()
+        )
+    return sorted(candidates, key=lambda c: c.score, reverse=True)
+
+
+def fusion_weights(config: SearchConfig) -> dict[str, float]:
+    """The scorer's weights: the fitted ones (``fusion: learned``) or reciprocal-rank fusion's.
+
+    With ``learned``, ``speaker_weight: 0`` still turns the speaker signal off; the ranking
+    weights themselves come from the fit (or ``weights``).
+    """
+    if config.fusion == "learned":
+        weights = dict(config.weights or LEARNED_WEIGHTS)
+        if config.speaker_weight <= 0:
+            weights.pop("speaker", None)
+        return weights
+    single = config.mode != "hybrid"  # one ranking: its weight only scales it against the rest
+    return {
+        "vector_rank": 1.0 if single else config.vector_weight,
+        "text_rank": 1.0 if single else config.text_weight,
+        "date_rank": config.date_weight,
+        "speaker": config.speaker_weight / (config.rrf_k + 1.0),
+    }
+
+
 def speaker_of(text: str) -> str | None:
     """The speaker label a memory starts with ("Caroline: I went..." -> "Caroline"), if any."""
     match = SPEAKER_LABEL.match(text)
     return match.group(1) if match else None
 
 
-def apply_speaker_boost(
-    fused: Sequence[Fused], query: str, *, weight: float, k: float
-) -> list[Fused]:
-    """Favour what the speaker a question names said: memories labelled with a speaker the
-    query mentions gain ``weight / (k + 1)`` (a top rank's worth at weight 1).
-
-    Only for memories stored with a speaker label (verbatim transcripts); no effect when no
-    label, or every label among the candidates, is mentioned.
-    """
-    if weight <= 0 or not fused:
-        return list(fused)
-    labels = [speaker_of(row.get("memory") or "") for row, _s, _f in fused]
-    distinct = {label for label in labels if label}
-    mentioned = {
+def mentioned_speakers(query: str, texts: Sequence[str]) -> set[str]:
+    """Speaker labels among ``texts`` that ``query`` names; empty when none is named or when
+    every label is (then naming a speaker tells no memory apart)."""
+    distinct = {label for label in map(speaker_of, texts) if label}
+    named = {
         label
         for label in distinct
         if re.search(rf"\b{re.escape(label)}\b", query, re.IGNORECASE) is not None
     }
-    if not mentioned or mentioned == distinct:
-        return list(fused)
-    bonus = weight / (k + 1.0)
-    boosted = [
-        (row, similarity, score + (bonus if label in mentioned else 0.0))
-        for (row, similarity, score), label in zip(fused, labels, strict=True)
-    ]
-    boosted.sort(key=lambda e: e[2], reverse=True)
-    return boosted
+    return set() if named == distinct else named
 
 
 def is_time_sensitive(query: str) -> bool:
@@ -91,9 +169,10 @@ def is_time_sensitive(query: str) -> bool:
 
 
 def apply_recency(
-    fused: Sequence[Fused], *, weight: float, half_life_days: float, k: float
+    fused: Sequence[Fused], *, weight: float, half_life_days: float, unit: float
 ) -> list[Fused]:
-    """Add up to ``weight / (k + 1)`` (a top rank's worth at weight 1) to newer memories.
+    """Add up to ``weight * unit`` to newer memories (``unit``: what a top vector rank is worth
+    to the fused score, so weight 1 is one top rank).
 
     Age is measured from the newest candidate (not from now), halving every
     ``half_life_days``; so a store of old memories still has a "recent" end.
@@ -105,7 +184,7 @@ def apply_recency(
     if not known:
         return list(fused)
     newest = max(known)
-    scale = weight / (k + 1.0)
+    scale = weight * unit
     boosted = []
     for (row, similarity, score), moment in zip(fused, moments, strict=True):
         bonus = 0.0

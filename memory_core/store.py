@@ -199,8 +199,9 @@ class LanceStore:
 
     async def text_search(
         self, text: str, vector: np.ndarray[Any, Any], where: str, *, limit: int
-    ) -> list[tuple[dict[str, Any], float]]:
-        """BM25 full-text search under a prefilter; (row, cosine to ``vector``) in BM25 order."""
+    ) -> list[tuple[dict[str, Any], float, float]]:
+        """BM25 full-text search under a prefilter: (row, cosine to ``vector``, BM25 score)
+        in BM25 order."""
         query = (
             self._table()
             .query()
@@ -215,15 +216,23 @@ class LanceStore:
         if table.num_rows == 0 or column.null_count:
             rows = table.to_pylist()
             return [
-                (decode_row(r), float(np.dot(np.asarray(r["vector"], np.float32), vector)))
+                (
+                    decode_row(r),
+                    float(np.dot(np.asarray(r["vector"], np.float32), vector)),
+                    float(r["_score"]),
+                )
                 for r in rows
                 if r["vector"] is not None
             ]
         # One matrix-vector product instead of a Python list of floats per row.
         matrix = column.combine_chunks().flatten().to_numpy(zero_copy_only=False)
         similarities = matrix.reshape(table.num_rows, -1) @ np.asarray(vector, np.float32)
-        rows = table.drop_columns(["vector"]).to_pylist()
-        return [(decode_row(r), float(sim)) for r, sim in zip(rows, similarities, strict=True)]
+        scores = table.column("_score").to_pylist()
+        rows = table.drop_columns(["vector", "_score"]).to_pylist()
+        return [
+            (decode_row(r), float(sim), float(score))
+            for r, sim, score in zip(rows, similarities, scores, strict=True)
+        ]
 
     async def history(self, memory_id: str) -> list[HistoryItem]:
         query = self._history.query().where(ids_sql("memory_id", [memory_id])).limit(SCAN_LIMIT)

@@ -3,19 +3,27 @@ budget of the recalled block (real default embedder, real LanceDB)."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from memory_core import AsyncMemory, MemoryConfig
-from memory_core.config import RerankerConfig
+from memory_core.config import RerankerConfig, SearchConfig
+from memory_core.fusion_weights import FEATURES
 from memory_core.retrieval import (
     LiteLLMReranker,
     Reranker,
     apply_recency,
+    collect_candidates,
     fuse_rankings,
+    fusion_weights,
     is_time_sensitive,
+    mentioned_speakers,
+    score_candidates,
+    speaker_of,
+    text_features,
 )
 from memory_core.types import MemoryItem
 from proxy.inject import build_memory_block, memory_line
@@ -67,11 +75,11 @@ def test_recency_reorders_close_scores_only() -> None:
     old = row("old", "2024-01-01T00:00:00.000000+00:00")
     new = row("new", "2024-06-01T00:00:00.000000+00:00")
     close = [(old, 0.9, 1 / 61), (new, 0.9, 1 / 62)]
-    boosted = apply_recency(close, weight=0.5, half_life_days=30, k=60)
+    boosted = apply_recency(close, weight=0.5, half_life_days=30, unit=1 / 61)
     assert [r["id"] for r, _s, _f in boosted] == ["new", "old"]
     far = [(old, 0.9, 2 / 61), (new, 0.9, 1 / 100)]
-    assert apply_recency(far, weight=0.5, half_life_days=30, k=60)[0][0]["id"] == "old"
-    assert apply_recency(close, weight=0.0, half_life_days=30, k=60) == close
+    assert apply_recency(far, weight=0.5, half_life_days=30, unit=1 / 61)[0][0]["id"] == "old"
+    assert apply_recency(close, weight=0.0, half_life_days=30, unit=1 / 61) == close
 
 
 # ---- search through AsyncMemory --------------------------------------------------------------
@@ -294,24 +302,73 @@ async def test_context_reaches_the_extractor_as_background(
         await memory.close()
 
 
-def test_speaker_boost_favours_the_named_speaker() -> None:
-    from memory_core.retrieval import apply_speaker_boost, speaker_of
-
+def test_speaker_labels_and_mentions() -> None:
     assert speaker_of("Caroline: I went to a support group") == "Caroline"
     assert speaker_of("Mary Ann: hi") == "Mary Ann"
     assert speaker_of("User lives in Lisbon: a nice city") is None
     assert speaker_of("12:30 is lunch") is None
-    fused = [
-        ({"id": "1", "memory": "Caroline: I love painting sunsets"}, 0.9, 0.10),
-        ({"id": "2", "memory": "Melanie: I painted a lake last week"}, 0.8, 0.09),
-        ({"id": "3", "memory": "A note without a speaker"}, 0.7, 0.08),
+    texts = ["Caroline: I paint", "Melanie: I swim", "A note"]
+    assert mentioned_speakers("What did Melanie paint?", texts) == {"Melanie"}
+    # No speaker named, or every speaker named: no signal.
+    assert mentioned_speakers("What was painted?", texts) == set()
+    assert mentioned_speakers("Did Caroline and Melanie paint?", texts) == set()
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Caroline: What did you do?", {"question": 1.0, "asks": 1.0, "digits": 0.0}),
+        ("Melanie: Is it ok? I think so.", {"question": 0.0, "asks": 1.0}),
+        ("User moved to Lisbon in 2021", {"question": 0.0, "names": 1.0, "digits": 1.0}),
+        ("Jon: Gina and I met Anna in Paris", {"names": 2.0}),  # the first word is not counted
+        ("hi", {"length": math.log1p(1), "names": 0.0}),
+    ],
+)
+def test_text_features(text: str, expected: dict[str, float]) -> None:
+    features = text_features(text)
+    for name, value in expected.items():
+        assert features[name] == pytest.approx(value), name
+
+
+def test_candidates_carry_every_feature_and_rrf_weights_are_rrf() -> None:
+    vector = [(row("a"), 0.9), (row("b"), 0.8)]
+    text = [(row("b"), 0.8), (row("c"), 0.4)]
+    candidates = collect_candidates(
+        "cello", {"vector": vector, "text": text}, text_scores={"b": 4.0, "c": 2.0}, k=10
+    )
+    assert [c.row["id"] for c in candidates] == ["a", "b", "c"]
+    by_id = {c.row["id"]: c.features for c in candidates}
+    assert all(set(f) == set(FEATURES) for f in by_id.values())
+    assert by_id["a"]["text_rank"] == 0.0 and by_id["a"]["vector_rank"] == 1 / 11
+    assert by_id["b"]["text_rank"] == 1 / 11 and by_id["b"]["vector_rank"] == 1 / 12
+    assert by_id["c"]["text_score"] == 0.5 and by_id["b"]["text_score"] == 1.0
+    assert by_id["c"]["similarity"] == 0.4
+    rrf = fusion_weights(SearchConfig(fusion="rrf", rrf_k=10))
+    scored = score_candidates(candidates, rrf)
+    expected = fuse_rankings([vector, text], k=10)
+    assert [c.row["id"] for c in scored] == [r["id"] for r, _s, _f in expected]
+    assert [c.score for c in scored] == pytest.approx([f for _r, _s, f in expected])
+
+
+def test_speaker_feature_lifts_the_named_speaker() -> None:
+    ranking = [
+        ({"id": "1", "memory": "Caroline: I love painting sunsets"}, 0.9),
+        ({"id": "2", "memory": "Melanie: I painted a lake last week"}, 0.8),
+        ({"id": "3", "memory": "A note without a speaker"}, 0.7),
     ]
-    boosted = apply_speaker_boost(fused, "What did Melanie paint?", weight=1.0, k=10)
-    assert [r["id"] for r, _s, _f in boosted] == ["2", "1", "3"]
-    # No speaker named, or every speaker named, or weight 0: unchanged.
-    for query, weight in [("What was painted?", 1.0), ("Did Caroline and Melanie paint?", 1.0)]:
-        assert apply_speaker_boost(fused, query, weight=weight, k=10) == fused
-    assert apply_speaker_boost(fused, "What did Melanie paint?", weight=0.0, k=10) == fused
+    candidates = collect_candidates("What did Melanie paint?", {"vector": ranking}, k=10)
+    rrf = fusion_weights(SearchConfig(fusion="rrf"))
+    assert [c.row["id"] for c in score_candidates(candidates, rrf)] == ["2", "1", "3"]
+    off = fusion_weights(SearchConfig(fusion="rrf", speaker_weight=0))
+    assert [c.row["id"] for c in score_candidates(candidates, off)] == ["1", "2", "3"]
+    learned_off = fusion_weights(SearchConfig(speaker_weight=0))
+    assert "speaker" not in learned_off
+
+
+def test_fusion_weights_are_validated() -> None:
+    assert fusion_weights(SearchConfig(weights={"similarity": 2.0})) == {"similarity": 2.0}
+    with pytest.raises(ValueError, match="unknown fusion features"):
+        SearchConfig(weights={"similarty": 2.0})
 
 
 async def test_table_without_search_text_is_upgraded(tmp_path: Path, embedder: Any) -> None:
