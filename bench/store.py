@@ -175,7 +175,7 @@ async def _one(
         import re
 
         text = re.sub(r"[^\w\s]+", " ", q).strip()
-        return len(await store.text_search(text, v, where, limit=20))
+        return len(await store.text_search(text, where, limit=20))
     found = await memory.search(q, user_id=CALLER, limit=8, threshold=0.75)
     return len(found["results"])
 

@@ -98,8 +98,9 @@ class SearchConfig(_Strict):
     2023", "in June 2023") and ``date_weight`` > 0, the vector search restricted to memories
     created within ``date_slack_days`` of it. ``fusion`` scores their union:
 
-    - ``learned`` (default): a weighted sum of rank, similarity, BM25 and text-shape features
-      (``memory_core.fusion_weights``), fitted on the LoCoMo tune split; ``weights`` overrides.
+    - ``learned`` (default, hybrid mode): a weighted sum of rank, similarity, BM25 and
+      text-shape features (``memory_core.fusion_weights``), fitted on the LoCoMo tune split;
+      ``weights`` overrides. The one-ranking modes keep their ranking's order.
     - ``rrf``: weighted reciprocal-rank fusion, ``sum(weight / (rrf_k + rank + 1))`` with
       ``vector_weight``, ``text_weight`` and ``date_weight``.
 

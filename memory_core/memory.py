@@ -49,7 +49,7 @@ from .retrieval import (
     is_time_sensitive,
     score_candidates,
 )
-from .store import SEARCH_TEXT, LanceStore
+from .store import SEARCH_TEXT, LanceStore, TextHit
 from .types import AddResult, HistoryItem, MemoryItem, Message, Scope
 
 T = TypeVar("T")
@@ -545,8 +545,6 @@ class AsyncMemory:
             raise InvalidInput("query must be a non-empty string")
         limit = _check_limit(limit)
         compiled = compile_filters(scope, filters)
-        await self._ready()
-        vector = (await self.embedder.embed([query], purpose="query"))[0]
         cfg = self.config.search
         reranker = self.reranker
         keep = limit  # results taken from the fused list (the reranker sees more)
@@ -555,8 +553,8 @@ class AsyncMemory:
         depth = max(cfg.candidates, keep)
         if compiled.predicate is not None:  # metadata is checked after the search: go deeper
             depth = max(depth, limit * 20, 500)
-        candidates = await self._candidates(query, vector, scope, filters, compiled.sql, depth)
-        weights = fusion_weights(cfg)
+        candidates = await self._candidates(query, scope, filters, compiled.sql, depth)
+        weights = fusion_weights(cfg, cfg.mode if self.config.hybrid_search else "vector")
         fused = [(c.row, c.similarity, c.score) for c in score_candidates(candidates, weights)]
         if cfg.recency_weight > 0 and (cfg.recency_always or is_time_sensitive(query)):
             fused = apply_recency(
@@ -581,54 +579,64 @@ class AsyncMemory:
                 log.warning("rerank failed, using the fused order: %r", exc)
         return {"results": results[:limit]}
 
-    async def _candidates(
-        self,
-        query: str,
-        vector: np.ndarray[Any, Any],
-        scope: Scope,
-        filters: Mapping[str, Any] | None,
-        where: str,
-        depth: int,
-    ) -> list[Candidate]:
-        """The union of the rankings (vector, full text, date window), unscored, each
-        ``depth`` deep under the prefilter ``where``."""
-        store = await self._ready()
-        cfg = self.config.search
-        mode = cfg.mode if self.config.hybrid_search else "vector"
-        text_query = _FTS_UNSAFE.sub(" ", query).strip()
-        searches: dict[str, Awaitable[list[tuple[dict[str, Any], float, float]]]] = {}
-        if mode != "text":
-            searches["vector"] = _scored(store.vector_search(vector, where, limit=depth))
-        if mode != "vector" and text_query:
-            searches["text"] = store.text_search(text_query, vector, where, limit=depth)
-        days = named_days(query) if cfg.date_weight > 0 else []
-        if days:  # "what did I say on 8 May, 2023?": rank what was said around that date too
-            around = created_within(days, slack_days=cfg.date_slack_days)
-            window = compile_filters(scope, {"AND": [filters, around]} if filters else around).sql
-            searches["date"] = (
-                store.text_search(text_query, vector, window, limit=depth)
-                if mode == "text" and text_query
-                else _scored(store.vector_search(vector, window, limit=depth))
-            )
-        hits = dict(zip(searches, await asyncio.gather(*searches.values()), strict=True))
-        return collect_candidates(
-            query,
-            {name: [(row, sim) for row, sim, _score in found] for name, found in hits.items()},
-            text_scores={row["id"]: score for row, _sim, score in hits.get("text", [])},
-            k=cfg.rrf_k,
-        )
-
     async def search_candidates(
         self, query: str, *, user_id: str, depth: int | None = None
     ) -> list[Candidate]:
         """What ``search`` scores for ``query``: every candidate with its features (used to
         fit the fusion weights, ``python -m bench locomo --fit``)."""
         scope = Scope(user_id).require()
-        vector = (await self.embedder.embed([query], purpose="query"))[0]
         where = compile_filters(scope, None).sql
-        return await self._candidates(
-            query, vector, scope, None, where, depth or self.config.search.candidates
-        )
+        depth = depth or self.config.search.candidates
+        return await self._candidates(query, scope, None, where, depth)
+
+    async def _candidates(
+        self,
+        query: str,
+        scope: Scope,
+        filters: Mapping[str, Any] | None,
+        where: str,
+        depth: int,
+    ) -> list[Candidate]:
+        """The union of the rankings (vector, full text, date window), unscored, each
+        ``depth`` deep under the prefilter ``where``. The full-text search runs while the
+        query is being embedded (it needs no vector)."""
+        store = await self._ready()
+        cfg = self.config.search
+        mode = cfg.mode if self.config.hybrid_search else "vector"
+        text_query = _FTS_UNSAFE.sub(" ", query).strip() if mode != "vector" else ""
+        days = named_days(query) if cfg.date_weight > 0 else []
+        text_searches: dict[str, asyncio.Future[list[TextHit]]] = {}
+        if text_query:
+            text_searches["text"] = asyncio.ensure_future(
+                store.text_search(text_query, where, limit=depth)
+            )
+        window = ""
+        if days:  # "what did I say on 8 May, 2023?": rank what was said around that date too
+            around = created_within(days, slack_days=cfg.date_slack_days)
+            window = compile_filters(scope, {"AND": [filters, around]} if filters else around).sql
+            if mode == "text" and text_query:
+                text_searches["date"] = asyncio.ensure_future(
+                    store.text_search(text_query, window, limit=depth)
+                )
+        try:
+            vector = (await self.embedder.embed([query], purpose="query"))[0]
+            searches: dict[str, Awaitable[list[tuple[dict[str, Any], float]]]] = {}
+            if mode != "text":
+                searches["vector"] = store.vector_search(vector, where, limit=depth)
+                if window:
+                    searches["date"] = store.vector_search(vector, window, limit=depth)
+            found = await asyncio.gather(*searches.values())
+            texts = await asyncio.gather(*text_searches.values())
+        finally:
+            for pending in text_searches.values():
+                pending.cancel()
+        rankings = dict(zip(searches, found, strict=True))
+        text_scores: dict[str, float] = {}
+        for name, hits in zip(text_searches, texts, strict=True):
+            rankings[name] = [(row, float(np.dot(v, vector))) for row, v, _score in hits]
+            if name == "text":
+                text_scores = {row["id"]: score for row, _v, score in hits}
+        return collect_candidates(query, rankings, text_scores=text_scores, k=cfg.rrf_k)
 
     async def get(self, memory_id: str) -> MemoryItem:
         """One memory by id; ``NotFound`` if absent."""
@@ -813,13 +821,6 @@ class AsyncMemory:
         """Delete every memory and all history of every user."""
         store = await self._ready()
         await store.reset()
-
-
-async def _scored(
-    search: Awaitable[list[tuple[dict[str, Any], float]]],
-) -> list[tuple[dict[str, Any], float, float]]:
-    """A vector search's hits in the text search's shape (its score is the similarity)."""
-    return [(row, similarity, similarity) for row, similarity in await search]
 
 
 def with_context(text: str, context: str | None) -> str:

@@ -56,6 +56,7 @@ def fuse_rankings(
 # ---- features of a candidate, and the linear scorer over them -----------------------------------
 
 _CAPITALISED = re.compile(r"(?<=\s)[A-Z][a-z]+")
+_DIGIT = re.compile(r"\d")
 
 
 @dataclass(slots=True)
@@ -77,7 +78,7 @@ def text_features(text: str) -> dict[str, float]:
         "asks": float("?" in body),
         "length": math.log1p(len(body.split())),
         "names": float(len(_CAPITALISED.findall(" " + body.split(" ", 1)[-1]))),
-        "digits": float(any(ch.isdigit() for ch in body)),
+        "digits": float(_DIGIT.search(body) is not None),
     }
 
 
@@ -125,18 +126,21 @@ def score_candidates(
     return sorted(candidates, key=lambda c: c.score, reverse=True)
 
 
-def fusion_weights(config: SearchConfig) -> dict[str, float]:
-    """The scorer's weights: the fitted ones (``fusion: learned``) or reciprocal-rank fusion's.
+def fusion_weights(config: SearchConfig, mode: str | None = None) -> dict[str, float]:
+    """The scorer's weights: the fitted ones (``fusion: learned``, hybrid mode) or
+    reciprocal-rank fusion's (``rrf``, and the one-ranking modes, which keep their ranking's
+    order apart from the speaker and date signals).
 
     With ``learned``, ``speaker_weight: 0`` still turns the speaker signal off; the ranking
     weights themselves come from the fit (or ``weights``).
     """
-    if config.fusion == "learned":
+    mode = mode or config.mode
+    if config.fusion == "learned" and mode == "hybrid":
         weights = dict(config.weights or LEARNED_WEIGHTS)
         if config.speaker_weight <= 0:
             weights.pop("speaker", None)
         return weights
-    single = config.mode != "hybrid"  # one ranking: its weight only scales it against the rest
+    single = mode != "hybrid"  # one ranking: its weight only scales it against the rest
     return {
         "vector_rank": 1.0 if single else config.vector_weight,
         "text_rank": 1.0 if single else config.text_weight,

@@ -71,6 +71,10 @@ HISTORY_SCHEMA = pa.schema(
 ROW_COLUMNS = [f.name for f in memories_schema(1) if f.name not in ("vector", SEARCH_TEXT)]
 
 
+# A full-text hit: the row, its vector (for the cosine to the query), its BM25 score.
+TextHit = tuple[dict[str, Any], np.ndarray[Any, Any], float]
+
+
 def decode_row(row: Mapping[str, Any]) -> dict[str, Any]:
     """A stored row as a plain dict with metadata parsed (vector dropped)."""
     item = {key: row.get(key) for key in ROW_COLUMNS}
@@ -197,11 +201,9 @@ class LanceStore:
         rows = await _to_rows(query)
         return [(decode_row(r), 1.0 - float(r["_distance"])) for r in rows]
 
-    async def text_search(
-        self, text: str, vector: np.ndarray[Any, Any], where: str, *, limit: int
-    ) -> list[tuple[dict[str, Any], float, float]]:
-        """BM25 full-text search under a prefilter: (row, cosine to ``vector``, BM25 score)
-        in BM25 order."""
+    async def text_search(self, text: str, where: str, *, limit: int) -> list[TextHit]:
+        """BM25 full-text search under a prefilter: (row, its vector, BM25 score) in BM25
+        order. Needs no query vector, so it can run while the query is being embedded."""
         query = (
             self._table()
             .query()
@@ -212,26 +214,22 @@ class LanceStore:
         if where:
             query = query.where(where)
         table = await _to_arrow(query)
+        if table.num_rows == 0:
+            return []
         column = table.column("vector")
-        if table.num_rows == 0 or column.null_count:
-            rows = table.to_pylist()
+        if column.null_count:
             return [
-                (
-                    decode_row(r),
-                    float(np.dot(np.asarray(r["vector"], np.float32), vector)),
-                    float(r["_score"]),
-                )
-                for r in rows
+                (decode_row(r), np.asarray(r["vector"], np.float32), float(r["_score"]))
+                for r in table.to_pylist()
                 if r["vector"] is not None
             ]
-        # One matrix-vector product instead of a Python list of floats per row.
-        matrix = column.combine_chunks().flatten().to_numpy(zero_copy_only=False)
-        similarities = matrix.reshape(table.num_rows, -1) @ np.asarray(vector, np.float32)
+        flat = column.combine_chunks().flatten().to_numpy(zero_copy_only=False)
+        matrix = flat.astype(np.float32, copy=False).reshape(table.num_rows, -1)
         scores = table.column("_score").to_pylist()
         rows = table.drop_columns(["vector", "_score"]).to_pylist()
         return [
-            (decode_row(r), float(sim), float(score))
-            for r, sim, score in zip(rows, similarities, scores, strict=True)
+            (decode_row(r), matrix[i], float(score))
+            for i, (r, score) in enumerate(zip(rows, scores, strict=True))
         ]
 
     async def history(self, memory_id: str) -> list[HistoryItem]:
