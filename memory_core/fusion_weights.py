@@ -24,15 +24,15 @@ FEATURES = (
 # Fitted on the LoCoMo tune split by ``python -m bench locomo --fit`` (which rewrites this
 # literal): logistic regression of "is an evidence turn" on the features, in raw units.
 LEARNED_WEIGHTS: dict[str, float] = {
-    "vector_rank": 21.8153,
-    "text_rank": 17.2464,
-    "date_rank": 18.6712,
-    "similarity": 7.63802,
-    "text_score": 2.15946,
-    "speaker": 2.08758,
-    "question": -0.654188,
-    "asks": -0.317195,
-    "length": 0.700737,
-    "names": 0.149297,
-    "digits": 1.00387,
+    "vector_rank": 21.7162,
+    "text_rank": 18.5571,
+    "date_rank": 18.4828,
+    "similarity": 8.23374,
+    "text_score": 2.36517,
+    "speaker": 1.82516,
+    "question": -0.627809,
+    "asks": -0.338661,
+    "length": 0.729019,
+    "names": 0.123267,
+    "digits": 0.842146,
 }

@@ -598,41 +598,30 @@ class AsyncMemory:
         depth: int,
     ) -> list[Candidate]:
         """The union of the rankings (vector, full text, date window), unscored, each
-        ``depth`` deep under the prefilter ``where``. The full-text search runs while the
-        query is being embedded (it needs no vector)."""
+        ``depth`` deep under the prefilter ``where``."""
         store = await self._ready()
         cfg = self.config.search
         mode = cfg.mode if self.config.hybrid_search else "vector"
         text_query = _FTS_UNSAFE.sub(" ", query).strip() if mode != "vector" else ""
-        days = named_days(query) if cfg.date_weight > 0 else []
-        text_searches: dict[str, asyncio.Future[list[TextHit]]] = {}
+        vector = (await self.embedder.embed([query], purpose="query"))[0]
+        vector_searches: dict[str, Awaitable[list[tuple[dict[str, Any], float]]]] = {}
+        text_searches: dict[str, Awaitable[list[TextHit]]] = {}
+        if mode != "text":
+            vector_searches["vector"] = store.vector_search(vector, where, limit=depth)
         if text_query:
-            text_searches["text"] = asyncio.ensure_future(
-                store.text_search(text_query, where, limit=depth)
-            )
-        window = ""
+            text_searches["text"] = store.text_search(text_query, where, limit=depth)
+        days = named_days(query) if cfg.date_weight > 0 else []
         if days:  # "what did I say on 8 May, 2023?": rank what was said around that date too
             around = created_within(days, slack_days=cfg.date_slack_days)
             window = compile_filters(scope, {"AND": [filters, around]} if filters else around).sql
-            if mode == "text" and text_query:
-                text_searches["date"] = asyncio.ensure_future(
-                    store.text_search(text_query, window, limit=depth)
-                )
-        try:
-            vector = (await self.embedder.embed([query], purpose="query"))[0]
-            searches: dict[str, Awaitable[list[tuple[dict[str, Any], float]]]] = {}
             if mode != "text":
-                searches["vector"] = store.vector_search(vector, where, limit=depth)
-                if window:
-                    searches["date"] = store.vector_search(vector, window, limit=depth)
-            found = await asyncio.gather(*searches.values())
-            texts = await asyncio.gather(*text_searches.values())
-        finally:
-            for pending in text_searches.values():
-                pending.cancel()
-        rankings = dict(zip(searches, found, strict=True))
+                vector_searches["date"] = store.vector_search(vector, window, limit=depth)
+            elif text_query:
+                text_searches["date"] = store.text_search(text_query, window, limit=depth)
+        found = await asyncio.gather(*vector_searches.values(), *text_searches.values())
+        rankings = dict(zip(vector_searches, found, strict=False))
         text_scores: dict[str, float] = {}
-        for name, hits in zip(text_searches, texts, strict=True):
+        for name, hits in zip(text_searches, found[len(vector_searches) :], strict=True):
             rankings[name] = [(row, float(np.dot(v, vector))) for row, v, _score in hits]
             if name == "text":
                 text_scores = {row["id"]: score for row, _v, score in hits}

@@ -73,11 +73,12 @@ def text_features(text: str) -> dict[str, float]:
     """Shape features of a memory's text (its speaker label, if any, left out)."""
     label = speaker_of(text)
     body = text[len(label) + 1 :].strip() if label else text.strip()
+    rest = body.split(" ", 1)[1] if " " in body else ""  # the first word is capitalised anyway
     return {
         "question": float(body.endswith("?")),
         "asks": float("?" in body),
         "length": math.log1p(len(body.split())),
-        "names": float(len(_CAPITALISED.findall(" " + body.split(" ", 1)[-1]))),
+        "names": float(len(_CAPITALISED.findall(" " + rest))),
         "digits": float(_DIGIT.search(body) is not None),
     }
 

@@ -203,7 +203,7 @@ class LanceStore:
 
     async def text_search(self, text: str, where: str, *, limit: int) -> list[TextHit]:
         """BM25 full-text search under a prefilter: (row, its vector, BM25 score) in BM25
-        order. Needs no query vector, so it can run while the query is being embedded."""
+        order (the caller takes the cosine of each vector to its query vector)."""
         query = (
             self._table()
             .query()

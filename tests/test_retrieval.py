@@ -406,3 +406,30 @@ async def test_table_without_search_text_is_upgraded(tmp_path: Path, embedder: A
         assert [m["id"] for m in found] == ["m1"]
     finally:
         await memory.close()
+
+
+async def test_fusion_weights_decide_the_hybrid_order(tmp_path: Path, embedder: Any) -> None:
+    by_similarity = await make_memory(tmp_path / "a", embedder, weights={"similarity": 1.0})
+    reversed_order = await make_memory(tmp_path / "b", embedder, weights={"similarity": -1.0})
+    try:
+        query = "where does the user live"
+        up = [m["score"] for m in (await by_similarity.search(query, user_id="u"))["results"]]
+        down = [m["score"] for m in (await reversed_order.search(query, user_id="u"))["results"]]
+        assert len(up) == len(FACTS)
+        assert up == sorted(up, reverse=True)
+        assert down == sorted(down)
+    finally:
+        await by_similarity.close()
+        await reversed_order.close()
+
+
+async def test_search_candidates_expose_what_the_fusion_weighs(mem: AsyncMemory) -> None:
+    candidates = await mem.search_candidates("cello orchestra", user_id="u")
+    assert len(candidates) == len(FACTS)  # every memory is within the vector ranking's depth
+    assert all(set(c.features) == set(FEATURES) for c in candidates)
+    cello = next(c for c in candidates if "cello" in c.row["memory"])
+    assert cello.features["text_rank"] == 1 / (mem.config.search.rrf_k + 1)
+    assert cello.features["text_score"] == 1.0
+    others = [c for c in candidates if c is not cello]
+    assert all(c.features["text_rank"] == 0.0 for c in others)
+    assert all(c.row["user_id"] == "u" for c in candidates)
