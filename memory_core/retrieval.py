@@ -9,6 +9,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import Any, Protocol, runtime_checkable
 
 from .config import RerankerConfig, SearchConfig
@@ -69,8 +70,10 @@ class Candidate:
     score: float = 0.0
 
 
-def text_features(text: str) -> dict[str, float]:
-    """Shape features of a memory's text (its speaker label, if any, left out)."""
+@lru_cache(maxsize=65_536)
+def text_features(text: str) -> Mapping[str, float]:
+    """Shape features of a memory's text (its speaker label, if any, left out). Cached: the
+    same memories come back query after query (callers must not mutate the result)."""
     label = speaker_of(text)
     body = text[len(label) + 1 :].strip() if label else text.strip()
     rest = body.split(" ", 1)[1] if " " in body else ""  # the first word is capitalised anyway
@@ -150,6 +153,7 @@ def fusion_weights(config: SearchConfig, mode: str | None = None) -> dict[str, f
     }
 
 
+@lru_cache(maxsize=65_536)
 def speaker_of(text: str) -> str | None:
     """The speaker label a memory starts with ("Caroline: I went..." -> "Caroline"), if any."""
     match = SPEAKER_LABEL.match(text)
