@@ -30,6 +30,11 @@ class AddRequest(_Request):
     run_id: str | None = IdField
     metadata: dict[str, Any] | None = None
     infer: bool = True
+    timestamp: str | float | None = Field(
+        default=None,
+        description="when the messages were said (ISO-8601 or Unix seconds; default: now); "
+        "stored as created_at and used to resolve relative dates",
+    )
     prompt: str | None = Field(
         default=None, description="accepted for Mem0 compatibility; the configured prompts apply"
     )

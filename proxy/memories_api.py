@@ -138,6 +138,7 @@ async def add_memories(request: Request) -> Response:
         metadata=body.metadata,
         infer=body.infer,
         llm=llm,
+        timestamp=body.timestamp,
     )
     return json_response(result)
 

@@ -155,6 +155,31 @@ def test_add_validation(api_server: ApiServer) -> None:
         assert again.json() == {"results": []}
 
 
+def test_add_with_a_timestamp_and_search_by_its_date(api_server: ApiServer) -> None:
+    with api_server.client("team") as c:
+        for text, when in [
+            ("I went hiking in the Alps", "2023-07-15T10:00:00Z"),
+            ("I watched a movie about hiking", 1682935200),  # 2023-05-01T10:00:00Z
+        ]:
+            r = c.post(
+                "/memories",
+                json={"messages": text, "user_id": "dated", "infer": False, "timestamp": when},
+            )
+            assert r.status_code == 200, r.text
+        listing = c.get("/memories", params={"user_id": "dated"}).json()["results"]
+        assert {m["memory"]: m["created_at"][:19] for m in listing} == {
+            "I went hiking in the Alps": "2023-07-15T10:00:00",
+            "I watched a movie about hiking": "2023-05-01T10:00:00",
+        }
+        found = c.post(
+            "/search", json={"query": "What did I do on 15 July, 2023?", "user_id": "dated"}
+        )
+        assert found.json()["results"][0]["memory"] == "I went hiking in the Alps"
+        bad = {"messages": "x", "user_id": "dated", "infer": False, "timestamp": "last tuesday"}
+        assert "timestamp" in assert_error(c.post("/memories", json=bad), 400)["message"].lower()
+        assert len(c.get("/memories", params={"user_id": "dated"}).json()["results"]) == 2
+
+
 def test_list_paging_with_cursor(api_server: ApiServer) -> None:
     with api_server.client("team") as c:
         ids = set(add(c, [f"paging fact number {i}" for i in range(23)], user_id="pager"))
