@@ -95,8 +95,10 @@ class SearchConfig(_Strict):
 
     Up to three rankings, each ``candidates`` deep: the exact vector search, the BM25
     full-text search (``hybrid``/``text``), and, when the query names a date ("on 8 May,
-    2023", "in June 2023") and ``date_weight`` > 0, the vector search restricted to memories
-    created within ``date_slack_days`` of it. ``fusion`` scores their union:
+    2023", "in June 2023") and ``date_weight`` > 0, the vector search (full-text in ``text``
+    mode) restricted to memories created within ``date_slack_days`` of it. ``fusion`` scores
+    their union (rank features are ``1 / (rrf_k + rank + 1)`` in both modes; the shipped
+    learned weights were fitted at ``rrf_k`` 10):
 
     - ``learned`` (default, hybrid mode): a weighted sum of rank, similarity, BM25 and
       text-shape features (``memory_core.fusion_weights``), fitted on the LoCoMo tune split;

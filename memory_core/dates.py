@@ -46,10 +46,11 @@ _YEAR = r"(?P<year>\d{4})"
 _PATTERNS = (
     re.compile(rf"\b{_DAY}(?: of)? {_MONTH},? {_YEAR}\b", re.IGNORECASE),  # 8 May, 2023
     re.compile(rf"\b{_MONTH} {_DAY},? {_YEAR}\b", re.IGNORECASE),  # May 8th, 2023
-    re.compile(r"\b(?P<year>\d{4})-(?P<month>\d{2})-(?P<day>\d{2})\b"),  # 2023-05-08
+    re.compile(r"\b(?P<year>\d{4})-(?P<month>\d{2})-(?P<day>\d{2})(?=T|\b)"),  # 2023-05-08
 )
-# Years a memory can plausibly be about; also keeps the day arithmetic away from year 1 / 9999.
-_YEARS = (1000, 9000)
+# Years a memory can plausibly be about; also keeps the windows (± up to a year of slack)
+# inside the stored timestamps' four-digit years.
+_YEARS = (1900, 2999)
 _MONTH_YEAR = re.compile(rf"\b{_MONTH},? {_YEAR}\b", re.IGNORECASE)  # June 2023
 
 

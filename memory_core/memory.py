@@ -554,14 +554,17 @@ class AsyncMemory:
         if compiled.predicate is not None:  # metadata is checked after the search: go deeper
             depth = max(depth, limit * 20, 500)
         candidates = await self._candidates(query, scope, filters, compiled.sql, depth)
-        weights = fusion_weights(cfg, cfg.mode if self.config.hybrid_search else "vector")
+        mode = cfg.mode if self.config.hybrid_search else "vector"
+        weights = fusion_weights(cfg, mode)
+        learned = cfg.fusion == "learned" and mode == "hybrid"
         fused = [(c.row, c.similarity, c.score) for c in score_candidates(candidates, weights)]
         if cfg.recency_weight > 0 and (cfg.recency_always or is_time_sensitive(query)):
             fused = apply_recency(
                 fused,
                 weight=cfg.recency_weight,
                 half_life_days=cfg.recency_half_life_days,
-                unit=weights.get("vector_rank", 1.0) / (cfg.rrf_k + 1.0),
+                # A top rank's worth: in the learned score's units, or RRF's 1 / (k + 1).
+                unit=(weights.get("vector_rank", 1.0) if learned else 1.0) / (cfg.rrf_k + 1.0),
             )
         results: list[MemoryItem] = []
         for row, similarity, _fused in fused:
@@ -622,7 +625,11 @@ class AsyncMemory:
         rankings = dict(zip(vector_searches, found, strict=False))
         text_scores: dict[str, float] = {}
         for name, hits in zip(text_searches, found[len(vector_searches) :], strict=True):
-            rankings[name] = [(row, float(np.dot(v, vector))) for row, v, _score in hits]
+            # One matrix-vector product for the cosines, not one Python call per hit.
+            similarities = np.stack([v for _row, v, _s in hits]) @ vector if hits else []
+            rankings[name] = [
+                (row, float(sim)) for (row, _v, _s), sim in zip(hits, similarities, strict=True)
+            ]
             if name == "text":
                 text_scores = {row["id"]: score for row, _v, score in hits}
         return collect_candidates(query, rankings, text_scores=text_scores, k=cfg.rrf_k)

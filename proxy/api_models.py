@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+)
 from pydantic.json_schema import models_json_schema
 
 from memory_core.filters import normalize_timestamp
@@ -30,7 +39,7 @@ class AddRequest(_Request):
     run_id: str | None = IdField
     metadata: dict[str, Any] | None = None
     infer: bool = True
-    timestamp: str | float | None = Field(
+    timestamp: StrictStr | StrictInt | StrictFloat | None = Field(
         default=None,
         description="when the messages were said (ISO-8601 or Unix seconds; default: now); "
         "stored as created_at and used to resolve relative dates",

@@ -26,6 +26,7 @@ def day(text: str) -> DayRange:
         ("what happened on May 8th, 2023", [day("2023-05-08")]),
         ("meeting on Dec. 5, 2021", [day("2021-12-05")]),
         ("notes from 2023-05-08", [day("2023-05-08")]),
+        ("the call at 2023-05-08T10:00Z", [day("2023-05-08")]),
         ("What did I do in June 2023?", [DayRange(date(2023, 6, 1), date(2023, 6, 30))]),
         ("in February, 2024", [DayRange(date(2024, 2, 1), date(2024, 2, 29))]),
         ("in December 2023", [DayRange(date(2023, 12, 1), date(2023, 12, 31))]),
@@ -43,6 +44,7 @@ def day(text: str) -> DayRange:
         ("on 31 February 2023", []),
         ("2023-13-01", []),
         ("in May 0001", []),
+        ("on 1 January 1000", []),  # a window reaching year 999 would be an invalid filter
         ("may I ask about 2023?", []),
         ("", []),
     ],

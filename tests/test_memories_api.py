@@ -177,6 +177,7 @@ def test_add_with_a_timestamp_and_search_by_its_date(api_server: ApiServer) -> N
         assert found.json()["results"][0]["memory"] == "I went hiking in the Alps"
         bad = {"messages": "x", "user_id": "dated", "infer": False, "timestamp": "last tuesday"}
         assert "timestamp" in assert_error(c.post("/memories", json=bad), 400)["message"].lower()
+        assert_error(c.post("/memories", json=bad | {"timestamp": True}), 400)
         assert len(c.get("/memories", params={"user_id": "dated"}).json()["results"]) == 2
 
 
