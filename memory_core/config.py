@@ -138,6 +138,18 @@ class SearchConfig(_Strict):
         return value
 
 
+class MemoryLimits(_Strict):
+    """Bounds on what one caller can make the library do (docs/security.md)."""
+
+    # Mem0-style filters: nesting of AND/OR/NOT, and conditions in all.
+    max_filter_depth: int = Field(default=8, ge=1, le=32)
+    max_filter_conditions: int = Field(default=100, ge=1, le=1000)
+    # What one exchange can put into the learning queue and the extraction prompt: the user
+    # turns share the first budget, each other turn (the reply) gets the second.
+    max_exchange_user_chars: int = Field(default=8000, ge=100)
+    max_exchange_reply_chars: int = Field(default=4000, ge=100)
+
+
 class MemoryConfig(_Strict):
     """Everything ``AsyncMemory`` needs. Only ``storage_uri`` matters for ``infer=False``."""
 
@@ -161,6 +173,7 @@ class MemoryConfig(_Strict):
     duplicate_threshold: float | None = Field(default=0.97, gt=0, le=1)
     optimize_every: int = Field(default=100, ge=1)
     cleanup_retention_s: float = Field(default=3600.0, ge=0)
+    limits: MemoryLimits = Field(default_factory=MemoryLimits)
 
     @classmethod
     def parse(cls, source: MemoryConfig | dict[str, Any] | str | Path | None) -> MemoryConfig:

@@ -24,7 +24,12 @@ class InvalidFilter(MemoryCoreError):
 
 
 class InvalidInput(MemoryCoreError):
-    """Messages, metadata or text given to the library are malformed."""
+    """Messages, metadata or text given to the library are malformed; ``param`` names the
+    offending member when known (``messages[2].content[0].text``)."""
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
 
 
 class NotFound(MemoryCoreError):

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from .config import MemoryLimits
 from .errors import InvalidFilter
 from .types import Scope, validate_id
 
@@ -112,7 +113,40 @@ def combine_sql(*parts: str) -> str:
     return " AND ".join(f"({p})" for p in kept)
 
 
-def compile_filters(scope: Scope, filters: Mapping[str, Any] | None) -> CompiledFilter:
+DEFAULT_LIMITS = MemoryLimits()
+
+
+def check_filter_shape(filters: Any, limits: MemoryLimits = DEFAULT_LIMITS) -> None:
+    """Refuse filters nesting AND/OR/NOT deeper than ``limits.max_filter_depth`` or holding
+    more than ``limits.max_filter_conditions`` conditions (walked without recursion, so no
+    shape of input can exhaust the stack before it is refused)."""
+    stack: list[tuple[Any, int]] = [(filters, 0)]
+    conditions = 0
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, list):
+            stack.extend((item, depth) for item in node)
+            continue
+        if not isinstance(node, Mapping):
+            continue  # the compiler says what is wrong with it
+        for key, value in node.items():
+            if key in LOGIC:
+                if depth + 1 > limits.max_filter_depth:
+                    raise InvalidFilter(
+                        f"filters nest AND/OR/NOT more than {limits.max_filter_depth} levels deep"
+                    )
+                stack.append((value, depth + 1))
+                continue
+            conditions += len(value) if isinstance(value, Mapping) and value else 1
+            if conditions > limits.max_filter_conditions:
+                raise InvalidFilter(
+                    f"filters hold more than {limits.max_filter_conditions} conditions"
+                )
+
+
+def compile_filters(
+    scope: Scope, filters: Mapping[str, Any] | None, limits: MemoryLimits = DEFAULT_LIMITS
+) -> CompiledFilter:
     """Compile the scope plus Mem0-style ``filters`` into a ``CompiledFilter``.
 
     The scope is always ANDed in, so a filter can only narrow what the scope allows.
@@ -122,6 +156,7 @@ def compile_filters(scope: Scope, filters: Mapping[str, Any] | None) -> Compiled
         return CompiledFilter(sql=base, predicate=None)
     if not isinstance(filters, Mapping):
         raise InvalidFilter("filters must be an object")
+    check_filter_shape(filters, limits)
     node = _compile_node(filters)
     return CompiledFilter(sql=combine_sql(base, node.sql), predicate=node.predicate)
 
@@ -226,6 +261,8 @@ def _as_list(value: Any) -> list[Any]:
         raise InvalidFilter("in/nin take a list")
     if len(value) > MAX_IN_VALUES:
         raise InvalidFilter(f"in/nin take at most {MAX_IN_VALUES} values")
+    for item in value:
+        sql_literal(item)  # scalars only, with the same checks as single values
     return value
 
 

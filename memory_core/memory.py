@@ -33,11 +33,11 @@ from .extraction import (
     parse_facts,
 )
 from .filters import combine_sql, compile_filters, format_timestamp, ids_sql, normalize_timestamp
+from .messages import cap_exchange, check_messages, message_text
 from .prompts import (
     build_fact_extraction_messages,
     build_update_messages,
     learnable_messages,
-    message_text,
 )
 from .retrieval import (
     Candidate,
@@ -71,7 +71,7 @@ def normalize_messages(messages: MessagesInput) -> list[Message]:
     if isinstance(messages, str):
         return [{"role": "user", "content": messages}]
     if isinstance(messages, Mapping):
-        return [dict(messages)]
+        messages = [messages]
     if not isinstance(messages, Sequence):
         raise InvalidInput("messages must be a string, a message object or a list of them")
     result: list[Message] = []
@@ -79,9 +79,10 @@ def normalize_messages(messages: MessagesInput) -> list[Message]:
         if isinstance(message, str):
             result.append({"role": "user", "content": message})
         elif isinstance(message, Mapping):
-            result.append(dict(message))
+            result.append({"role": "user", **message})
         else:
             raise InvalidInput("each message must be a string or an object with role and content")
+    check_messages(result)
     return result
 
 
@@ -243,6 +244,16 @@ class AsyncMemory:
             raise InvalidInput("context must be a string")
         context = (context or "").strip()[:MAX_MEMORY_CHARS] or None
         chat = [m for m in normalize_messages(messages) if m.get("role") != "system"]
+        if infer:
+            limits = self.config.limits
+            chat = [
+                dict(m)
+                for m in cap_exchange(
+                    chat,
+                    max_user_chars=limits.max_exchange_user_chars,
+                    max_reply_chars=limits.max_exchange_reply_chars,
+                )
+            ]
         when = _moment(timestamp)
         store = await self._ready()
         async with self._lock_for(scope):
@@ -544,7 +555,7 @@ class AsyncMemory:
         if not isinstance(query, str) or not query.strip():
             raise InvalidInput("query must be a non-empty string")
         limit = _check_limit(limit)
-        compiled = compile_filters(scope, filters)
+        compiled = compile_filters(scope, filters, self.config.limits)
         cfg = self.config.search
         reranker = self.reranker
         keep = limit  # results taken from the fused list (the reranker sees more)
@@ -616,7 +627,7 @@ class AsyncMemory:
         days = named_days(query) if cfg.date_weight > 0 else []
         if days:  # "what did I say on 8 May, 2023?": rank what was said around that date too
             around = created_within(days, slack_days=cfg.date_slack_days)
-            window = compile_filters(scope, {"AND": [filters, around]} if filters else around).sql
+            window = combine_sql(where, compile_filters(scope, around).sql)
             if mode != "text":
                 vector_searches["date"] = store.vector_search(vector, window, limit=depth)
             elif text_query:
@@ -655,7 +666,7 @@ class AsyncMemory:
         """The scope's memories, newest first; ``before=(created_at, id)`` pages past an item."""
         scope = Scope(user_id, agent_id, run_id).require()
         limit = _check_limit(limit, maximum=1_000_000)
-        compiled = compile_filters(scope, filters)
+        compiled = compile_filters(scope, filters, self.config.limits)
         store = await self._ready()
         rows = [
             row

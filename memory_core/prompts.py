@@ -6,11 +6,11 @@ contract with the scripted fake LLM in the tests; keep them stable.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 import orjson
 
+from .messages import MEMORY_BLOCK, TASK_PROMPT_PREFIX, message_text
 from .types import Message
 
 FACT_EXTRACTION_PROMPT = """You are memproxy's fact extractor. You read the newest exchange of a \
@@ -46,10 +46,6 @@ Answer with JSON only, exactly of this shape:
 {{"id": "new-1", "text": "...", "event": "ADD"}}]}}"""
 
 
-MEMORY_BLOCK = re.compile(r"<memories>.*?</memories>", re.DOTALL)
-TASK_PROMPT_PREFIX = "### Task:"
-
-
 def learnable_messages(messages: Sequence[Message]) -> list[Message]:
     """The messages extraction may learn from: recalled ``<memories>`` blocks removed, chat-UI
     task prompts ("### Task: generate a title...") and empty messages dropped. An exchange with
@@ -73,21 +69,6 @@ def render_conversation(messages: Sequence[Message]) -> str:
         if text:
             lines.append(f"{message.get('role', 'user')}: {text}")
     return "\n".join(lines)
-
-
-def message_text(message: Message) -> str:
-    """The plain text of a chat message (text parts joined; images and tool data ignored)."""
-    content = message.get("content")
-    if isinstance(content, str):
-        return content.strip()
-    if isinstance(content, list):
-        parts = [
-            part.get("text", "")
-            for part in content
-            if isinstance(part, dict) and part.get("type") == "text"
-        ]
-        return "\n".join(p for p in parts if p).strip()
-    return ""
 
 
 def build_selective_rules(

@@ -249,6 +249,35 @@ OPERATIONS: list[Operation] = [
     ("get", "/auth/me", "The calling key's rights", None, CallerResponse, ""),
 ]
 QUERY_MODELS: dict[str, type[BaseModel]] = {"ListQuery": ListQuery, "ScopeQuery": ScopeQuery}
+ERROR_STATUSES = (
+    (400, "invalid request"),
+    (401, "missing or wrong API key"),
+    (403, "the key may not act for that user, or a web page's origin is not allowed"),
+    (404, "no such memory visible to this key"),
+    (408, "the request body did not arrive in time"),
+    (413, "the request body is larger than the configured limit"),
+    (415, "the body is not sent as application/json (application/x-ndjson for import)"),
+)
+
+
+def query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
+    """OpenAPI query parameters with their JSON schemas, from a pydantic model."""
+    properties = model.model_json_schema(mode="validation")["properties"]
+    params = []
+    for name, schema in properties.items():
+        schema = dict(schema)
+        options = [o for o in schema.pop("anyOf", []) if o.get("type") != "null"]
+        if options:  # an absent parameter is the None; a query cannot carry null
+            schema.update(options[0] if len(options) == 1 else {"anyOf": options})
+        if schema.get("default") is None:
+            schema.pop("default", None)
+        description = schema.pop("description", None)
+        schema.pop("title", None)
+        param: dict[str, Any] = {"name": name, "in": "query", "required": False, "schema": schema}
+        if description:
+            param["description"] = description
+        params.append(param)
+    return params
 
 
 def build_openapi() -> dict[str, Any]:
@@ -270,18 +299,18 @@ def build_openapi() -> dict[str, Any]:
                 {"name": "memory_id", "in": "path", "required": True, "schema": {"type": "string"}}
             )
         if query:
-            for name, field in QUERY_MODELS[query].model_fields.items():
-                params.append({"name": name, "in": "query", "description": field.description})
+            params.extend(query_parameters(QUERY_MODELS[query]))
         if params:
             op["parameters"] = params
         if body is not None:
             ref = {"$ref": f"#/components/schemas/{body.__name__}"}
             op["requestBody"] = {"required": True, "content": {"application/json": {"schema": ref}}}
         if path == "/memories/import":
+            lines = {"type": "array", "items": {"$ref": "#/components/schemas/ImportRecord"}}
             op["requestBody"] = {
                 "required": True,
-                "description": "one ImportRecord per line",
-                "content": {"application/x-ndjson": {"schema": {"type": "string"}}},
+                "description": "JSON Lines: one ImportRecord per line",
+                "content": {"application/x-ndjson": {"schema": lines}},
             }
         ok: dict[str, Any] = {"description": "OK"}
         if response is not None:
@@ -293,12 +322,7 @@ def build_openapi() -> dict[str, Any]:
             ok["content"] = {"application/x-ndjson": {"schema": {"type": "string"}}}
         errors = {
             str(code): {"description": text, "content": {"application/json": {"schema": error_ref}}}
-            for code, text in (
-                (400, "invalid request"),
-                (401, "missing or wrong API key"),
-                (403, "the key may not act for that user"),
-                (404, "no such memory visible to this key"),
-            )
+            for code, text in ERROR_STATUSES
         }
         op["responses"] = {"200": ok, **errors}
         paths.setdefault(path, {})[method] = op

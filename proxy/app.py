@@ -12,6 +12,7 @@ from typing import Any
 
 import aiohttp
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -20,9 +21,10 @@ from memory_core import AsyncMemory
 from memory_core._litellm import get_litellm
 from memory_core.queue import LearningQueue, QueueSettings
 
-from .auth import Authenticator
+from .auth import Authenticator, presented_key
 from .chat import ChatDeps, chat_completions
-from .errors import EXCEPTION_HANDLERS, error_response
+from .errors import EXCEPTION_HANDLERS, Forbidden, error_response
+from .guard import BrowserGuard
 from .inject import TokenCounter, default_token_counter
 from .learning import Learner
 from .memories_api import memory_routes
@@ -136,7 +138,25 @@ def create_app(
             if mem is not None and memory is None:
                 await mem.close()
 
+    def require_key(request: Request) -> None:
+        """Any valid key, when keys are configured (the model list names the deployments)."""
+        authenticator.authenticate(request.headers)
+
+    public_metrics = settings.server.public_metrics
+    if public_metrics is None:
+        public_metrics = not authenticator.enabled
+
+    def shows_details(request: Request) -> bool:
+        """Queue and metrics details: public in open local mode (or when configured), else
+        for the admin key only (a wrong key is a 401 as everywhere)."""
+        if public_metrics:
+            return True
+        if presented_key(request.headers) is None:
+            return False
+        return authenticator.authenticate(request.headers).admin
+
     async def list_models(request: Request) -> Response:
+        require_key(request)
         models = [
             {"id": name, "object": "model", "created": 0, "owned_by": "memproxy"}
             for name in router.public_models()
@@ -157,9 +177,14 @@ def create_app(
         ok = deps is not None and all(v is not False for v in checks.values())
         if not ok:
             return error_response(503, "not ready", "server_error")
+        if not shows_details(request):
+            return JSONResponse({"status": "ready"})
         return JSONResponse({"status": "ready", **checks})
 
     async def metrics_endpoint(request: Request) -> Response:
+        if not shows_details(request):
+            authenticator.authenticate(request.headers)  # no key: 401
+            raise Forbidden("metrics need the admin API key (server.public_metrics)")
         return Response(metrics.render(), media_type="text/plain; version=0.0.4")
 
     routes = [
@@ -172,7 +197,19 @@ def create_app(
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         *memory_routes(),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS)
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers=EXCEPTION_HANDLERS,
+        middleware=[
+            Middleware(
+                BrowserGuard,
+                check_host=not authenticator.enabled or bool(settings.server.allowed_hosts),
+                allowed_hosts=settings.server.allowed_hosts,
+                allowed_origins=settings.server.allowed_origins,
+            )
+        ],
+    )
     app.state.settings = settings
     return app
 

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from memory_core import AsyncMemory
 from memory_core.embedders import embed_timings
+from memory_core.messages import check_messages
 from memory_core.queue import LearningQueue
 
 from .auth import Authenticator, presented_key
@@ -29,8 +30,15 @@ from .inject import (
 )
 from .learning import learning_payload
 from .metrics import Metrics
+from .request_body import parse_json, read_body
 from .settings import Settings
-from .upstream import Router, UpstreamCall, UpstreamResponse, UpstreamSet
+from .upstream import (
+    Router,
+    UpstreamCall,
+    UpstreamResponse,
+    UpstreamSet,
+    check_client_fields,
+)
 
 log = logging.getLogger("proxy.chat")
 
@@ -49,25 +57,27 @@ class ChatDeps:
     count_tokens: TokenCounter
 
 
-def parse_chat_body(raw: bytes) -> dict[str, Any]:
+MAX_MODEL_CHARS = 256
+_MODEL_RE = re.compile(r"[^\x00-\x20\x7f]+")
+
+
+def parse_chat_body(raw: bytes, *, max_depth: int = 64) -> dict[str, Any]:
     """Parse once; reject what OpenAI would reject before anything else happens."""
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"request body is not valid JSON: {exc}") from exc
+    body = parse_json(raw, max_depth=max_depth)
     if not isinstance(body, dict):
         raise BadRequest("request body must be a JSON object")
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise BadRequest("you must provide a model parameter", param="model")
+    if len(model) > MAX_MODEL_CHARS or not _MODEL_RE.fullmatch(model):
+        raise BadRequest(
+            f"model must be 1-{MAX_MODEL_CHARS} printable characters without spaces",
+            param="model",
+        )
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise BadRequest("messages must be a non-empty array", param="messages")
-    for index, message in enumerate(messages):
-        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
-            raise BadRequest(
-                f"messages[{index}] must be an object with a role", param=f"messages[{index}]"
-            )
+    check_messages(messages)  # InvalidInput: 400 naming the member, at the error edge
     return body
 
 
@@ -136,12 +146,15 @@ async def recall_into(
 async def chat_completions(request: Request) -> Response:
     deps: ChatDeps = request.app.state.chat
     started = time.perf_counter()
-    body = parse_chat_body(await request.body())
     headers = request.headers
-    caller = deps.authenticator.authenticate(headers)
+    caller = deps.authenticator.authenticate(headers)  # before a byte of the body is read
+    limits = deps.settings.server.limits
+    raw = await read_body(request, limit=limits.max_body_bytes, timeout_s=limits.body_timeout_s)
+    body = parse_chat_body(raw, max_depth=limits.max_json_depth)
     plan = plan_memory(body, headers, caller, deps.settings.chat_ui)
     route = deps.router.resolve(body["model"])
     outgoing = strip_proxy_fields(body)
+    check_client_fields(route, outgoing)
     parsed = time.perf_counter()
     outcome = await recall_into(deps, plan, body["messages"])
     outgoing["messages"] = outcome.messages
@@ -213,11 +226,12 @@ def _learner(
     identity = plan.identity
     queue = deps.queue
     metrics = deps.metrics
+    limits = deps.settings.memory.limits
 
     async def learn() -> None:
         if not result.collector.finished:
             return  # aborted or broken stream: nothing complete to learn from
-        exchange = pick_new_exchange(body["messages"], result.collector.text)
+        exchange = pick_new_exchange(body["messages"], result.collector.text, limits=limits)
         if not exchange:
             return
         payload = learning_payload(identity.scope.as_dict(), exchange, body["model"])

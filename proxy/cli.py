@@ -18,6 +18,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from .app import create_app
+    from .http_server import uvicorn_options
 
     settings = Settings.load(args.config, host=args.host, port=args.port)
     settings.check_bind()
@@ -35,6 +36,7 @@ def _serve(args: argparse.Namespace) -> int:
         log_level=settings.server.log_level,
         access_log=False,
         timeout_graceful_shutdown=int(settings.memory.queue.shutdown_grace_s) + 5,
+        **uvicorn_options(settings.server.limits),
     )
     return 0
 

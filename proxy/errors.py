@@ -49,6 +49,21 @@ class NotFoundError(ProxyError):
     type = "not_found_error"
 
 
+class RequestTimeout(ProxyError):
+    status = 408
+    type = "invalid_request_error"
+
+
+class PayloadTooLarge(ProxyError):
+    status = 413
+    type = "invalid_request_error"
+
+
+class UnsupportedMediaType(ProxyError):
+    status = 415
+    type = "invalid_request_error"
+
+
 class UpstreamError(ProxyError):
     """The provider failed; ``status`` is the provider's (or 502/504 when it is unreachable)."""
 
@@ -68,6 +83,12 @@ _CORE_STATUS: list[tuple[type[core.MemoryCoreError], int, str]] = [
     (core.EmbedderError, 503, "server_error"),
     (core.StoreError, 503, "server_error"),
 ]
+
+
+_SERVER_MESSAGES: dict[type[core.MemoryCoreError], str] = {
+    core.EmbedderError: "the embedder is unavailable (see the proxy's log)",
+    core.StoreError: "the memory store is unavailable (see the proxy's log)",
+}
 
 
 def error_body(
@@ -102,8 +123,14 @@ def to_response(exc: BaseException) -> Response:
     if isinstance(exc, core.MemoryCoreError):
         for kind, status, type_ in _CORE_STATUS:
             if isinstance(exc, kind):
-                return error_response(status, str(exc), type_)
-        return error_response(500, str(exc), "server_error")
+                if kind in _SERVER_MESSAGES:
+                    # Store and embedder messages carry internals (SQL, paths): log them only.
+                    log.error("memory failure: %s", exc)
+                    return error_response(status, _SERVER_MESSAGES[kind], type_)
+                param = exc.param if isinstance(exc, core.InvalidInput) else None
+                return error_response(status, str(exc), type_, param=param)
+        log.error("memory failure: %s", exc)
+        return error_response(500, "memory error (see the proxy's log)", "server_error")
     if isinstance(exc, HTTPException):
         type_ = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
         return error_response(exc.status_code, str(exc.detail), type_, headers=exc.headers)

@@ -19,7 +19,7 @@ from typing import Any, Literal
 import orjson
 
 from memory_core.errors import InvalidIdentity
-from memory_core.prompts import message_text
+from memory_core.messages import TASK_PROMPT_PREFIX, message_text
 from memory_core.types import Scope, validate_id
 
 from .auth import Caller
@@ -30,13 +30,12 @@ Mode = Literal["off", "read", "write", "auto"]
 MODES: tuple[Mode, ...] = ("off", "read", "write", "auto")
 # Fields the proxy understands and removes before forwarding; everything else passes through.
 PROXY_FIELDS = ("user_id", "agent_id", "run_id", "memory")
-TASK_PREFIX = "### Task:"
 DEFAULT_CHAT_UI = ChatUISettings()
 
 # How background tasks begin (the only user message, or the only message). ``None``: an Open
 # WebUI "### Task:" prompt, named by its first line (see ``_OPENWEBUI_TASK_WORDS``).
 TASK_PREFIXES: tuple[tuple[str, TaskKind | None], ...] = (
-    (TASK_PREFIX, None),
+    (TASK_PROMPT_PREFIX, None),
     ("Your task is to reflect the speaker's likely facial expression", "emoji"),
     ("You have been provided with a set of responses from various models", "moa"),
     ("Provide a concise, 5-word-or-less title for the conversation", "title"),  # LibreChat
@@ -201,8 +200,8 @@ def resolve_user(
 ) -> str | None:
     """Whose memory this is. An anchored identity wins: the API key's bound user, else a
     verified Open WebUI user JWT; any other claim that differs from it is refused (403).
-    Otherwise the first claim wins: body user_id; X-User-Id; X-OpenWebUI-User-Id (when
-    trusted); body user; metadata.user_id."""
+    Otherwise the claims (body user_id; X-User-Id; X-OpenWebUI-User-Id when trusted; body
+    user; metadata.user_id) must agree: two that name different users are refused (403)."""
     openwebui = (chat_ui or DEFAULT_CHAT_UI).openwebui
     signed = openwebui_signed_user(headers, openwebui)
     bound = caller.bound_user
@@ -219,6 +218,7 @@ def resolve_user(
         ("metadata.user_id", metadata.get("user_id") if isinstance(metadata, Mapping) else None),
     ]
     first: str | None = None
+    first_source = ""
     for source, value in claims:
         claimed = _claim(value, source)
         if claimed is None:
@@ -226,7 +226,9 @@ def resolve_user(
         if anchor is not None and claimed != anchor:
             raise Forbidden(f"{anchor_source} another user than {source} claims")
         if first is None:
-            first = claimed
+            first, first_source = claimed, source
+        elif claimed != first:
+            raise Forbidden(f"{first_source} and {source} name different users")
     if anchor is not None:
         if bound is None:  # signed by Open WebUI: no assertion by the key, but the key's scope
             caller.check_user(anchor)
@@ -263,7 +265,7 @@ def resolve_mode(body: Mapping[str, Any], headers: Mapping[str, str]) -> Mode:
 
 def _openwebui_task_kind(text: str) -> TaskKind:
     """Name an Open WebUI "### Task:" prompt by its first line of instructions."""
-    rest = text.lstrip()[len(TASK_PREFIX) :].lstrip()
+    rest = text.lstrip()[len(TASK_PROMPT_PREFIX) :].lstrip()
     first_line = rest.split("\n", 1)[0].lower()
     for word, kind in _OPENWEBUI_TASK_WORDS:
         if word in first_line:

@@ -39,7 +39,10 @@ from .auth import Caller
 from .errors import BadRequest, Forbidden, ProxyError
 from .memory_access import authorize_scope, may_see, sees_all_users
 from .memory_transfer import export_lines, import_authorizer, import_lines, split_lines
-from .settings import Settings
+from .request_body import bounded_stream, parse_json, read_body
+from .settings import RequestLimits, Settings
+
+DEFAULT_LIMITS = RequestLimits()
 
 M = TypeVar("M", bound=BaseModel)
 STATIC_DIR = Path(__file__).parent / "static"
@@ -73,12 +76,15 @@ def parse_model(model: type[M], data: Any) -> M:
         raise BadRequest(validation_message(exc)) from exc
 
 
+def limits_of(request: Request) -> RequestLimits:
+    settings: Settings | None = getattr(request.app.state, "settings", None)
+    return settings.server.limits if settings is not None else DEFAULT_LIMITS
+
+
 async def read_json(request: Request, model: type[M]) -> M:
-    raw = await request.body()
-    try:
-        data = orjson.loads(raw) if raw.strip() else {}
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"request body is not valid JSON: {exc}") from exc
+    limits = limits_of(request)
+    raw = await read_body(request, limit=limits.max_api_body_bytes, timeout_s=limits.body_timeout_s)
+    data = parse_json(raw, max_depth=limits.max_json_depth) if raw.strip() else {}
     if not isinstance(data, dict):
         raise BadRequest("request body must be a JSON object")
     return parse_model(model, data)
@@ -281,9 +287,9 @@ async def import_memories(request: Request) -> Response:
     if target.user_id or target.agent_id or target.run_id:
         authorize_scope(caller, target.user_id, target.agent_id, target.run_id)
     memory = memory_of(request)
-    report = await import_lines(
-        memory, split_lines(request.stream()), import_authorizer(caller, target)
-    )
+    limits = limits_of(request)
+    body = bounded_stream(request, limit=limits.max_import_bytes, timeout_s=limits.import_timeout_s)
+    report = await import_lines(memory, split_lines(body), import_authorizer(caller, target))
     return json_response(report.as_dict())
 
 
@@ -311,6 +317,7 @@ async def to_browser(request: Request) -> Response:
 # ---- routes ----------------------------------------------------------------------------
 
 Handler = Callable[[Request], Awaitable[Response]]
+
 _MEMORY_ROUTES: list[tuple[str, Handler, list[str]]] = [
     ("/memories", add_memories, ["POST"]),
     ("/memories", list_memories, ["GET"]),

@@ -71,14 +71,27 @@ def authorize_scope(
     run_id: str | None,
     filters: Mapping[str, Any] | None = None,
 ) -> Scope:
-    """The scope a request may touch; filters can only narrow it (memory_core ANDs it in)."""
-    if user_id is None and agent_id is None and run_id is None and filters:
+    """The scope a request may touch; filters can only narrow it (memory_core ANDs it in).
+
+    The key's rules are the chat route's: a bound key acts for its user alone, a key that
+    may not assert users names none but its bound one, and ids the filters name must agree
+    with the ones given (403 otherwise: conflicting claims are never resolved silently).
+    """
+    if filters:
         derived = identity_from_filters(filters)
-        user_id, agent_id, run_id = (derived.get(k) for k in IDENTITY_FIELDS)
+        given = {"user_id": user_id, "agent_id": agent_id, "run_id": run_id}
+        for key, value in derived.items():
+            if given[key] is not None and given[key] != value:
+                raise Forbidden(f"{key} {given[key]!r} conflicts with the filters' {value!r}")
+        if user_id is None and agent_id is None and run_id is None:
+            user_id, agent_id, run_id = (derived.get(k) for k in IDENTITY_FIELDS)
+    bound = caller.bound_user
     if user_id is None and not sees_all_users(caller):
-        user_id = caller.bound_user
+        user_id = bound
         if user_id is None:
             raise Forbidden("this API key must name a user_id", param="user_id")
+    if user_id is not None and user_id != bound and not caller.may_assert_users:
+        raise Forbidden("this API key may not assert user ids", param="user_id")
     scope = Scope(user_id, agent_id, run_id).require()
     if user_id is not None:
         caller.check_user(user_id)
@@ -86,4 +99,6 @@ def authorize_scope(
         if not isinstance(value, str):
             raise BadRequest("user_id filter values must be strings", param="filters")
         caller.check_user(validate_id(value, "user_id"))
+        if value != bound and not caller.may_assert_users:
+            raise Forbidden("this API key may not assert user ids", param="filters")
     return scope

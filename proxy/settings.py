@@ -5,10 +5,19 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from memory_core.config import (
     LLMConfig,
@@ -44,6 +53,19 @@ class Deployment(BaseModel):
     model_name: str = Field(min_length=1)
     litellm_params: dict[str, Any]
     upstream: UpstreamKind = "auto"
+    # Body fields besides OpenAI's that clients may pass through LiteLLM (e.g. top_k);
+    # never one that steers the call (proxy/provider_params.py).
+    client_params: list[str] = Field(default_factory=list)
+
+    @field_validator("client_params")
+    @classmethod
+    def _not_steering(cls, value: list[str]) -> list[str]:
+        from .provider_params import is_steering
+
+        steering = [name for name in value if is_steering(name)]
+        if steering:
+            raise ValueError(f"client_params may not list {', '.join(steering)}")
+        return value
 
     @model_validator(mode="after")
     def _needs_model(self) -> Deployment:
@@ -94,6 +116,27 @@ class ProxyMemorySettings(MemoryConfig):
         )
 
 
+class RequestLimits(BaseModel):
+    """Bounds on every request (docs/security.md lists each with its default)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Chat bodies (images travel inline as base64) and memory API JSON bodies; both are
+    # counted while they are read, after the API key was checked.
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    max_api_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    max_import_bytes: int = Field(default=256 * 1024 * 1024, ge=1024)
+    # One limit for parsing and for forwarding (orjson serialises at most 254 levels).
+    max_json_depth: int = Field(default=64, ge=4, le=250)
+    # The request line and headers: their size, and how long a client may take to send them.
+    max_header_bytes: int = Field(default=64 * 1024, ge=1024)
+    header_timeout_s: float = Field(default=10.0, gt=0)
+    # The whole body must arrive within this (a slow client cannot hold a worker forever);
+    # an import (up to max_import_bytes) within import_timeout_s.
+    body_timeout_s: float = Field(default=60.0, gt=0)
+    import_timeout_s: float = Field(default=900.0, gt=0)
+
+
 class ServerSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -104,6 +147,31 @@ class ServerSettings(BaseModel):
     connect_timeout_s: float = Field(default=10.0, gt=0)
     allow_open_non_loopback: bool = False
     log_level: str = "info"
+    # Web pages that may call the proxy from a browser (CORS, preflight included), as
+    # "scheme://host[:port]"; every other Origin gets 403. The server's own origin always may.
+    allowed_origins: list[str] = Field(default_factory=list)
+    # Host header names accepted besides loopback ones (DNS rebinding). Checked in open mode,
+    # and in every mode once the list is set.
+    allowed_hosts: list[str] = Field(default_factory=list)
+    # /metrics and /ready's details without the admin key; None: only in open local mode.
+    public_metrics: bool | None = None
+    limits: RequestLimits = Field(default_factory=RequestLimits)
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        cleaned = []
+        for origin in value:
+            origin = origin.strip().rstrip("/").lower()
+            if origin != "*" and not re.fullmatch(r"https?://[^/\s?#]+", origin):
+                raise ValueError(f"{origin!r} is not an origin (scheme://host[:port]) or *")
+            cleaned.append(origin)
+        return cleaned
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _hosts(cls, value: list[str]) -> list[str]:
+        return [host.strip().lower() for host in value if host.strip()]
 
 
 class ApiKey(BaseModel):

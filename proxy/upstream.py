@@ -18,6 +18,7 @@ import orjson
 from memory_core._litellm import get_litellm
 
 from .errors import NotFoundError, UpstreamError, error_body
+from .provider_params import check_passthrough_body, litellm_body
 from .settings import Deployment
 
 log = logging.getLogger("proxy.upstream")
@@ -25,6 +26,7 @@ log = logging.getLogger("proxy.upstream")
 OPENAI_COMPATIBLE_PREFIXES = ("openai/", "hosted_vllm/", "lm_studio/", "text-completion-openai/")
 DEFAULT_OPENAI_BASE = "https://api.openai.com/v1"
 RELAYED_HEADERS = ("x-request-id", "openai-processing-ms", "openai-organization")
+MAX_ERROR_CHARS = 2000
 
 
 @dataclass(slots=True)
@@ -86,6 +88,14 @@ def _kind(deployment: Deployment, model: str) -> str:
     if "/" not in model and deployment.litellm_params.get("api_base"):
         return "passthrough"
     return "litellm"
+
+
+def check_client_fields(route: Route, body: Mapping[str, Any]) -> None:
+    """Refuse (400) body fields this route may not take from a client."""
+    if route.kind == "litellm":
+        litellm_body(body, route.deployment.client_params)
+    else:
+        check_passthrough_body(body)
 
 
 @dataclass(slots=True)
@@ -308,7 +318,11 @@ class LiteLLMUpstream:
 
     async def complete(self, call: UpstreamCall) -> UpstreamResponse:
         litellm = get_litellm()
-        kwargs = {**call.route.params, **call.body}
+        # The body may override the config's sampling defaults, and brings no other field.
+        kwargs = {
+            **call.route.params,
+            **litellm_body(call.body, call.route.deployment.client_params),
+        }
         kwargs["model"] = call.route.model
         if call.client_key and self._forward_client_key and not call.route.params.get("api_key"):
             kwargs["api_key"] = call.client_key
@@ -378,7 +392,7 @@ def _litellm_error(exc: Exception) -> tuple[int, dict[str, str], bytes]:
         status = 504  # litellm.Timeout says 408, but the gateway timed out waiting upstream
     elif not isinstance(status, int) or status < 400:
         status = 502
-    message = str(getattr(exc, "message", None) or exc)
+    message = str(getattr(exc, "message", None) or exc)[:MAX_ERROR_CHARS]
     return (
         status,
         {"content-type": "application/json"},

@@ -121,6 +121,8 @@ class ApiServer:
 
         if key is not None:
             headers.setdefault("Authorization", f"Bearer {API_KEYS.get(key, key)}")
+        # Raw ``content=`` bodies too are JSON (or JSON Lines, which the import accepts so).
+        headers.setdefault("Content-Type", "application/json")
         return httpx.Client(base_url=self.base_url, headers=headers, timeout=120)
 
 

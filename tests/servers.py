@@ -17,13 +17,15 @@ from tests.fake_upstream import parse_conversation
 class ServerThread:
     """``with ServerThread(app) as server: server.url`` — a real uvicorn server for tests."""
 
-    def __init__(self, app: Any, *, host: str = "127.0.0.1") -> None:
+    def __init__(self, app: Any, *, host: str = "127.0.0.1", **options: Any) -> None:
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind((host, 0))
         self.port = int(self._sock.getsockname()[1])
         self.base_url = f"http://{host}:{self.port}"
-        config = uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False)
+        config = uvicorn.Config(
+            app, log_level="warning", lifespan="on", access_log=False, **options
+        )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
             target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True

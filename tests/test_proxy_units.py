@@ -309,13 +309,27 @@ PRECEDENCE = [
 
 
 @pytest.mark.parametrize("drop", range(len(PRECEDENCE)))
-def test_identity_precedence(drop: int) -> None:
-    """With the first ``drop`` sources removed, the next one in DESIGN.md's order wins."""
+def test_conflicting_identity_claims_are_refused(drop: int) -> None:
+    """With the first ``drop`` sources removed, two or more claims naming different users are
+    a 403 (never silently the first); the last one alone is its user."""
     body, headers = copy.deepcopy(ALL_SOURCES[0]), dict(ALL_SOURCES[1])
     for name, _ in PRECEDENCE[:drop]:
         body.pop(name, None)
         headers.pop(name, None)
-    assert resolve_user(body, headers, OPEN_CALLER) == PRECEDENCE[drop][1]
+    if drop < len(PRECEDENCE) - 1:
+        with pytest.raises(Forbidden, match="different users"):
+            resolve_user(body, headers, OPEN_CALLER)
+    else:
+        assert resolve_user(body, headers, OPEN_CALLER) == PRECEDENCE[drop][1]
+
+
+@pytest.mark.parametrize(("source", "value"), PRECEDENCE)
+def test_each_identity_source_alone_and_agreeing(source: str, value: str) -> None:
+    body = {k: v for k, v in ALL_SOURCES[0].items() if k == source}
+    headers = {k: v for k, v in ALL_SOURCES[1].items() if k == source}
+    assert resolve_user(body, headers, OPEN_CALLER) == value
+    agreeing = {**body, "user_id": value} if source != "user_id" else {**body, "user": value}
+    assert resolve_user(agreeing, headers, OPEN_CALLER) == value
 
 
 def test_no_identity() -> None:

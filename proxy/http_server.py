@@ -1,0 +1,101 @@
+"""uvicorn with the bounds it lacks: a deadline and a size limit for a request's headers.
+
+uvicorn's keep-alive timeout only runs between requests; a client that sends its request
+line and headers a byte at a time would hold a connection open forever (slowloris), and the
+httptools parser puts no cap on their size. Body deadlines and sizes are checked by the app
+(``proxy/request_body.py``), after the API key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from .settings import RequestLimits
+
+_408 = b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+_431 = (
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+    b"content-length: 0\r\nconnection: close\r\n\r\n"
+)
+
+
+class BoundedHttpToolsProtocol(HttpToolsProtocol):
+    """httptools' protocol, closing connections whose headers are too slow or too large."""
+
+    header_timeout_s = 10.0
+    max_header_bytes = 64 * 1024
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._header_bytes = 0
+        self._awaiting_headers = True
+        self._header_timer: asyncio.TimerHandle | None = None
+        self._arm_header_timer()
+
+    def _arm_header_timer(self) -> None:
+        if self._header_timer is None:
+            self._header_timer = self.loop.call_later(self.header_timeout_s, self._headers_late)
+
+    def _disarm_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _headers_late(self) -> None:
+        self._header_timer = None
+        if self._awaiting_headers and not self.transport.is_closing():
+            self.transport.write(_408)
+            self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        if self._awaiting_headers:
+            self._header_bytes += len(data)
+            if self._header_bytes > self.max_header_bytes:
+                self._disarm_header_timer()
+                self.transport.write(_431)
+                self.transport.close()
+                return
+        super().data_received(data)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._awaiting_headers = True
+        self._arm_header_timer()
+
+    def on_headers_complete(self) -> None:
+        self._awaiting_headers = False
+        self._header_bytes = 0
+        self._disarm_header_timer()
+        super().on_headers_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._awaiting_headers = True  # the next request's bytes count from zero
+        self._header_bytes = 0
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_header_timer()
+        super().connection_lost(exc)
+
+
+def bounded_protocol(limits: RequestLimits) -> type[BoundedHttpToolsProtocol]:
+    """The protocol class with this config's header bounds."""
+    return type(
+        "ConfiguredHttpToolsProtocol",
+        (BoundedHttpToolsProtocol,),
+        {"header_timeout_s": limits.header_timeout_s, "max_header_bytes": limits.max_header_bytes},
+    )
+
+
+def uvicorn_options(limits: RequestLimits) -> dict[str, Any]:
+    """Keyword arguments for ``uvicorn.Config``/``uvicorn.run`` that apply ``limits``."""
+    return {
+        "http": bounded_protocol(limits),
+        "h11_max_incomplete_event_size": limits.max_header_bytes,
+    }
+
+
+__all__ = ["BoundedHttpToolsProtocol", "bounded_protocol", "uvicorn_options"]
