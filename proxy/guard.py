@@ -4,8 +4,9 @@ As Jupyter and Ollama do it: a request whose ``Origin`` is neither the server's 
 configured ``server.allowed_origins`` entry gets 403; bodies sent to JSON routes must say
 ``Content-Type: application/json`` (415, ``proxy/request_body.py``), which a page can only
 send after a CORS preflight; and the ``Host`` header must be a loopback name or a
-``server.allowed_hosts`` entry, so a DNS-rebound name cannot make a page same-origin with the proxy. Allowed origins get CORS
-headers, preflight included. A pure ASGI middleware: no per-request objects on the hot path.
+``server.allowed_hosts`` entry, so a DNS-rebound name cannot make a page same-origin with
+the proxy. Allowed origins get CORS headers, preflight included. A pure ASGI middleware:
+no per-request objects on the hot path.
 """
 
 from __future__ import annotations

@@ -84,6 +84,7 @@ def example_config(fake_url: str, storage: Path) -> dict[str, Any]:
     for deployment in config["model_list"]:
         deployment["litellm_params"].update(api_base=fake_url, api_key="sk-fake-provider")
     config["memory"]["storage_uri"] = str(storage)
+    config["server"] = {**(config.get("server") or {}), "public_metrics": True}  # the probes
     return config
 
 

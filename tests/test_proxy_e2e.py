@@ -75,6 +75,8 @@ def deployment(name: str, api_base: str, upstream: str = "auto", **params: Any) 
             **params,
         },
         "upstream": upstream,
+        # The fake's stream controls are no OpenAI parameters: the LiteLLM path needs them listed.
+        "client_params": ["fake_chunks", "fake_chunk_delay_s"],
     }
 
 

@@ -255,7 +255,7 @@ async def test_the_most_relevant_memories_survive_the_budget(mem: AsyncMemory) -
         # Whenever the best memory fits, it is kept, first.
         if budget >= count(alone):
             assert block.splitlines()[2] == memory_line(found[0])
-    block, kept = build_memory_block(found, max_tokens=60, count_tokens=count)
+    block, kept = build_memory_block(found, max_tokens=count(alone) + 10, count_tokens=count)
     assert block is not None and 0 < kept < len(found)
 
 
