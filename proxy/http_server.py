@@ -51,14 +51,14 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self.transport.close()
 
     def data_received(self, data: bytes) -> None:
-        if self._awaiting_headers:
+        super().data_received(data)
+        # Counted after parsing: a read that completed the headers may carry body bytes too.
+        if self._awaiting_headers and not self.transport.is_closing():
             self._header_bytes += len(data)
             if self._header_bytes > self.max_header_bytes:
                 self._disarm_header_timer()
                 self.transport.write(_431)
                 self.transport.close()
-                return
-        super().data_received(data)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()

@@ -288,7 +288,9 @@ async def import_memories(request: Request) -> Response:
         authorize_scope(caller, target.user_id, target.agent_id, target.run_id)
     memory = memory_of(request)
     limits = limits_of(request)
-    body = bounded_stream(request, limit=limits.max_import_bytes, timeout_s=limits.import_timeout_s)
+    body = bounded_stream(
+        request, limit=limits.max_import_bytes, timeout_s=limits.import_timeout_s, lines=True
+    )
     report = await import_lines(memory, split_lines(body), import_authorizer(caller, target))
     return json_response(report.as_dict())
 

@@ -59,9 +59,13 @@ def declared_length(request: Request, limit: int) -> None:
         )
 
 
-async def bounded_stream(request: Request, *, limit: int, timeout_s: float) -> AsyncIterator[bytes]:
-    """The body's chunks; 413 once more than ``limit`` bytes came, 408 when the whole body
-    took longer than ``timeout_s``."""
+async def bounded_stream(
+    request: Request, *, limit: int, timeout_s: float, lines: bool = False
+) -> AsyncIterator[bytes]:
+    """The body's chunks, once its type is JSON (JSON Lines when ``lines``): 415 otherwise;
+    413 once more than ``limit`` bytes came, 408 when the whole body took longer than
+    ``timeout_s``."""
+    check_content_type(request, lines=lines)
     declared_length(request, limit)
     size = 0
     loop = asyncio.get_running_loop()
