@@ -6,28 +6,12 @@ installs it."""
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import playwright.sync_api as sync_api
-import pytest
+from tests.conftest import API_KEYS, CHROMIUM, ApiServer
 
-from tests.conftest import API_KEYS, ApiServer
-
-CHROMIUM = os.environ.get("MEMPROXY_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 # The docs' screenshot is refreshed on request only, so a test run leaves the tree clean.
 DOCS_SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "memory-browser.png"
 SCREENSHOT = (
@@ -38,26 +22,6 @@ SCREENSHOT = (
 
 # Never skipped: a missing browser is a failing test with the fix in its message.
 assert Path(CHROMIUM).exists(), f"no Chromium at {CHROMIUM}: apt-get install -y chromium"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def page(browser: Any) -> Iterator[tuple[Any, list[str]]]:
-    context = browser.new_context(viewport={"width": 1100, "height": 760})
-    page = context.new_page()
-    problems: list[str] = []
-    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda e: problems.append(str(e)))
-    page.on("dialog", lambda d: problems.append(f"unexpected dialog: {d.message}"))
-    yield page, problems
-    context.close()
 
 
 def seed(server: ApiServer) -> dict[str, str]:
