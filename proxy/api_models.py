@@ -280,6 +280,12 @@ def query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
     return params
 
 
+def operation_id(method: str, path: str) -> str:
+    """``post /memories/{memory_id}`` → ``post_memories_memory_id``."""
+    words = [w.strip("{}") for w in path.split("/") if w]
+    return "_".join([method, *words])
+
+
 def build_openapi() -> dict[str, Any]:
     """The OpenAPI 3.1 document, schemas generated from the pydantic models."""
     models = {m for op in OPERATIONS for m in (op[3], op[4]) if m is not None}
@@ -325,7 +331,19 @@ def build_openapi() -> dict[str, Any]:
             for code, text in ERROR_STATUSES
         }
         op["responses"] = {"200": ok, **errors}
+        op["operationId"] = operation_id(method, path)
         paths.setdefault(path, {})[method] = op
+    # The ids an add returns feed the per-memory operations (schemathesis' stateful phase).
+    by_id = {"memory_id": "$response.body#/results/0/id"}
+    paths["/memories"]["post"]["responses"]["200"]["links"] = {
+        target: {"operationId": operation_id(method, path), "parameters": by_id}
+        for target, method, path in (
+            ("GetMemory", "get", "/memories/{memory_id}"),
+            ("UpdateMemory", "put", "/memories/{memory_id}"),
+            ("DeleteMemory", "delete", "/memories/{memory_id}"),
+            ("MemoryHistory", "get", "/memories/{memory_id}/history"),
+        )
+    }
     return {
         "openapi": "3.1.0",
         "info": {

@@ -85,7 +85,7 @@ def test_rest_api_fuzz_has_no_server_errors_and_keeps_its_schema(
         "--workers",
         "1",
         "--phases",
-        "examples,coverage,fuzzing",
+        "examples,coverage,fuzzing,stateful",
         "--generation-database",
         "none",
         "--no-color",
