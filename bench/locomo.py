@@ -500,7 +500,7 @@ async def collect_features(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Every candidate ``search`` would score for every QA: features (rows) and labels (1:
     the candidate is one of the question's evidence turns)."""
-    from memory_core import AsyncMemory, MemoryConfig
+    from memory_core import AsyncMemory, MemoryConfig, Scope, Selection
     from memory_core.fusion_weights import FEATURES
 
     rows: list[list[float]] = []
@@ -511,10 +511,9 @@ async def collect_features(
             config = MemoryConfig(storage_uri=str(root / sample.sample_id), search=search)
             memory = AsyncMemory(config, embedder=embedder)
             await load_sample(memory, sample, context_turns=context_turns, caption=caption)
+            selection = Selection(Scope(sample.sample_id))
             for qa in sample.qa:
-                for candidate in await memory.search_candidates(
-                    qa.question, user_id=sample.sample_id
-                ):
+                for candidate in await memory.searcher.candidates(qa.question, selection):
                     rows.append([candidate.features[name] for name in FEATURES])
                     dia_id = candidate.row["metadata"].get("dia_id", "")
                     labels.append(1.0 if dia_id in qa.evidence else 0.0)

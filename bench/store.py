@@ -27,7 +27,7 @@ import numpy as np
 
 from memory_core import AsyncMemory, MemoryConfig
 from memory_core.embedders import LocalEmbedder
-from memory_core.filters import compile_filters
+from memory_core.storage import Selection
 from memory_core.store import LanceStore
 from memory_core.types import Scope
 
@@ -94,7 +94,7 @@ async def build_store(size: int, embedder: LocalEmbedder, *, force: bool = False
     await store.optimize()  # compaction + fold rows into the BTREE and FTS indexes
     optimize_s = time.perf_counter() - t
     count = await store.count()
-    caller = await store.count(compile_filters(Scope(CALLER), None).sql)
+    caller = await store.count(Selection(Scope(CALLER)))
     await store.close()
     info = {
         "size": size,
@@ -148,7 +148,7 @@ async def measure_search(
     await memory.open()
     store = memory.store
     assert store is not None
-    where = compile_filters(Scope(CALLER), None).sql
+    where = Selection(Scope(CALLER))
     out: dict[str, Any] = {}
     queries = list(qvecs)
     for name in ("vector", "fulltext", "memory.search"):

@@ -13,8 +13,10 @@ from .errors import (
     NotFound,
     StoreError,
 )
-from .memory import AsyncMemory, Memory
+from .memory import AsyncMemory
 from .retrieval import LiteLLMReranker, Reranker
+from .storage import Selection, Store
+from .sync import Memory
 from .types import Scope
 
 __all__ = [
@@ -37,5 +39,7 @@ __all__ = [
     "RerankerConfig",
     "Scope",
     "SearchConfig",
+    "Selection",
+    "Store",
     "StoreError",
 ]

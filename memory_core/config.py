@@ -138,6 +138,18 @@ class SearchConfig(_Strict):
         return value
 
 
+class QueueConfig(_Strict):
+    """The durable learning queue (``memory_core.queue``; the proxy's ``memory.queue``)."""
+
+    concurrency: int = Field(default=4, ge=1, le=256)
+    max_attempts: int = Field(default=10, ge=1)
+    backoff_base_s: float = Field(default=2.0, gt=0)
+    backoff_max_s: float = Field(default=300.0, gt=0)
+    lease_s: float = Field(default=60.0, gt=0)
+    poll_s: float = Field(default=0.5, gt=0)
+    shutdown_grace_s: float = Field(default=10.0, ge=0)
+
+
 class MemoryLimits(_Strict):
     """Bounds on what one caller can make the library do (docs/security.md)."""
 

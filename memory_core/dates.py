@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from .filters import format_timestamp
+from .timestamps import format_timestamp
 
 _MONTHS = {
     "january": 1,

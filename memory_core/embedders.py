@@ -162,7 +162,7 @@ class LiteLLMEmbedder(_TimedEmbed):
     async def _embed(self, texts: Sequence[str], purpose: Purpose) -> Vectors:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        from ._litellm import get_litellm
+        from .litellm_loader import get_litellm
 
         litellm = get_litellm()
         kwargs: dict[str, Any] = {"model": self._config.model, **self._config.extra}

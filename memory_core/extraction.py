@@ -125,7 +125,7 @@ class LiteLLMChat:
         self._config = config
 
     async def complete(self, messages: list[dict[str, Any]], *, json_mode: bool) -> str:
-        from ._litellm import get_litellm
+        from .litellm_loader import get_litellm
 
         litellm = get_litellm()
         kwargs = self._config.litellm_kwargs()

@@ -10,18 +10,17 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from .config import MemoryLimits
 from .errors import InvalidFilter
-from .types import Scope, validate_id
+from .filter_shape import DEFAULT_LIMITS, LOGIC, OPERATORS, check_filter_shape
+from .storage import Selection
+from .timestamps import normalize_timestamp
+from .types import IDENTITY_FIELDS, Scope, validate_id
 
-IDENTITY_FIELDS = ("user_id", "agent_id", "run_id")
 TIME_FIELDS = ("created_at", "updated_at")
 COLUMN_FIELDS = (*IDENTITY_FIELDS, *TIME_FIELDS, "id", "hash")
-OPERATORS = ("eq", "ne", "gt", "gte", "lt", "lte", "in", "nin", "contains", "icontains")
-LOGIC = ("AND", "OR", "NOT")
 MAX_VALUE_CHARS = 4096
 MAX_IN_VALUES = 1000
 
@@ -47,35 +46,6 @@ def sql_literal(value: Any) -> str:
             raise InvalidFilter("filter value contains a NUL character")
         return "'" + value.replace("'", "''") + "'"
     raise InvalidFilter(f"unsupported filter value type: {type(value).__name__}")
-
-
-def normalize_timestamp(value: Any) -> str:
-    """Parse an ISO date/time (or epoch seconds) into the stored UTC ISO format."""
-    if isinstance(value, bool):
-        raise InvalidFilter("timestamps must be ISO-8601 strings or epoch seconds")
-    if isinstance(value, int | float):
-        try:
-            moment = datetime.fromtimestamp(float(value), tz=UTC)
-        except (OverflowError, OSError, ValueError) as exc:
-            raise InvalidFilter(f"epoch seconds out of range: {value!r}") from exc
-    elif isinstance(value, str):
-        try:
-            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError as exc:
-            raise InvalidFilter(f"not an ISO-8601 timestamp: {value[:64]!r}") from exc
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=UTC)
-    else:
-        raise InvalidFilter("timestamps must be ISO-8601 strings or epoch seconds")
-    try:
-        return format_timestamp(moment)
-    except OverflowError as exc:  # e.g. year 9999 with a negative offset
-        raise InvalidFilter(f"timestamp out of range: {value!r}") from exc
-
-
-def format_timestamp(moment: datetime) -> str:
-    """The one stored timestamp format: fixed-width UTC, so string order is time order."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
 
 
 def scope_sql(scope: Scope) -> str:
@@ -113,37 +83,6 @@ def combine_sql(*parts: str) -> str:
     return " AND ".join(f"({p})" for p in kept)
 
 
-DEFAULT_LIMITS = MemoryLimits()
-
-
-def check_filter_shape(filters: Any, limits: MemoryLimits = DEFAULT_LIMITS) -> None:
-    """Refuse filters nesting AND/OR/NOT deeper than ``limits.max_filter_depth`` or holding
-    more than ``limits.max_filter_conditions`` conditions (walked without recursion, so no
-    shape of input can exhaust the stack before it is refused)."""
-    stack: list[tuple[Any, int]] = [(filters, 0)]
-    conditions = 0
-    while stack:
-        node, depth = stack.pop()
-        if isinstance(node, list):
-            stack.extend((item, depth) for item in node)
-            continue
-        if not isinstance(node, Mapping):
-            continue  # the compiler says what is wrong with it
-        for key, value in node.items():
-            if key in LOGIC:
-                if depth + 1 > limits.max_filter_depth:
-                    raise InvalidFilter(
-                        f"filters nest AND/OR/NOT more than {limits.max_filter_depth} levels deep"
-                    )
-                stack.append((value, depth + 1))
-                continue
-            conditions += len(value) if isinstance(value, Mapping) and value else 1
-            if conditions > limits.max_filter_conditions:
-                raise InvalidFilter(
-                    f"filters hold more than {limits.max_filter_conditions} conditions"
-                )
-
-
 def compile_filters(
     scope: Scope, filters: Mapping[str, Any] | None, limits: MemoryLimits = DEFAULT_LIMITS
 ) -> CompiledFilter:
@@ -159,6 +98,22 @@ def compile_filters(
     check_filter_shape(filters, limits)
     node = _compile_node(filters)
     return CompiledFilter(sql=combine_sql(base, node.sql), predicate=node.predicate)
+
+
+def compile_selection(
+    selection: Selection, limits: MemoryLimits = DEFAULT_LIMITS
+) -> CompiledFilter:
+    """A store's ``Selection`` as a SQL prefilter plus the metadata check: the scope, ids and
+    hashes, the caller's filters (held to ``limits``) and the library's own window."""
+    compiled = compile_filters(selection.scope, selection.filters, limits)
+    parts = [compiled.sql]
+    if selection.ids is not None:
+        parts.append(ids_sql("id", selection.ids))
+    if selection.hashes is not None:
+        parts.append(ids_sql("hash", selection.hashes))
+    if selection.window:
+        parts.append(_compile_node(selection.window).sql)
+    return CompiledFilter(sql=combine_sql(*parts), predicate=compiled.predicate)
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 
 import orjson
 
+from .config import QueueConfig
 from .errors import InvalidIdentity, InvalidInput, MemoryCoreError
 
 log = logging.getLogger("memory_core.queue")
@@ -61,17 +62,6 @@ class Job:
     payload: dict[str, Any]
     attempts: int
     enqueued_at: float
-
-
-@dataclass(slots=True)
-class QueueSettings:
-    concurrency: int = 4
-    max_attempts: int = 6
-    backoff_base_s: float = 1.0
-    backoff_max_s: float = 300.0
-    lease_s: float = 60.0
-    poll_s: float = 0.5
-    shutdown_grace_s: float = 10.0
 
 
 @dataclass(slots=True)
@@ -304,9 +294,9 @@ class LearningQueue:
         self,
         path: str | Path,
         handler: Handler | None = None,
-        settings: QueueSettings | None = None,
+        settings: QueueConfig | None = None,
     ) -> None:
-        self.settings = settings or QueueSettings()
+        self.settings = settings or QueueConfig()
         self._store = JobStore(path)
         self._handler = handler
         self._owner = owner_identity()

@@ -231,7 +231,7 @@ class LiteLLMReranker:
     async def rerank(self, query: str, items: list[MemoryItem]) -> list[MemoryItem]:
         if len(items) < 2:
             return list(items)
-        from ._litellm import get_litellm
+        from .litellm_loader import get_litellm
 
         litellm = get_litellm()
         kwargs = self._config.model_dump(

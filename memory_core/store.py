@@ -18,15 +18,17 @@ import orjson
 import pyarrow as pa
 from lancedb.index import FTS, BTree
 
+from .config import MemoryLimits
 from .errors import DimensionMismatch, StoreError
-from .filters import combine_sql, ids_sql, sql_literal
+from .filters import CompiledFilter, compile_selection, ids_sql, sql_literal
+from .records import SEARCH_TEXT
+from .storage import Row, RowCheck, Selection, TextHit
 from .types import HistoryItem
 
 log = logging.getLogger("memory_core.store")
 
 MEMORIES = "memories"
 HISTORY = "memory_history"
-SEARCH_TEXT = "search_text"
 SCAN_LIMIT = 1_000_000  # LanceDB queries default to 10 rows; "all rows of a scope" needs a cap
 
 
@@ -71,10 +73,6 @@ HISTORY_SCHEMA = pa.schema(
 ROW_COLUMNS = [f.name for f in memories_schema(1) if f.name not in ("vector", SEARCH_TEXT)]
 
 
-# A full-text hit: the row, its vector (for the cosine to the query), its BM25 score.
-TextHit = tuple[dict[str, Any], np.ndarray[Any, Any], float]
-
-
 def decode_row(row: Mapping[str, Any]) -> dict[str, Any]:
     """A stored row as a plain dict with metadata parsed (vector dropped)."""
     item = {key: row.get(key) for key in ROW_COLUMNS}
@@ -85,7 +83,8 @@ def decode_row(row: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class LanceStore:
-    """The memories and history tables of one LanceDB database (local path or ``s3://``)."""
+    """The memories and history tables of one LanceDB database (local path or ``s3://``);
+    implements ``memory_core.storage.Store``, compiling each ``Selection`` to SQL itself."""
 
     def __init__(
         self,
@@ -96,8 +95,10 @@ class LanceStore:
         read_consistency_interval_s: float | None = None,
         optimize_every: int = 100,
         cleanup_retention_s: float = 3600.0,
+        limits: MemoryLimits | None = None,
     ) -> None:
         self.uri = uri
+        self._limits = limits or MemoryLimits()
         self.dimension = dimension
         self._storage_options = dict(storage_options or {})
         self._consistency = (
@@ -173,20 +174,31 @@ class LanceStore:
 
     # ---- reads -------------------------------------------------------------------------
 
-    async def fetch(self, where: str, *, limit: int = SCAN_LIMIT) -> list[dict[str, Any]]:
-        """Rows matching ``where`` (built by ``memory_core.filters``), without vectors."""
-        query = self._table().query().select(ROW_COLUMNS).limit(limit)
-        if where:
-            query = query.where(where)
-        return [decode_row(r) for r in await _to_rows(query)]
+    def _compiled(self, selection: Selection) -> CompiledFilter:
+        return compile_selection(selection, self._limits)
 
-    async def count(self, where: str = "") -> int:
+    def row_check(self, selection: Selection) -> RowCheck | None:
+        return self._compiled(selection).predicate
+
+    async def fetch(self, selection: Selection, *, limit: int | None = None) -> list[Row]:
+        """Rows of ``selection`` (metadata conditions included), without vectors."""
+        compiled = self._compiled(selection)
+        query = self._table().query().select(ROW_COLUMNS).limit(limit or SCAN_LIMIT)
+        if compiled.sql:
+            query = query.where(compiled.sql)
+        rows = [decode_row(r) for r in await _to_rows(query)]
+        return rows if compiled.predicate is None else [r for r in rows if compiled.matches(r)]
+
+    async def count(self, selection: Selection | None = None) -> int:
+        where = self._compiled(selection).sql if selection is not None else ""
         return int(await self._table().count_rows(where or None))
 
     async def vector_search(
-        self, vector: np.ndarray[Any, Any], where: str, *, limit: int
-    ) -> list[tuple[dict[str, Any], float]]:
-        """Exact cosine search under a prefilter; returns (row, similarity) best first."""
+        self, vector: np.ndarray[Any, Any], selection: Selection, *, limit: int
+    ) -> list[tuple[Row, float]]:
+        """Exact cosine search under ``selection``'s prefilter (its ``row_check`` is the
+        caller's): (row, similarity) best first."""
+        where = self._compiled(selection).sql
         query = (
             self._table()
             .query()
@@ -201,9 +213,10 @@ class LanceStore:
         rows = await _to_rows(query)
         return [(decode_row(r), 1.0 - float(r["_distance"])) for r in rows]
 
-    async def text_search(self, text: str, where: str, *, limit: int) -> list[TextHit]:
-        """BM25 full-text search under a prefilter: (row, its vector, BM25 score) in BM25
-        order (the caller takes the cosine of each vector to its query vector)."""
+    async def text_search(self, text: str, selection: Selection, *, limit: int) -> list[TextHit]:
+        """BM25 full-text search under ``selection``'s prefilter: (row, its vector, BM25
+        score) in BM25 order (the caller takes the cosine of each vector to its query)."""
+        where = self._compiled(selection).sql
         query = (
             self._table()
             .query()
@@ -289,9 +302,11 @@ class LanceStore:
             encoded["vector"] = np.asarray(encoded["vector"], dtype=np.float32).tolist()
         await self._write(self._table().update(encoded, where=ids_sql("id", [memory_id])))
 
-    async def delete(self, where: str) -> None:
-        if not where:
-            raise StoreError("refusing to delete without a filter")
+    async def delete(self, selection: Selection) -> None:
+        compiled = self._compiled(selection)
+        if not compiled.sql or compiled.predicate is not None:
+            raise StoreError("refusing to delete without a filter, or by metadata")
+        where = compiled.sql
         await self._write(self._table().delete(where))
 
     async def add_history(self, rows: Sequence[dict[str, Any]]) -> None:
@@ -299,9 +314,6 @@ class LanceStore:
             await self._write(
                 self._history.add(pa.Table.from_pylist(list(rows), schema=HISTORY_SCHEMA))
             )
-
-    async def delete_history(self, where: str) -> None:
-        await self._write(self._history.delete(where))
 
     async def reset(self) -> None:
         """Drop both tables and create them empty."""
@@ -373,4 +385,4 @@ async def _to_rows(query: Any) -> list[dict[str, Any]]:
     return rows
 
 
-__all__ = ["LanceStore", "combine_sql", "decode_row"]
+__all__ = ["LanceStore", "decode_row"]

@@ -16,8 +16,9 @@ from pydantic import (
 )
 from pydantic.json_schema import models_json_schema
 
-from memory_core.filters import normalize_timestamp
-from memory_core.memory import RESERVED_METADATA
+from memory_core.checks import check_metadata
+from memory_core.errors import InvalidInput
+from memory_core.timestamps import normalize_timestamp
 from memory_core.types import ID_PATTERN
 
 ID_REGEX = f"^{ID_PATTERN.pattern}$"  # pydantic patterns search; ids must match whole
@@ -125,9 +126,10 @@ class ImportRecord(BaseModel):
         """The record for ``AsyncMemory.import_memories``; raises ValueError when unusable."""
         if not self.memory.strip():
             raise ValueError("memory is empty")
-        clash = [key for key in RESERVED_METADATA if key in self.metadata]
-        if clash:
-            raise ValueError(f"metadata may not set {', '.join(clash)}")
+        try:
+            check_metadata(self.metadata)
+        except InvalidInput as exc:
+            raise ValueError(str(exc)) from exc
         record = self.model_dump()
         for field in ("created_at", "updated_at"):
             if record[field] is not None:

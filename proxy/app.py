@@ -18,8 +18,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from memory_core import AsyncMemory
-from memory_core._litellm import get_litellm
-from memory_core.queue import LearningQueue, QueueSettings
+from memory_core.litellm_loader import get_litellm
+from memory_core.queue import LearningQueue
 
 from .auth import Authenticator, presented_key
 from .chat import ChatDeps, chat_completions
@@ -97,18 +97,8 @@ def create_app(
             if learning_queue is None:
                 path = queue_path(settings)
                 assert path is not None
-                q = settings.memory.queue
                 learning_queue = LearningQueue(
-                    path,
-                    Learner(mem, settings, router, metrics).handle,
-                    QueueSettings(
-                        concurrency=q.concurrency,
-                        max_attempts=q.max_attempts,
-                        backoff_base_s=q.backoff_base_s,
-                        backoff_max_s=q.backoff_max_s,
-                        lease_s=q.lease_s,
-                        shutdown_grace_s=q.shutdown_grace_s,
-                    ),
+                    path, Learner(mem, settings, router, metrics).handle, settings.memory.queue
                 )
                 await learning_queue.start()
                 metrics.watch_queue(learning_queue.stats)
@@ -170,8 +160,7 @@ def create_app(
         deps: ChatDeps | None = getattr(request.app.state, "chat", None)
         checks: dict[str, Any] = {}
         if deps is not None and deps.memory is not None:
-            store = deps.memory.store
-            checks["store"] = bool(store and store.is_open)
+            checks["store"] = deps.memory.is_ready
         if deps is not None and deps.queue is not None:
             checks["queue"] = deps.queue.stats()
         ok = deps is not None and all(v is not False for v in checks.values())

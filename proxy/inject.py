@@ -32,7 +32,7 @@ DEFAULT_LIMITS = MemoryLimits()
 @lru_cache(maxsize=1)
 def default_token_counter() -> TokenCounter:
     """tiktoken's cl100k_base, loaded once (from litellm's bundled copy when offline)."""
-    from memory_core._litellm import prepare_offline_environment
+    from memory_core.litellm_loader import prepare_offline_environment
 
     prepare_offline_environment()
     import tiktoken

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from memory_core.filters import IDENTITY_FIELDS, LOGIC
-from memory_core.types import Scope, validate_id
+from memory_core.filter_shape import filter_user_ids, identity_from_filters
+from memory_core.types import IDENTITY_FIELDS, Scope, validate_id
 
 from .auth import Caller
 from .errors import BadRequest, Forbidden
@@ -26,42 +26,6 @@ def may_see(caller: Caller, item: Mapping[str, Any]) -> bool:
         return True
     user_id = item.get("user_id")
     return user_id is not None and user_id in caller.users
-
-
-def identity_from_filters(filters: Mapping[str, Any]) -> dict[str, str]:
-    """Top-level equalities on user_id/agent_id/run_id (also inside a top-level AND)."""
-    found: dict[str, str] = {}
-    nodes: list[Any] = [filters]
-    and_items = filters.get("AND")
-    if isinstance(and_items, list):
-        nodes.extend(and_items)
-    for node in nodes:
-        if not isinstance(node, Mapping):
-            continue
-        for key in IDENTITY_FIELDS:
-            value = node.get(key)
-            if isinstance(value, Mapping) and set(value) == {"eq"}:
-                value = value["eq"]
-            if isinstance(value, str) and key not in found:
-                found[key] = value
-    return found
-
-
-def filter_user_ids(filters: Any) -> list[str]:
-    """Every user_id value a filter mentions, at any depth, under any operator."""
-    found: list[str] = []
-    if isinstance(filters, list):
-        for item in filters:
-            found.extend(filter_user_ids(item))
-    elif isinstance(filters, Mapping):
-        for key, value in filters.items():
-            if key in LOGIC:
-                found.extend(filter_user_ids(value))
-            elif key == "user_id":
-                values = value.values() if isinstance(value, Mapping) else [value]
-                for v in values:
-                    found.extend(v if isinstance(v, list) else [v])
-    return found
 
 
 def authorize_scope(

@@ -12,8 +12,7 @@ from pydantic import ValidationError
 
 from memory_core import AsyncMemory
 from memory_core.errors import InvalidInput, MemoryCoreError
-from memory_core.filters import IDENTITY_FIELDS
-from memory_core.types import Scope
+from memory_core.types import IDENTITY_FIELDS, Scope
 
 from .api_models import ImportRecord, ScopeQuery, validation_message
 from .auth import Caller

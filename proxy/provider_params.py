@@ -116,7 +116,7 @@ def is_steering(name: str) -> bool:
 @lru_cache(maxsize=1)
 def litellm_own_params() -> frozenset[str]:
     """Every keyword LiteLLM itself interprets (its ``all_litellm_params``), minus OpenAI's."""
-    from memory_core._litellm import get_litellm
+    from memory_core.litellm_loader import get_litellm
 
     get_litellm()
     from litellm.types.utils import all_litellm_params

@@ -22,6 +22,7 @@ from pydantic import (
 from memory_core.config import (
     LLMConfig,
     MemoryConfig,
+    QueueConfig,
     format_validation_error,
     load_yaml,
     resolve_env_refs,
@@ -89,17 +90,6 @@ class RecallSettings(BaseModel):
         if isinstance(self.recall_for_tasks, bool):
             return self.recall_for_tasks
         return task in self.recall_for_tasks
-
-
-class QueueConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    concurrency: int = Field(default=4, ge=1, le=256)
-    max_attempts: int = Field(default=10, ge=1)
-    backoff_base_s: float = Field(default=2.0, gt=0)
-    backoff_max_s: float = Field(default=300.0, gt=0)
-    lease_s: float = Field(default=60.0, gt=0)
-    shutdown_grace_s: float = Field(default=10.0, ge=0)
 
 
 class ProxyMemorySettings(MemoryConfig):

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import aiohttp
 import orjson
 
-from memory_core._litellm import get_litellm
+from memory_core.litellm_loader import get_litellm
 
 from .errors import NotFoundError, UpstreamError, error_body
 from .provider_params import check_passthrough_body, litellm_body

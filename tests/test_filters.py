@@ -20,11 +20,11 @@ from memory_core.filters import (
     MAX_VALUE_CHARS,
     compile_filters,
     ids_sql,
-    normalize_timestamp,
     scope_sql,
     sql_literal,
 )
-from memory_core.memory import content_hash
+from memory_core.records import content_hash
+from memory_core.timestamps import normalize_timestamp
 from memory_core.types import Scope
 
 U1 = Scope(user_id="u1")

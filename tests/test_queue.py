@@ -16,14 +16,15 @@ from typing import Any
 import pytest
 
 from memory_core import queue as queue_module
+from memory_core.config import QueueConfig
 from memory_core.errors import ExtractionError, InvalidIdentity, InvalidInput
-from memory_core.queue import Job, JobStore, LearningQueue, QueueSettings
+from memory_core.queue import Job, JobStore, LearningQueue
 
 FAST = dict(backoff_base_s=0.01, backoff_max_s=0.05, poll_s=0.02, shutdown_grace_s=1.0)
 
 
-def settings(**overrides: Any) -> QueueSettings:
-    return QueueSettings(**{**FAST, **overrides})
+def settings(**overrides: Any) -> QueueConfig:
+    return QueueConfig(**{**FAST, **overrides})
 
 
 def dead_pid() -> int:

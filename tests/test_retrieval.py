@@ -25,7 +25,8 @@ from memory_core.retrieval import (
     speaker_of,
     text_features,
 )
-from memory_core.types import MemoryItem
+from memory_core.storage import Selection
+from memory_core.types import MemoryItem, Scope
 from proxy.inject import build_memory_block, memory_line
 
 
@@ -225,7 +226,7 @@ async def test_litellm_reranker_maps_indices(monkeypatch: pytest.MonkeyPatch) ->
             # Out-of-range and repeated indices are ignored; missing items keep their order.
             return {"results": [{"index": 2}, {"index": 7}, {"index": 2}, {"index": 0}]}
 
-    monkeypatch.setattr("memory_core._litellm.get_litellm", lambda: FakeLiteLLM())
+    monkeypatch.setattr("memory_core.litellm_loader.get_litellm", lambda: FakeLiteLLM())
     reranker = LiteLLMReranker(RerankerConfig(model="cohere/rerank-v3.5", api_key="k"))
     items = [MemoryItem(id=str(i), memory=f"m{i}") for i in range(4)]
     ranked = await reranker.rerank("q", items)
@@ -424,7 +425,8 @@ async def test_fusion_weights_decide_the_hybrid_order(tmp_path: Path, embedder: 
 
 
 async def test_search_candidates_expose_what_the_fusion_weighs(mem: AsyncMemory) -> None:
-    candidates = await mem.search_candidates("cello orchestra", user_id="u")
+    await mem.open()
+    candidates = await mem.searcher.candidates("cello orchestra", Selection(Scope("u")))
     assert len(candidates) == len(FACTS)  # every memory is within the vector ranking's depth
     assert all(set(c.features) == set(FEATURES) for c in candidates)
     cello = next(c for c in candidates if "cello" in c.row["memory"])

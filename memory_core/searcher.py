@@ -1,0 +1,143 @@
+"""Search: the rankings of a scope's memories for a query (exact vector, BM25 full text, and
+the vector search around a date the query names), their candidates scored by the fusion
+(``retrieval.py``), then thresholds, metadata checks, recency and an optional reranker."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Awaitable, Mapping
+from typing import Any
+
+import numpy as np
+
+from .config import MemoryConfig
+from .dates import created_within, named_days
+from .embedders import Embedder
+from .records import to_item
+from .retrieval import (
+    Candidate,
+    Reranker,
+    apply_recency,
+    collect_candidates,
+    fusion_weights,
+    is_time_sensitive,
+    score_candidates,
+)
+from .storage import Row, Selection, Store, TextHit
+from .types import MemoryItem, Scope
+
+log = logging.getLogger("memory_core.search")
+_FTS_UNSAFE = re.compile(r"[^\w\s]+")
+
+
+class MemorySearcher:
+    """Ranks a scope's memories in ``store`` for a query embedded by ``embedder``."""
+
+    def __init__(
+        self,
+        store: Store,
+        embedder: Embedder,
+        config: MemoryConfig,
+        reranker: Reranker | None = None,
+    ) -> None:
+        self._store = store
+        self._embedder = embedder
+        self._config = config
+        self._reranker = reranker
+
+    @property
+    def mode(self) -> str:
+        return self._config.search.mode if self._config.hybrid_search else "vector"
+
+    async def search(
+        self,
+        query: str,
+        scope: Scope,
+        *,
+        limit: int,
+        threshold: float | None,
+        filters: Mapping[str, Any] | None,
+    ) -> list[MemoryItem]:
+        """The ``limit`` best memories of ``scope`` for ``query``, each with its similarity."""
+        selection = Selection(scope, filters=filters)
+        check = self._store.row_check(selection)  # also refuses bad filters before any I/O
+        cfg = self._config.search
+        reranker = self._reranker
+        keep = limit  # results taken from the fused list (the reranker sees more)
+        if reranker is not None:
+            keep = max(limit, cfg.reranker.candidates if cfg.reranker is not None else 50)
+        depth = max(cfg.candidates, keep)
+        if check is not None:  # metadata is checked after the search: go deeper
+            depth = max(depth, limit * 20, 500)
+        candidates = await self.candidates(query, selection, depth)
+        mode = self.mode
+        weights = fusion_weights(cfg, mode)
+        learned = cfg.fusion == "learned" and mode == "hybrid"
+        fused = [(c.row, c.similarity, c.score) for c in score_candidates(candidates, weights)]
+        if cfg.recency_weight > 0 and (cfg.recency_always or is_time_sensitive(query)):
+            fused = apply_recency(
+                fused,
+                weight=cfg.recency_weight,
+                half_life_days=cfg.recency_half_life_days,
+                # A top rank's worth: in the learned score's units, or RRF's 1 / (k + 1).
+                unit=(weights.get("vector_rank", 1.0) if learned else 1.0) / (cfg.rrf_k + 1.0),
+            )
+        results: list[MemoryItem] = []
+        for row, similarity, _fused in fused:
+            if threshold is not None and similarity < threshold:
+                continue
+            if check is not None and not check(row):
+                continue
+            results.append(to_item(row, similarity))
+            if len(results) >= keep:
+                break
+        if reranker is not None and len(results) > 1:
+            try:
+                results = await reranker.rerank(query, results)
+            except Exception as exc:  # a failing rerank provider must not fail the search
+                log.warning("rerank failed, using the fused order: %r", exc)
+        return results[:limit]
+
+    async def candidates(
+        self, query: str, selection: Selection, depth: int | None = None
+    ) -> list[Candidate]:
+        """The union of the rankings (vector, full text, date window), unscored, each
+        ``depth`` (default ``search.candidates``) deep under ``selection``'s prefilter; also
+        what ``python -m bench locomo --fit`` fits the fusion weights on."""
+        cfg = self._config.search
+        depth = depth or cfg.candidates
+        mode = self.mode
+        text_query = _FTS_UNSAFE.sub(" ", query).strip() if mode != "vector" else ""
+        vector = (await self._embedder.embed([query], purpose="query"))[0]
+        store = self._store
+        vector_searches: dict[str, Awaitable[list[tuple[Row, float]]]] = {}
+        text_searches: dict[str, Awaitable[list[TextHit]]] = {}
+        if mode != "text":
+            vector_searches["vector"] = store.vector_search(vector, selection, limit=depth)
+        if text_query:
+            text_searches["text"] = store.text_search(text_query, selection, limit=depth)
+        days = named_days(query) if cfg.date_weight > 0 else []
+        if days:  # "what did I say on 8 May, 2023?": rank what was said around that date too
+            around = created_within(days, slack_days=cfg.date_slack_days)
+            window = Selection(selection.scope, filters=selection.filters, window=around)
+            if mode != "text":
+                vector_searches["date"] = store.vector_search(vector, window, limit=depth)
+            elif text_query:
+                text_searches["date"] = store.text_search(text_query, window, limit=depth)
+        found: list[Any] = await asyncio.gather(*vector_searches.values(), *text_searches.values())
+        rankings = dict(zip(vector_searches, found, strict=False))
+        text_scores: dict[str, float] = {}
+        for name, hits in zip(text_searches, found[len(vector_searches) :], strict=True):
+            # One matrix-vector product for the cosines, not one Python call per hit.
+            similarities = np.stack([v for _row, v, _s in hits]) @ vector if hits else []
+            rankings[name] = [
+                (row, float(sim)) for (row, _v, _s), sim in zip(hits, similarities, strict=True)
+            ]
+            if name == "text":
+                text_scores = {row["id"]: score for row, _v, score in hits}
+        return collect_candidates(query, rankings, text_scores=text_scores, k=cfg.rrf_k)
+
+
+__all__ = ["MemorySearcher"]

@@ -1,0 +1,366 @@
+"""Every write of the library but imports (``importer.py``): verbatim adds, learned adds
+(extraction, then ADD / UPDATE / DELETE / NONE decisions applied), near-duplicate folding,
+updates and deletes.
+
+One lock per scope serialises a scope's writes (they would race on UPDATE/DELETE); every
+vector of a write is computed before its first row changes; each change writes history.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import weakref
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from .checks import memory_text
+from .config import MemoryConfig
+from .embedders import Embedder
+from .extraction import ChatLLM, Decision, complete_json, offer_ids, parse_decisions, parse_facts
+from .messages import message_text
+from .prompts import build_fact_extraction_messages, build_update_messages, learnable_messages
+from .records import (
+    content_hash,
+    history_row,
+    memory_row,
+    scope_of,
+    updated_values,
+    with_context,
+)
+from .storage import Row, Selection, Store
+from .timestamps import format_timestamp, now_stamp
+from .types import AddResult, MemoryItem, Message, Scope
+
+HASH_BATCH = 500  # hashes or ids per lookup query
+
+_WORDS = re.compile(r"\w+")
+_NUMBERS = re.compile(r"\d+(?:[.,]\d+)*")
+
+
+@dataclass(frozen=True, slots=True)
+class WriteContext:
+    """What one add call writes with: whose memories, when it was said, the caller's
+    metadata, the queue job it applies (idempotency), and the conversation just before."""
+
+    scope: Scope
+    when: datetime
+    metadata: Mapping[str, Any]
+    job_id: str | None = None
+    context: str | None = None
+
+
+def is_near_duplicate(similarity: float, new: str, old: str, threshold: float) -> bool:
+    """Same fact in other words: cosine >= ``threshold`` and the same numbers (dates, ages and
+    amounts are where near-identical sentences differ: "born in 1990" vs "born in 1985")."""
+    return similarity >= threshold and set(_NUMBERS.findall(new)) == set(_NUMBERS.findall(old))
+
+
+def refines(new: str, old: str) -> bool:
+    """True when ``new`` says everything ``old`` says and more (all its words, plus others)."""
+    new_words = set(_WORDS.findall(new.lower()))
+    old_words = set(_WORDS.findall(old.lower()))
+    return old_words < new_words
+
+
+class MemoryWriter:
+    """Writes memories of any scope into ``store``, embedding with ``embedder``."""
+
+    def __init__(self, store: Store, embedder: Embedder, config: MemoryConfig) -> None:
+        self._store = store
+        self._embedder = embedder
+        self._config = config
+        self._locks: weakref.WeakValueDictionary[Scope, asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
+
+    def lock(self, scope: Scope) -> asyncio.Lock:
+        lock = self._locks.get(scope)
+        if lock is None:
+            lock = asyncio.Lock()
+            self._locks[scope] = lock
+        return lock
+
+    @property
+    def store(self) -> Store:
+        return self._store
+
+    async def embed(self, texts: Sequence[str]) -> np.ndarray[Any, Any]:
+        return await self._embedder.embed(list(texts), purpose="passage")
+
+    # ---- add ---------------------------------------------------------------------------
+
+    async def add(
+        self, write: WriteContext, chat: list[Message], *, llm: ChatLLM | None
+    ) -> list[AddResult]:
+        """Store ``chat`` verbatim (``llm`` None) or learn from it; a job applied before is a
+        no-op."""
+        async with self.lock(write.scope):
+            if write.job_id is not None and await self._store.job_applied(write.job_id):
+                return []
+            if llm is None:
+                return await self._add_verbatim(write, [message_text(m) for m in chat])
+            return await self._add_inferred(write, chat, llm)
+
+    async def _add_verbatim(self, write: WriteContext, texts: Sequence[str]) -> list[AddResult]:
+        fresh = await self.without_known(write.scope, texts, job_id=write.job_id)
+        if not fresh:
+            return []
+        vectors = await self.embed([with_context(text, write.context) for text in fresh])
+        return await self._insert(write, fresh, vectors)
+
+    async def without_known(
+        self, scope: Scope, texts: Sequence[str], *, job_id: str | None = None
+    ) -> list[str]:
+        """Drop empty texts, repeats, and texts this scope already holds (exact-hash guard).
+
+        For a queued job, a known text whose row has no history at all was inserted by an
+        earlier run of this job that died before writing history: its ADD row is written now.
+        """
+        unique: dict[str, str] = {}
+        for text in texts:
+            clean = memory_text(text)
+            if clean:
+                unique.setdefault(content_hash(clean), clean)
+        known: dict[str, Row] = {}
+        hashes = list(unique)
+        for start in range(0, len(hashes), HASH_BATCH):
+            chunk = Selection(scope, hashes=tuple(hashes[start : start + HASH_BATCH]))
+            known.update((row["hash"], row) for row in await self._store.fetch(chunk))
+        if job_id is not None and known:
+            await self._repair_history(scope, list(known.values()), job_id)
+        return [text for digest, text in unique.items() if digest not in known]
+
+    async def _repair_history(self, scope: Scope, rows: Sequence[Row], job_id: str) -> None:
+        recorded = await self._store.memory_ids_with_history([row["id"] for row in rows])
+        missing = [row for row in rows if row["id"] not in recorded]
+        if missing:
+            stamp = now_stamp()
+            await self._store.add_history(
+                [
+                    history_row(row["id"], scope, None, row["memory"], "ADD", stamp, job_id)
+                    for row in missing
+                ]
+            )
+
+    async def _insert(
+        self, write: WriteContext, texts: Sequence[str], vectors: np.ndarray[Any, Any]
+    ) -> list[AddResult]:
+        """Write new rows; ``vectors`` were made from ``with_context(text, write.context)``."""
+        stamp = format_timestamp(write.when)
+        now = now_stamp()
+        rows = [
+            memory_row(
+                write.scope, text, vector, write.metadata, created_at=stamp, context=write.context
+            )
+            for text, vector in zip(texts, vectors, strict=True)
+        ]
+        await self._store.insert(rows)
+        await self._store.add_history(
+            [
+                history_row(row["id"], write.scope, None, row["memory"], "ADD", now, write.job_id)
+                for row in rows
+            ]
+        )
+        return [AddResult(id=row["id"], memory=row["memory"], event="ADD") for row in rows]
+
+    async def _add_inferred(
+        self, write: WriteContext, chat: list[Message], llm: ChatLLM
+    ) -> list[AddResult]:
+        cfg = self._config
+        chat = learnable_messages(chat)
+        if not chat:  # only recalled memories, task prompts or nothing from the user
+            return []
+        extraction = build_fact_extraction_messages(
+            chat,
+            today=write.when.date().isoformat(),
+            include=cfg.include,
+            exclude=cfg.exclude,
+            categories=cfg.categories,
+            custom_prompt=cfg.fact_extraction_prompt,
+            context=write.context,
+        )
+        facts = parse_facts(await complete_json(llm, extraction))
+        facts = await self.without_known(write.scope, facts, job_id=write.job_id)
+        if not facts:
+            return []
+        vectors = await self.embed(facts)
+        scope_only = Selection(write.scope)
+        neighbours = await asyncio.gather(
+            *(self._store.vector_search(v, scope_only, limit=cfg.similar_memories) for v in vectors)
+        )
+        existing: dict[str, Row] = {}
+        for hits in neighbours:
+            for row, _similarity in hits:
+                existing.setdefault(row["id"], row)
+        if existing:
+            offered = offer_ids(list(existing))
+            update = build_update_messages(
+                facts,
+                [(small, existing[real]["memory"]) for small, real in offered.items()],
+                custom_prompt=cfg.update_memory_prompt,
+            )
+            decisions = parse_decisions(await complete_json(llm, update), offered)
+        else:  # nothing similar stored yet: every fact is new, no second LLM call
+            decisions = [Decision("ADD", fact) for fact in facts]
+        known_vectors = dict(zip(facts, vectors, strict=True))
+        return await self._apply(write, decisions, existing, known_vectors)
+
+    async def _apply(
+        self,
+        write: WriteContext,
+        decisions: Sequence[Decision],
+        existing: Mapping[str, Row],
+        known_vectors: Mapping[str, np.ndarray[Any, Any]],
+    ) -> list[AddResult]:
+        """Apply validated decisions; every vector is computed before the first write."""
+        adds = await self.without_known(
+            write.scope, [d.text for d in decisions if d.event == "ADD"]
+        )
+        updates = [
+            d
+            for d in decisions
+            if d.event == "UPDATE" and d.text != existing[d.memory_id or ""]["memory"]
+        ]
+        deletes = [d for d in decisions if d.event == "DELETE"]
+        need = [t for t in adds + [d.text for d in updates] if t not in known_vectors]
+        vectors = dict(known_vectors)
+        if need:
+            vectors.update(zip(need, await self.embed(need), strict=True))
+        if adds and self._config.duplicate_threshold is not None:
+            busy = {d.memory_id or "" for d in updates + deletes}
+            adds, refined = await self._near_duplicates(write.scope, adds, vectors, busy)
+            existing = {**existing, **{row["id"]: row for _d, row in refined}}
+            updates += [decision for decision, _row in refined]
+        results: list[AddResult] = []
+        if adds:
+            add_vectors = np.stack([vectors[t] for t in adds])
+            results += await self._insert(replace(write, context=None), adds, add_vectors)
+        now = now_stamp()
+        history = []
+        for decision in updates:
+            memory_id = decision.memory_id or ""
+            old = existing[memory_id]["memory"]
+            await self._store.update(
+                memory_id,
+                updated_values(
+                    decision.text,
+                    vectors[decision.text],
+                    existing[memory_id].get("metadata", {}),
+                    write.metadata,
+                    format_timestamp(write.when),
+                ),
+            )
+            history.append(
+                history_row(memory_id, write.scope, old, decision.text, "UPDATE", now, write.job_id)
+            )
+            results.append(
+                AddResult(id=memory_id, memory=decision.text, event="UPDATE", previous_memory=old)
+            )
+        if deletes:
+            await self._store.delete(Selection.of_ids([d.memory_id or "" for d in deletes]))
+            for decision in deletes:
+                memory_id = decision.memory_id or ""
+                old = existing[memory_id]["memory"]
+                history.append(
+                    history_row(memory_id, write.scope, old, None, "DELETE", now, write.job_id)
+                )
+                results.append(AddResult(id=memory_id, memory=old, event="DELETE"))
+        await self._store.add_history(history)
+        return results
+
+    async def _near_duplicates(
+        self,
+        scope: Scope,
+        adds: Sequence[str],
+        vectors: Mapping[str, np.ndarray[Any, Any]],
+        busy: set[str],
+    ) -> tuple[list[str], list[tuple[Decision, Row]]]:
+        """Split new texts into real additions and near-duplicates of what the scope holds.
+
+        A text with cosine >= ``duplicate_threshold`` to a memory of the scope (one not already
+        updated or deleted in this call) or to an earlier new text of this call is not a new
+        row: it becomes an UPDATE of that memory when it only adds words to it, else NONE.
+        """
+        threshold = self._config.duplicate_threshold
+        assert threshold is not None
+        scope_only = Selection(scope)
+        hits = await asyncio.gather(
+            *(self._store.vector_search(vectors[t], scope_only, limit=3) for t in adds)
+        )
+        kept: list[str] = []
+        refined: list[tuple[Decision, Row]] = []
+        for text, found in zip(adds, hits, strict=True):
+            vector = vectors[text]
+            if any(
+                is_near_duplicate(float(np.dot(vector, vectors[other])), text, other, threshold)
+                for other in kept
+            ):
+                continue
+            match = next(
+                (
+                    row
+                    for row, sim in found
+                    if row["id"] not in busy
+                    and is_near_duplicate(sim, text, row["memory"], threshold)
+                ),
+                None,
+            )
+            if match is None:
+                kept.append(text)
+            elif refines(text, match["memory"]):
+                busy.add(match["id"])
+                refined.append((Decision("UPDATE", text, match["id"]), match))
+        return kept, refined
+
+    # ---- change --------------------------------------------------------------------------
+
+    async def update(self, current: MemoryItem, text: str, metadata: Mapping[str, Any]) -> None:
+        """Replace ``current``'s text (``text`` already checked), merging ``metadata``."""
+        scope = scope_of(current)
+        async with self.lock(scope):
+            vector = (await self.embed([text]))[0]
+            stamp = now_stamp()
+            await self._store.update(
+                current["id"],
+                updated_values(text, vector, current.get("metadata", {}), metadata, stamp),
+            )
+            await self._store.add_history(
+                [history_row(current["id"], scope, current["memory"], text, "UPDATE", stamp, None)]
+            )
+
+    async def delete(self, current: MemoryItem) -> None:
+        """Delete one memory; its history stays, with a DELETE row."""
+        scope = scope_of(current)
+        async with self.lock(scope):
+            await self._store.delete(Selection.of_ids([current["id"]]))
+            await self._store.add_history(
+                [
+                    history_row(
+                        current["id"], scope, current["memory"], None, "DELETE", now_stamp(), None
+                    )
+                ]
+            )
+
+    async def delete_all(self, scope: Scope) -> int:
+        """Delete every memory of ``scope``; how many there were."""
+        selection = Selection(scope)
+        async with self.lock(scope):
+            rows = await self._store.fetch(selection)
+            if rows:
+                await self._store.delete(selection)
+                stamp = now_stamp()
+                await self._store.add_history(
+                    [
+                        history_row(r["id"], scope, r["memory"], None, "DELETE", stamp, None)
+                        for r in rows
+                    ]
+                )
+        return len(rows)
+
+
+__all__ = ["MemoryWriter", "WriteContext", "is_near_duplicate", "refines"]
