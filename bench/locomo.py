@@ -486,8 +486,7 @@ def write_section(text: str, path: Path = BENCHMARKS_MD) -> None:
 
 # ---- fitting the learned fusion ---------------------------------------------------------------
 
-WEIGHTS_FILE = ROOT / "memory_core" / "fusion_weights.py"
-_WEIGHTS_BLOCK = re.compile(r"LEARNED_WEIGHTS: dict\[str, float\] = \{.*?\n\}\n", re.DOTALL)
+WEIGHTS_FILE = ROOT / "memory_core" / "data" / "fusion_weights.json"
 
 
 async def collect_features(
@@ -544,13 +543,10 @@ def fit_logistic(
 
 
 def write_weights(weights: dict[str, float], path: Path = WEIGHTS_FILE) -> None:
-    """Replace the ``LEARNED_WEIGHTS`` literal in ``memory_core/fusion_weights.py``."""
-    body = "".join(f'    "{name}": {value:.6g},\n' for name, value in weights.items())
-    block = "LEARNED_WEIGHTS: dict[str, float] = {\n" + body + "}\n"
-    text = path.read_text(encoding="utf-8")
-    if not _WEIGHTS_BLOCK.search(text):
-        raise SystemExit(f"no LEARNED_WEIGHTS block found in {path}")
-    path.write_text(_WEIGHTS_BLOCK.sub(lambda _m: block, text, count=1), encoding="utf-8")
+    """Rewrite the shipped weights file (``memory_core/data/fusion_weights.json``)."""
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    doc["weights"] = {name: float(f"{value:.6g}") for name, value in weights.items()}
+    path.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
 
 
 def fit(args: argparse.Namespace, samples: list[Sample], search: dict[str, Any]) -> int:
@@ -604,7 +600,7 @@ def main(argv: list[str] | None = None) -> int:
         "--fit",
         action="store_true",
         help="fit the learned fusion's weights on the tune split and write them to "
-        "memory_core/fusion_weights.py (with --no-write: print only)",
+        "memory_core/data/fusion_weights.json (with --no-write: print only)",
     )
     args = parser.parse_args(argv)
 
@@ -706,7 +702,7 @@ How to read this:
   the query names its speaker, and the shape of its text (question or not, length, capitalised
   words, digits). Its 11 weights are a logistic regression of "is an evidence turn" fitted on
   the tune conversations only (`python -m bench locomo --fit` rewrites
-  `memory_core/fusion_weights.py`; L2 1e-3, chosen by leave-one-conversation-out within the
+  `memory_core/data/fusion_weights.json`; L2 1e-3, chosen by leave-one-conversation-out within the
   tune half, where the held-out conversation scored R@10 0.819 / 0.829 / 0.798). Features
   came from reading misses of the tune conversations only; every variant tried also printed its
   holdout totals, and a variant was kept only if it helped on tune, so the holdout rows are the

@@ -11,6 +11,7 @@ from .errors import (
     InvalidInput,
     MemoryCoreError,
     NotFound,
+    RerankError,
     StoreError,
 )
 from .memory import AsyncMemory
@@ -35,6 +36,7 @@ __all__ = [
     "MemoryConfig",
     "MemoryCoreError",
     "NotFound",
+    "RerankError",
     "Reranker",
     "RerankerConfig",
     "Scope",

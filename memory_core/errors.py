@@ -50,3 +50,7 @@ class EmbedderError(MemoryCoreError):
 
 class ExtractionError(MemoryCoreError):
     """The LLM call for fact extraction or update failed or returned unusable JSON."""
+
+
+class RerankError(MemoryCoreError):
+    """The rerank provider failed; search falls back to the fused order."""

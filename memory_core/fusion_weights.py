@@ -1,9 +1,14 @@
-"""The learned fusion's features and shipped weights (``python -m bench locomo --fit``).
+"""The learned fusion's features, and its shipped weights read from ``data/fusion_weights.json``.
 
 Kept apart from ``retrieval`` so the config can validate weight names without an import cycle.
 """
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .errors import ConfigError
 
 # What ``retrieval.score_candidates`` weighs. Rank features are ``1 / (k + rank + 1)`` in that
 # ranking (0 when the memory is not in it), so weights on them alone are reciprocal-rank fusion.
@@ -21,18 +26,18 @@ FEATURES = (
     "digits",  # 1: it contains a digit (dates, amounts)
 )
 
-# Fitted on the LoCoMo tune split by ``python -m bench locomo --fit`` (which rewrites this
-# literal): logistic regression of "is an evidence turn" on the features, in raw units.
-LEARNED_WEIGHTS: dict[str, float] = {
-    "vector_rank": 21.7162,
-    "text_rank": 18.5571,
-    "date_rank": 18.4828,
-    "similarity": 8.23374,
-    "text_score": 2.36517,
-    "speaker": 1.82516,
-    "question": -0.627809,
-    "asks": -0.338661,
-    "length": 0.729019,
-    "names": 0.123267,
-    "digits": 0.842146,
-}
+WEIGHTS_FILE = Path(__file__).parent / "data" / "fusion_weights.json"
+
+
+def load_learned_weights(path: Path = WEIGHTS_FILE) -> dict[str, float]:
+    """The shipped weights (fitted by ``python -m bench locomo --fit``, which writes the file):
+    a logistic regression of "is an evidence turn" on ``FEATURES``, in raw units."""
+    weights = json.loads(path.read_text(encoding="utf-8"))["weights"]
+    unknown = sorted(set(weights) - set(FEATURES))
+    if unknown:
+        raise ConfigError(f"{path}: unknown fusion features {unknown}")
+    return {name: float(weights.get(name, 0.0)) for name in FEATURES}
+
+
+# Read once at import: the search path never touches the disk for them.
+LEARNED_WEIGHTS: dict[str, float] = load_learned_weights()

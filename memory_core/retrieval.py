@@ -13,7 +13,7 @@ from functools import lru_cache
 from typing import Any, Protocol, runtime_checkable
 
 from .config import RerankerConfig, SearchConfig
-from .errors import MemoryCoreError
+from .errors import RerankError
 from .fusion_weights import FEATURES, LEARNED_WEIGHTS
 from .types import MemoryItem
 
@@ -34,24 +34,6 @@ TIME_SENSITIVE = re.compile(
 
 # A memory stored verbatim from a multi-party transcript starts with who said it ("Caroline: ...").
 SPEAKER_LABEL = re.compile(r"^([^\W\d_][\w.'-]*(?: [^\W\d_][\w.'-]*){0,2}):\s")
-
-
-def fuse_rankings(
-    rankings: Sequence[Ranking], *, k: float = 60.0, weights: Sequence[float] | None = None
-) -> list[Fused]:
-    """Weighted reciprocal-rank fusion: ``(row, similarity, fused)`` ordered by fused score.
-
-    A row at 0-based ``rank`` in ranking ``i`` adds ``weights[i] / (k + rank + 1)``; rows are
-    identified by ``id``; ties keep first-seen order (the first ranking's order).
-    """
-    fused: dict[str, list[Any]] = {}
-    for index, ranking in enumerate(rankings):
-        weight = 1.0 if weights is None else float(weights[index])
-        for rank, (row, similarity) in enumerate(ranking):
-            entry = fused.setdefault(row["id"], [row, similarity, 0.0])
-            entry[2] += weight / (k + rank + 1)
-    ordered = sorted(fused.values(), key=lambda e: e[2], reverse=True)
-    return [(row, similarity, score) for row, similarity, score in ordered]
 
 
 # ---- features of a candidate, and the linear scorer over them -----------------------------------
@@ -257,7 +239,3 @@ class LiteLLMReranker:
         # Items the provider left out keep their fused order, after the reranked ones.
         order += [i for i in range(len(items)) if i not in order]
         return [items[i] for i in order]
-
-
-class RerankError(MemoryCoreError):
-    """The rerank provider failed; search falls back to the fused order."""

@@ -4,6 +4,7 @@ budget of the recalled block (real default embedder, real LanceDB)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +14,12 @@ from memory_core import AsyncMemory, MemoryConfig
 from memory_core.config import RerankerConfig, SearchConfig
 from memory_core.fusion_weights import FEATURES
 from memory_core.retrieval import (
+    Fused,
     LiteLLMReranker,
+    Ranking,
     Reranker,
     apply_recency,
     collect_candidates,
-    fuse_rankings,
     fusion_weights,
     is_time_sensitive,
     mentioned_speakers,
@@ -28,6 +30,28 @@ from memory_core.retrieval import (
 from memory_core.storage import Selection
 from memory_core.types import MemoryItem, Scope
 from proxy.inject import build_memory_block, memory_line
+
+
+# The textbook weighted reciprocal-rank fusion, as the oracle the shipped scorer must match.
+def fuse_rankings(
+    rankings: Sequence[Ranking],
+    *,
+    k: float = 60.0,
+    weights: Sequence[float] | None = None,
+) -> list[Fused]:
+    """Weighted reciprocal-rank fusion: ``(row, similarity, fused)`` ordered by fused score.
+
+    A row at 0-based ``rank`` in ranking ``i`` adds ``weights[i] / (k + rank + 1)``; rows are
+    identified by ``id``; ties keep first-seen order (the first ranking's order).
+    """
+    fused: dict[str, list[Any]] = {}
+    for index, ranking in enumerate(rankings):
+        weight = 1.0 if weights is None else float(weights[index])
+        for rank, (row, similarity) in enumerate(ranking):
+            entry = fused.setdefault(row["id"], [row, similarity, 0.0])
+            entry[2] += weight / (k + rank + 1)
+    ordered = sorted(fused.values(), key=lambda e: e[2], reverse=True)
+    return [(row, similarity, score) for row, similarity, score in ordered]
 
 
 def row(memory_id: str, created_at: str = "2024-01-01T00:00:00.000000+00:00") -> dict[str, Any]:

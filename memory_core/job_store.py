@@ -1,0 +1,266 @@
+"""The learning queue's durable half: an SQLite (WAL) outbox of jobs in the data directory.
+
+Enqueue is one committed transaction (a job survives ``kill -9``); claims take the oldest job
+of each idle scope under a lease; a dead owner's leases are handed back; failures are
+rescheduled or dead-lettered with their error. ``LearningQueue`` (``queue.py``) runs it.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+
+T = TypeVar("T")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    scope_key TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    status TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    not_before REAL NOT NULL DEFAULT 0,
+    lease_owner TEXT,
+    lease_expires REAL,
+    last_error TEXT,
+    enqueued_at REAL NOT NULL,
+    finished_at REAL
+);
+CREATE INDEX IF NOT EXISTS jobs_scope ON jobs(scope_key, status, seq);
+CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status, seq);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    id: str
+    scope_key: str
+    payload: dict[str, Any]
+    attempts: int
+    enqueued_at: float
+
+
+def owner_identity() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class JobStore:
+    """Synchronous SQLite access; every method is one short transaction."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(
+            str(self.path), timeout=30, isolation_level=None, check_same_thread=False
+        )
+        self._lock = threading.Lock()
+        with self._lock:
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn.executescript(SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def _tx(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = work(self._conn)
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+            return result
+
+    def enqueue(self, job_id: str, scope_key: str, payload: dict[str, Any]) -> bool:
+        """Store a job; False if that id was already enqueued (idempotent)."""
+        blob = orjson.dumps(payload)
+        now = time.time()
+
+        def work(conn: sqlite3.Connection) -> bool:
+            cursor = conn.execute(
+                "INSERT OR IGNORE INTO jobs (id, scope_key, payload, enqueued_at) "
+                "VALUES (?, ?, ?, ?)",
+                (job_id, scope_key, blob, now),
+            )
+            return cursor.rowcount == 1
+
+        return self._tx(work)
+
+    def claim(self, owner: str, limit: int, lease_s: float, busy: Sequence[str]) -> list[Job]:
+        """Lease up to ``limit`` jobs, each the head of its scope, none of whose scope is busy."""
+        now = time.time()
+
+        def work(conn: sqlite3.Connection) -> list[Job]:
+            rows = conn.execute(
+                """
+                SELECT j.seq, j.id, j.scope_key, j.payload, j.attempts, j.enqueued_at
+                FROM jobs j
+                WHERE j.status IN ('pending', 'leased')
+                  AND j.seq = (SELECT MIN(k.seq) FROM jobs k
+                               WHERE k.scope_key = j.scope_key
+                                 AND k.status IN ('pending', 'leased'))
+                  AND (j.status = 'pending' OR j.lease_expires < ?)
+                  AND j.not_before <= ?
+                ORDER BY j.seq
+                LIMIT ?
+                """,
+                (now, now, limit + len(busy)),
+            ).fetchall()
+            jobs: list[Job] = []
+            busy_set = set(busy)
+            for seq, job_id, scope_key, payload, attempts, enqueued_at in rows:
+                if scope_key in busy_set or len(jobs) >= limit:
+                    continue
+                conn.execute(
+                    "UPDATE jobs SET status='leased', lease_owner=?, lease_expires=?, "
+                    "attempts=attempts+1 WHERE seq=?",
+                    (owner, now + lease_s, seq),
+                )
+                jobs.append(
+                    Job(job_id, scope_key, orjson.loads(payload), attempts + 1, enqueued_at)
+                )
+            return jobs
+
+        return self._tx(work)
+
+    def renew(self, owner: str, job_ids: Sequence[str], lease_s: float) -> None:
+        if not job_ids:
+            return
+        expires = time.time() + lease_s
+
+        def work(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "UPDATE jobs SET lease_expires=? WHERE id=? AND lease_owner=? AND status='leased'",
+                [(expires, job_id, owner) for job_id in job_ids],
+            )
+
+        self._tx(work)
+
+    def complete(self, owner: str, job_id: str) -> None:
+        def work(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM jobs WHERE id=? AND lease_owner=?", (job_id, owner))
+
+        self._tx(work)
+
+    def fail(self, owner: str, job_id: str, error: str, retry_at: float | None) -> None:
+        """Back to pending with a delay, or to dead-letter when ``retry_at`` is None."""
+
+        def work(conn: sqlite3.Connection) -> None:
+            if retry_at is None:
+                conn.execute(
+                    "UPDATE jobs SET status='dead', last_error=?, finished_at=?, "
+                    "lease_owner=NULL, lease_expires=NULL WHERE id=? AND lease_owner=?",
+                    (error[:4000], time.time(), job_id, owner),
+                )
+            else:
+                conn.execute(
+                    "UPDATE jobs SET status='pending', last_error=?, not_before=?, "
+                    "lease_owner=NULL, lease_expires=NULL WHERE id=? AND lease_owner=?",
+                    (error[:4000], retry_at, job_id, owner),
+                )
+
+        self._tx(work)
+
+    def release(self, owner: str, job_ids: Sequence[str]) -> None:
+        """Give leased jobs back untouched (shutdown): the attempt does not count."""
+
+        def work(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "UPDATE jobs SET status='pending', attempts=MAX(attempts-1, 0), "
+                "lease_owner=NULL, lease_expires=NULL WHERE id=? AND lease_owner=?",
+                [(job_id, owner) for job_id in job_ids],
+            )
+
+        self._tx(work)
+
+    def recover_dead_owners(self) -> int:
+        """Release leases held by processes of this host that no longer exist."""
+        host = socket.gethostname()
+
+        def work(conn: sqlite3.Connection) -> int:
+            owners = [
+                row[0]
+                for row in conn.execute(
+                    "SELECT DISTINCT lease_owner FROM jobs WHERE status='leased'"
+                )
+            ]
+            released = 0
+            for owner in owners:
+                parts = (owner or "").split(":")
+                if len(parts) == 3 and parts[0] == host and parts[1].isdigit():
+                    if not _pid_alive(int(parts[1])):
+                        cursor = conn.execute(
+                            "UPDATE jobs SET status='pending', lease_owner=NULL, "
+                            "lease_expires=NULL WHERE lease_owner=? AND status='leased'",
+                            (owner,),
+                        )
+                        released += cursor.rowcount
+            return released
+
+        return self._tx(work)
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            counts = dict(
+                self._conn.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status").fetchall()
+            )
+            oldest = self._conn.execute(
+                "SELECT MIN(enqueued_at) FROM jobs WHERE status IN ('pending','leased')"
+            ).fetchone()[0]
+        return {
+            "pending": int(counts.get("pending", 0)),
+            "leased": int(counts.get("leased", 0)),
+            "dead": int(counts.get("dead", 0)),
+            "oldest_age_s": round(time.time() - oldest, 3) if oldest else 0.0,
+        }
+
+    def dead_jobs(self, limit: int = 100) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT id, scope_key, attempts, last_error, enqueued_at, finished_at "
+                "FROM jobs WHERE status='dead' ORDER BY seq LIMIT ?",
+                (limit,),
+            ).fetchall()
+        keys = ("id", "scope_key", "attempts", "last_error", "enqueued_at", "finished_at")
+        return [dict(zip(keys, row, strict=True)) for row in rows]
+
+    def retry_dead(self, job_id: str | None = None) -> int:
+        def work(conn: sqlite3.Connection) -> int:
+            sql = "UPDATE jobs SET status='pending', attempts=0, not_before=0 WHERE status='dead'"
+            args: tuple[Any, ...] = ()
+            if job_id is not None:
+                sql += " AND id=?"
+                args = (job_id,)
+            return conn.execute(sql, args).rowcount
+
+        return self._tx(work)
+
+    def purge_dead(self) -> int:
+        return self._tx(lambda conn: conn.execute("DELETE FROM jobs WHERE status='dead'").rowcount)
+
+
+__all__ = ["Job", "JobStore", "owner_identity"]
