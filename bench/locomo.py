@@ -16,7 +16,6 @@ import asyncio
 import hashlib
 import json
 import os
-import platform
 import re
 import shutil
 import sqlite3
@@ -31,10 +30,11 @@ from typing import Any
 
 import numpy as np
 
+from .common import commit, machine, write_section
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "locomo-dev.json"
 CACHE_DIR = ROOT / "bench" / ".cache"
-BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
 CATEGORIES = {4: "single-hop", 1: "multi-hop", 2: "temporal", 3: "open-domain"}
 KS = (5, 10, 20)
 # Tune on these conversations (about half of the QAs); report the others as the holdout.
@@ -434,56 +434,6 @@ def goals_lines(results: dict[str, dict[str, Scores]], end_to_end_p50: float) ->
     return "\n".join(lines) + "\n"
 
 
-def commit_id() -> str:
-    """The checked-out commit, read from .git without running git."""
-    git = ROOT / ".git"
-    try:
-        head = (git / "HEAD").read_text().strip()
-        if not head.startswith("ref: "):
-            return head[:12]
-        ref = head[5:]
-        if (git / ref).exists():
-            return (git / ref).read_text().strip()[:12]
-        for line in (git / "packed-refs").read_text().splitlines():
-            if line.endswith(" " + ref):
-                return line.split()[0][:12]
-    except OSError:
-        pass
-    return "unknown"
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    return (
-        f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-        f"load average at start {load}"
-    )
-
-
-def write_section(text: str, path: Path = BENCHMARKS_MD) -> None:
-    """Replace (or append) the ``## Retrieval`` section of BENCHMARKS.md, leaving the rest."""
-    current = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    lines = current.splitlines()
-    start = next((i for i, line in enumerate(lines) if line.startswith("## Retrieval")), None)
-    if start is None:
-        updated = current.rstrip("\n") + "\n\n" + text.rstrip("\n") + "\n"
-    else:
-        end = next(
-            (i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines)
-        )
-        updated = "\n".join([*lines[:start], text.rstrip("\n"), "", *lines[end:]]).rstrip()
-        updated += "\n"
-    path.write_text(updated, encoding="utf-8")
-
-
 # ---- fitting the learned fusion ---------------------------------------------------------------
 
 WEIGHTS_FILE = ROOT / "memory_core" / "data" / "fusion_weights.json"
@@ -611,7 +561,9 @@ def main(argv: list[str] | None = None) -> int:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     embedder = cached_local_embedder()
     started = datetime.now(UTC)
-    host = machine()
+    host = machine() + ", load average at start " + ", ".join(
+        f"{x:.1f}" for x in os.getloadavg()
+    )
     splits = ["tune", "holdout"] if args.split == "all" else [args.split]
     results: dict[str, dict[str, Scores]] = {}
     try:
@@ -675,16 +627,14 @@ def main(argv: list[str] | None = None) -> int:
     print(report)
     if not args.no_write and args.split == "all":
         header = [
-            "## Retrieval (LoCoMo recall)",
-            "",
-            f"Run {started:%Y-%m-%d %H:%M} UTC, commit `{commit_id()}`, {host}.",
+            f"Run {started:%Y-%m-%d %H:%M} UTC, commit `{commit()}`, {host}.",
             "Command: `python -m bench locomo` "
             f"(search config: `{json.dumps(search, sort_keys=True)}`, "
             f"context turns {args.context_turns}, captions {not args.no_captions}).",
             "",
             "",
         ]
-        write_section("\n".join(header) + report + "\n" + NOTES)
+        write_section("Retrieval (LoCoMo recall)", "\n".join(header) + report + "\n" + NOTES)
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -188,14 +189,15 @@ class MemoryConfig(_Strict):
     limits: MemoryLimits = Field(default_factory=MemoryLimits)
 
     @classmethod
-    def parse(cls, source: MemoryConfig | dict[str, Any] | str | Path | None) -> MemoryConfig:
-        """Build a config from a model, a dict, or a YAML path (a top-level ``memory:`` is used)."""
+    def parse(cls, source: MemoryConfig | Mapping[str, Any] | str | Path | None) -> MemoryConfig:
+        """Build a config from a model, a mapping, or a YAML path (a top-level ``memory:`` is
+        used)."""
         if isinstance(source, MemoryConfig):
             return source
         if source is None:
             data: dict[str, Any] = {}
-        elif isinstance(source, dict):
-            data = source
+        elif isinstance(source, Mapping):
+            data = dict(source)
         else:
             data = load_yaml(source)
             if "memory" in data and isinstance(data["memory"], dict):

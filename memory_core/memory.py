@@ -65,8 +65,7 @@ class AsyncMemory:
         cls, config: MemoryConfig | Mapping[str, Any] | str | Path | None = None
     ) -> AsyncMemory:
         """Build from a ``MemoryConfig``, a dict, or a YAML file path."""
-        source = dict(config) if isinstance(config, Mapping) else config
-        return cls(MemoryConfig.parse(source))
+        return cls(MemoryConfig.parse(config))
 
     # ---- lifecycle -----------------------------------------------------------------------
 

@@ -29,8 +29,7 @@ class Memory:
     def from_config(
         cls, config: MemoryConfig | Mapping[str, Any] | str | Path | None = None
     ) -> Memory:
-        source = dict(config) if isinstance(config, Mapping) else config
-        return cls(MemoryConfig.parse(source))
+        return cls(MemoryConfig.parse(config))
 
     @property
     def async_memory(self) -> AsyncMemory:
