@@ -102,8 +102,8 @@ class SearchConfig(_Strict):
     learned weights were fitted at ``rrf_k`` 10):
 
     - ``learned`` (default, hybrid mode): a weighted sum of rank, similarity, BM25 and
-      text-shape features (``memory_core.fusion_weights``), fitted on the LoCoMo tune split;
-      ``weights`` overrides. The one-ranking modes keep their ranking's order.
+      text-shape features (``memory_core/data/fusion_weights.json``), fitted on the LoCoMo
+      tune split; ``weights`` overrides. The one-ranking modes keep their ranking's order.
     - ``rrf``: weighted reciprocal-rank fusion, ``sum(weight / (rrf_k + rank + 1))`` with
       ``vector_weight``, ``text_weight`` and ``date_weight``.
 
