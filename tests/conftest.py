@@ -161,7 +161,7 @@ class HashEmbedder:
     dimension = 384
 
     async def embed(self, texts: Sequence[str], *, purpose: str = "passage") -> np.ndarray:
-        from tests.fake_upstream import embed_text
+        from tests.fake_answers import embed_text
 
         return np.asarray([embed_text(t, self.dimension) for t in texts], dtype=np.float32)
 

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import uvicorn
 
-from tests.fake_upstream import parse_conversation
+from tests.fake_extractor import parse_conversation
 
 
 class ServerThread:

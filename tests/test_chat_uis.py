@@ -32,7 +32,8 @@ from proxy import Settings, create_app
 from proxy.auth import hash_key
 from proxy.errors import Unauthorized
 from proxy.identity import background_task, task_recall_query, verify_hs256
-from tests.fake_upstream import FakeUpstream, RecordedRequest
+from tests.fake_state import RecordedRequest
+from tests.fake_upstream import FakeUpstream
 from tests.servers import ServerThread, learn_state, wait_learned
 from tests.servers import conversation_of as conversation
 

@@ -14,18 +14,16 @@ import httpx
 import openai
 import pytest
 
-from tests.fake_upstream import (
-    FakeState,
-    FakeUpstream,
+from tests.fake_answers import embed_text, injected_memories, split_chunks
+from tests.fake_extractor import (
     decide_updates,
-    embed_text,
     extract_conversation_facts,
     extract_facts,
     fact_key,
-    injected_memories,
-    split_chunks,
     third_person,
 )
+from tests.fake_state import FakeState
+from tests.fake_upstream import FakeUpstream
 
 ROOT = Path(__file__).resolve().parent.parent
 TOOLS: list[Any] = [
