@@ -1,4 +1,4 @@
-"""Durable learning queue: an SQLite (WAL) outbox in the data directory.
+"""The durable learning queue: async workers over the SQLite (WAL) outbox (``job_store.py``).
 
 Guarantees: an enqueued job survives ``kill -9`` (enqueue is one committed transaction);
 jobs of one scope (user/agent/run) run one at a time in enqueue order; different scopes run

@@ -1,5 +1,6 @@
-"""Ranking for ``search``: weighted reciprocal-rank fusion, a recency boost, and the optional
-second-stage reranker (one-method protocol). Pure functions except the LiteLLM reranker."""
+"""Ranking for ``search``, pure: each candidate's features, the fusion score over them
+(learned linear weights, or weighted reciprocal-rank fusion), a recency boost, and the
+optional second-stage reranker (one-method protocol; the LiteLLM one does I/O)."""
 
 from __future__ import annotations
 
