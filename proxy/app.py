@@ -22,18 +22,19 @@ from memory_core.litellm_loader import get_litellm
 from memory_core.queue import LearningQueue
 
 from .auth import Authenticator, presented_key
-from .chat import ChatDeps, chat_completions
+from .chat import chat_completions
 from .errors import EXCEPTION_HANDLERS, Forbidden, error_response
 from .guard import BrowserGuard
 from .inject import TokenCounter, default_token_counter
 from .learning import Learner
 from .memories_api import memory_routes
 from .metrics import Metrics
+from .model_routing import ModelRouter
 from .settings import Settings
+from .state import AppState, state_of
 from .upstream import (
     LiteLLMUpstream,
     PassthroughUpstream,
-    Router,
     Upstream,
     UpstreamSet,
     deployment_timeout,
@@ -42,7 +43,7 @@ from .upstream import (
 log = logging.getLogger("proxy")
 
 
-def queue_path(settings: Settings) -> Path | None:
+def queue_path(settings: Settings) -> Path:
     """The queue lives in the data dir; for object-store URIs, in ./data next to the process."""
     uri = settings.memory.storage_uri
     if "://" in uri:
@@ -56,6 +57,56 @@ def uses_env_proxy() -> bool:
     return any(key.lower() in names and value for key, value in os.environ.items())
 
 
+def shows_details(request: Request, state: AppState) -> bool:
+    """Queue and metrics details: public in open local mode (or when configured), else for the
+    admin key only (a wrong key is a 401 as everywhere)."""
+    public_metrics = state.settings.server.public_metrics
+    if public_metrics is None:
+        public_metrics = not state.authenticator.enabled
+    if public_metrics:
+        return True
+    if presented_key(request.headers) is None:
+        return False
+    return state.authenticator.authenticate(request.headers).admin
+
+
+async def list_models(request: Request) -> Response:
+    state = state_of(request)
+    # Any valid key, when keys are configured: the model list names the deployments.
+    state.authenticator.authenticate(request.headers)
+    models = [
+        {"id": name, "object": "model", "created": 0, "owned_by": "memproxy"}
+        for name in state.model_router.public_models()
+    ]
+    return JSONResponse({"object": "list", "data": models})
+
+
+async def health(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def ready(request: Request) -> Response:
+    state = state_of(request)  # before the lifespan built it: 503 "not ready"
+    checks: dict[str, Any] = {}
+    if state.memory is not None:
+        checks["store"] = state.memory.is_ready
+    if state.queue is not None:
+        checks["queue"] = state.queue.stats()
+    if not all(v is not False for v in checks.values()):
+        return error_response(503, "not ready", "server_error")
+    if not shows_details(request, state):
+        return JSONResponse({"status": "ready"})
+    return JSONResponse({"status": "ready", **checks})
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    state = state_of(request)
+    if not shows_details(request, state):
+        state.authenticator.authenticate(request.headers)  # no key: 401
+        raise Forbidden("metrics need the admin API key (server.public_metrics)")
+    return Response(state.metrics.render(), media_type="text/plain; version=0.0.4")
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -66,7 +117,7 @@ def create_app(
 ) -> Starlette:
     """Build the proxy. Pass ``upstream``/``memory``/``queue`` to inject fakes or shared ones."""
     settings = settings or Settings()
-    router = Router(settings.model_list)
+    model_router = ModelRouter(settings.model_list)
     metrics = Metrics()
     authenticator = Authenticator(settings.auth)
 
@@ -95,16 +146,16 @@ def create_app(
                 mem = AsyncMemory(settings.memory.core_config())
             await mem.open()
             if learning_queue is None:
-                path = queue_path(settings)
-                assert path is not None
                 learning_queue = LearningQueue(
-                    path, Learner(mem, settings, router, metrics).handle, settings.memory.queue
+                    queue_path(settings),
+                    Learner(mem, settings, model_router, metrics).handle,
+                    settings.memory.queue,
                 )
                 await learning_queue.start()
                 metrics.watch_queue(learning_queue.stats)
-        app.state.chat = ChatDeps(
+        app.state.memproxy = AppState(
             settings=settings,
-            router=router,
+            model_router=model_router,
             upstreams=UpstreamSet(passthrough, litellm_upstream),
             authenticator=authenticator,
             metrics=metrics,
@@ -112,11 +163,6 @@ def create_app(
             queue=learning_queue,
             count_tokens=counter,
         )
-        app.state.settings = settings
-        app.state.memory = mem
-        app.state.queue = learning_queue
-        app.state.metrics = metrics
-        app.state.authenticator = authenticator
         if not authenticator.enabled:
             log.warning("no API keys configured: open local mode (bind %s)", server.host)
         try:
@@ -127,54 +173,6 @@ def create_app(
             await client.close()
             if mem is not None and memory is None:
                 await mem.close()
-
-    def require_key(request: Request) -> None:
-        """Any valid key, when keys are configured (the model list names the deployments)."""
-        authenticator.authenticate(request.headers)
-
-    public_metrics = settings.server.public_metrics
-    if public_metrics is None:
-        public_metrics = not authenticator.enabled
-
-    def shows_details(request: Request) -> bool:
-        """Queue and metrics details: public in open local mode (or when configured), else
-        for the admin key only (a wrong key is a 401 as everywhere)."""
-        if public_metrics:
-            return True
-        if presented_key(request.headers) is None:
-            return False
-        return authenticator.authenticate(request.headers).admin
-
-    async def list_models(request: Request) -> Response:
-        require_key(request)
-        models = [
-            {"id": name, "object": "model", "created": 0, "owned_by": "memproxy"}
-            for name in router.public_models()
-        ]
-        return JSONResponse({"object": "list", "data": models})
-
-    async def health(request: Request) -> Response:
-        return JSONResponse({"status": "ok"})
-
-    async def ready(request: Request) -> Response:
-        deps: ChatDeps | None = getattr(request.app.state, "chat", None)
-        checks: dict[str, Any] = {}
-        if deps is not None and deps.memory is not None:
-            checks["store"] = deps.memory.is_ready
-        if deps is not None and deps.queue is not None:
-            checks["queue"] = deps.queue.stats()
-        ok = deps is not None and all(v is not False for v in checks.values())
-        if not ok:
-            return error_response(503, "not ready", "server_error")
-        if not shows_details(request):
-            return JSONResponse({"status": "ready"})
-        return JSONResponse({"status": "ready", **checks})
-
-    async def metrics_endpoint(request: Request) -> Response:
-        if not shows_details(request):
-            authenticator.authenticate(request.headers)  # no key: 401
-            raise Forbidden("metrics need the admin API key (server.public_metrics)")
-        return Response(metrics.render(), media_type="text/plain; version=0.0.4")
 
     routes = [
         Route("/v1/chat/completions", chat_completions, methods=["POST"]),
@@ -199,7 +197,6 @@ def create_app(
             )
         ],
     )
-    app.state.settings = settings
     return app
 
 

@@ -13,48 +13,25 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from memory_core import AsyncMemory
 from memory_core.embedders import embed_timings
 from memory_core.messages import check_messages
-from memory_core.queue import LearningQueue
 
-from .auth import Authenticator, presented_key
+from .auth import presented_key
 from .errors import BadRequest
-from .identity import MemoryPlan, plan_memory, strip_proxy_fields, task_recall_query
+from .identity import MemoryPlan, plan_memory, strip_proxy_fields
 from .inject import (
-    TokenCounter,
     build_memory_block,
     inject_memory_block,
     pick_new_exchange,
     recall_query,
 )
 from .learning import learning_payload
-from .metrics import Metrics
 from .request_body import parse_json, read_body
-from .settings import Settings
-from .upstream import (
-    Router,
-    UpstreamCall,
-    UpstreamResponse,
-    UpstreamSet,
-    check_client_fields,
-)
+from .state import AppState, state_of
+from .ui_tasks import task_recall_query
+from .upstream import UpstreamCall, UpstreamResponse, check_client_fields
 
 log = logging.getLogger("proxy.chat")
-
-
-@dataclass(slots=True)
-class ChatDeps:
-    """Everything the chat route needs, built once by the app's lifespan."""
-
-    settings: Settings
-    router: Router
-    upstreams: UpstreamSet
-    authenticator: Authenticator
-    metrics: Metrics
-    memory: AsyncMemory | None
-    queue: LearningQueue | None
-    count_tokens: TokenCounter
 
 
 MAX_MODEL_CHARS = 256
@@ -90,11 +67,11 @@ class RecallOutcome:
 
 
 async def recall_into(
-    deps: ChatDeps, plan: MemoryPlan, messages: list[dict[str, Any]]
+    state: AppState, plan: MemoryPlan, messages: list[dict[str, Any]]
 ) -> RecallOutcome:
     """Search the user's memories and inject them; any memory failure degrades to passthrough."""
-    recall = deps.settings.memory.recall
-    if deps.memory is None or plan.identity is None:
+    recall = state.settings.memory.recall
+    if state.memory is None or plan.identity is None:
         return RecallOutcome(messages, "no-user" if plan.identity is None else "off", 0)
     if plan.mode == "off":
         return RecallOutcome(messages, "off", 0)
@@ -111,7 +88,7 @@ async def recall_into(
     started = time.perf_counter()
     try:
         found = await asyncio.wait_for(
-            deps.memory.search(
+            state.memory.search(
                 query,
                 user_id=identity.user_id,
                 agent_id=identity.agent_id,
@@ -127,7 +104,7 @@ async def recall_into(
         embed_timings.reset(token)
     searched = time.perf_counter()
     block, count = build_memory_block(
-        found["results"], max_tokens=recall.max_tokens, count_tokens=deps.count_tokens
+        found["results"], max_tokens=recall.max_tokens, count_tokens=state.count_tokens
     )
     injected = (
         messages
@@ -144,24 +121,24 @@ async def recall_into(
 
 
 async def chat_completions(request: Request) -> Response:
-    deps: ChatDeps = request.app.state.chat
+    state = state_of(request)
     started = time.perf_counter()
     headers = request.headers
-    caller = deps.authenticator.authenticate(headers)  # before a byte of the body is read
-    limits = deps.settings.server.limits
+    caller = state.authenticator.authenticate(headers)  # before a byte of the body is read
+    limits = state.settings.server.limits
     raw = await read_body(request, limit=limits.max_body_bytes, timeout_s=limits.body_timeout_s)
     body = parse_chat_body(raw, max_depth=limits.max_json_depth)
-    plan = plan_memory(body, headers, caller, deps.settings.chat_ui)
-    route = deps.router.resolve(body["model"])
+    plan = plan_memory(body, headers, caller, state.settings.chat_ui)
+    route = state.model_router.resolve(body["model"])
     outgoing = strip_proxy_fields(body)
     check_client_fields(route, outgoing)
     parsed = time.perf_counter()
-    outcome = await recall_into(deps, plan, body["messages"])
+    outcome = await recall_into(state, plan, body["messages"])
     outgoing["messages"] = outcome.messages
     overhead_ms = (time.perf_counter() - started) * 1000
-    deps.metrics.overhead.observe(overhead_ms / 1000)
+    state.metrics.overhead.observe(overhead_ms / 1000)
     if outcome.recalled:
-        deps.metrics.recalled.inc(outcome.recalled)
+        state.metrics.recalled.inc(outcome.recalled)
     memory_headers = {
         "x-memory-status": outcome.status,
         "x-memory-recalled": str(outcome.recalled),
@@ -170,18 +147,18 @@ async def chat_completions(request: Request) -> Response:
     }
     if plan.task is not None:
         memory_headers["x-memory-task"] = plan.task
-    client_key = None if deps.authenticator.enabled else presented_key(headers)
-    upstream = deps.upstreams.for_route(route)
+    client_key = None if state.authenticator.enabled else presented_key(headers)
+    upstream = state.upstreams.for_route(route)
     forwarding = time.perf_counter()
     result = await upstream.complete(UpstreamCall(outgoing, route, client_key))
     answered = time.perf_counter()
-    deps.metrics.latency.observe(answered - started)
-    deps.metrics.requests.labels(str(result.status), outcome.status, result.kind).inc()
+    state.metrics.latency.observe(answered - started)
+    state.metrics.requests.labels(str(result.status), outcome.status, result.kind).inc()
     response_headers = {**result.headers, **memory_headers, "x-memory-upstream": result.kind}
     response_headers["server-timing"] = server_timing(
         {"parse": parsed - started, **outcome.timings, "forward": answered - forwarding}
     )
-    learn = _learner(deps, plan, body, result) if result.status < 400 else None
+    learn = _learner(state, plan, body, result) if result.status < 400 else None
     if result.stream is not None:
         response_headers.pop("content-length", None)
         response_headers["cache-control"] = "no-cache"
@@ -219,14 +196,14 @@ async def _delivered(
 
 
 def _learner(
-    deps: ChatDeps, plan: MemoryPlan, body: dict[str, Any], result: UpstreamResponse
+    state: AppState, plan: MemoryPlan, body: dict[str, Any], result: UpstreamResponse
 ) -> Callable[[], Awaitable[None]] | None:
-    if deps.queue is None or not plan.learn or plan.identity is None:
+    if state.queue is None or not plan.learn or plan.identity is None:
         return None
     identity = plan.identity
-    queue = deps.queue
-    metrics = deps.metrics
-    limits = deps.settings.memory.limits
+    queue = state.queue
+    metrics = state.metrics
+    limits = state.settings.memory.limits
 
     async def learn() -> None:
         if not result.collector.finished:

@@ -64,6 +64,18 @@ class UnsupportedMediaType(ProxyError):
     type = "invalid_request_error"
 
 
+class MemoryDisabled(ProxyError):
+    status = 503
+    type = "server_error"
+
+
+class NotReady(ProxyError):
+    """A request that came before the app's lifespan built its state."""
+
+    status = 503
+    type = "server_error"
+
+
 class UpstreamError(ProxyError):
     """The provider failed; ``status`` is the provider's (or 502/504 when it is unreachable)."""
 

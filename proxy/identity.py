@@ -1,59 +1,30 @@
 """Who a chat request is for, and what memory may do with it (DESIGN.md §2 steps 2-4).
 
-Also the chat-UI specifics (docs/chat-uis.md): Open WebUI's forwarded user headers and its
-signed HS256 user JWT, its temporary chats, and the background tasks of Open WebUI and
-LibreChat (titles, tags, follow-ups, ...), which are never learned from.
+Also the chat-UI specifics that decide these (docs/chat-uis.md): Open WebUI's forwarded user
+headers and its temporary chats. Its signed user JWT is verified in ``openwebui_jwt``, and
+background tasks, which are never learned from, are recognised in ``ui_tasks``.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
-import re
-import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import orjson
-
 from memory_core.errors import InvalidIdentity
-from memory_core.messages import TASK_PROMPT_PREFIX, message_text
 from memory_core.types import Scope, validate_id
 
 from .auth import Caller
-from .errors import BadRequest, Forbidden, Unauthorized
+from .errors import BadRequest, Forbidden
+from .openwebui_jwt import signed_user_claim
 from .settings import ChatUISettings, OpenWebUISettings, TaskKind
+from .ui_tasks import background_task
 
 Mode = Literal["off", "read", "write", "auto"]
 MODES: tuple[Mode, ...] = ("off", "read", "write", "auto")
 # Fields the proxy understands and removes before forwarding; everything else passes through.
 PROXY_FIELDS = ("user_id", "agent_id", "run_id", "memory")
 DEFAULT_CHAT_UI = ChatUISettings()
-
-# How background tasks begin (the only user message, or the only message). ``None``: an Open
-# WebUI "### Task:" prompt, named by its first line (see ``_OPENWEBUI_TASK_WORDS``).
-TASK_PREFIXES: tuple[tuple[str, TaskKind | None], ...] = (
-    (TASK_PROMPT_PREFIX, None),
-    ("Your task is to reflect the speaker's likely facial expression", "emoji"),
-    ("You have been provided with a set of responses from various models", "moa"),
-    ("Provide a concise, 5-word-or-less title for the conversation", "title"),  # LibreChat
-    ("Please generate a concise, 5-word-or-less title for the conversation", "title"),
-    ("Analyze this conversation and provide:", "title"),  # LibreChat's structured titles
-)
-# Open WebUI's prompt-based tool selection ("Function Calling: Default") is a system prompt.
-SYSTEM_TASK_PREFIXES: tuple[tuple[str, TaskKind], ...] = (("Available Tools:", "function_calling"),)
-_OPENWEBUI_TASK_WORDS: tuple[tuple[str, TaskKind], ...] = (
-    ("autocomplet", "autocomplete"),
-    ("follow-up", "follow_ups"),
-    ("follow up", "follow_ups"),
-    ("useful messages", "follow_ups"),
-    ("tags", "tags"),
-    ("search quer", "search_query"),
-    ("image generation", "image_prompt"),
-    ("title", "title"),
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,80 +74,6 @@ def _claim(value: Any, source: str) -> str | None:
         raise BadRequest(str(exc), param=source) from exc
 
 
-# ---------------------------------------------------------------------------------------------
-# Open WebUI's signed user header (FORWARD_USER_INFO_HEADER_JWT_SECRET): HS256, stdlib only
-# ---------------------------------------------------------------------------------------------
-
-
-def _b64url(segment: str) -> bytes:
-    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-
-
-def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
-
-
-def verify_hs256(
-    token: str,
-    secret: bytes,
-    *,
-    issuer: str | None = None,
-    leeway_s: float = 30.0,
-    now: float | None = None,
-) -> dict[str, Any]:
-    """The claims of a JWT signed with HS256 and ``secret``; ``Unauthorized`` for anything else
-    (another algorithm, a bad signature, no or a past ``exp``, a future ``nbf``/``iat``, another
-    issuer)."""
-    parts = token.split(".")
-    if len(parts) != 3 or not all(parts):
-        raise Unauthorized("user JWT is malformed")
-    try:
-        header = orjson.loads(_b64url(parts[0]))
-        signature = _b64url(parts[2])
-        signing_input = f"{parts[0]}.{parts[1]}".encode("ascii")
-    except ValueError as exc:  # binascii.Error, JSONDecodeError and UnicodeError are ValueErrors
-        raise Unauthorized("user JWT is malformed") from exc
-    if not isinstance(header, dict) or header.get("alg") != "HS256":
-        raise Unauthorized("user JWT must be signed with HS256")
-    expected = hmac.new(secret, signing_input, hashlib.sha256).digest()
-    if not hmac.compare_digest(expected, signature):
-        raise Unauthorized("user JWT signature does not match the configured secret")
-    try:
-        claims = orjson.loads(_b64url(parts[1]))
-    except ValueError as exc:
-        raise Unauthorized("user JWT is malformed") from exc
-    if not isinstance(claims, dict):
-        raise Unauthorized("user JWT is malformed")
-    now = time.time() if now is None else now
-    exp = _number(claims.get("exp"))
-    if exp is None:
-        raise Unauthorized("user JWT has no expiry")
-    if now > exp + leeway_s:
-        raise Unauthorized("user JWT has expired")
-    for field in ("nbf", "iat"):
-        stamp = _number(claims.get(field))
-        if stamp is not None and stamp > now + leeway_s:
-            raise Unauthorized(f"user JWT {field} is in the future")
-    if issuer is not None and claims.get("iss") != issuer:
-        raise Unauthorized("user JWT has another issuer")
-    return claims
-
-
-def openwebui_signed_user(headers: Mapping[str, str], openwebui: OpenWebUISettings) -> str | None:
-    """The user of a verified Open WebUI user JWT; None without a header or a configured secret."""
-    token = headers.get(openwebui.jwt_header.lower())
-    if not token or openwebui.jwt_secret is None:
-        return None
-    claims = verify_hs256(
-        token.strip(),
-        openwebui.jwt_secret.get_secret_value().encode("utf-8"),
-        issuer=openwebui.jwt_issuer,
-        leeway_s=openwebui.jwt_leeway_s,
-    )
-    claim = "sub" if openwebui.user_id_from == "id" else "email"
-    return _claim(claims.get(claim), f"{openwebui.jwt_header} {claim}")
-
-
 def _openwebui_header_claim(
     headers: Mapping[str, str], openwebui: OpenWebUISettings, caller: Caller
 ) -> tuple[str, str | None]:
@@ -185,11 +82,6 @@ def _openwebui_header_claim(
     if not openwebui.trusts_headers_of(caller.name, caller.may_assert_users):
         return name, None
     return name, headers.get(name.lower())
-
-
-# ---------------------------------------------------------------------------------------------
-# Identity and mode
-# ---------------------------------------------------------------------------------------------
 
 
 def resolve_user(
@@ -203,7 +95,11 @@ def resolve_user(
     Otherwise the claims (body user_id; X-User-Id; X-OpenWebUI-User-Id when trusted; body
     user; metadata.user_id) must agree: two that name different users are refused (403)."""
     openwebui = (chat_ui or DEFAULT_CHAT_UI).openwebui
-    signed = openwebui_signed_user(headers, openwebui)
+    signed_claim = signed_user_claim(headers, openwebui)
+    signed = None
+    if signed_claim is not None:
+        source, value = signed_claim
+        signed = _claim(value, source)
     bound = caller.bound_user
     if bound is not None and signed is not None and signed != bound:
         raise Forbidden("this API key is bound to another user than the Open WebUI user JWT names")
@@ -256,72 +152,6 @@ def resolve_mode(body: Mapping[str, Any], headers: Mapping[str, str]) -> Mode:
     if mode not in MODES:
         raise BadRequest(f"memory mode must be one of {', '.join(MODES)}", param="memory.mode")
     return mode
-
-
-# ---------------------------------------------------------------------------------------------
-# Background tasks
-# ---------------------------------------------------------------------------------------------
-
-
-def _openwebui_task_kind(text: str) -> TaskKind:
-    """Name an Open WebUI "### Task:" prompt by its first line of instructions."""
-    rest = text.lstrip()[len(TASK_PROMPT_PREFIX) :].lstrip()
-    first_line = rest.split("\n", 1)[0].lower()
-    for word, kind in _OPENWEBUI_TASK_WORDS:
-        if word in first_line:
-            return kind
-    return "other"
-
-
-def background_task(messages: Sequence[Any], extra_prefixes: Sequence[str] = ()) -> TaskKind | None:
-    """The chat-UI background task a request is, or None for a real chat turn.
-
-    A task is a one-shot call: no assistant or tool turns, at most one user message, and that
-    message (or, without one, the last message) starts with a known task prompt; or its first
-    message is Open WebUI's tool-selection system prompt.
-    """
-    dicts = [m for m in messages if isinstance(m, Mapping)]
-    roles = [m.get("role") for m in dicts]
-    if not dicts or any(role in ("assistant", "tool", "function") for role in roles):
-        return None
-    users = [m for m in dicts if m.get("role") == "user"]
-    if len(users) > 1:
-        return None
-    text = message_text(dict(users[0] if users else dicts[-1])).lstrip()
-    for prefix, kind in TASK_PREFIXES:
-        if text.startswith(prefix):
-            return kind if kind is not None else _openwebui_task_kind(text)
-    if any(prefix and text.startswith(prefix) for prefix in extra_prefixes):
-        return "other"
-    if roles[0] in ("system", "developer"):
-        system = message_text(dict(dicts[0])).lstrip()
-        for prefix, kind in SYSTEM_TASK_PREFIXES:
-            if system.startswith(prefix):
-                return kind
-    return None
-
-
-_QUOTED_RE = re.compile(r"<(chat_history|text)>(.*?)</\1>", re.DOTALL)
-
-
-def task_recall_query(messages: Sequence[Any]) -> str:
-    """What a background task is about, for recall: the conversation its prompt quotes (Open
-    WebUI's ``<chat_history>`` and autocomplete's ``<text>``, LibreChat's "Conversation:"),
-    else the whole prompt."""
-    dicts = [m for m in messages if isinstance(m, Mapping)]
-    users = [m for m in dicts if m.get("role") == "user"]
-    source = users[-1] if users else (dicts[-1] if dicts else None)
-    text = message_text(dict(source)) if source is not None else ""
-    quoted = [body.strip() for _, body in _QUOTED_RE.findall(text) if body.strip()]
-    if quoted:
-        return "\n".join(quoted)
-    _, marker, conversation = text.rpartition("Conversation:")
-    return conversation.strip() if marker and conversation.strip() else text.strip()
-
-
-def is_background_task(messages: list[Any]) -> bool:
-    """Chat-UI background tasks (Open WebUI's title/tags/follow-ups..., LibreChat's titles)."""
-    return background_task(messages) is not None
 
 
 def plan_memory(

@@ -12,8 +12,8 @@ from memory_core.extraction import ChatLLM, LiteLLMChat
 from memory_core.queue import Job
 
 from .metrics import Metrics
+from .model_routing import ModelRouter
 from .settings import Settings
-from .upstream import Router
 
 log = logging.getLogger("proxy.learning")
 
@@ -28,10 +28,14 @@ class Learner:
     """Applies queued exchanges with ``AsyncMemory.add(infer=True)``, idempotent by job id."""
 
     def __init__(
-        self, memory: AsyncMemory, settings: Settings, router: Router, metrics: Metrics
+        self,
+        memory: AsyncMemory,
+        settings: Settings,
+        model_router: ModelRouter,
+        metrics: Metrics,
     ) -> None:
         self._memory = memory
-        self._router = router
+        self._model_router = model_router
         self._metrics = metrics
         self._configured = settings.extraction_llm()
         self._llms: dict[str, ChatLLM] = {}
@@ -44,7 +48,7 @@ class Learner:
             if self._configured is not None:
                 config = self._configured
             else:
-                route = self._router.resolve(model)
+                route = self._model_router.resolve(model)
                 if route.params.get("api_key") is None and route.kind == "passthrough":
                     raise InvalidInput(
                         f"no provider key to learn with model {model!r}: "

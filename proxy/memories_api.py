@@ -36,34 +36,27 @@ from .api_models import (
     validation_message,
 )
 from .auth import Caller
-from .errors import BadRequest, Forbidden, ProxyError
+from .errors import BadRequest, Forbidden, MemoryDisabled
 from .memory_access import authorize_scope, may_see, sees_all_users
 from .memory_transfer import export_lines, import_authorizer, import_lines, split_lines
 from .request_body import bounded_stream, parse_json, read_body
-from .settings import RequestLimits, Settings
-
-DEFAULT_LIMITS = RequestLimits()
+from .settings import RequestLimits
+from .state import state_of
 
 M = TypeVar("M", bound=BaseModel)
 STATIC_DIR = Path(__file__).parent / "static"
 JSONL = "application/x-ndjson"
 
 
-class MemoryDisabled(ProxyError):
-    status = 503
-    type = "server_error"
-
-
 # ---- request plumbing ------------------------------------------------------------------
 
 
 def caller_of(request: Request) -> Caller:
-    caller: Caller = request.app.state.authenticator.authenticate(request.headers)
-    return caller
+    return state_of(request).authenticator.authenticate(request.headers)
 
 
 def memory_of(request: Request) -> AsyncMemory:
-    memory: AsyncMemory | None = getattr(request.app.state, "memory", None)
+    memory = state_of(request).memory
     if memory is None:
         raise MemoryDisabled("memory is disabled in this proxy's config (memory.enabled)")
     return memory
@@ -77,8 +70,7 @@ def parse_model(model: type[M], data: Any) -> M:
 
 
 def limits_of(request: Request) -> RequestLimits:
-    settings: Settings | None = getattr(request.app.state, "settings", None)
-    return settings.server.limits if settings is not None else DEFAULT_LIMITS
+    return state_of(request).settings.server.limits
 
 
 async def read_json(request: Request, model: type[M]) -> M:
@@ -124,8 +116,7 @@ def decode_cursor(cursor: str) -> tuple[str, str]:
 
 def extraction_llm(request: Request) -> ChatLLM | None:
     """``memory.extraction_model`` when the memory config itself names no ``llm``."""
-    settings: Settings | None = getattr(request.app.state, "settings", None)
-    config = settings.extraction_llm() if settings is not None else None
+    config = state_of(request).settings.extraction_llm()
     return LiteLLMChat(config) if config is not None else None
 
 
@@ -298,18 +289,19 @@ async def import_memories(request: Request) -> Response:
 # ---- OpenAPI and the API page ----------------------------------------------------------
 
 
+def openapi_of(request: Request) -> dict[str, Any]:
+    state = state_of(request)
+    if state.openapi is None:
+        state.openapi = build_openapi()
+    return state.openapi
+
+
 async def openapi_json(request: Request) -> Response:
-    spec = getattr(request.app.state, "openapi", None)
-    if spec is None:
-        spec = request.app.state.openapi = build_openapi()
-    return JSONResponse(spec)
+    return JSONResponse(openapi_of(request))
 
 
 async def api_page(request: Request) -> Response:
-    spec = getattr(request.app.state, "openapi", None)
-    if spec is None:
-        spec = request.app.state.openapi = build_openapi()
-    return Response(render_api_page(spec), media_type="text/html; charset=utf-8")
+    return Response(render_api_page(openapi_of(request)), media_type="text/html; charset=utf-8")
 
 
 async def to_browser(request: Request) -> Response:

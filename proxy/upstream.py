@@ -6,10 +6,9 @@ chunk while a ``ReplyCollector`` tees out the assistant text for learning.
 
 from __future__ import annotations
 
-import fnmatch
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import aiohttp
@@ -17,80 +16,18 @@ import orjson
 
 from memory_core.litellm_loader import get_litellm
 
-from .errors import NotFoundError, UpstreamError, error_body
+from .errors import UpstreamError, error_body
+from .model_routing import OPENAI_COMPATIBLE_PREFIXES, ModelRoute
 from .provider_params import check_passthrough_body, litellm_body
-from .settings import Deployment
 
 log = logging.getLogger("proxy.upstream")
 
-OPENAI_COMPATIBLE_PREFIXES = ("openai/", "hosted_vllm/", "lm_studio/", "text-completion-openai/")
 DEFAULT_OPENAI_BASE = "https://api.openai.com/v1"
 RELAYED_HEADERS = ("x-request-id", "openai-processing-ms", "openai-organization")
 MAX_ERROR_CHARS = 2000
 
 
-@dataclass(slots=True)
-class Route:
-    """A resolved deployment for one requested model name."""
-
-    deployment: Deployment
-    model: str  # the litellm model string, wildcard filled in
-    kind: str  # "passthrough" | "litellm"
-
-    @property
-    def params(self) -> dict[str, Any]:
-        return self.deployment.litellm_params
-
-
-class Router:
-    """Maps a requested model name to a deployment (exact names first, then wildcards)."""
-
-    def __init__(self, deployments: Sequence[Deployment]) -> None:
-        self._exact = {d.model_name: d for d in deployments if "*" not in d.model_name}
-        self._patterns = [d for d in deployments if "*" in d.model_name]
-
-    def resolve(self, model: str) -> Route:
-        deployment = self._exact.get(model)
-        litellm_model: str | None = None
-        if deployment is not None:
-            litellm_model = deployment.litellm_params["model"]
-        else:
-            for candidate in self._patterns:
-                if fnmatch.fnmatchcase(model, candidate.model_name):
-                    deployment = candidate
-                    litellm_model = _fill_wildcard(candidate, model)
-                    break
-        if deployment is None or litellm_model is None:
-            raise NotFoundError(
-                f"The model `{model}` does not exist", param="model", code="model_not_found"
-            )
-        return Route(deployment, litellm_model, _kind(deployment, litellm_model))
-
-    def public_models(self) -> list[str]:
-        return list(self._exact)
-
-
-def _fill_wildcard(deployment: Deployment, requested: str) -> str:
-    pattern = deployment.model_name
-    target: str = deployment.litellm_params["model"]
-    if "*" not in target:
-        return target
-    prefix = pattern.split("*", 1)[0]
-    suffix = requested[len(prefix) :] if requested.startswith(prefix) else requested
-    return target.replace("*", suffix, 1)
-
-
-def _kind(deployment: Deployment, model: str) -> str:
-    if deployment.upstream != "auto":
-        return deployment.upstream
-    if model.startswith(OPENAI_COMPATIBLE_PREFIXES):
-        return "passthrough"
-    if "/" not in model and deployment.litellm_params.get("api_base"):
-        return "passthrough"
-    return "litellm"
-
-
-def check_client_fields(route: Route, body: Mapping[str, Any]) -> None:
+def check_client_fields(route: ModelRoute, body: Mapping[str, Any]) -> None:
     """Refuse (400) body fields this route may not take from a client."""
     if route.kind == "litellm":
         litellm_body(body, route.deployment.client_params)
@@ -103,7 +40,7 @@ class UpstreamCall:
     """What to send: the OpenAI-shaped body (model already public name), where, and which key."""
 
     body: dict[str, Any]
-    route: Route
+    route: ModelRoute
     client_key: str | None = None
 
 
@@ -190,7 +127,6 @@ class UpstreamResponse:
     body: bytes | None = None
     stream: AsyncIterator[bytes] | None = None
     kind: str = "passthrough"
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Upstream(Protocol):
@@ -407,5 +343,5 @@ class UpstreamSet:
         self.passthrough = passthrough
         self.litellm = litellm
 
-    def for_route(self, route: Route) -> Upstream:
+    def for_route(self, route: ModelRoute) -> Upstream:
         return self.passthrough if route.kind == "passthrough" else self.litellm

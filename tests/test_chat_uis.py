@@ -31,7 +31,8 @@ import yaml
 from proxy import Settings, create_app
 from proxy.auth import hash_key
 from proxy.errors import Unauthorized
-from proxy.identity import background_task, task_recall_query, verify_hs256
+from proxy.openwebui_jwt import verify_hs256
+from proxy.ui_tasks import background_task, task_recall_query
 from tests.fake_state import RecordedRequest
 from tests.fake_upstream import FakeUpstream
 from tests.servers import ServerThread, learn_state, wait_learned

@@ -24,7 +24,6 @@ from proxy.errors import (
     to_response,
 )
 from proxy.identity import (
-    is_background_task,
     plan_memory,
     resolve_mode,
     resolve_user,
@@ -40,8 +39,10 @@ from proxy.inject import (
     pick_new_exchange,
     recall_query,
 )
+from proxy.model_routing import ModelRouter
 from proxy.settings import Deployment, Settings
-from proxy.upstream import ReplyCollector, Router
+from proxy.ui_tasks import background_task
+from proxy.upstream import ReplyCollector
 
 # ---------------------------------------------------------------------------------------------
 # proxy/inject.py
@@ -477,7 +478,7 @@ def test_plan_modes(
     ],
 )
 def test_background_tasks_are_never_learned(messages: list[Any], is_task: bool) -> None:
-    assert is_background_task(messages) is is_task
+    assert (background_task(messages) is not None) is is_task
     plan = plan_memory({"user_id": "alice", "messages": messages}, {}, OPEN_CALLER)
     assert plan.is_task is is_task
     assert plan.learn is (not is_task)
@@ -529,7 +530,7 @@ def dep(name: str, model: str, upstream: str = "auto", **params: Any) -> Deploym
     )
 
 
-ROUTER = Router(
+ROUTER = ModelRouter(
     [
         dep("gpt-4o-mini", "openai/gpt-4o-mini"),
         dep("claude", "anthropic/claude-sonnet-4"),
@@ -566,10 +567,10 @@ def test_router(requested: str, model: str, kind: str, deployment: str) -> None:
 
 
 def test_router_exact_beats_wildcard_and_unknown_is_404() -> None:
-    router = Router([dep("*", "openai/*"), dep("special", "anthropic/claude")])
+    router = ModelRouter([dep("*", "openai/*"), dep("special", "anthropic/claude")])
     assert router.resolve("special").model == "anthropic/claude"
     assert router.public_models() == ["special"]
-    closed = Router([dep("a", "openai/a")])
+    closed = ModelRouter([dep("a", "openai/a")])
     with pytest.raises(NotFoundError) as caught:
         closed.resolve("b")
     response = to_response(caught.value)
@@ -685,7 +686,7 @@ def test_minimal_config(tmp_path: Any) -> None:
     assert llm is not None and llm.model == "openai/fake-model"
     assert settings.memory.core_config().storage_uri == str(tmp_path)
     settings.check_bind()
-    assert Router(settings.model_list).resolve("fake-model").kind == "passthrough"
+    assert ModelRouter(settings.model_list).resolve("fake-model").kind == "passthrough"
     empty = Settings.from_dict({})
     assert empty.model_list == [] and empty.extraction_llm() is None
 

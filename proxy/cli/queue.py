@@ -1,0 +1,50 @@
+"""``memproxy queue status|retry|purge``: the learning queue's counts and dead letters."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from ..settings import Settings
+
+
+def _queue(args: argparse.Namespace) -> int:
+    from memory_core.queue import JobStore
+
+    from ..app import queue_path
+
+    settings = Settings.load(args.config)
+    path = queue_path(settings)
+    if not path.exists():  # a wrong config must not silently create an empty queue elsewhere
+        print(f"memproxy: no learning queue at {path} (check memory.storage_uri)", file=sys.stderr)
+        return 1
+    store = JobStore(path)
+    try:
+        if args.queue_command == "status":
+            stats = store.stats()
+            print(" ".join(f"{k}={v}" for k, v in stats.items()))
+            for job in store.dead_jobs(limit=20):
+                print(
+                    f"dead {job['id']} scope={job['scope_key']} "
+                    f"attempts={job['attempts']}: {job['last_error']}"
+                )
+        elif args.queue_command == "retry":
+            print(f"requeued {store.retry_dead(args.job_id)} dead jobs")
+        elif args.queue_command == "purge":
+            print(f"purged {store.purge_dead()} dead jobs")
+    finally:
+        store.close()
+    return 0
+
+
+def add_parsers(sub: Any) -> None:
+    """Register ``queue`` on the ``memproxy`` sub-parsers."""
+    queue = sub.add_parser("queue", help="inspect the learning queue")
+    queue.add_argument("--config")
+    queue_sub = queue.add_subparsers(dest="queue_command", required=True)
+    queue_sub.add_parser("status", help="counts and dead letters").set_defaults(func=_queue)
+    retry = queue_sub.add_parser("retry", help="requeue dead jobs")
+    retry.add_argument("job_id", nargs="?")
+    retry.set_defaults(func=_queue)
+    queue_sub.add_parser("purge", help="drop dead jobs").set_defaults(func=_queue)

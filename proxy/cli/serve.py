@@ -1,0 +1,74 @@
+"""``memproxy serve``, ``memproxy check-config`` and ``memproxy keys hash``."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import logging
+import signal
+from typing import Any
+
+from ..settings import Settings
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from ..app import create_app
+    from ..http_server import uvicorn_options
+
+    settings = Settings.load(args.config, host=args.host, port=args.port)
+    settings.check_bind()
+    logging.basicConfig(
+        level=settings.server.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # uvicorn re-raises the signal it shut down on once it is done; a graceful SIGTERM
+    # shutdown (docker stop, systemd) then exits 0 instead of dying by the signal.
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.server.host,
+        port=settings.server.port,
+        log_level=settings.server.log_level,
+        access_log=False,
+        timeout_graceful_shutdown=int(settings.memory.queue.shutdown_grace_s) + 5,
+        **uvicorn_options(settings.server.limits),
+    )
+    return 0
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    settings = Settings.load(args.config)
+    settings.extraction_llm()
+    settings.check_bind()
+    names = ", ".join(d.model_name for d in settings.model_list) or "(none)"
+    print(f"config OK: models {names}; storage {settings.memory.storage_uri}")
+    return 0
+
+
+def _keys_hash(args: argparse.Namespace) -> int:
+    from ..auth import hash_key
+
+    key = args.key if args.key is not None else getpass.getpass("API key: ")
+    print(hash_key(key))
+    return 0
+
+
+def add_parsers(sub: Any) -> None:
+    """Register ``serve``, ``check-config`` and ``keys`` on the ``memproxy`` sub-parsers."""
+    serve = sub.add_parser("serve", help="run the proxy")
+    serve.add_argument("--config", help="YAML config (default: $MEMPROXY_CONFIG)")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.set_defaults(func=_serve)
+
+    check = sub.add_parser("check-config", help="validate a config file")
+    check.add_argument("--config")
+    check.set_defaults(func=_check_config)
+
+    keys = sub.add_parser("keys", help="API key helpers")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    hash_cmd = keys_sub.add_parser("hash", help="print the SHA-256 to put in auth.keys")
+    hash_cmd.add_argument("key", nargs="?")
+    hash_cmd.set_defaults(func=_keys_hash)
