@@ -26,7 +26,7 @@ from .chat import chat_completions
 from .errors import EXCEPTION_HANDLERS, Forbidden, error_response
 from .guard import BrowserGuard
 from .inject import TokenCounter, default_token_counter
-from .learning import Learner
+from .learning import ExtractionModels, Learner
 from .memories_api import memory_routes
 from .metrics import Metrics
 from .model_routing import ModelRouter
@@ -118,6 +118,7 @@ def create_app(
     """Build the proxy. Pass ``upstream``/``memory``/``queue`` to inject fakes or shared ones."""
     settings = settings or Settings()
     model_router = ModelRouter(settings.model_list)
+    extraction = ExtractionModels(settings, model_router)
     metrics = Metrics()
     authenticator = Authenticator(settings.auth)
 
@@ -148,7 +149,7 @@ def create_app(
             if learning_queue is None:
                 learning_queue = LearningQueue(
                     queue_path(settings),
-                    Learner(mem, settings, model_router, metrics).handle,
+                    Learner(mem, extraction, metrics).handle,
                     settings.memory.queue,
                 )
                 await learning_queue.start()
@@ -162,6 +163,7 @@ def create_app(
             memory=mem,
             queue=learning_queue,
             count_tokens=counter,
+            extraction=extraction,
         )
         if not authenticator.enabled:
             log.warning("no API keys configured: open local mode (bind %s)", server.host)

@@ -24,40 +24,44 @@ def learning_payload(
     return {"scope": identity, "messages": messages, "model": model, "timestamp": time.time()}
 
 
+class ExtractionModels:
+    """The one answer to "which LLM extracts facts": ``memory.llm``, else the
+    ``memory.extraction_model`` deployment, else (for a learned chat) the chat's own model.
+    Each client is built once and reused."""
+
+    def __init__(self, settings: Settings, model_router: ModelRouter) -> None:
+        self._model_router = model_router
+        config = settings.extraction_llm()
+        self._configured: ChatLLM | None = LiteLLMChat(config) if config is not None else None
+        self._by_chat_model: dict[str, ChatLLM] = {}
+
+    def configured(self) -> ChatLLM | None:
+        """The configured extraction model, if any (the memory API and the CLI use only it)."""
+        return self._configured
+
+    def for_chat_model(self, model: str) -> ChatLLM:
+        """The configured extraction model, else the model the chat used."""
+        if self._configured is not None:
+            return self._configured
+        llm = self._by_chat_model.get(model)
+        if llm is None:
+            route = self._model_router.resolve(model)
+            if route.params.get("api_key") is None and route.kind == "passthrough":
+                raise InvalidInput(
+                    f"no provider key to learn with model {model!r}: set memory.extraction_model"
+                )
+            llm = LiteLLMChat(LLMConfig.model_validate({**route.params, "model": route.model}))
+            self._by_chat_model[model] = llm
+        return llm
+
+
 class Learner:
     """Applies queued exchanges with ``AsyncMemory.add(infer=True)``, idempotent by job id."""
 
-    def __init__(
-        self,
-        memory: AsyncMemory,
-        settings: Settings,
-        model_router: ModelRouter,
-        metrics: Metrics,
-    ) -> None:
+    def __init__(self, memory: AsyncMemory, extraction: ExtractionModels, metrics: Metrics) -> None:
         self._memory = memory
-        self._model_router = model_router
+        self._extraction = extraction
         self._metrics = metrics
-        self._configured = settings.extraction_llm()
-        self._llms: dict[str, ChatLLM] = {}
-
-    def llm_for(self, model: str) -> ChatLLM:
-        """The configured extraction model, else the model the chat used."""
-        key = "" if self._configured is not None else model
-        llm = self._llms.get(key)
-        if llm is None:
-            if self._configured is not None:
-                config = self._configured
-            else:
-                route = self._model_router.resolve(model)
-                if route.params.get("api_key") is None and route.kind == "passthrough":
-                    raise InvalidInput(
-                        f"no provider key to learn with model {model!r}: "
-                        "set memory.extraction_model"
-                    )
-                config = LLMConfig.model_validate({**route.params, "model": route.model})
-            llm = LiteLLMChat(config)
-            self._llms[key] = llm
-        return llm
 
     async def handle(self, job: Job) -> None:
         payload = job.payload
@@ -71,7 +75,7 @@ class Learner:
                 infer=True,
                 timestamp=payload.get("timestamp"),
                 job_id=job.id,
-                llm=self.llm_for(str(payload.get("model", ""))),
+                llm=self._extraction.for_chat_model(str(payload.get("model", ""))),
             )
         except Exception:
             self._metrics.extraction.labels("error").inc()

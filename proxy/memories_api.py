@@ -21,7 +21,6 @@ from starlette.staticfiles import StaticFiles
 
 from memory_core import AsyncMemory
 from memory_core.errors import InvalidIdentity, NotFound
-from memory_core.extraction import ChatLLM, LiteLLMChat
 from memory_core.types import MemoryItem
 
 from .api_docs import render_api_page
@@ -114,12 +113,6 @@ def decode_cursor(cursor: str) -> tuple[str, str]:
     return created_at, memory_id
 
 
-def extraction_llm(request: Request) -> ChatLLM | None:
-    """``memory.extraction_model`` when the memory config itself names no ``llm``."""
-    config = state_of(request).settings.extraction_llm()
-    return LiteLLMChat(config) if config is not None else None
-
-
 # ---- handlers --------------------------------------------------------------------------
 
 
@@ -128,7 +121,7 @@ async def add_memories(request: Request) -> Response:
     body = await read_json(request, AddRequest)
     scope = authorize_scope(caller, body.user_id, body.agent_id, body.run_id)
     memory = memory_of(request)
-    llm = extraction_llm(request) if body.infer and memory.config.llm is None else None
+    llm = state_of(request).extraction.configured() if body.infer else None
     result = await memory.add(
         body.messages,
         **scope.as_dict(),

@@ -14,6 +14,7 @@ from memory_core.queue import LearningQueue
 from .auth import Authenticator
 from .errors import NotReady
 from .inject import TokenCounter
+from .learning import ExtractionModels
 from .metrics import Metrics
 from .model_routing import ModelRouter
 from .settings import Settings
@@ -33,6 +34,7 @@ class AppState:
     memory: AsyncMemory | None
     queue: LearningQueue | None
     count_tokens: TokenCounter
+    extraction: ExtractionModels
     openapi: dict[str, Any] | None = None
 
 

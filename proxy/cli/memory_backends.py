@@ -13,12 +13,14 @@ from typing import Any, Protocol
 import httpx
 
 from memory_core import AsyncMemory, MemoryConfig
-from memory_core.extraction import ChatLLM, LiteLLMChat
+from memory_core.extraction import ChatLLM
 from memory_core.types import MemoryItem, Scope
 
 from ..api_models import ScopeQuery
 from ..auth import OPEN_CALLER
+from ..learning import ExtractionModels
 from ..memory_transfer import export_lines, import_authorizer, import_lines, split_lines
+from ..model_routing import ModelRouter
 from ..settings import Settings
 
 
@@ -214,6 +216,5 @@ def make_backend(args: argparse.Namespace) -> Backend:
     if args.data:
         return LocalBackend(AsyncMemory(MemoryConfig(storage_uri=args.data)), None)
     settings = Settings.load(args.config)
-    llm_config = settings.extraction_llm()
-    memory = AsyncMemory(settings.memory.core_config())
-    return LocalBackend(memory, LiteLLMChat(llm_config) if llm_config else None)
+    extraction = ExtractionModels(settings, ModelRouter(settings.model_list))
+    return LocalBackend(AsyncMemory(settings.memory.core_config()), extraction.configured())
