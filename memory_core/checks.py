@@ -60,7 +60,7 @@ def check_limit(limit: int, *, maximum: int = 1000) -> int:
 
 
 def check_memory_id(memory_id: str) -> str:
-    if not isinstance(memory_id, str) or not 1 <= len(memory_id) <= 128:
+    if not isinstance(memory_id, str) or not 1 <= len(memory_id) <= 128 or "\x00" in memory_id:
         raise NotFound("memory not found")
     return memory_id
 

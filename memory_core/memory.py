@@ -26,7 +26,6 @@ from .embedders import Embedder, create_embedder
 from .errors import InvalidInput, NotFound, StoreError
 from .extraction import ChatLLM, LiteLLMChat
 from .importer import MemoryImporter
-from .messages import cap_exchange
 from .records import to_item
 from .retrieval import LiteLLMReranker, Reranker
 from .searcher import MemorySearcher
@@ -185,18 +184,10 @@ class AsyncMemory:
             raise InvalidInput("context must be a string")
         context = memory_text(context or "") or None
         chat = [m for m in normalize_messages(messages) if m.get("role") != "system"]
-        if infer:
-            limits = self.config.limits
-            chat = [
-                dict(m)
-                for m in cap_exchange(
-                    chat,
-                    max_user_chars=limits.max_exchange_user_chars,
-                    max_reply_chars=limits.max_exchange_reply_chars,
-                )
-            ]
         write = WriteContext(scope, exchange_moment(timestamp), extra, job_id, context)
         writer = await self._writes()
+        if job_id is not None and await writer.store.job_applied(job_id):
+            return {"results": []}  # the writer checks again under the scope's lock
         chosen = (llm or self._chat_llm()) if infer else None
         return {"results": await writer.add(write, chat, llm=chosen)}
 

@@ -22,7 +22,7 @@ from .checks import memory_text
 from .config import MemoryConfig
 from .embedders import Embedder
 from .extraction import ChatLLM, Decision, complete_json, offer_ids, parse_decisions, parse_facts
-from .messages import message_text
+from .messages import cap_exchange, message_text
 from .prompts import build_fact_extraction_messages, build_update_messages, learnable_messages
 from .records import (
     content_hash,
@@ -172,7 +172,13 @@ class MemoryWriter:
         self, write: WriteContext, chat: list[Message], llm: ChatLLM
     ) -> list[AddResult]:
         cfg = self._config
-        chat = learnable_messages(chat)
+        # Recalled blocks and task prompts go first, then the budget: one request never puts
+        # more than it into the extraction prompt.
+        chat = cap_exchange(
+            learnable_messages(chat),
+            max_user_chars=cfg.limits.max_exchange_user_chars,
+            max_reply_chars=cfg.limits.max_exchange_reply_chars,
+        )
         if not chat:  # only recalled memories, task prompts or nothing from the user
             return []
         extraction = build_fact_extraction_messages(

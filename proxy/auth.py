@@ -36,6 +36,13 @@ class Caller:
     def may_act_for(self, user_id: str) -> bool:
         return self.admin or "*" in self.users or user_id in self.users
 
+    def may_name(self, user_id: str) -> bool:
+        """Whether a request with this key may itself name ``user_id`` (memory routes): its
+        bound user, or any user it may act for when it may assert users (admins may)."""
+        if self.admin or user_id == self.bound_user:
+            return True
+        return self.may_assert_users and self.may_act_for(user_id)
+
     def check_user(self, user_id: str) -> None:
         if not self.may_act_for(user_id):
             raise Forbidden(f"this API key may not act for user {user_id!r}")

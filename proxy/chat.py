@@ -38,7 +38,7 @@ MAX_MODEL_CHARS = 256
 _MODEL_RE = re.compile(r"[^\x00-\x20\x7f]+")
 
 
-def parse_chat_body(raw: bytes, *, max_depth: int = 64) -> dict[str, Any]:
+def parse_chat_body(raw: bytes, *, max_depth: int) -> dict[str, Any]:
     """Parse once; reject what OpenAI would reject before anything else happens."""
     body = parse_json(raw, max_depth=max_depth)
     if not isinstance(body, dict):

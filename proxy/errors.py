@@ -86,6 +86,10 @@ class UpstreamError(ProxyError):
         self.status = status
 
 
+class HeadersTooLarge(Exception):
+    """Raised inside uvicorn's parser callbacks to stop the parser (it answers 400, closes)."""
+
+
 _CORE_STATUS: list[tuple[type[core.MemoryCoreError], int, str]] = [
     (core.InvalidIdentity, 400, "invalid_request_error"),
     (core.InvalidFilter, 400, "invalid_request_error"),

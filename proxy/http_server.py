@@ -13,6 +13,7 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from .errors import HeadersTooLarge
 from .settings import RequestLimits
 
 _408 = b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
@@ -30,7 +31,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._header_bytes = 0
+        self._header_bytes = 0  # raw bytes of still incomplete headers
+        self._parsed_bytes = 0  # request line and headers as parsed
         self._awaiting_headers = True
         self._header_timer: asyncio.TimerHandle | None = None
         self._arm_header_timer()
@@ -50,19 +52,40 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self.transport.write(_408)
             self.transport.close()
 
+    def _refuse_large_headers(self) -> None:
+        self._disarm_header_timer()
+        if not self.transport.is_closing():
+            self.transport.write(_431)
+            self.transport.close()
+
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
-        # Counted after parsing: a read that completed the headers may carry body bytes too.
+        # Still incomplete headers after parsing: every byte of this read was header bytes.
         if self._awaiting_headers and not self.transport.is_closing():
             self._header_bytes += len(data)
             if self._header_bytes > self.max_header_bytes:
-                self._disarm_header_timer()
-                self.transport.write(_431)
-                self.transport.close()
+                self._refuse_large_headers()
+
+    def _count_parsed(self, size: int) -> None:
+        # Headers that arrive within one read are counted as the parser sees them; raising
+        # stops the parser, and uvicorn answers the invalid request with a 400 and closes.
+        self._parsed_bytes += size
+        if self._parsed_bytes > self.max_header_bytes:
+            self._disarm_header_timer()
+            raise HeadersTooLarge(f"request headers exceed {self.max_header_bytes} bytes")
+
+    def on_url(self, url: bytes) -> None:
+        self._count_parsed(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count_parsed(len(name) + len(value))
+        super().on_header(name, value)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._awaiting_headers = True
+        self._parsed_bytes = 0
         self._arm_header_timer()
 
     def on_headers_complete(self) -> None:
@@ -73,8 +96,12 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        self._awaiting_headers = True  # the next request's bytes count from zero
-        self._header_bytes = 0
+        if not self.pipeline:  # a pipelined request already has its headers
+            # The next request's headers (or an unread body's stragglers) are on the clock:
+            # uvicorn's keep-alive timer stops at the first byte that arrives.
+            self._awaiting_headers = True
+            self._header_bytes = 0
+            self._arm_header_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_header_timer()

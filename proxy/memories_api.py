@@ -121,7 +121,8 @@ async def add_memories(request: Request) -> Response:
     body = await read_json(request, AddRequest)
     scope = authorize_scope(caller, body.user_id, body.agent_id, body.run_id)
     memory = memory_of(request)
-    llm = state_of(request).extraction.configured() if body.infer else None
+    extraction = state_of(request).extraction
+    llm = extraction.configured() if body.infer and memory.config.llm is None else None
     result = await memory.add(
         body.messages,
         **scope.as_dict(),
@@ -275,7 +276,12 @@ async def import_memories(request: Request) -> Response:
     body = bounded_stream(
         request, limit=limits.max_import_bytes, timeout_s=limits.import_timeout_s, lines=True
     )
-    report = await import_lines(memory, split_lines(body), import_authorizer(caller, target))
+    report = await import_lines(
+        memory,
+        split_lines(body),
+        import_authorizer(caller, target),
+        max_depth=limits.max_json_depth,
+    )
     return json_response(report.as_dict())
 
 

@@ -17,15 +17,17 @@ from .errors import BadRequest, Forbidden
 
 
 def sees_all_users(caller: Caller) -> bool:
-    return caller.admin or "*" in caller.users
+    """Admin keys, and ``*`` keys that may assert users (a ``*`` key that may not, e.g. a chat
+    UI's relying on signed users, names nobody on the memory routes)."""
+    return caller.admin or ("*" in caller.users and caller.may_assert_users)
 
 
 def may_see(caller: Caller, item: Mapping[str, Any]) -> bool:
-    """A memory is visible when the key may act for its user (user-less ones: all-user keys)."""
+    """A memory is visible when the key may name its user (user-less ones: all-user keys)."""
     if sees_all_users(caller):
         return True
     user_id = item.get("user_id")
-    return user_id is not None and user_id in caller.users
+    return user_id is not None and caller.may_name(user_id)
 
 
 def authorize_scope(
@@ -54,15 +56,17 @@ def authorize_scope(
         user_id = bound
         if user_id is None:
             raise Forbidden("this API key must name a user_id", param="user_id")
-    if user_id is not None and user_id != bound and not caller.may_assert_users:
-        raise Forbidden("this API key may not assert user ids", param="user_id")
     scope = Scope(user_id, agent_id, run_id).require()
     if user_id is not None:
-        caller.check_user(user_id)
+        _check_names(caller, user_id, "user_id")
     for value in filter_user_ids(filters or {}):
         if not isinstance(value, str):
             raise BadRequest("user_id filter values must be strings", param="filters")
-        caller.check_user(validate_id(value, "user_id"))
-        if value != bound and not caller.may_assert_users:
-            raise Forbidden("this API key may not assert user ids", param="filters")
+        _check_names(caller, validate_id(value, "user_id"), "filters")
     return scope
+
+
+def _check_names(caller: Caller, user_id: str, param: str) -> None:
+    caller.check_user(user_id)
+    if not caller.may_name(user_id):
+        raise Forbidden("this API key may not assert user ids", param=param)

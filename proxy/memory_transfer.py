@@ -18,10 +18,13 @@ from .api_models import ImportRecord, ScopeQuery, validation_message
 from .auth import Caller
 from .errors import ProxyError
 from .memory_access import authorize_scope
+from .request_body import nesting_exceeds
+from .settings import RequestLimits
 
 EXPORT_CHUNK = 500
 IMPORT_BATCH = 500
 MAX_IMPORT_LINE = 1 << 20
+MAX_IMPORT_DEPTH = RequestLimits().max_json_depth
 
 
 async def export_lines(memory: AsyncMemory, scope: Scope) -> tuple[int, AsyncIterator[bytes]]:
@@ -87,10 +90,12 @@ async def import_lines(
     authorize: Authorize,
     *,
     on_batch: Callable[[ImportReport], Awaitable[None] | None] | None = None,
+    max_depth: int = MAX_IMPORT_DEPTH,
 ) -> ImportReport:
     """Validate JSONL line by line; store good lines in batches; report bad ones by number.
 
-    ``authorize(record)`` fills in / checks the record's scope and raises to refuse the line.
+    ``authorize(record)`` fills in / checks the record's scope and raises to refuse the line;
+    a line nesting deeper than ``max_depth`` is refused like any other bad line.
     """
     report = ImportReport()
     batch: list[dict[str, Any]] = []
@@ -110,7 +115,7 @@ async def import_lines(
         if not raw.strip():
             continue
         try:
-            record = _parse_import_line(raw)
+            record = _parse_import_line(raw, max_depth)
             authorize(record)
         except (ValueError, ProxyError, MemoryCoreError) as exc:
             message = exc.message if isinstance(exc, ProxyError) else str(exc)
@@ -123,7 +128,7 @@ async def import_lines(
     return report
 
 
-def _parse_import_line(raw: bytes) -> dict[str, Any]:
+def _parse_import_line(raw: bytes, max_depth: int) -> dict[str, Any]:
     if len(raw) > MAX_IMPORT_LINE:
         raise ValueError(f"line longer than {MAX_IMPORT_LINE} bytes")
     try:
@@ -132,6 +137,8 @@ def _parse_import_line(raw: bytes) -> dict[str, Any]:
         raise ValueError(f"not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise ValueError("each line must be a JSON object")
+    if nesting_exceeds(data, max_depth):
+        raise ValueError(f"the line nests arrays/objects deeper than {max_depth} levels")
     try:
         record = ImportRecord.model_validate(data)
     except ValidationError as exc:

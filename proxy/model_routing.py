@@ -8,10 +8,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import NotFoundError
+from .errors import BadRequest, NotFoundError
 from .settings import Deployment
 
 OPENAI_COMPATIBLE_PREFIXES = ("openai/", "hosted_vllm/", "lm_studio/", "text-completion-openai/")
+_ADDRESS_MARKS = ("//", "@", "\\", "..")
 
 
 @dataclass(slots=True)
@@ -62,6 +63,13 @@ def _fill_wildcard(deployment: Deployment, requested: str) -> str:
         return target
     prefix = pattern.split("*", 1)[0]
     suffix = requested[len(prefix) :] if requested.startswith(prefix) else requested
+    if any(mark in suffix for mark in _ADDRESS_MARKS):
+        # Some LiteLLM providers read a URL out of the model string (huggingface/https://...).
+        raise BadRequest(
+            "a model name that fills a wildcard deployment may not hold an address",
+            param="model",
+            code="invalid_model",
+        )
     return target.replace("*", suffix, 1)
 
 

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 from pathlib import Path
@@ -28,6 +27,8 @@ from memory_core.config import (
     resolve_env_refs,
 )
 from memory_core.errors import ConfigError
+
+from .guard import is_loopback_host
 
 UpstreamKind = Literal["auto", "passthrough", "litellm"]
 InjectionPosition = Literal["before_last_user", "system_prefix"]
@@ -270,13 +271,7 @@ class Settings(BaseModel):
         if self.auth.enabled or self.server.allow_open_non_loopback:
             return
         host = self.server.host
-        if host == "localhost":
-            return
-        try:
-            loopback = ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            loopback = False
-        if not loopback:
+        if not is_loopback_host(host.strip("[]").lower()):
             raise ConfigError(
                 f"refusing to bind {host} without API keys: configure auth.keys, or set "
                 "server.allow_open_non_loopback: true"

@@ -74,8 +74,8 @@ class ReplyCollector:
         self._finished = value
 
     def feed_completion(self, payload: Mapping[str, Any]) -> None:
-        choices = payload.get("choices") or []
-        if choices and isinstance(choices[0], Mapping):
+        choices = payload.get("choices")
+        if isinstance(choices, list) and choices and isinstance(choices[0], Mapping):
             message = choices[0].get("message") or {}
             content = message.get("content") if isinstance(message, Mapping) else None
             if isinstance(content, str):
@@ -83,7 +83,8 @@ class ReplyCollector:
         self._finished = True
 
     def feed_chunk(self, payload: Mapping[str, Any]) -> None:
-        for choice in payload.get("choices") or []:
+        choices = payload.get("choices")
+        for choice in choices if isinstance(choices, list) else []:
             if not isinstance(choice, Mapping) or choice.get("index", 0) != 0:
                 continue
             delta = choice.get("delta") or {}

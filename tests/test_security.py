@@ -35,6 +35,7 @@ PROVIDER_KEY = "sk-configured-provider-secret"
 BOUND_KEY = "sk-bound-to-alice"
 TEAM_KEY = "sk-team-many-users"
 NO_ASSERT_KEY = "sk-ui-may-not-assert"
+PAIR_NO_ASSERT_KEY = "sk-pair-may-not-assert"
 ADMIN_KEY = "sk-security-admin"
 
 
@@ -84,6 +85,11 @@ def deployments(api_base: str) -> list[dict[str, Any]]:
     return [
         {"model_name": "pass-model", "litellm_params": params},
         {"model_name": "lite-model", "litellm_params": params, "upstream": "litellm"},
+        # A wildcard whose provider reads a URL out of the model string.
+        {
+            "model_name": "hf/*",
+            "litellm_params": {"model": "huggingface/*", "api_key": PROVIDER_KEY},
+        },
     ]
 
 
@@ -100,6 +106,12 @@ def keyed_config(api_base: str, storage: Path, **server: Any) -> dict[str, Any]:
                     "name": "ui",
                     "key_sha256": hash_key(NO_ASSERT_KEY),
                     "users": ["*"],
+                    "may_assert_users": False,
+                },
+                {
+                    "name": "pair-ui",
+                    "key_sha256": hash_key(PAIR_NO_ASSERT_KEY),
+                    "users": ["alice", "bob"],
                     "may_assert_users": False,
                 },
                 {"name": "ops", "key_sha256": hash_key(ADMIN_KEY), "admin": True},
@@ -264,6 +276,20 @@ def test_litellm_own_settings_are_refused_there_and_relayed_only_to_the_provider
     assert r.status_code == 200, r.text
     (call,) = provider.requests_of("chat")
     assert call.body[field] == value and call.headers["authorization"] == f"Bearer {PROVIDER_KEY}"
+    assert attacker.connections == 0
+
+
+@pytest.mark.parametrize(
+    "suffix", ["ATTACKER/x", "//127.0.0.1:1/x", "user@127.0.0.1/x", "a\\\\b", "../../x"]
+)
+def test_wildcard_model_names_cannot_carry_an_address(
+    keyed: ServerThread, attacker: Attacker, suffix: str
+) -> None:
+    model = "hf/" + suffix.replace("ATTACKER", attacker.url.removesuffix("/v1"))
+    r = httpx.post(
+        keyed.url + "/chat/completions", json=chat_body(model), headers=key_header(BOUND_KEY)
+    )
+    assert r.status_code == 400 and error_of(r)["param"] == "model", r.text
     assert attacker.connections == 0
 
 
@@ -481,11 +507,33 @@ def test_slow_headers_and_bodies_are_cut_off(open_server: ServerThread) -> None:
     assert answer.startswith(b"HTTP/1.1 408") and b"body_timeout" in answer
 
 
-def test_oversized_headers_are_431(open_server: ServerThread) -> None:
+def test_oversized_headers_are_refused(open_server: ServerThread) -> None:
     with socket.create_connection(("127.0.0.1", open_server.port), timeout=5) as sock:
         sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: " + b"a" * 20_000)
         answer = sock.recv(4096)
     assert answer.startswith(b"HTTP/1.1 431")
+    # Complete but too large headers within one read: stopped by the parser, connection closed.
+    with socket.create_connection(("127.0.0.1", open_server.port), timeout=5) as sock:
+        pads = b"".join(b"X-Pad-%d: %s\r\n" % (i, b"a" * 1000) for i in range(12))
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n" + pads + b"\r\n")
+        answer = b""
+        while chunk := sock.recv(4096):
+            answer += chunk
+    assert answer.startswith((b"HTTP/1.1 431", b"HTTP/1.1 400")), answer[:100]
+    assert b'"status":"ok"' not in answer
+
+
+def test_a_stalled_connection_after_a_response_is_cut_off(open_server: ServerThread) -> None:
+    """An unread body's stragglers after the response, then silence: the header deadline
+    still holds (uvicorn's keep-alive timer stops at the first byte)."""
+    with socket.create_connection(("127.0.0.1", open_server.port), timeout=5) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000000\r\n\r\n")
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+        sock.sendall(b"x")
+        started = time.monotonic()
+        while sock.recv(4096):
+            pass
+    assert time.monotonic() - started < 3
 
 
 @pytest.mark.parametrize("levels", [65, 300, 1000])
@@ -601,6 +649,26 @@ def test_a_learned_exchange_is_capped_before_the_queue(
     assert user_text.startswith("I like tea.") and len(user_text) <= 500
 
 
+def test_a_deep_import_line_is_refused_alone(open_server: ServerThread) -> None:
+    deep_line = b'{"id": "deep-1", "memory": "m", "user_id": "imp", "metadata": {"k": '
+    deep_line += b"[" * 260 + b"1" + b"]" * 260 + b"}}"
+    good = b'{"id": "good-1", "memory": "a good line", "user_id": "imp"}'
+    r = httpx.post(
+        open_server.base_url + "/v1/memories/import",
+        content=deep_line + b"\n" + good,
+        headers={"Content-Type": "application/x-ndjson"},
+    )
+    assert r.status_code == 200, r.text
+    report = r.json()
+    assert report["imported"] == 1 and report["errors"][0]["line"] == 1
+    assert "deeper" in report["errors"][0]["message"]
+
+
+def test_a_nul_in_a_memory_id_is_a_plain_404(open_server: ServerThread) -> None:
+    r = httpx.get(open_server.base_url + "/v1/memories/a%00b")
+    assert r.status_code == 404 and error_of(r)["type"] == "not_found_error"
+
+
 def test_pick_new_exchange_stays_within_its_budget() -> None:
     from memory_core.config import MemoryLimits
     from proxy.inject import pick_new_exchange
@@ -633,6 +701,51 @@ def test_a_key_that_may_not_assert_users_names_none_anywhere(
     r = httpx.request(method, keyed.base_url + path, headers=key_header(NO_ASSERT_KEY), **options)
     assert r.status_code == 403, r.text
     assert "may not assert" in error_of(r)["message"]
+
+
+def seed_alice_memory(keyed: ServerThread) -> str:
+    body = {"messages": "alice's private note", "user_id": "alice", "agent_id": "bot"}
+    r = httpx.post(
+        keyed.base_url + "/v1/memories",
+        json={**body, "infer": False},
+        headers=key_header(ADMIN_KEY),
+    )
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    if results:
+        return str(results[0]["id"])
+    listed = httpx.get(
+        keyed.base_url + "/v1/memories", params={"user_id": "alice"}, headers=key_header(ADMIN_KEY)
+    )
+    return str(next(m["id"] for m in listed.json()["results"] if m["memory"] == body["messages"]))
+
+
+@pytest.mark.parametrize("key", [NO_ASSERT_KEY, PAIR_NO_ASSERT_KEY])
+def test_keys_that_may_not_assert_users_see_no_memory_by_id_or_by_agent(
+    keyed: ServerThread, key: str
+) -> None:
+    memory_id = seed_alice_memory(keyed)
+    headers = key_header(key)
+    base = keyed.base_url + "/v1/memories"
+    for method, url, options in [
+        ("GET", f"{base}/{memory_id}", {}),
+        ("PUT", f"{base}/{memory_id}", {"json": {"text": "overwritten"}}),
+        ("DELETE", f"{base}/{memory_id}", {}),
+        ("GET", f"{base}/{memory_id}/history", {}),
+    ]:
+        r = httpx.request(method, url, headers=headers, **options)
+        assert r.status_code == 404, (method, url, r.text)
+    for method, path, options in [
+        ("GET", "/v1/memories", {"params": {"agent_id": "bot"}}),
+        ("POST", "/v1/memories/list", {"json": {"filters": {"agent_id": "bot"}}}),
+        ("POST", "/v1/search", {"json": {"query": "note", "agent_id": "bot"}}),
+        ("GET", "/v1/memories/export", {"params": {"agent_id": "bot"}}),
+        ("DELETE", "/v1/memories", {"params": {"agent_id": "bot"}}),
+    ]:
+        r = httpx.request(method, keyed.base_url + path, headers=headers, **options)
+        assert r.status_code == 403, (method, path, r.text)
+    kept = httpx.get(f"{base}/{memory_id}", headers=key_header(ADMIN_KEY)).json()
+    assert kept["memory"] == "alice's private note"
 
 
 @pytest.mark.parametrize("key", [None, TEAM_KEY])
