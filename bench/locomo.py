@@ -561,9 +561,7 @@ def main(argv: list[str] | None = None) -> int:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     embedder = cached_local_embedder()
     started = datetime.now(UTC)
-    host = machine() + ", load average at start " + ", ".join(
-        f"{x:.1f}" for x in os.getloadavg()
-    )
+    host = machine() + ", load average at start " + ", ".join(f"{x:.1f}" for x in os.getloadavg())
     splits = ["tune", "holdout"] if args.split == "all" else [args.split]
     results: dict[str, dict[str, Scores]] = {}
     try:

@@ -167,7 +167,7 @@ async def measure_search(
 
 
 async def _one(
-    name: str, memory: AsyncMemory, store: LanceStore, q: str, v: np.ndarray, where: str
+    name: str, memory: AsyncMemory, store: LanceStore, q: str, v: np.ndarray, where: Selection
 ) -> int:
     if name == "vector":
         return len(await store.vector_search(v, where, limit=20))
