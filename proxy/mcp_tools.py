@@ -137,10 +137,9 @@ class MemoryTools:
 
 def user_scope(caller: Caller, user_id: str | None) -> Scope:
     """The user's scope, by the REST API's rules; MCP tools always act for one user."""
-    scope = authorize_scope(caller, user_id, None, None)
-    if scope.user_id is None:
-        raise ToolError("this API key must name a user_id")
-    return scope
+    if user_id is None and caller.bound_user is None:
+        raise ToolError("this API key must name a user_id (the tool's user_id argument)")
+    return authorize_scope(caller, user_id, None, None)
 
 
 def listing(items: list[MemoryItem], *, empty: str) -> str:
@@ -167,7 +166,7 @@ async def as_tool_error(call: Callable[[], Awaitable[CallToolResult]]) -> CallTo
         raise ToolError(exc.message) from None
     except _SERVER_ERRORS:
         # Store and embedder messages carry internals (SQL, paths): the log has them.
-        raise ToolError("the memory store is unavailable (see the proxy's log)") from None
+        raise ToolError("the memory store or embedder is unavailable (see the log)") from None
     except core.MemoryCoreError as exc:
         raise ToolError(str(exc)) from None
 
