@@ -76,9 +76,7 @@ def build_mcp_server(exposed: list[str], resolve: Resolver) -> MCPServer:
         user_id: UserId = None,
     ) -> CallToolResult:
         tools, caller = await resolve(ctx)
-        return await as_tool_error(
-            lambda: tools.add_memory(caller, text, messages, infer, user_id)
-        )
+        return await as_tool_error(lambda: tools.add_memory(caller, text, messages, infer, user_id))
 
     async def update_memory(id: MemoryId, text: Text, ctx: Context) -> CallToolResult:
         tools, caller = await resolve(ctx)

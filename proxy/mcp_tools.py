@@ -47,7 +47,7 @@ class MemoryTools:
     ) -> CallToolResult:
         body = parse_model(SearchRequest, {"query": query, "top_k": limit, "user_id": user_id})
         scope = user_scope(caller, body.user_id)
-        result = await self.memory.search(body.query, **scope.as_dict(), limit=body.top_k)
+        result = await self.memory.search(body.query, user_id=scope.user_id, limit=body.top_k)
         items = result["results"]
         return answer(listing(items, empty="no memories found"), {"results": items})
 
@@ -57,7 +57,9 @@ class MemoryTools:
         query = parse_model(ListQuery, {"top_k": limit, "cursor": cursor, "user_id": user_id})
         scope = user_scope(caller, query.user_id)
         before = decode_cursor(query.cursor) if query.cursor else None
-        result = await self.memory.get_all(**scope.as_dict(), limit=query.top_k + 1, before=before)
+        result = await self.memory.get_all(
+            user_id=scope.user_id, limit=query.top_k + 1, before=before
+        )
         items = result["results"]
         next_cursor = encode_cursor(items[query.top_k - 1]) if len(items) > query.top_k else None
         text = listing(items[: query.top_k], empty="no memories")
@@ -86,7 +88,7 @@ class MemoryTools:
         if infer:
             return await self._enqueue(scope, chat)
         result = await self.memory.add(
-            chat, **scope.as_dict(), infer=False, metadata={"source": SOURCE}
+            chat, user_id=scope.user_id, infer=False, metadata={"source": SOURCE}
         )
         added = result["results"]
         lines = [f"{r['event']} {r['id']}: {r['memory']}" for r in added]

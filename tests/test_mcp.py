@@ -216,9 +216,12 @@ def test_hostile_arguments_are_tool_errors(srv: ServerThread) -> None:
         assert result.is_error, (tool, args, text_of(result))
         assert "Traceback" not in text_of(result) and "SELECT" not in text_of(result)
     # The server still answers, and bob's key still sees nothing of alice's.
-    assert over_http(srv, "bob", lambda c: c.call_tool("list_memories", {})).structured_content[
-        "results"
-    ] == []
+    assert (
+        over_http(srv, "bob", lambda c: c.call_tool("list_memories", {})).structured_content[
+            "results"
+        ]
+        == []
+    )
 
 
 def test_http_auth_and_browser_rules(srv: ServerThread) -> None:
@@ -275,7 +278,8 @@ def test_chat_learned_memory_is_found_by_mcp(srv: ServerThread) -> None:
     )
 
     def found() -> bool:
-        result = over_http(srv, "bob", lambda c: c.call_tool("search_memories", {"query": "sister"}))
+        query = {"query": "sister"}
+        result = over_http(srv, "bob", lambda c: c.call_tool("search_memories", query))
         return "Lisbon" in text_of(result)
 
     wait_for(found)
