@@ -88,7 +88,7 @@ class MemoryTools:
         if infer:
             return await self._enqueue(scope, chat)
         result = await self.memory.add(
-            chat, user_id=scope.user_id, infer=False, metadata={"source": SOURCE}
+            chat, user_id=scope.user_id, infer=False, metadata={"source": SOURCE}, source=SOURCE
         )
         added = result["results"]
         lines = [f"{r['event']} {r['id']}: {r['memory']}" for r in added]
@@ -111,12 +111,12 @@ class MemoryTools:
     async def update_memory(self, caller: Caller, memory_id: str, text: str) -> CallToolResult:
         body = parse_model(UpdateRequest, {"text": text})
         await self.visible(caller, memory_id)
-        item = await self.memory.update(memory_id, body.text)
+        item = await self.memory.update(memory_id, body.text, source=SOURCE)
         return answer(f"updated {item['id']}: {item['memory']}", dict(item))
 
     async def delete_memory(self, caller: Caller, memory_id: str) -> CallToolResult:
         await self.visible(caller, memory_id)
-        await self.memory.delete(memory_id)
+        await self.memory.delete(memory_id, source=SOURCE)
         return answer(f"deleted {memory_id}", {"deleted": memory_id})
 
     async def memory_history(self, caller: Caller, memory_id: str) -> CallToolResult:

@@ -124,6 +124,7 @@ def check_roundtrip(out: dict[str, Any]) -> None:
     assert "gyokuro" in text_of(out["update"])
     events = [h["event"] for h in out["history"].structured_content["results"]]
     assert events == ["ADD", "UPDATE"]
+    assert [h["source"] for h in out["history"].structured_content["results"]] == ["mcp", "mcp"]
     assert "gyokuro" in text_of(out["list"])
     assert not out["delete"].is_error
     assert all(r["id"] != out["id"] for r in out["after"].structured_content["results"])
@@ -312,6 +313,34 @@ def test_mcp_memory_is_recalled_into_chat_and_infer_is_queued(srv: ServerThread)
         return "Lisbon" in listed.text
 
     wait_for(learned_via_rest)
+    listed = httpx.get(srv.base_url + "/v1/memories", params={"user_id": "dora"}, headers=key)
+    lisbon = next(m for m in listed.json()["results"] if "Lisbon" in m["memory"])
+    history = httpx.get(srv.base_url + f"/v1/memories/{lisbon['id']}/history", headers=key)
+    assert [h["source"] for h in history.json()] == ["mcp"]
+
+
+async def test_history_source_column_is_added_to_old_data_dirs(tmp_path: Path) -> None:
+    import lancedb
+    import pyarrow as pa
+
+    from memory_core import MemoryConfig
+    from memory_core.store import HISTORY, HISTORY_SCHEMA
+    from tests.conftest import HashEmbedder
+
+    uri = str(tmp_path / "old")
+    old_schema = pa.schema([f for f in HISTORY_SCHEMA if f.name != "source"])
+    db = await lancedb.connect_async(uri)
+    await db.create_table(HISTORY, schema=old_schema)
+    memory = AsyncMemory(MemoryConfig(storage_uri=uri), embedder=HashEmbedder())
+    await memory.open()
+    try:
+        added = await memory.add("I live in Porto", user_id="u", infer=False)
+        memory_id = added["results"][0]["id"]
+        await memory.update(memory_id, "I live in Braga", source="mcp")
+        history = await memory.history(memory_id)
+        assert [(h["event"], h["source"]) for h in history] == [("ADD", None), ("UPDATE", "mcp")]
+    finally:
+        await memory.close()
 
 
 def test_stdio_roundtrip_and_isolation(fake: FakeUpstream, tmp_path: Path) -> None:
