@@ -19,6 +19,7 @@ from mcp_types import CallToolResult, TextContent
 from memory_core import AsyncMemory
 from memory_core import errors as core
 from memory_core.checks import normalize_messages
+from memory_core.messages import cap_exchange
 from memory_core.queue import LearningQueue
 from memory_core.types import MemoryItem, Scope
 
@@ -100,7 +101,16 @@ class MemoryTools:
                 "infer=true needs a learning model (memory.extraction_model or memory.llm); "
                 "use infer=false to store the text as it is"
             )
-        payload = learning_payload(scope.as_dict(), chat, "")
+        limits = self.memory.config.limits
+        # Capped before enqueueing, as the chat route does (and again in add(infer=True)).
+        exchange = cap_exchange(
+            chat,
+            max_user_chars=limits.max_exchange_user_chars,
+            max_reply_chars=limits.max_exchange_reply_chars,
+        )
+        if not exchange:
+            raise ToolError("nothing to learn: no user or assistant text")
+        payload = learning_payload(scope.as_dict(), exchange, "")
         payload["source"] = SOURCE
         job_id = await self.queue.enqueue(scope.user_id or "", payload)
         return answer(
