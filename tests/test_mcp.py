@@ -388,3 +388,21 @@ def test_stdio_roundtrip_and_isolation(fake: FakeUpstream, tmp_path: Path) -> No
     check_roundtrip(out)
     assert snoop.is_error and "4417" not in text_of(snoop)
     assert mine.structured_content["results"] == []
+
+
+def test_stdio_relays_to_a_running_server(srv: ServerThread) -> None:
+    def relay(key: str) -> StdioServerParameters:
+        env = {**os.environ, "PYTHONPATH": str(REPO), "MEMPROXY_API_KEY": KEYS[key]}
+        args = ["-m", "proxy.cli", "mcp", "--url", srv.base_url + "/mcp"]
+        return StdioServerParameters(command=sys.executable, args=args, env=env)
+
+    async def main() -> tuple[dict[str, Any], Any]:
+        async with Client(relay("alice")) as c:
+            out = await roundtrip(c)
+        async with Client(relay("bob")) as c:
+            snoop = await c.call_tool("search_memories", {"query": "tea", "user_id": "alice"})
+        return out, snoop
+
+    out, snoop = asyncio.run(main())
+    check_roundtrip(out)
+    assert snoop.is_error and "may not act for user 'alice'" in text_of(snoop)

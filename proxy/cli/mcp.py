@@ -2,6 +2,9 @@
 that launch a command (Claude Desktop). It opens the config's data dir itself and learns
 through its own durable queue (the same ``queue.sqlite3`` a running server uses).
 
+``memproxy mcp --url http://host:8787/mcp`` instead relays stdio to a running server's
+``/mcp``, with the key from ``$MEMPROXY_API_KEY``: the server authenticates and authorizes.
+
 The caller is the local user who launched the command (they can read the data dir anyway):
 ``--user`` binds every call to that user, as a bound API key does; without it, each tool
 call names its user with the ``user_id`` argument.
@@ -52,9 +55,41 @@ async def _serve(settings: Settings, user: str | None) -> None:
         await memory.close()
 
 
+async def _relay(url: str, key: str | None) -> None:
+    """Pump MCP messages between stdin/stdout and a running server's Streamable HTTP."""
+    import anyio
+    import httpx2
+    from mcp.client.streamable_http import streamable_http_client
+    from mcp.server.stdio import stdio_server
+
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    http = httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(60, read=300))
+    async with (
+        stdio_server() as (stdin, stdout),
+        streamable_http_client(url, http_client=http) as (remote_in, remote_out),
+    ):
+
+        async def pump(source: Any, sink: Any) -> None:
+            async for message in source:
+                if isinstance(message, Exception):
+                    logging.getLogger("proxy.mcp").warning("relay: %r", message)
+                    continue
+                await sink.send(message)
+            tg.cancel_scope.cancel()  # one side closed: so does the relay
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(pump, stdin, remote_out)
+            tg.start_soon(pump, remote_in, stdout)
+
+
 def _mcp(args: argparse.Namespace) -> int:
     # stdout is the protocol: every log line goes to stderr.
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    if args.url:
+        import os
+
+        asyncio.run(_relay(args.url, os.environ.get("MEMPROXY_API_KEY")))
+        return 0
     settings = Settings.load(args.config)
     if not settings.memory.enabled:
         print("memproxy: memory is disabled in this config (memory.enabled)", file=sys.stderr)
@@ -68,4 +103,5 @@ def add_parsers(sub: Any) -> None:
     mcp = sub.add_parser("mcp", help="the MCP server on stdio (desktop assistants)")
     mcp.add_argument("--config")
     mcp.add_argument("--user", help="act for this user alone (else tools take user_id)")
+    mcp.add_argument("--url", help="relay to a running server's /mcp ($MEMPROXY_API_KEY)")
     mcp.set_defaults(func=_mcp)
