@@ -121,7 +121,7 @@ async def http_resolve(ctx: Context) -> tuple[MemoryTools, Caller]:
     if state.memory is None:
         raise MemoryDisabled("memory is disabled in this proxy's config (memory.enabled)")
     caller = state.authenticator.authenticate(request.headers)
-    return MemoryTools(state.memory, state.queue, state.extraction), caller
+    return MemoryTools(state.memory, state.queue, state.extraction, state.metrics), caller
 
 
 class McpEndpoint:

@@ -29,6 +29,7 @@ from .errors import ProxyError
 from .learning import ExtractionModels, learning_payload
 from .memories_api import decode_cursor, encode_cursor, parse_model
 from .memory_access import authorize_scope, may_see
+from .metrics import Metrics
 
 SOURCE = "mcp"  # metadata.source of memories stored through MCP
 MAX_MESSAGES = 100
@@ -42,6 +43,7 @@ class MemoryTools:
     memory: AsyncMemory
     queue: LearningQueue | None
     extraction: ExtractionModels
+    metrics: Metrics | None = None
 
     async def search_memories(
         self, caller: Caller, query: str, limit: int, user_id: str | None
@@ -113,6 +115,8 @@ class MemoryTools:
         payload = learning_payload(scope.as_dict(), exchange, "")
         payload["source"] = SOURCE
         job_id = await self.queue.enqueue(scope.user_id or "", payload)
+        if self.metrics is not None:
+            self.metrics.enqueued.inc()
         return answer(
             f"queued for learning (job {job_id}); the facts appear once learned",
             {"queued": True, "job_id": job_id},

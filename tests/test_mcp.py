@@ -26,7 +26,7 @@ from proxy.auth import hash_key
 from proxy.settings import Settings
 from tests.conftest import SharedEmbedder
 from tests.fake_upstream import FakeUpstream
-from tests.servers import ServerThread
+from tests.servers import ServerThread, metric
 
 KEYS = {"alice": "sk-mcp-alice", "bob": "sk-mcp-bob", "team": "sk-mcp-team"}
 SISTER = "I'm vegetarian and my sister lives in Lisbon"
@@ -66,7 +66,8 @@ def fake() -> Iterator[FakeUpstream]:
 
 @pytest.fixture(scope="module")
 def srv(fake: FakeUpstream, tmp_path_factory: Any, local_embedder: Any) -> Iterator[ServerThread]:
-    settings = settings_for(fake.url, str(tmp_path_factory.mktemp("mcp") / "db"))
+    storage = str(tmp_path_factory.mktemp("mcp") / "db")
+    settings = settings_for(fake.url, storage, server={"public_metrics": True})
     memory = AsyncMemory(settings.memory.core_config(), embedder=SharedEmbedder(local_embedder))
     with ServerThread(create_app(settings, memory=memory)) as server:
         yield server
@@ -297,7 +298,9 @@ def test_mcp_memory_is_recalled_into_chat_and_infer_is_queued(srv: ServerThread)
         )
         return [verbatim, learned]
 
+    enqueued = metric(srv, "memproxy_learning_enqueued_total")
     verbatim, learned = over_http(srv, "team", add)
+    assert metric(srv, "memproxy_learning_enqueued_total") == enqueued + 1
     assert not verbatim.is_error and learned.structured_content["queued"] is True
     key = {"Authorization": f"Bearer {KEYS['team']}"}
     client = openai.OpenAI(base_url=srv.url, api_key=KEYS["team"], max_retries=0, timeout=30)
