@@ -167,6 +167,7 @@ class AsyncMemory:
         job_id: str | None = None,
         llm: ChatLLM | None = None,
         context: str | None = None,
+        source: str | None = None,
     ) -> dict[str, list[AddResult]]:
         """Learn from ``messages``. ``infer=False`` stores each non-system message verbatim.
 
@@ -176,7 +177,8 @@ class AsyncMemory:
         ``messages`` (e.g. the turn a reply answers); it is never stored as a memory itself:
         with ``infer=False`` each stored message is embedded and full-text indexed after it
         (so "Yes, last Sunday!" is found by what it answers), with ``infer=True`` the
-        extractor sees it as background it must not learn from.
+        extractor sees it as background it must not learn from. ``source`` is recorded on the
+        history rows this call writes (which way in: ``"mcp"``...).
         """
         scope = Scope(user_id, agent_id, run_id).require()
         extra = check_metadata(metadata)
@@ -184,7 +186,7 @@ class AsyncMemory:
             raise InvalidInput("context must be a string")
         context = memory_text(context or "") or None
         chat = [m for m in normalize_messages(messages) if m.get("role") != "system"]
-        write = WriteContext(scope, exchange_moment(timestamp), extra, job_id, context)
+        write = WriteContext(scope, exchange_moment(timestamp), extra, job_id, context, source)
         writer = await self._writes()
         if job_id is not None and await writer.store.job_applied(job_id):
             return {"results": []}  # the writer checks again under the scope's lock
@@ -253,20 +255,25 @@ class AsyncMemory:
     # ---- change ------------------------------------------------------------------------
 
     async def update(
-        self, memory_id: str, text: str, *, metadata: Mapping[str, Any] | None = None
+        self,
+        memory_id: str,
+        text: str,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        source: str | None = None,
     ) -> MemoryItem:
         """Replace a memory's text (and optionally merge metadata); returns the new item."""
         if not isinstance(text, str) or not text.strip():
             raise InvalidInput("text must be a non-empty string")
         extra = check_metadata(metadata)
         current = await self.get(memory_id)
-        await (await self._writes()).update(current, memory_text(text), extra)
+        await (await self._writes()).update(current, memory_text(text), extra, source)
         return await self.get(memory_id)
 
-    async def delete(self, memory_id: str) -> dict[str, str]:
+    async def delete(self, memory_id: str, *, source: str | None = None) -> dict[str, str]:
         """Delete one memory (its history stays, with a DELETE row)."""
         current = await self.get(memory_id)
-        await (await self._writes()).delete(current)
+        await (await self._writes()).delete(current, source)
         return {"message": "Memory deleted successfully!"}
 
     async def delete_all(

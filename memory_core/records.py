@@ -77,8 +77,10 @@ def history_row(
     event: Event,
     stamp: str,
     job_id: str | None,
+    source: str | None = None,
 ) -> Row:
-    """One append-only history entry; a DELETE marks the memory as deleted."""
+    """One append-only history entry; a DELETE marks the memory as deleted. ``source``: which
+    way in made the change (e.g. ``"mcp"``), None when the caller did not say."""
     return {
         "id": str(uuid.uuid4()),
         "memory_id": memory_id,
@@ -90,6 +92,7 @@ def history_row(
         "created_at": stamp,
         "updated_at": stamp,
         "is_deleted": event == "DELETE",
+        "source": source,
     }
 
 

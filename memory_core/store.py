@@ -67,6 +67,7 @@ HISTORY_SCHEMA = pa.schema(
         pa.field("created_at", pa.string(), nullable=False),
         pa.field("updated_at", pa.string(), nullable=False),
         pa.field("is_deleted", pa.bool_(), nullable=False),
+        pa.field("source", pa.string()),
     ]
 )
 
@@ -159,6 +160,8 @@ class LanceStore:
             await self._memories.create_index("user_id", config=BTree())
         if (SEARCH_TEXT,) not in existing:
             await self._memories.create_index(SEARCH_TEXT, config=FTS(with_position=False))
+        if "source" not in (await self._history.schema()).names:  # written before it existed
+            await self._history.add_columns({"source": "CAST(NULL AS STRING)"})
         history_existing = {tuple(idx.columns) for idx in await self._history.list_indices()}
         if ("memory_id",) not in history_existing:
             await self._history.create_index("memory_id", config=BTree())
@@ -259,6 +262,7 @@ class LanceStore:
                 created_at=r["created_at"],
                 updated_at=r["updated_at"],
                 is_deleted=bool(r["is_deleted"]),
+                source=r.get("source"),
             )
             for r in rows
         ]

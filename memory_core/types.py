@@ -87,6 +87,7 @@ class HistoryItem(TypedDict):
     created_at: str
     updated_at: str
     is_deleted: bool
+    source: str | None  # which way in made the change ("mcp"...); None when unsaid
 
 
 Message = dict[str, Any]

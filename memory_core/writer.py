@@ -52,6 +52,7 @@ class WriteContext:
     metadata: Mapping[str, Any]
     job_id: str | None = None
     context: str | None = None
+    source: str | None = None
 
 
 def is_near_duplicate(similarity: float, new: str, old: str, threshold: float) -> bool:
@@ -162,7 +163,16 @@ class MemoryWriter:
         await self._store.insert(rows)
         await self._store.add_history(
             [
-                history_row(row["id"], write.scope, None, row["memory"], "ADD", now, write.job_id)
+                history_row(
+                    row["id"],
+                    write.scope,
+                    None,
+                    row["memory"],
+                    "ADD",
+                    now,
+                    write.job_id,
+                    write.source,
+                )
                 for row in rows
             ]
         )
@@ -262,7 +272,16 @@ class MemoryWriter:
                 ),
             )
             history.append(
-                history_row(memory_id, write.scope, old, decision.text, "UPDATE", now, write.job_id)
+                history_row(
+                    memory_id,
+                    write.scope,
+                    old,
+                    decision.text,
+                    "UPDATE",
+                    now,
+                    write.job_id,
+                    write.source,
+                )
             )
             results.append(
                 AddResult(id=memory_id, memory=decision.text, event="UPDATE", previous_memory=old)
@@ -273,7 +292,9 @@ class MemoryWriter:
                 memory_id = decision.memory_id or ""
                 old = existing[memory_id]["memory"]
                 history.append(
-                    history_row(memory_id, write.scope, old, None, "DELETE", now, write.job_id)
+                    history_row(
+                        memory_id, write.scope, old, None, "DELETE", now, write.job_id, write.source
+                    )
                 )
                 results.append(AddResult(id=memory_id, memory=old, event="DELETE"))
         await self._store.add_history(history)
@@ -325,7 +346,13 @@ class MemoryWriter:
 
     # ---- change --------------------------------------------------------------------------
 
-    async def update(self, current: MemoryItem, text: str, metadata: Mapping[str, Any]) -> None:
+    async def update(
+        self,
+        current: MemoryItem,
+        text: str,
+        metadata: Mapping[str, Any],
+        source: str | None = None,
+    ) -> None:
         """Replace ``current``'s text (``text`` already checked), merging ``metadata``."""
         scope = scope_of(current)
         async with self.lock(scope):
@@ -336,10 +363,14 @@ class MemoryWriter:
                 updated_values(text, vector, current.get("metadata", {}), metadata, stamp),
             )
             await self._store.add_history(
-                [history_row(current["id"], scope, current["memory"], text, "UPDATE", stamp, None)]
+                [
+                    history_row(
+                        current["id"], scope, current["memory"], text, "UPDATE", stamp, None, source
+                    )
+                ]
             )
 
-    async def delete(self, current: MemoryItem) -> None:
+    async def delete(self, current: MemoryItem, source: str | None = None) -> None:
         """Delete one memory; its history stays, with a DELETE row."""
         scope = scope_of(current)
         async with self.lock(scope):
@@ -347,7 +378,14 @@ class MemoryWriter:
             await self._store.add_history(
                 [
                     history_row(
-                        current["id"], scope, current["memory"], None, "DELETE", now_stamp(), None
+                        current["id"],
+                        scope,
+                        current["memory"],
+                        None,
+                        "DELETE",
+                        now_stamp(),
+                        None,
+                        source,
                     )
                 ]
             )

@@ -185,6 +185,9 @@ class HistoryItemModel(BaseModel):
     created_at: str
     updated_at: str
     is_deleted: bool
+    source: str | None = Field(
+        default=None, description='which way in made the change ("mcp"); null when unsaid'
+    )
 
 
 class MessageResponse(BaseModel):

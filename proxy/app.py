@@ -27,6 +27,7 @@ from .errors import EXCEPTION_HANDLERS, Forbidden, error_response
 from .guard import BrowserGuard
 from .inject import TokenCounter, default_token_counter
 from .learning import ExtractionModels, Learner
+from .mcp_server import McpEndpoint
 from .memories_api import memory_routes
 from .metrics import Metrics
 from .model_routing import ModelRouter
@@ -121,9 +122,18 @@ def create_app(
     extraction = ExtractionModels(settings, model_router)
     metrics = Metrics()
     authenticator = Authenticator(settings.auth)
+    mcp = McpEndpoint(settings) if settings.mcp.enabled else None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            if mcp is not None:
+                await stack.enter_async_context(mcp.manager.run())
+            await stack.enter_async_context(serve(app))
+            yield
+
+    @contextlib.asynccontextmanager
+    async def serve(app: Starlette) -> AsyncIterator[None]:
         server = settings.server
         client = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=1000, keepalive_timeout=30),
@@ -186,6 +196,8 @@ def create_app(
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         *memory_routes(),
     ]
+    if mcp is not None:
+        routes.append(Route("/mcp", mcp, methods=["GET", "POST", "DELETE"]))
     app = Starlette(
         routes=routes,
         lifespan=lifespan,

@@ -75,6 +75,7 @@ class Learner:
                 infer=True,
                 timestamp=payload.get("timestamp"),
                 job_id=job.id,
+                source=payload.get("source"),
                 llm=self._extraction.for_chat_model(str(payload.get("model", ""))),
             )
         except Exception:

@@ -219,6 +219,39 @@ class ChatUISettings(BaseModel):
     extra_task_prefixes: list[str] = Field(default_factory=list)
 
 
+MCP_TOOLS = (
+    "search_memories",
+    "list_memories",
+    "memory_history",
+    "add_memory",
+    "update_memory",
+    "delete_memory",
+)
+MCP_WRITE_TOOLS = frozenset({"add_memory", "update_memory", "delete_memory"})
+
+
+class McpSettings(BaseModel):
+    """The MCP server at ``/mcp`` (and ``memproxy mcp`` on stdio)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    tools: list[str] = Field(default_factory=lambda: list(MCP_TOOLS))
+    read_only: bool = False
+
+    @field_validator("tools")
+    @classmethod
+    def _known_tools(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - set(MCP_TOOLS))
+        if unknown:
+            raise ValueError(f"unknown MCP tools {unknown}; known: {list(MCP_TOOLS)}")
+        return value
+
+    def exposed(self) -> list[str]:
+        """The tools served: the configured ones, minus the writing ones when read-only."""
+        return [t for t in self.tools if not (self.read_only and t in MCP_WRITE_TOOLS)]
+
+
 class Settings(BaseModel):
     """The whole proxy config."""
 
@@ -229,6 +262,7 @@ class Settings(BaseModel):
     server: ServerSettings = Field(default_factory=ServerSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     chat_ui: ChatUISettings = Field(default_factory=ChatUISettings)
+    mcp: McpSettings = Field(default_factory=McpSettings)
 
     @classmethod
     def load(cls, path: str | Path | None = None, **overrides: Any) -> Settings:

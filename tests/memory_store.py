@@ -98,7 +98,12 @@ class InMemoryStore:
             key=lambda r: (r["created_at"], r["id"]),
         )
         keys = ("id", "memory_id", "old_memory", "new_memory", "event", "created_at", "updated_at")
-        return [HistoryItem(**{k: r[k] for k in keys}, is_deleted=r["is_deleted"]) for r in rows]
+        return [
+            HistoryItem(
+                **{k: r[k] for k in keys}, is_deleted=r["is_deleted"], source=r.get("source")
+            )
+            for r in rows
+        ]
 
     async def memory_ids_with_history(self, memory_ids: Sequence[str]) -> set[str]:
         return {r["memory_id"] for r in self._history} & set(memory_ids)

@@ -95,7 +95,9 @@ def test_add_get_list_update_history_delete(api_server: ApiServer, prefix: str) 
             "created_at",
             "updated_at",
             "is_deleted",
+            "source",
         }
+        assert history[0]["source"] is None  # the REST API does not mark its writes
 
         r = c.delete(f"{prefix}/memories/{memory_id}")
         assert r.status_code == 200 and "deleted" in r.json()["message"].lower()

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from memory_core.errors import MemoryCoreError
 
-from . import memories, queue, serve
+from . import mcp, memories, queue, serve
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -17,6 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_parsers(sub)
     queue.add_parsers(sub)
     memories.add_parsers(sub)
+    mcp.add_parsers(sub)
     return parser
 
 
