@@ -34,7 +34,7 @@ from .records import (
 )
 from .storage import Row, Selection, Store
 from .timestamps import format_timestamp, now_stamp
-from .types import AddResult, MemoryItem, Message, Scope
+from .types import AddResult, Event, MemoryItem, Message, Scope
 
 HASH_BATCH = 500  # hashes or ids per lookup query
 
@@ -53,6 +53,12 @@ class WriteContext:
     job_id: str | None = None
     context: str | None = None
     source: str | None = None
+
+    def history(
+        self, memory_id: str, old: str | None, new: str | None, event: Event, stamp: str
+    ) -> Row:
+        """The history row of one change this write makes (its scope, job and source)."""
+        return history_row(memory_id, self.scope, old, new, event, stamp, self.job_id, self.source)
 
 
 def is_near_duplicate(similarity: float, new: str, old: str, threshold: float) -> bool:
@@ -162,19 +168,7 @@ class MemoryWriter:
         ]
         await self._store.insert(rows)
         await self._store.add_history(
-            [
-                history_row(
-                    row["id"],
-                    write.scope,
-                    None,
-                    row["memory"],
-                    "ADD",
-                    now,
-                    write.job_id,
-                    write.source,
-                )
-                for row in rows
-            ]
+            [write.history(row["id"], None, row["memory"], "ADD", now) for row in rows]
         )
         return [AddResult(id=row["id"], memory=row["memory"], event="ADD") for row in rows]
 
@@ -271,18 +265,7 @@ class MemoryWriter:
                     format_timestamp(write.when),
                 ),
             )
-            history.append(
-                history_row(
-                    memory_id,
-                    write.scope,
-                    old,
-                    decision.text,
-                    "UPDATE",
-                    now,
-                    write.job_id,
-                    write.source,
-                )
-            )
+            history.append(write.history(memory_id, old, decision.text, "UPDATE", now))
             results.append(
                 AddResult(id=memory_id, memory=decision.text, event="UPDATE", previous_memory=old)
             )
@@ -291,11 +274,7 @@ class MemoryWriter:
             for decision in deletes:
                 memory_id = decision.memory_id or ""
                 old = existing[memory_id]["memory"]
-                history.append(
-                    history_row(
-                        memory_id, write.scope, old, None, "DELETE", now, write.job_id, write.source
-                    )
-                )
+                history.append(write.history(memory_id, old, None, "DELETE", now))
                 results.append(AddResult(id=memory_id, memory=old, event="DELETE"))
         await self._store.add_history(history)
         return results
@@ -375,17 +354,11 @@ class MemoryWriter:
         scope = scope_of(current)
         async with self.lock(scope):
             await self._store.delete(Selection.of_ids([current["id"]]))
+            stamp = now_stamp()
             await self._store.add_history(
                 [
                     history_row(
-                        current["id"],
-                        scope,
-                        current["memory"],
-                        None,
-                        "DELETE",
-                        now_stamp(),
-                        None,
-                        source,
+                        current["id"], scope, current["memory"], None, "DELETE", stamp, None, source
                     )
                 ]
             )

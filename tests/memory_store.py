@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from memory_core.errors import InvalidFilter
 from memory_core.storage import Row, RowCheck, Selection, TextHit
 from memory_core.types import HistoryItem
 
@@ -37,7 +38,7 @@ class InMemoryStore:
 
     def _selected(self, selection: Selection) -> list[Row]:
         if selection.filters or selection.window:
-            raise NotImplementedError("the in-memory store takes no Mem0 filters")
+            raise InvalidFilter("the in-memory store takes no Mem0 filters")
         scope = selection.scope.as_dict()
         return [
             row
