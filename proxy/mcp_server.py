@@ -11,18 +11,23 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
+import orjson
 from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError, ToolError
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp_types import CallToolResult, ToolAnnotations
 from pydantic import Field
 from starlette.requests import Request
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
+
+from memory_core import errors as core
 
 from .auth import Caller
 from .errors import MemoryDisabled, ProxyError, error_response
 from .learning import ExtractionModels
 from .mcp_tools import MemoryTools, as_tool_error
+from .request_body import read_body
 from .settings import MCP_WRITE_TOOLS, Settings
 from .state import state_of
 
@@ -46,9 +51,19 @@ INSTRUCTIONS = (
 )
 
 
-def build_mcp_server(exposed: list[str], resolve: Resolver) -> MCPServer:
-    """An ``MCPServer`` with the ``exposed`` tools, each resolving its caller per call."""
+# Resources: templates, since what they list depends on who asks (static resources get no
+# request context in the SDK, so they could not be authorized per caller).
+USER_MEMORIES = "memory://users/{user_id}/memories"
+ONE_MEMORY = "memory://memories/{memory_id}"
+RESOURCE_LIMIT = 100
+
+
+def build_mcp_server(exposed: list[str], resolve: Resolver, *, resources: bool = True) -> MCPServer:
+    """An ``MCPServer`` with the ``exposed`` tools (and the ``memory://`` resource templates),
+    each resolving its caller per call."""
     server: MCPServer = MCPServer(name="memproxy", instructions=INSTRUCTIONS)
+    if resources:
+        add_resources(server, resolve)
 
     async def search_memories(
         query: Text,
@@ -112,6 +127,55 @@ def build_mcp_server(exposed: list[str], resolve: Resolver) -> MCPServer:
     return server
 
 
+def add_resources(server: MCPServer, resolve: Resolver) -> None:
+    """``memory://users/{user_id}/memories`` (newest first) and ``memory://memories/{id}``,
+    as JSON, by the tools' rules: the key must act for the user, a foreign id is not found."""
+
+    @server.resource(
+        USER_MEMORIES,
+        name="user_memories",
+        description=f"A user's memories, newest first (the latest {RESOURCE_LIMIT}).",
+        mime_type="application/json",
+    )
+    async def user_memories(user_id: str, ctx: Context) -> str:
+        async def read() -> dict[str, Any]:
+            tools, caller = await resolve(ctx)
+            listed = await tools.list_memories(caller, RESOURCE_LIMIT, None, user_id)
+            return listed.structured_content or {}
+
+        return await as_resource(read)
+
+    @server.resource(
+        ONE_MEMORY,
+        name="memory",
+        description="One memory by id.",
+        mime_type="application/json",
+    )
+    async def one_memory(memory_id: str, ctx: Context) -> str:
+        async def read() -> dict[str, Any]:
+            tools, caller = await resolve(ctx)
+            return dict(await tools.visible(caller, memory_id))
+
+        return await as_resource(read)
+
+
+async def as_resource(read: Callable[[], Awaitable[dict[str, Any]]]) -> str:
+    """A resource's JSON; known failures become resource errors with the tools' messages."""
+
+    async def as_result() -> CallToolResult:
+        try:
+            data = await read()
+        except core.NotFound as exc:
+            raise ResourceNotFoundError(str(exc)) from None
+        return CallToolResult(content=[], structured_content=data)
+
+    try:
+        result = await as_tool_error(as_result)
+    except ToolError as exc:
+        raise ResourceError(str(exc)) from None
+    return orjson.dumps(result.structured_content).decode()
+
+
 async def http_resolve(ctx: Context) -> tuple[MemoryTools, Caller]:
     """The tools and caller of an HTTP tool call: the app's state and the request's key."""
     request = ctx.request_context.request
@@ -128,7 +192,10 @@ class McpEndpoint:
     """``/mcp``: authenticate, then hand the request to the SDK's session manager."""
 
     def __init__(self, settings: Settings) -> None:
-        self.server = build_mcp_server(settings.mcp.exposed(), _guarded(http_resolve))
+        self.server = build_mcp_server(
+            settings.mcp.exposed(), _guarded(http_resolve), resources=settings.mcp.resources
+        )
+        self.limits = settings.server.limits
         self.manager = StreamableHTTPSessionManager(
             self.server._lowlevel_server,
             stateless=True,
@@ -142,6 +209,14 @@ class McpEndpoint:
         request = Request(scope, receive)
         try:
             state_of(request).authenticator.authenticate(request.headers)
+            if scope["method"] == "POST":
+                # Read here, bounded in size and time like every route's body, then replayed.
+                body = await read_body(
+                    request,
+                    limit=self.limits.max_api_body_bytes,
+                    timeout_s=self.limits.body_timeout_s,
+                )
+                receive = replay(body, receive)
         except ProxyError as exc:
             response = error_response(exc.status, exc.message, exc.type, code=exc.code)
             await response(scope, receive, send)
@@ -149,9 +224,23 @@ class McpEndpoint:
         await self.manager.handle_request(scope, receive, send)
 
 
+def replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that yields the already read ``body`` once, then the client's events
+    (a disconnect)."""
+    sent = False
+
+    async def replayed() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed
+
+
 def _guarded(resolve: Resolver) -> Resolver:
     """Authentication failures inside a tool call become tool errors, never tracebacks."""
-    from mcp.server.mcpserver.exceptions import ToolError
 
     async def wrapped(ctx: Context) -> tuple[MemoryTools, Caller]:
         try:

@@ -238,6 +238,7 @@ class McpSettings(BaseModel):
     enabled: bool = True
     tools: list[str] = Field(default_factory=lambda: list(MCP_TOOLS))
     read_only: bool = False
+    resources: bool = True
 
     @field_validator("tools")
     @classmethod

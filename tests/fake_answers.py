@@ -4,8 +4,9 @@ Pure functions of a request; the server (``tests.fake_upstream``) adds state, de
 
 Normal chats answer ``"ECHO: " + <last user text>``; a ``<memories>...</memories>`` block in a
 system/developer/user message adds ``" | MEMORIES: " + <its lines joined by " ; ">``. A tool
-result answers ``"TOOL RESULT: ..."``, "call tool" with ``tools`` answers a tool call, and JSON
-mode answers ``{"echo": ..., "memories": ...}``.
+result answers ``"TOOL RESULT: ..."``, "call tool" with ``tools`` answers a tool call (with the
+JSON object that follows "call tool" as its arguments, if there is one), and JSON mode
+answers ``{"echo": ..., "memories": ...}``.
 
 Embeddings are deterministic feature-hashing vectors (``embed_text``).
 
@@ -199,10 +200,11 @@ def chat_reply(body: Json, messages: list[Json]) -> Reply:
         and "call tool" in message_text(last_message).lower()
     ):
         name = _tool_name(tools, body.get("tool_choice"))
+        arguments = _tool_arguments(message_text(last_message))
         call = {
             "id": "call_1",
             "type": "function",
-            "function": {"name": name, "arguments": '{"x": 1}'},
+            "function": {"name": name, "arguments": arguments},
         }
         return Reply(None, "tool_calls", [call])
     text = last_user_text(messages)
@@ -216,6 +218,18 @@ def chat_reply(body: Json, messages: list[Json]) -> Reply:
             payload["memories"] = memories
         return Reply(orjson.dumps(payload).decode())
     return Reply("ECHO: " + text + suffix)
+
+
+def _tool_arguments(text: str) -> str:
+    """The JSON object after "call tool" in ``text``, else ``{"x": 1}``."""
+    start = text.find("{", text.lower().find("call tool"))
+    end = text.rfind("}")
+    if 0 <= start < end:
+        try:
+            return orjson.dumps(orjson.loads(text[start : end + 1])).decode()
+        except orjson.JSONDecodeError:
+            pass
+    return '{"x": 1}'
 
 
 def _tool_name(tools: list[Any], tool_choice: Any) -> str:

@@ -8,6 +8,7 @@ import os
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -33,14 +34,23 @@ SISTER = "I'm vegetarian and my sister lives in Lisbon"
 REPO = Path(__file__).resolve().parent.parent
 
 
-def settings_for(fake_url: str, storage: str, **extra: Any) -> Settings:
-    deployment = {
-        "model_name": "fake-model",
-        "litellm_params": {"model": "openai/fake-model", "api_base": fake_url, "api_key": "sk-f"},
-    }
+def settings_for(
+    fake_url: str, storage: str, models: tuple[str, ...] = ("fake-model",), **extra: Any
+) -> Settings:
+    deployments = [
+        {
+            "model_name": name,
+            "litellm_params": {
+                "model": "openai/fake-model",
+                "api_base": fake_url,
+                "api_key": "sk-f",
+            },
+        }
+        for name in models
+    ]
     return Settings.from_dict(
         {
-            "model_list": [deployment],
+            "model_list": deployments,
             "memory": {
                 "storage_uri": storage,
                 "extraction_model": "fake-model",
@@ -64,12 +74,21 @@ def fake() -> Iterator[FakeUpstream]:
         yield upstream
 
 
+@contextmanager
+def mcp_server(fake: FakeUpstream, storage: str, embedder: Any) -> Iterator[ServerThread]:
+    """A real server with the three keys, public metrics and the shared embedder."""
+    # gpt-4o-mini: the model docs/mcp.md's Agents SDK snippet names (tests/test_mcp_clients.py).
+    settings = settings_for(
+        fake.url, storage, models=("fake-model", "gpt-4o-mini"), server={"public_metrics": True}
+    )
+    memory = AsyncMemory(settings.memory.core_config(), embedder=SharedEmbedder(embedder))
+    with ServerThread(create_app(settings, memory=memory)) as server:
+        yield server
+
+
 @pytest.fixture(scope="module")
 def srv(fake: FakeUpstream, tmp_path_factory: Any, local_embedder: Any) -> Iterator[ServerThread]:
-    storage = str(tmp_path_factory.mktemp("mcp") / "db")
-    settings = settings_for(fake.url, storage, server={"public_metrics": True})
-    memory = AsyncMemory(settings.memory.core_config(), embedder=SharedEmbedder(local_embedder))
-    with ServerThread(create_app(settings, memory=memory)) as server:
+    with mcp_server(fake, str(tmp_path_factory.mktemp("mcp") / "db"), local_embedder) as server:
         yield server
 
 
@@ -346,32 +365,36 @@ async def test_history_source_column_is_added_to_old_data_dirs(tmp_path: Path) -
         await memory.close()
 
 
-def test_stdio_roundtrip_and_isolation(fake: FakeUpstream, tmp_path: Path) -> None:
+def write_stdio_config(fake: FakeUpstream, tmp_path: Path, **memory: Any) -> Path:
+    """A config file for ``memproxy mcp --config``: the fake's embeddings (no model to load in
+    the subprocess) and LLM, one data dir under ``tmp_path``."""
+    deployment = {
+        "model_name": "fake-model",
+        "litellm_params": {"model": "openai/fake-model", "api_base": fake.url, "api_key": "sk-f"},
+    }
+    embedder = {
+        "provider": "litellm",
+        "model": "openai/fake-embed",
+        "api_base": fake.url,
+        "api_key": "sk-f",
+        "dimensions": 64,
+    }
     config = {
-        "model_list": [
-            {
-                "model_name": "fake-model",
-                "litellm_params": {
-                    "model": "openai/fake-model",
-                    "api_base": fake.url,
-                    "api_key": "sk-f",
-                },
-            }
-        ],
+        "model_list": [deployment],
         "memory": {
             "storage_uri": str(tmp_path / "db"),
             "extraction_model": "fake-model",
-            "embedder": {
-                "provider": "litellm",
-                "model": "openai/fake-embed",
-                "api_base": fake.url,
-                "api_key": "sk-f",
-                "dimensions": 64,
-            },
+            "embedder": embedder,
+            **memory,
         },
     }
     path = tmp_path / "memproxy.yaml"
     path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_stdio_roundtrip_and_isolation(fake: FakeUpstream, tmp_path: Path) -> None:
+    path = write_stdio_config(fake, tmp_path)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
 
     def stdio(*args: str) -> StdioServerParameters:

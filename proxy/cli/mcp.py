@@ -48,7 +48,9 @@ async def _serve(settings: Settings, user: str | None) -> None:
     await queue.start()
     try:
         tools = MemoryTools(memory, queue, extraction)
-        server = build_mcp_server(settings.mcp.exposed(), fixed_resolver(tools, caller))
+        server = build_mcp_server(
+            settings.mcp.exposed(), fixed_resolver(tools, caller), resources=settings.mcp.resources
+        )
         await server.run_stdio_async()
     finally:
         await queue.stop()
