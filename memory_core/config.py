@@ -163,6 +163,37 @@ class MemoryLimits(_Strict):
     max_exchange_reply_chars: int = Field(default=4000, ge=100)
 
 
+class UrlFetchConfig(_Strict):
+    """Whether (and from where) memproxy itself downloads an image or document named by URL.
+    Off by default: a URL in a request is hostile input (docs/multimodal.md, "URLs")."""
+
+    enabled: bool = False
+    # Host names that may be fetched ("*": any host whose addresses are all public).
+    allow_hosts: list[str] = Field(default_factory=list)
+    # Hosts that may resolve to loopback/private/link-local addresses (an intranet server).
+    allow_private_hosts: list[str] = Field(default_factory=list)
+    schemes: list[Literal["http", "https"]] = ["https"]  # pydantic copies the default
+    max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    timeout_s: float = Field(default=10.0, gt=0)
+
+
+class MultimodalConfig(_Strict):
+    """Images and documents in what is added (docs/multimodal.md)."""
+
+    # Learn from images (a vision-capable model describes what in them is durable).
+    enabled: bool = False
+    # The vision model (any LiteLLM model); default: the extraction LLM.
+    llm: LLMConfig | None = None
+    fetch_urls: UrlFetchConfig = Field(default_factory=UrlFetchConfig)
+    max_images: int = Field(default=4, ge=1, le=32)  # per add / per learned exchange
+    max_image_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
+    max_documents: int = Field(default=8, ge=1, le=64)
+    max_document_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    max_pages: int = Field(default=300, ge=1)
+    max_passages: int = Field(default=1000, ge=1)
+    passage_chars: int = Field(default=1500, ge=200, le=10_000)
+
+
 class MemoryConfig(_Strict):
     """Everything ``AsyncMemory`` needs. Only ``storage_uri`` matters for ``infer=False``."""
 
@@ -187,6 +218,7 @@ class MemoryConfig(_Strict):
     optimize_every: int = Field(default=100, ge=1)
     cleanup_retention_s: float = Field(default=3600.0, ge=0)
     limits: MemoryLimits = Field(default_factory=MemoryLimits)
+    multimodal: MultimodalConfig = Field(default_factory=MultimodalConfig)
 
     @classmethod
     def parse(cls, source: MemoryConfig | Mapping[str, Any] | str | Path | None) -> MemoryConfig:

@@ -26,6 +26,8 @@ from .embedders import Embedder, create_embedder
 from .errors import InvalidInput, NotFound, StoreError
 from .extraction import ChatLLM, LiteLLMChat
 from .importer import MemoryImporter
+from .ingest import MediaIngest, check_media
+from .media import find_media
 from .records import to_item
 from .retrieval import LiteLLMReranker, Reranker
 from .searcher import MemorySearcher
@@ -53,6 +55,7 @@ class AsyncMemory:
         self._reranker = reranker
         self._owns_embedder = embedder is None  # close only what we created
         self._llm = llm
+        self._vision: ChatLLM | None = None
         self._store = store
         self._writer: MemoryWriter | None = None
         self._importer: MemoryImporter | None = None
@@ -168,6 +171,7 @@ class AsyncMemory:
         llm: ChatLLM | None = None,
         context: str | None = None,
         source: str | None = None,
+        vision: ChatLLM | None = None,
     ) -> dict[str, list[AddResult]]:
         """Learn from ``messages``. ``infer=False`` stores each non-system message verbatim.
 
@@ -186,12 +190,34 @@ class AsyncMemory:
             raise InvalidInput("context must be a string")
         context = memory_text(context or "") or None
         chat = [m for m in normalize_messages(messages) if m.get("role") != "system"]
+        refs = find_media(chat, self.config.multimodal)
         write = WriteContext(scope, exchange_moment(timestamp), extra, job_id, context, source)
         writer = await self._writes()
         if job_id is not None and await writer.store.job_applied(job_id):
             return {"results": []}  # the writer checks again under the scope's lock
         chosen = (llm or self._chat_llm()) if infer else None
-        return {"results": await writer.add(write, chat, llm=chosen)}
+        results: list[AddResult] = []
+        if refs:
+            # Media first: each image/document part has its own job id, the text the job's.
+            see = self._vision_llm(chosen, vision)
+            check_media(refs, llm=chosen, vision=see)
+            results += await MediaIngest(writer, self.config).add(
+                write, chat, refs, llm=chosen, vision=see
+            )
+        return {"results": results + await writer.add(write, chat, llm=chosen)}
+
+    def _vision_llm(self, chosen: ChatLLM | None, given: ChatLLM | None) -> ChatLLM | None:
+        """The model that looks at images: given, configured, else the extraction LLM."""
+        cfg = self.config.multimodal
+        if chosen is None or not cfg.enabled:
+            return None
+        if given is not None:
+            return given
+        if cfg.llm is not None:
+            if self._vision is None:
+                self._vision = LiteLLMChat(cfg.llm)
+            return self._vision
+        return chosen
 
     # ---- read --------------------------------------------------------------------------
 

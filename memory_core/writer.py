@@ -113,12 +113,25 @@ class MemoryWriter:
                 return await self._add_verbatim(write, [message_text(m) for m in chat])
             return await self._add_inferred(write, chat, llm)
 
-    async def _add_verbatim(self, write: WriteContext, texts: Sequence[str]) -> list[AddResult]:
+    async def add_each(
+        self, write: WriteContext, texts: Sequence[str], metadatas: Sequence[Mapping[str, Any]]
+    ) -> list[AddResult]:
+        """Store ``texts`` verbatim, each with its own metadata (a document's passages)."""
+        async with self.lock(write.scope):
+            return await self._add_verbatim(write, texts, metadatas)
+
+    async def _add_verbatim(
+        self,
+        write: WriteContext,
+        texts: Sequence[str],
+        metadatas: Sequence[Mapping[str, Any]] | None = None,
+    ) -> list[AddResult]:
         fresh = await self.without_known(write.scope, texts, job_id=write.job_id)
         if not fresh:
             return []
         vectors = await self.embed([with_context(text, write.context) for text in fresh])
-        return await self._insert(write, fresh, vectors)
+        own = dict(zip(map(memory_text, texts), metadatas or (), strict=False))
+        return await self._insert(write, fresh, vectors, [own.get(t, {}) for t in fresh])
 
     async def without_known(
         self, scope: Scope, texts: Sequence[str], *, job_id: str | None = None
@@ -155,16 +168,26 @@ class MemoryWriter:
             )
 
     async def _insert(
-        self, write: WriteContext, texts: Sequence[str], vectors: np.ndarray[Any, Any]
+        self,
+        write: WriteContext,
+        texts: Sequence[str],
+        vectors: np.ndarray[Any, Any],
+        own: Sequence[Mapping[str, Any]] | None = None,
     ) -> list[AddResult]:
-        """Write new rows; ``vectors`` were made from ``with_context(text, write.context)``."""
+        """Write new rows; ``vectors`` were made from ``with_context(text, write.context)``;
+        ``own`` adds each row's own metadata to the write's."""
         stamp = format_timestamp(write.when)
         now = now_stamp()
         rows = [
             memory_row(
-                write.scope, text, vector, write.metadata, created_at=stamp, context=write.context
+                write.scope,
+                text,
+                vector,
+                {**write.metadata, **extra},
+                created_at=stamp,
+                context=write.context,
             )
-            for text, vector in zip(texts, vectors, strict=True)
+            for text, vector, extra in zip(texts, vectors, own or [{}] * len(texts), strict=True)
         ]
         await self._store.insert(rows)
         await self._store.add_history(

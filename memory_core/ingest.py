@@ -1,0 +1,147 @@
+"""Adds that carry images or documents: documents become passages (stored verbatim with their
+file name, page and offsets, or learned from), images become first-person statements by the
+vision model, learned through the normal pipeline with ``metadata.source = "image"``.
+Images themselves are never stored."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+from .config import MemoryConfig
+from .documents import Passage, passages_of
+from .errors import InvalidInput
+from .extraction import ChatLLM, complete_json
+from .media import MediaRef, data_url, image_type, load
+from .messages import message_text
+from .types import AddResult, Message
+from .vision import build_vision_messages, parse_statements
+from .writer import MemoryWriter, WriteContext
+
+PARSE_TIMEOUT_S = 60.0  # a hostile PDF may be slow to parse; the request is not held longer
+
+
+async def document_passages(ref: MediaRef, config: MemoryConfig) -> list[Passage]:
+    cfg = config.multimodal
+    data, media_type = await load(ref, cfg)
+    parse = asyncio.to_thread(
+        passages_of,
+        data,
+        ref.media_type or media_type,
+        ref.filename,
+        max_pages=cfg.max_pages,
+        max_passages=cfg.max_passages,
+        passage_chars=cfg.passage_chars,
+    )
+    try:
+        return await asyncio.wait_for(parse, PARSE_TIMEOUT_S)
+    except TimeoutError as exc:
+        raise InvalidInput(f"{ref.where}: the document took too long to read") from exc
+
+
+def _user_text(chat: Sequence[Message]) -> str:
+    return "\n".join(message_text(m) for m in chat if m.get("role") == "user").strip()
+
+
+def chunks(passages: Sequence[Passage], budget: int) -> list[list[Passage]]:
+    """Consecutive passages grouped within one extraction prompt's user budget."""
+    groups: list[list[Passage]] = [[]]
+    size = 0
+    for passage in passages:
+        if groups[-1] and size + len(passage.text) > budget:
+            groups.append([])
+            size = 0
+        groups[-1].append(passage)
+        size += len(passage.text)
+    return [g for g in groups if g]
+
+
+def check_media(refs: Sequence[MediaRef], *, llm: ChatLLM | None, vision: ChatLLM | None) -> None:
+    """Refuse, before anything is written, media this add cannot take."""
+    if any(ref.kind == "image" for ref in refs) and (llm is None or vision is None):
+        raise InvalidInput(
+            "images can only be learned from: send them with infer=true and enable "
+            "memory.multimodal (a vision-capable model)"
+        )
+
+
+class MediaIngest:
+    """The media part of one ``add``: after the text of the messages was handled."""
+
+    def __init__(self, writer: MemoryWriter, config: MemoryConfig) -> None:
+        self._writer = writer
+        self._config = config
+
+    async def add(
+        self,
+        write: WriteContext,
+        chat: Sequence[Message],
+        refs: Sequence[MediaRef],
+        *,
+        llm: ChatLLM | None,
+        vision: ChatLLM | None,
+    ) -> list[AddResult]:
+        check_media(refs, llm=llm, vision=vision)
+        images = [ref for ref in refs if ref.kind == "image"]
+        documents = [
+            await document_passages(ref, self._config) for ref in refs if ref.kind == "document"
+        ]
+        results: list[AddResult] = []
+        for number, passages in enumerate(documents):
+            results += await self._add_document(write, passages, llm, number)
+        for number, ref in enumerate(images):
+            assert llm is not None and vision is not None
+            results += await self._add_image(write, chat, ref, llm, vision, number)
+        return results
+
+    async def _add_document(
+        self, write: WriteContext, passages: list[Passage], llm: ChatLLM | None, number: int
+    ) -> list[AddResult]:
+        if llm is None:
+            texts = [p.text for p in passages]
+            return await self._writer.add_each(write, texts, [p.metadata() for p in passages])
+        results: list[AddResult] = []
+        budget = self._config.limits.max_exchange_user_chars
+        for part, group in enumerate(chunks(passages, budget)):
+            first = group[0]
+            meta: dict[str, Any] = {**write.metadata, "source": "document"}
+            if first.filename:
+                meta["filename"] = first.filename
+            pages = sorted({p.page for p in group if p.page is not None})
+            if pages:
+                meta["page"] = pages[0]
+            job = f"{write.job_id}:doc{number}:{part}" if write.job_id else None
+            text = "\n\n".join(p.text for p in group)
+            chunk_write = replace(write, metadata=meta, job_id=job)
+            results += await self._writer.add(
+                chunk_write, [{"role": "user", "content": text}], llm=llm
+            )
+        return results
+
+    async def _add_image(
+        self,
+        write: WriteContext,
+        chat: Sequence[Message],
+        ref: MediaRef,
+        llm: ChatLLM,
+        vision: ChatLLM,
+        number: int,
+    ) -> list[AddResult]:
+        data, declared = await load(ref, self._config.multimodal)
+        kind = image_type(data, ref.media_type or declared)
+        said = _user_text(chat)
+        answer = await complete_json(vision, build_vision_messages(data_url(data, kind), said))
+        statements = parse_statements(answer)
+        if not statements:
+            return []
+        meta = {**write.metadata, "source": "image"}
+        job = f"{write.job_id}:image{number}" if write.job_id else None
+        context = said or write.context
+        image_write = replace(write, metadata=meta, job_id=job, context=context)
+        message: Message = {"role": "user", "content": " ".join(statements)}
+        return await self._writer.add(image_write, [message], llm=llm)
+
+
+__all__ = ["MediaIngest", "check_media", "chunks", "document_passages"]
