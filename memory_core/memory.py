@@ -11,7 +11,9 @@ import asyncio
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
 
 from .checks import (
     MessagesInput,
@@ -24,6 +26,7 @@ from .checks import (
 from .config import MemoryConfig
 from .embedders import Embedder, create_embedder
 from .errors import InvalidInput, NotFound, StoreError
+from .exports import fill_schema, json_schema_of
 from .extraction import ChatLLM, LiteLLMChat
 from .importer import MemoryImporter
 from .ingest import MediaIngest, check_media
@@ -36,6 +39,8 @@ from .store import LanceStore
 from .timestamps import exchange_moment
 from .types import AddResult, HistoryItem, MemoryItem, Scope
 from .writer import MemoryWriter, WriteContext
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 class AsyncMemory:
@@ -272,6 +277,32 @@ class AsyncMemory:
         ]
         rows.sort(key=lambda r: (r["created_at"], r["id"]), reverse=True)
         return {"results": [to_item(row) for row in rows[:limit]]}
+
+    async def export_structured(
+        self,
+        schema: type[ModelT] | Mapping[str, Any],
+        *,
+        user_id: str | None = None,
+        agent_id: str | None = None,
+        run_id: str | None = None,
+        instructions: str | None = None,
+        filters: Mapping[str, Any] | None = None,
+        limit: int = 500,
+        llm: ChatLLM | None = None,
+    ) -> ModelT | dict[str, Any]:
+        """The scope's memories (newest ``limit``) poured into ``schema`` by the LLM: an
+        instance of the Pydantic model given, or a dict valid against the JSON Schema given;
+        ``ExportInvalid`` when the answer still fails validation after one corrected retry."""
+        target = json_schema_of(schema)
+        listed = await self.get_all(
+            user_id=user_id, agent_id=agent_id, run_id=run_id, limit=limit, filters=filters
+        )
+        texts = [item["memory"] for item in listed["results"]]
+        model = schema if isinstance(schema, type) else None
+        data = await fill_schema(
+            llm or self._chat_llm(), target, texts, instructions=instructions, model=model
+        )
+        return model.model_validate(data) if model is not None else data
 
     async def history(self, memory_id: str) -> list[HistoryItem]:
         """Every change to a memory, oldest first (also after it was deleted)."""
