@@ -6,6 +6,7 @@ Images themselves are never stored."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -20,6 +21,7 @@ from .types import AddResult, Message
 from .vision import build_vision_messages, parse_statements
 from .writer import MemoryWriter, WriteContext
 
+log = logging.getLogger("memory_core.ingest")
 PARSE_TIMEOUT_S = 60.0  # a hostile PDF may be slow to parse; the request is not held longer
 
 
@@ -129,8 +131,15 @@ class MediaIngest:
         vision: ChatLLM,
         number: int,
     ) -> list[AddResult]:
-        data, declared = await load(ref, self._config.multimodal)
-        kind = image_type(data, ref.media_type or declared)
+        try:
+            data, declared = await load(ref, self._config.multimodal)
+            kind = image_type(data, ref.media_type or declared)
+        except InvalidInput as exc:
+            if write.job_id is None:
+                raise  # a direct add says what is wrong with its image
+            # A learning job still learns the exchange's words when one image is unusable.
+            log.warning("job %s: image %d skipped: %s", write.job_id, number, exc)
+            return []
         said = _user_text(chat)
         answer = await complete_json(vision, build_vision_messages(data_url(data, kind), said))
         statements = parse_statements(answer)

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from .config import MultimodalConfig
 from .errors import InvalidInput
-from .url_fetch import fetch_url
+from .url_fetch import check_url, fetch_url
 
 Kind = Literal["image", "document"]
 URL_DOCUMENT_TYPES = ("document_url", "pdf_url", "mdx_url", "txt_url")
@@ -139,6 +139,38 @@ async def load(ref: MediaRef, cfg: MultimodalConfig) -> tuple[bytes, str]:
     return await fetch_url(ref.url, cfg.fetch_urls, max_bytes=limit)
 
 
+def new_turn_images(messages: Sequence[Any], cfg: MultimodalConfig) -> list[str]:
+    """The images of the newest user turn(s) (after the last assistant turn) that a learning
+    job can use: data: URLs within the size limit, and URLs only where fetching them is
+    allowed. Earlier turns the client re-sends are never taken again."""
+    found: list[str] = []
+    for message in reversed(messages):
+        if not isinstance(message, Mapping):
+            continue
+        if message.get("role") in ("assistant", "tool", "function"):
+            break
+        content = message.get("content")
+        if message.get("role") != "user" or not isinstance(content, list):
+            continue
+        for part in reversed(content):
+            value = part.get("image_url") if isinstance(part, Mapping) else None
+            url = value.get("url") if isinstance(value, Mapping) else value
+            if isinstance(url, str) and _learnable(url, cfg):
+                found.append(url)
+    found.reverse()
+    return found[-cfg.max_images :]
+
+
+def _learnable(url: str, cfg: MultimodalConfig) -> bool:
+    if url.startswith("data:"):
+        return len(url) <= (cfg.max_image_bytes * 4) // 3 + 100
+    try:
+        check_url(url, cfg.fetch_urls)
+    except InvalidInput:
+        return False
+    return True
+
+
 def data_url(data: bytes, media_type: str) -> str:
     return (
         f"data:{media_type or 'application/octet-stream'};base64,{base64.b64encode(data).decode()}"
@@ -163,4 +195,12 @@ def image_type(data: bytes, declared: str) -> str:
     raise InvalidInput(f"not a PNG, JPEG, GIF or WebP image (declared {declared or 'nothing'})")
 
 
-__all__ = ["MediaRef", "data_url", "find_media", "image_type", "load", "parse_data_url"]
+__all__ = [
+    "MediaRef",
+    "data_url",
+    "find_media",
+    "image_type",
+    "load",
+    "new_turn_images",
+    "parse_data_url",
+]

@@ -176,7 +176,6 @@ class AsyncMemory:
         llm: ChatLLM | None = None,
         context: str | None = None,
         source: str | None = None,
-        vision: ChatLLM | None = None,
     ) -> dict[str, list[AddResult]]:
         """Learn from ``messages``. ``infer=False`` stores each non-system message verbatim.
 
@@ -204,20 +203,18 @@ class AsyncMemory:
         results: list[AddResult] = []
         if refs:
             # Media first: each image/document part has its own job id, the text the job's.
-            see = self._vision_llm(chosen, vision)
+            see = self._vision_llm(chosen)
             check_media(refs, llm=chosen, vision=see)
             results += await MediaIngest(writer, self.config).add(
                 write, chat, refs, llm=chosen, vision=see
             )
         return {"results": results + await writer.add(write, chat, llm=chosen)}
 
-    def _vision_llm(self, chosen: ChatLLM | None, given: ChatLLM | None) -> ChatLLM | None:
-        """The model that looks at images: given, configured, else the extraction LLM."""
+    def _vision_llm(self, chosen: ChatLLM | None) -> ChatLLM | None:
+        """The model that looks at images: ``multimodal.llm``, else the extraction LLM."""
         cfg = self.config.multimodal
         if chosen is None or not cfg.enabled:
             return None
-        if given is not None:
-            return given
         if cfg.llm is not None:
             if self._vision is None:
                 self._vision = LiteLLMChat(cfg.llm)

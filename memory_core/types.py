@@ -9,6 +9,7 @@ from typing import Any, Literal, TypedDict
 from .errors import InvalidIdentity
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9._:@+\-]{1,128}")
+ID_REGEX = f"^{ID_PATTERN.pattern}$"  # for validators that search (pydantic): match whole
 IDENTITY_FIELDS = ("user_id", "agent_id", "run_id")
 
 Event = Literal["ADD", "UPDATE", "DELETE", "NONE"]

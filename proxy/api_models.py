@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import (
@@ -19,9 +20,10 @@ from pydantic.json_schema import models_json_schema
 from memory_core.checks import check_metadata
 from memory_core.errors import InvalidInput
 from memory_core.timestamps import normalize_timestamp
-from memory_core.types import ID_PATTERN
+from memory_core.types import ID_REGEX
 
-ID_REGEX = f"^{ID_PATTERN.pattern}$"  # pydantic patterns search; ids must match whole
+from .export_models import ExportCreated, ExportRecord, ExportRequest
+
 IdField = Field(default=None, pattern=ID_REGEX, description="user/agent/run id")
 MessageIn = str | dict[str, Any]
 
@@ -252,6 +254,8 @@ OPERATIONS: list[Operation] = [
     ("post", "/search", "Search memories", SearchRequest, SearchResponse, ""),
     ("post", "/reset", "Delete every memory of every user (admin)", None, MessageResponse, ""),
     ("get", "/auth/me", "The calling key's rights", None, CallerResponse, ""),
+    ("post", "/exports", "Queue a structured export", ExportRequest, ExportCreated, ""),
+    ("get", "/exports/{export_id}", "A structured export", None, ExportRecord, ""),
 ]
 QUERY_MODELS: dict[str, type[BaseModel]] = {"ListQuery": ListQuery, "ScopeQuery": ScopeQuery}
 ERROR_STATUSES = (
@@ -305,9 +309,9 @@ def build_openapi() -> dict[str, Any]:
     for method, path, summary, body, response, query in OPERATIONS:
         op: dict[str, Any] = {"summary": summary, "security": [{"bearer": []}, {"apiKey": []}]}
         params: list[dict[str, Any]] = []
-        if "{memory_id}" in path:
+        for name in re.findall(r"{(\w+)}", path):
             params.append(
-                {"name": "memory_id", "in": "path", "required": True, "schema": {"type": "string"}}
+                {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
             )
         if query:
             params.extend(query_parameters(QUERY_MODELS[query]))

@@ -18,12 +18,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from memory_core import AsyncMemory
+from memory_core.export_store import ExportStore
 from memory_core.litellm_loader import get_litellm
 from memory_core.queue import LearningQueue
 
 from .auth import Authenticator, presented_key
 from .chat import chat_completions
 from .errors import EXCEPTION_HANDLERS, Forbidden, error_response
+from .exports_api import export_routes
 from .guard import BrowserGuard
 from .inject import TokenCounter, default_token_counter
 from .learning import ExtractionModels, Learner
@@ -152,15 +154,26 @@ def create_app(
         counter("warm up")
         mem = memory
         learning_queue = queue
+        exports = None
         if settings.memory.enabled:
             if mem is None:
                 mem = AsyncMemory(settings.memory.core_config())
             await mem.open()
+            exports = ExportStore(
+                settings.memory.storage_uri,
+                storage_options=settings.memory.storage_options,
+                read_consistency_interval_s=settings.memory.read_consistency_interval_s,
+            )
             if learning_queue is None:
+                learner = Learner(
+                    mem,
+                    extraction,
+                    metrics,
+                    exports=exports,
+                    max_attempts=settings.memory.queue.max_attempts,
+                )
                 learning_queue = LearningQueue(
-                    queue_path(settings),
-                    Learner(mem, extraction, metrics).handle,
-                    settings.memory.queue,
+                    queue_path(settings), learner.handle, settings.memory.queue
                 )
                 await learning_queue.start()
                 metrics.watch_queue(learning_queue.stats)
@@ -174,6 +187,7 @@ def create_app(
             queue=learning_queue,
             count_tokens=counter,
             extraction=extraction,
+            exports=exports,
         )
         if not authenticator.enabled:
             log.warning("no API keys configured: open local mode (bind %s)", server.host)
@@ -195,6 +209,7 @@ def create_app(
         Route("/ready", ready, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         *memory_routes(),
+        *export_routes(),
     ]
     if mcp is not None:
         routes.append(Route("/mcp", mcp, methods=["GET", "POST", "DELETE"]))

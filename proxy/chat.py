@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from memory_core.embedders import embed_timings
+from memory_core.media import new_turn_images
 from memory_core.messages import check_messages
 
 from .auth import presented_key
@@ -204,14 +205,18 @@ def _learner(
     queue = state.queue
     metrics = state.metrics
     limits = state.settings.memory.limits
+    multimodal = state.settings.memory.multimodal
 
     async def learn() -> None:
         if not result.collector.finished:
             return  # aborted or broken stream: nothing complete to learn from
         exchange = pick_new_exchange(body["messages"], result.collector.text, limits=limits)
-        if not exchange:
+        images = new_turn_images(body["messages"], multimodal) if multimodal.enabled else []
+        if not exchange and not images:
             return
         payload = learning_payload(identity.scope.as_dict(), exchange, body["model"])
+        if images:
+            payload["images"] = images
         try:
             await queue.enqueue(identity.queue_key, payload)
         except Exception as exc:  # memory never breaks chat: the answer goes out regardless

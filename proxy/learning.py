@@ -8,9 +8,11 @@ from typing import Any
 
 from memory_core import AsyncMemory, LLMConfig
 from memory_core.errors import InvalidInput
+from memory_core.export_store import ExportStore
 from memory_core.extraction import ChatLLM, LiteLLMChat
 from memory_core.queue import Job
 
+from .export_jobs import EXPORT_JOB, run_export
 from .metrics import Metrics
 from .model_routing import ModelRouter
 from .settings import Settings
@@ -56,19 +58,41 @@ class ExtractionModels:
 
 
 class Learner:
-    """Applies queued exchanges with ``AsyncMemory.add(infer=True)``, idempotent by job id."""
+    """Applies queued exchanges with ``AsyncMemory.add(infer=True)``, idempotent by job id,
+    and runs queued structured exports."""
 
-    def __init__(self, memory: AsyncMemory, extraction: ExtractionModels, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        memory: AsyncMemory,
+        extraction: ExtractionModels,
+        metrics: Metrics,
+        *,
+        exports: ExportStore | None = None,
+        max_attempts: int = 10,
+    ) -> None:
         self._memory = memory
         self._extraction = extraction
         self._metrics = metrics
+        self._exports = exports
+        self._max_attempts = max_attempts
 
     async def handle(self, job: Job) -> None:
         payload = job.payload
+        if payload.get("kind") == EXPORT_JOB:
+            llm = self._extraction.configured()
+            if self._exports is None or llm is None:
+                raise InvalidInput("exports need the exports table and memory.extraction_model")
+            await run_export(job, self._memory, self._exports, llm, self._max_attempts)
+            return
         scope = payload.get("scope") or {}
+        messages = list(payload["messages"])
+        images = payload.get("images") or []
+        if images:  # the new turn's images, learned with its words (memory_core.ingest)
+            parts = [{"type": "image_url", "image_url": {"url": url}} for url in images]
+            messages.append({"role": "user", "content": parts})
         try:
             result = await self._memory.add(
-                payload["messages"],
+                messages,
                 user_id=scope.get("user_id"),
                 agent_id=scope.get("agent_id"),
                 run_id=scope.get("run_id"),

@@ -72,9 +72,12 @@ def limits_of(request: Request) -> RequestLimits:
     return state_of(request).settings.server.limits
 
 
-async def read_json(request: Request, model: type[M]) -> M:
+async def read_json(request: Request, model: type[M], *, media: bool = False) -> M:
+    """The body as ``model``; ``media``: bodies that may carry images and documents inline
+    get the chat route's size limit."""
     limits = limits_of(request)
-    raw = await read_body(request, limit=limits.max_api_body_bytes, timeout_s=limits.body_timeout_s)
+    limit = limits.max_body_bytes if media else limits.max_api_body_bytes
+    raw = await read_body(request, limit=limit, timeout_s=limits.body_timeout_s)
     data = parse_json(raw, max_depth=limits.max_json_depth) if raw.strip() else {}
     if not isinstance(data, dict):
         raise BadRequest("request body must be a JSON object")
@@ -118,7 +121,7 @@ def decode_cursor(cursor: str) -> tuple[str, str]:
 
 async def add_memories(request: Request) -> Response:
     caller = caller_of(request)
-    body = await read_json(request, AddRequest)
+    body = await read_json(request, AddRequest, media=True)
     scope = authorize_scope(caller, body.user_id, body.agent_id, body.run_id)
     memory = memory_of(request)
     extraction = state_of(request).extraction

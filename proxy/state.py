@@ -9,6 +9,7 @@ from typing import Any
 from starlette.requests import Request
 
 from memory_core import AsyncMemory
+from memory_core.export_store import ExportStore
 from memory_core.queue import LearningQueue
 
 from .auth import Authenticator
@@ -35,6 +36,7 @@ class AppState:
     queue: LearningQueue | None
     count_tokens: TokenCounter
     extraction: ExtractionModels
+    exports: ExportStore | None = None
     openapi: dict[str, Any] | None = None
 
 

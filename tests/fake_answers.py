@@ -42,9 +42,10 @@ from typing import Any, Literal
 import orjson
 
 from tests.fake_extractor import STOPWORDS, WORD_RE, decide_updates, extract_conversation_facts
+from tests.fake_media import media_kind
 
 Json = dict[str, Any]
-RequestKind = Literal["chat", "extract", "update", "embeddings", "models"]
+RequestKind = Literal["chat", "extract", "update", "vision", "export", "embeddings", "models"]
 
 EXTRACTION_PREFIX = "You are memproxy's fact extractor."
 UPDATE_PREFIX = "You are memproxy's memory manager."
@@ -124,6 +125,11 @@ def classify(messages: Sequence[Mapping[str, Any]]) -> RequestKind:
             return "extract"
         if system.startswith(UPDATE_PREFIX):
             return "update"
+        media = media_kind(system)
+        if media == "vision":
+            return "vision"
+        if media == "export":
+            return "export"
     last = message_text(messages[-1]).lstrip() if messages else ""
     if last.startswith("Exchange date:") and "<conversation>" in last:
         return "extract"

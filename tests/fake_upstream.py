@@ -56,6 +56,7 @@ from tests.fake_answers import (
     stream_events,
     update_answer,
 )
+from tests.fake_media import media_reply
 from tests.fake_state import FakeState, RecordedRequest
 
 MODELS: tuple[str, ...] = ("fake-model", "fake-model-2", "fake-embedding")
@@ -197,6 +198,8 @@ class FakeHandlers:
         delay = self.state.delay_for(kind) + magic.sleep_s
         if kind == "chat":
             reply = chat_reply(body, messages)
+        elif kind in ("vision", "export"):
+            reply = Reply(media_reply(kind, messages))
         else:
             reply = Reply(self._memory_reply(kind, message_text(messages[-1])))
 
