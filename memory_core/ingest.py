@@ -86,17 +86,35 @@ class MediaIngest:
         vision: ChatLLM | None,
     ) -> list[AddResult]:
         check_media(refs, llm=llm, vision=vision)
-        images = [ref for ref in refs if ref.kind == "image"]
+        # Every document parsed and every image loaded before the first write: a bad one is
+        # refused with nothing stored.
         documents = [
             await document_passages(ref, self._config) for ref in refs if ref.kind == "document"
+        ]
+        images = [
+            await self._load_image(write, ref, n)
+            for n, ref in enumerate(r for r in refs if r.kind == "image")
         ]
         results: list[AddResult] = []
         for number, passages in enumerate(documents):
             results += await self._add_document(write, passages, llm, number)
-        for number, ref in enumerate(images):
-            assert llm is not None and vision is not None
-            results += await self._add_image(write, chat, ref, llm, vision, number)
+        for number, image in enumerate(images):
+            if image is not None:
+                assert llm is not None and vision is not None
+                results += await self._add_image(write, chat, image, llm, vision, number)
         return results
+
+    async def _load_image(self, write: WriteContext, ref: MediaRef, number: int) -> str | None:
+        """The image as a data: URL of its real type; None when a learning job skips it."""
+        try:
+            data, declared = await load(ref, self._config.multimodal)
+            return data_url(data, image_type(data, ref.media_type or declared))
+        except InvalidInput as exc:
+            if write.job_id is None:
+                raise  # a direct add says what is wrong with its image
+            # A learning job still learns the exchange's words when one image is unusable.
+            log.warning("job %s: image %d skipped: %s", write.job_id, number, exc)
+            return None
 
     async def _add_document(
         self, write: WriteContext, passages: list[Passage], llm: ChatLLM | None, number: int
@@ -126,29 +144,20 @@ class MediaIngest:
         self,
         write: WriteContext,
         chat: Sequence[Message],
-        ref: MediaRef,
+        image: str,
         llm: ChatLLM,
         vision: ChatLLM,
         number: int,
     ) -> list[AddResult]:
-        try:
-            data, declared = await load(ref, self._config.multimodal)
-            kind = image_type(data, ref.media_type or declared)
-        except InvalidInput as exc:
-            if write.job_id is None:
-                raise  # a direct add says what is wrong with its image
-            # A learning job still learns the exchange's words when one image is unusable.
-            log.warning("job %s: image %d skipped: %s", write.job_id, number, exc)
-            return []
         said = _user_text(chat)
-        answer = await complete_json(vision, build_vision_messages(data_url(data, kind), said))
-        statements = parse_statements(answer)
+        statements = parse_statements(
+            await complete_json(vision, build_vision_messages(image, said))
+        )
         if not statements:
             return []
         meta = {**write.metadata, "source": "image"}
         job = f"{write.job_id}:image{number}" if write.job_id else None
-        context = said or write.context
-        image_write = replace(write, metadata=meta, job_id=job, context=context)
+        image_write = replace(write, metadata=meta, job_id=job, context=said or write.context)
         message: Message = {"role": "user", "content": " ".join(statements)}
         return await self._writer.add(image_write, [message], llm=llm)
 
