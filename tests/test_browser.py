@@ -100,6 +100,41 @@ def test_browse_edit_history_delete(api_server: ApiServer, page: tuple[Any, list
     assert problems == []
 
 
+def test_memory_sources_are_shown(api_server: ApiServer, page: tuple[Any, list[str]]) -> None:
+    tab, problems = page
+    sourced = {
+        "The boiler was serviced in March": {
+            "source": "document",
+            "filename": "house.pdf",
+            "page": 2,
+            "start": 0,
+            "end": 32,
+        },
+        "Carol's dog is a golden retriever": {"source": "image"},
+        "Carol likes green tea": {"source": "mcp", "mood": "calm"},
+    }
+    with api_server.client("team") as c:
+        for text, metadata in sourced.items():
+            body = {"messages": [text], "user_id": "carol", "infer": False, "metadata": metadata}
+            assert c.post("/memories", json=body).status_code == 200
+    tab.goto(api_server.base_url + "/ui/")
+    tab.fill("#api-key", API_KEYS["team"])
+    tab.click("#connect")
+    tab.wait_for_selector("#user-input:visible")
+    tab.fill("#user-input", "carol")
+    tab.click("#load")
+    tab.wait_for_selector("li.memory:has-text('boiler')")
+    shown = {
+        text: tab.locator("li.memory", has_text=text).locator(".meta").inner_text()
+        for text in sourced
+    }
+    assert "from house.pdf p. 2" in shown["The boiler was serviced in March"]
+    assert '"start"' not in shown["The boiler was serviced in March"]
+    assert "from an image" in shown["Carol's dog is a golden retriever"]
+    assert 'via mcp · metadata {"mood":"calm"}' in shown["Carol likes green tea"]
+    assert not problems
+
+
 def test_wrong_key_shows_the_error(api_server: ApiServer, page: tuple[Any, list[str]]) -> None:
     tab, problems = page
     tab.goto(api_server.base_url + "/ui/")

@@ -233,9 +233,30 @@ function fillMemory(node, item) {
   for (const field of ["agent_id", "run_id"]) {
     if (item[field]) parts.push(`${field} ${item[field]}`);
   }
-  const metadata = item.metadata && Object.keys(item.metadata).length;
-  if (metadata) parts.push("metadata " + JSON.stringify(item.metadata));
+  const { label, rest } = describeSource(item.metadata || {});
+  if (label) parts.push(label);
+  if (Object.keys(rest).length) parts.push("metadata " + JSON.stringify(rest));
   node.querySelector(".meta").textContent = parts.join(" · ");
+}
+
+// Where a memory came from: an image, a document's page, or a way in (mcp...).
+const SOURCE_KEYS = ["source", "filename", "page", "passage", "start", "end"];
+
+function describeSource(metadata) {
+  const source = typeof metadata.source === "string" ? metadata.source : "";
+  if (source !== "image" && source !== "document") {
+    return { label: source ? `via ${source}` : "", rest: withoutKeys(metadata, ["source"]) };
+  }
+  let label = "from an image";
+  if (source === "document") {
+    label = `from ${typeof metadata.filename === "string" ? metadata.filename : "a document"}`;
+    if (Number.isInteger(metadata.page)) label += ` p. ${metadata.page}`;
+  }
+  return { label, rest: withoutKeys(metadata, SOURCE_KEYS) };
+}
+
+function withoutKeys(object, keys) {
+  return Object.fromEntries(Object.entries(object).filter(([key]) => !keys.includes(key)));
 }
 
 async function showHistory(id) {
