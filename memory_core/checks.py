@@ -29,7 +29,10 @@ def normalize_messages(messages: MessagesInput) -> list[Message]:
         if isinstance(message, str):
             result.append({"role": "user", "content": message})
         elif isinstance(message, Mapping):
-            result.append({"role": "user", **message})
+            item = {"role": "user", **message}
+            if isinstance(item.get("content"), Mapping):  # Mem0's one-part form (an image...)
+                item["content"] = [item["content"]]
+            result.append(item)
         else:
             raise InvalidInput("each message must be a string or an object with role and content")
     check_messages(result)

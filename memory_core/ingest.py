@@ -60,15 +60,6 @@ def chunks(passages: Sequence[Passage], budget: int) -> list[list[Passage]]:
     return [g for g in groups if g]
 
 
-def check_media(refs: Sequence[MediaRef], *, llm: ChatLLM | None, vision: ChatLLM | None) -> None:
-    """Refuse, before anything is written, media this add cannot take."""
-    if any(ref.kind == "image" for ref in refs) and (llm is None or vision is None):
-        raise InvalidInput(
-            "images can only be learned from: send them with infer=true and enable "
-            "memory.multimodal (a vision-capable model)"
-        )
-
-
 class MediaIngest:
     """The media part of one ``add``: after the text of the messages was handled."""
 
@@ -85,7 +76,6 @@ class MediaIngest:
         llm: ChatLLM | None,
         vision: ChatLLM | None,
     ) -> list[AddResult]:
-        check_media(refs, llm=llm, vision=vision)
         # Every document parsed and every image loaded before the first write: a bad one is
         # refused with nothing stored.
         documents = [
@@ -99,8 +89,7 @@ class MediaIngest:
         for number, passages in enumerate(documents):
             results += await self._add_document(write, passages, llm, number)
         for number, image in enumerate(images):
-            if image is not None:
-                assert llm is not None and vision is not None
+            if image is not None and llm is not None and vision is not None:
                 results += await self._add_image(write, chat, image, llm, vision, number)
         return results
 
@@ -162,4 +151,4 @@ class MediaIngest:
         return await self._writer.add(image_write, [message], llm=llm)
 
 
-__all__ = ["MediaIngest", "check_media", "chunks", "document_passages"]
+__all__ = ["MediaIngest", "chunks", "document_passages"]

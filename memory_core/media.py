@@ -109,22 +109,28 @@ def _anthropic_block(part: Mapping[str, Any], where: str, cfg: MultimodalConfig)
     raise InvalidInput(f"{where}.source must be base64 data or a url", param=where)
 
 
-def find_media(messages: Sequence[Mapping[str, Any]], cfg: MultimodalConfig) -> list[MediaRef]:
-    """Every image and document of ``messages``, within the configured counts."""
+IMAGE_PARTS = ("image_url", "input_image", "image")
+
+
+def find_media(
+    messages: Sequence[Mapping[str, Any]], cfg: MultimodalConfig, *, images: bool = True
+) -> list[MediaRef]:
+    """Every document (and image, unless ``images`` is false: then image parts are left
+    alone, unread) of ``messages``, within the configured counts."""
     found: list[MediaRef] = []
     for i, message in enumerate(messages):
         content = message.get("content")
         if not isinstance(content, list):
             continue
         for j, part in enumerate(content):
-            if isinstance(part, Mapping):
+            if isinstance(part, Mapping) and (images or part.get("type") not in IMAGE_PARTS):
                 ref = part_media(part, f"messages[{i}].content[{j}]", cfg)
                 if ref is not None:
                     found.append(ref)
-    images = sum(1 for ref in found if ref.kind == "image")
-    if images > cfg.max_images:
-        raise InvalidInput(f"{images} images; the limit is {cfg.max_images} per request")
-    documents = len(found) - images
+    pictures = sum(1 for ref in found if ref.kind == "image")
+    if pictures > cfg.max_images:
+        raise InvalidInput(f"{pictures} images; the limit is {cfg.max_images} per request")
+    documents = len(found) - pictures
     if documents > cfg.max_documents:
         raise InvalidInput(f"{documents} documents; the limit is {cfg.max_documents}")
     return found
@@ -141,8 +147,9 @@ async def load(ref: MediaRef, cfg: MultimodalConfig) -> tuple[bytes, str]:
 
 def new_turn_images(messages: Sequence[Any], cfg: MultimodalConfig) -> list[str]:
     """The images of the newest user turn(s) (after the last assistant turn) that a learning
-    job can use: data: URLs within the size limit, and URLs only where fetching them is
-    allowed. Earlier turns the client re-sends are never taken again."""
+    job can use, as URLs: inline images (any API's part shape) as data: URLs within the size
+    limit, and http(s) URLs only where fetching them is allowed. Earlier turns the client
+    re-sends are never taken again; malformed parts are the provider's business, skipped."""
     found: list[str] = []
     for message in reversed(messages):
         if not isinstance(message, Mapping):
@@ -153,22 +160,25 @@ def new_turn_images(messages: Sequence[Any], cfg: MultimodalConfig) -> list[str]
         if message.get("role") != "user" or not isinstance(content, list):
             continue
         for part in reversed(content):
-            value = part.get("image_url") if isinstance(part, Mapping) else None
-            url = value.get("url") if isinstance(value, Mapping) else value
-            if isinstance(url, str) and _learnable(url, cfg):
+            url = _image_url(part, cfg) if isinstance(part, Mapping) else None
+            if url is not None:
                 found.append(url)
     found.reverse()
     return found[-cfg.max_images :]
 
 
-def _learnable(url: str, cfg: MultimodalConfig) -> bool:
-    if url.startswith("data:"):
-        return len(url) <= (cfg.max_image_bytes * 4) // 3 + 100
+def _image_url(part: Mapping[str, Any], cfg: MultimodalConfig) -> str | None:
     try:
-        check_url(url, cfg.fetch_urls)
+        ref = part_media(part, "part", cfg)
+        if ref is None or ref.kind != "image":
+            return None
+        if ref.data is not None:
+            return data_url(ref.data, ref.media_type)
+        assert ref.url is not None
+        check_url(ref.url, cfg.fetch_urls)
     except InvalidInput:
-        return False
-    return True
+        return None
+    return ref.url
 
 
 def data_url(data: bytes, media_type: str) -> str:

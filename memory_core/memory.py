@@ -29,7 +29,7 @@ from .errors import InvalidInput, NotFound, StoreError
 from .exports import fill_schema, json_schema_of
 from .extraction import ChatLLM, LiteLLMChat
 from .importer import MemoryImporter
-from .ingest import MediaIngest, check_media
+from .ingest import MediaIngest
 from .media import find_media
 from .records import to_item
 from .retrieval import LiteLLMReranker, Reranker
@@ -194,17 +194,17 @@ class AsyncMemory:
             raise InvalidInput("context must be a string")
         context = memory_text(context or "") or None
         chat = [m for m in normalize_messages(messages) if m.get("role") != "system"]
-        refs = find_media(chat, self.config.multimodal)
+        chosen = (llm or self._chat_llm()) if infer else None
+        # Images are learned from only with infer and multimodal on; otherwise left unread.
+        see = self._vision_llm(chosen)
+        refs = find_media(chat, self.config.multimodal, images=see is not None)
         write = WriteContext(scope, exchange_moment(timestamp), extra, job_id, context, source)
         writer = await self._writes()
         if job_id is not None and await writer.store.job_applied(job_id):
             return {"results": []}  # the writer checks again under the scope's lock
-        chosen = (llm or self._chat_llm()) if infer else None
         results: list[AddResult] = []
         if refs:
             # Media first: each image/document part has its own job id, the text the job's.
-            see = self._vision_llm(chosen)
-            check_media(refs, llm=chosen, vision=see)
             results += await MediaIngest(writer, self.config).add(
                 write, chat, refs, llm=chosen, vision=see
             )

@@ -206,6 +206,19 @@ def test_new_turn_images_take_only_the_new_turn() -> None:
     assert new_turn_images(messages, allowed) == [new, "https://example.com/x.png"]
 
 
+def test_new_turn_images_read_every_api_shape() -> None:
+    png = png_with_fact("seen")
+    anthropic = {
+        "type": "image",
+        "source": {"type": "base64", "media_type": "image/png", "data": b64(png)},
+    }
+    responses = {"type": "input_image", "image_url": png_data_url("seen")}
+    broken = {"type": "image_url", "image_url": {"url": "data:image/png;base64,@@"}}
+    messages = [{"role": "user", "content": [anthropic, responses, broken]}]
+    found = new_turn_images(messages, CFG)
+    assert len(found) == 2 and all(base64.b64decode(u.split(",", 1)[1]) == png for u in found)
+
+
 def test_vision_prompt_and_answer() -> None:
     messages = build_vision_messages("data:image/png;base64,AA==", "look at my dog")
     assert messages[0]["role"] == "system" and "first-person" in messages[0]["content"]

@@ -116,6 +116,18 @@ def test_documents_are_stored_as_passages_with_file_and_page(srv: ServerThread) 
     assert "roses" in found["results"][0]["memory"]
 
 
+def test_mem0_one_part_form_is_read(srv: ServerThread) -> None:
+    # Mem0's documented shape: the content is the one part itself, not a list.
+    note = file_part("note.txt", b"The spare key is under the blue pot.")
+    with api(srv, "alice") as c:
+        r = c.post(
+            "/memories", json={"messages": [{"role": "user", "content": note}], "infer": False}
+        )
+        assert r.status_code == 200, r.text
+        stored = [m for m in listed(c) if "spare key" in m["memory"]]
+    assert stored and stored[0]["metadata"]["filename"] == "note.txt"
+
+
 def test_a_document_can_be_learned_from(srv: ServerThread, fake: FakeUpstream) -> None:
     text = b"I keep three beehives in my garden.\n\nMy favourite honey is heather honey."
     message = {"role": "user", "content": [file_part("bees.txt", text)]}
@@ -128,58 +140,46 @@ def test_a_document_can_be_learned_from(srv: ServerThread, fake: FakeUpstream) -
     assert {meta.get("filename") for meta in learned.values()} == {"bees.txt"}
 
 
-BAD_INPUTS: list[tuple[Any, int, str]] = [
-    ([{"role": "user", "content": [file_part("x.pdf", b"%PDF-1.4 not a pdf")]}], 400, "PDF"),
-    ([{"role": "user", "content": [file_part("x.exe", b"MZ\x90")]}], 400, "unsupported document"),
-    ([{"role": "user", "content": [file_part("x.txt", b"\xff\xfe\xfa")]}], 400, "UTF-8"),
+def user(*parts: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{"role": "user", "content": list(parts)}]
+
+
+BAD_INPUTS: list[tuple[Any, bool, str]] = [
+    (user(file_part("x.pdf", b"%PDF-1.4 not a pdf")), False, "PDF"),
+    (user(file_part("x.exe", b"MZ\x90")), False, "unsupported document"),
+    (user(file_part("x.txt", b"\xff\xfe\xfa")), False, "UTF-8"),
+    (user({"type": "image_url", "image_url": {"url": "data:image/png;base64,!!"}}), True, "base64"),
+    (user({"type": "image_url", "image_url": {"url": "data:text/plain;base64,aGk="}}), True, "PNG"),
     (
-        [
-            {
-                "role": "user",
-                "content": [
-                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,!!"}}
-                ],
-            }
-        ],
-        400,
-        "base64",
-    ),
-    (
-        [
-            {
-                "role": "user",
-                "content": [
-                    {"type": "document_url", "document_url": {"url": "https://example.com/a.pdf"}}
-                ],
-            }
-        ],
-        400,
+        user({"type": "document_url", "document_url": {"url": "https://example.com/a.pdf"}}),
+        False,
         "fetching URLs is off",
-    ),
-    (
-        [
-            {
-                "role": "user",
-                "content": [{"type": "image_url", "image_url": {"url": png_data_url("x")}}],
-            }
-        ],
-        400,
-        "infer=true",
     ),
 ]
 
 
-@pytest.mark.parametrize(("messages", "status", "message"), BAD_INPUTS)
-def test_bad_media_is_a_4xx_and_nothing_is_stored(
-    srv: ServerThread, messages: Any, status: int, message: str
+@pytest.mark.parametrize(("messages", "infer", "message"), BAD_INPUTS)
+def test_bad_media_is_a_400_and_nothing_is_stored(
+    srv: ServerThread, messages: Any, infer: bool, message: str
 ) -> None:
     good = {"role": "user", "content": [file_part("ok.txt", b"The good part is kept apart.")]}
     with api(srv, "bob") as c:
         before = len(listed(c))
-        r = c.post("/memories", json={"messages": [good, *messages], "infer": False})
-        assert r.status_code == status, r.text
+        r = c.post("/memories", json={"messages": [good, *messages], "infer": infer})
+        assert r.status_code == 400, r.text
         assert message in r.json()["error"]["message"]
         assert len(listed(c)) == before
+
+
+def test_images_without_infer_are_left_alone(srv: ServerThread, fake: FakeUpstream) -> None:
+    visions = len(fake.requests_of("vision"))
+    image = {"type": "image_url", "image_url": {"url": png_data_url("I own a red kayak.")}}
+    text = {"type": "text", "text": "Photo from the lake trip"}
+    with api(srv, "bob") as c:
+        r = c.post("/memories", json={"messages": user(text, image), "infer": False})
+        assert r.status_code == 200, r.text
+    assert [x["memory"] for x in r.json()["results"]] == ["Photo from the lake trip"]
+    assert len(fake.requests_of("vision")) == visions
 
 
 def test_oversized_documents_and_bodies_are_refused(
