@@ -339,7 +339,8 @@ def build_openapi() -> dict[str, Any]:
             str(code): {"description": text, "content": {"application/json": {"schema": error_ref}}}
             for code, text in ERROR_STATUSES
         }
-        op["responses"] = {"200": ok, **errors}
+        ok_status = "202" if (method, path) == ("post", "/exports") else "200"
+        op["responses"] = {ok_status: ok, **errors}
         op["operationId"] = operation_id(method, path)
         paths.setdefault(path, {})[method] = op
     # The ids an add returns feed the per-memory operations (schemathesis' stateful phase).
@@ -352,6 +353,12 @@ def build_openapi() -> dict[str, Any]:
             ("DeleteMemory", "delete", "/memories/{memory_id}"),
             ("MemoryHistory", "get", "/memories/{memory_id}/history"),
         )
+    }
+    paths["/exports"]["post"]["responses"]["202"]["links"] = {
+        "GetExport": {
+            "operationId": operation_id("get", "/exports/{export_id}"),
+            "parameters": {"export_id": "$response.body#/id"},
+        }
     }
     return {
         "openapi": "3.1.0",

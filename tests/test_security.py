@@ -473,10 +473,12 @@ def test_a_body_over_the_limit_is_413_while_reading(open_server: ServerThread) -
         headers={"Content-Type": "application/json"},
     )
     assert r.status_code == 413
-    r = httpx.post(
-        open_server.base_url + "/v1/memories", json={"messages": "z" * 20_000, "user_id": "big"}
-    )
-    assert r.status_code == 413
+    # The memory API's JSON bodies have their own, smaller limit; adding memories takes the
+    # chat's (images and documents travel inline).
+    search = {"query": "z", "user_id": "big", "filters": {"note": "z" * 20_000}}
+    assert httpx.post(open_server.base_url + "/v1/search", json=search).status_code == 413
+    add = {"messages": "z" * (80 * 1024), "user_id": "big"}
+    assert httpx.post(open_server.base_url + "/v1/memories", json=add).status_code == 413
 
 
 def test_the_key_is_checked_before_the_body_is_read(keyed: ServerThread) -> None:
