@@ -40,9 +40,9 @@ def render_api_page(spec: Mapping[str, Any]) -> str:
             for media, content in body.items():
                 parts.append(f"<h3>Request body ({esc(media)})</h3>")
                 parts.append(_schema_block(spec, content["schema"]))
-            ok = op["responses"]["200"].get("content", {})
-            for media, content in ok.items():
-                parts.append(f"<h3>Response ({esc(media)})</h3>")
+            status, success = next((c, r) for c, r in op["responses"].items() if c < "300")
+            for media, content in success.get("content", {}).items():
+                parts.append(f"<h3>Response {esc(status)} ({esc(media)})</h3>")
                 parts.append(_schema_block(spec, content["schema"]))
             parts.append("</section>")
     parts.append("<section class=op><h2>Models</h2>")
