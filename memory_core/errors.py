@@ -52,5 +52,9 @@ class ExtractionError(MemoryCoreError):
     """The LLM call for fact extraction or update failed or returned unusable JSON."""
 
 
+class TruncatedAnswer(ExtractionError):
+    """The LLM's answer was cut at ``max_tokens``: worth re-asking, unlike a provider error."""
+
+
 class RerankError(MemoryCoreError):
     """The rerank provider failed; search falls back to the fused order."""

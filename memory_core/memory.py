@@ -26,6 +26,7 @@ from .embedders import Embedder, create_embedder
 from .errors import InvalidInput, NotFound, StoreError
 from .extraction import ChatLLM, LiteLLMChat
 from .importer import MemoryImporter
+from .learning_report import LearningReport
 from .records import to_item
 from .retrieval import LiteLLMReranker, Reranker
 from .searcher import MemorySearcher
@@ -168,6 +169,7 @@ class AsyncMemory:
         llm: ChatLLM | None = None,
         context: str | None = None,
         source: str | None = None,
+        report: LearningReport | None = None,
     ) -> dict[str, list[AddResult]]:
         """Learn from ``messages``. ``infer=False`` stores each non-system message verbatim.
 
@@ -178,7 +180,8 @@ class AsyncMemory:
         with ``infer=False`` each stored message is embedded and full-text indexed after it
         (so "Yes, last Sunday!" is found by what it answers), with ``infer=True`` the
         extractor sees it as background it must not learn from. ``source`` is recorded on the
-        history rows this call writes (which way in: ``"mcp"``...).
+        history rows this call writes (which way in: ``"mcp"``...). ``report``, when given, is
+        filled with what happened: facts extracted, decisions applied, items rejected and why.
         """
         scope = Scope(user_id, agent_id, run_id).require()
         extra = check_metadata(metadata)
@@ -189,9 +192,11 @@ class AsyncMemory:
         write = WriteContext(scope, exchange_moment(timestamp), extra, job_id, context, source)
         writer = await self._writes()
         if job_id is not None and await writer.store.job_applied(job_id):
+            if report is not None:
+                report.skipped = "already_applied"
             return {"results": []}  # the writer checks again under the scope's lock
         chosen = (llm or self._chat_llm()) if infer else None
-        return {"results": await writer.add(write, chat, llm=chosen)}
+        return {"results": await writer.add(write, chat, llm=chosen, report=report)}
 
     # ---- read --------------------------------------------------------------------------
 

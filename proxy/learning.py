@@ -7,8 +7,11 @@ import time
 from typing import Any
 
 from memory_core import AsyncMemory, LLMConfig
+from memory_core.config import MAX_LLM_ATTEMPTS
 from memory_core.errors import InvalidInput
 from memory_core.extraction import ChatLLM, LiteLLMChat
+from memory_core.learning_report import LearningReport
+from memory_core.llm_client import ShiftedAttempts
 from memory_core.queue import Job
 
 from .metrics import Metrics
@@ -16,6 +19,8 @@ from .model_routing import ModelRouter
 from .settings import Settings
 
 log = logging.getLogger("proxy.learning")
+# Queue try n of a job starts its LLM attempts at (n - 1) * this (``llm.attempts`` <= it).
+QUEUE_ATTEMPT_STRIDE = MAX_LLM_ATTEMPTS
 
 
 def learning_payload(
@@ -63,9 +68,12 @@ class Learner:
         self._extraction = extraction
         self._metrics = metrics
 
-    async def handle(self, job: Job) -> None:
+    async def handle(self, job: Job) -> dict[str, Any]:
+        """Learn from one queued exchange; its ``LearningReport`` is the job's stored result."""
         payload = job.payload
         scope = payload.get("scope") or {}
+        report = LearningReport()
+        llm = self._extraction.for_chat_model(str(payload.get("model", "")))
         try:
             result = await self._memory.add(
                 payload["messages"],
@@ -76,12 +84,18 @@ class Learner:
                 timestamp=payload.get("timestamp"),
                 job_id=job.id,
                 source=payload.get("source"),
-                llm=self._extraction.for_chat_model(str(payload.get("model", ""))),
+                # A queue retry continues the attempt count: other temperatures and seeds than
+                # the tries before it, never the same call again.
+                llm=ShiftedAttempts(llm, (job.attempts - 1) * QUEUE_ATTEMPT_STRIDE),
+                report=report,
             )
         except Exception:
             self._metrics.extraction.labels("error").inc()
+            self._metrics.record_learning(report, finished=False)
             raise
         self._metrics.extraction.labels("ok").inc()
+        self._metrics.record_learning(report, finished=True)
         self._metrics.lag.observe(max(0.0, time.time() - job.enqueued_at))
         events = [r.get("event") for r in result["results"]]
-        log.debug("job %s applied: %s", job.id, events)
+        log.debug("job %s %s: %s", job.id, report.status, events)
+        return report.to_dict()

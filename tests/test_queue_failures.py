@@ -110,9 +110,9 @@ def block_scope(proxy: InProcessProxy, fake: FakeUpstream, user: str) -> None:
     ("failure", "attempts"),
     [
         ({"fail_next": 2, "fail_status": 500}, 3),  # two HTTP 500s: attempts 1 and 2 fail
-        # complete_json retries once inside an attempt: 3 prose answers fail attempt 1 (2
-        # answers) and are absorbed by attempt 2's inner retry.
-        ({"invalid_json_next": 3}, 2),
+        # complete_validated re-asks inside an attempt (llm.attempts = 3 calls): 4 prose
+        # answers fail attempt 1 (3 answers) and are absorbed by attempt 2's inner retry.
+        ({"invalid_json_next": 4}, 2),
     ],
     ids=["http-500", "invalid-json"],
 )
