@@ -56,5 +56,10 @@ class TruncatedAnswer(ExtractionError):
     """The LLM's answer was cut at ``max_tokens``: worth re-asking, unlike a provider error."""
 
 
+class UnusableAnswer(ExtractionError):
+    """Every item of an answer was rejected (placeholders, examples...): worth re-asking; when
+    the last attempt is no better, nothing is learned (the rejections say why)."""
+
+
 class RerankError(MemoryCoreError):
     """The rerank provider failed; search falls back to the fused order."""

@@ -21,7 +21,7 @@ from .contracts import (
     update_items,
     validate_facts,
 )
-from .errors import ExtractionError, TruncatedAnswer
+from .errors import ExtractionError, TruncatedAnswer, UnusableAnswer
 from .llm_client import CallOptions, ChatLLM, LiteLLMChat
 from .prompts import EXAMPLE_KEYS
 from .types import Event, Message
@@ -59,8 +59,16 @@ def parse_facts(
     examples: frozenset[str] = EXAMPLE_KEYS,
 ) -> list[str]:
     """``{"facts": [...]}`` → unique, usable, trimmed fact strings in order; the items that
-    are not (placeholders, prompt examples, ambiguous objects...) are counted in ``rejected``."""
-    return validate_facts(facts_items(payload), examples, rejected or Rejections())
+    are not (placeholders, prompt examples, ambiguous objects...) are counted in ``rejected``.
+    Raises ``UnusableAnswer`` when there were items and none was usable."""
+    items = facts_items(payload)
+    counted = rejected if rejected is not None else Rejections()
+    before = counted.total()
+    facts = validate_facts(items, examples, counted)
+    if items and not facts and counted.total() > before:
+        reasons = ", ".join(sorted(counted.counts))
+        raise UnusableAnswer(f"no usable fact among the {len(items)} given ({reasons})")
+    return facts
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +158,7 @@ async def complete_validated(
     *,
     schema_name: str,
     schema: Mapping[str, Any],
+    empty: T,
     attempts: int = 2,
 ) -> tuple[T, int]:
     """Ask for JSON that ``parse`` accepts; ``(parsed, calls made)``.
@@ -157,7 +166,8 @@ async def complete_validated(
     An unusable answer (no JSON, truncated, wrong shape) is re-asked up to ``attempts`` calls in
     all, each retry telling the model what was wrong and sent as another attempt (another
     temperature and seed). Provider failures are not retried here: the queue retries them
-    with backoff. Raises the last ``ExtractionError``.
+    with backoff. Raises the last ``ExtractionError``, except when every answer only held
+    rejected items: then ``empty`` (the rejections were counted).
     """
     conversation = list(messages)
     last_error: ExtractionError | None = None
@@ -174,6 +184,8 @@ async def complete_validated(
                 last_error = exc
         conversation = list(messages) + retry_feedback(answer, last_error, schema_name)
     assert last_error is not None
+    if isinstance(last_error, UnusableAnswer):
+        return empty, max(1, attempts)  # every item rejected, every time: nothing learned
     raise last_error
 
 

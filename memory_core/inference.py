@@ -135,6 +135,7 @@ async def infer(
         lambda payload: parse_facts(payload, report.rejected),
         schema_name="facts",
         schema=FACTS_SCHEMA,
+        empty=[],
         attempts=attempts,
     )
     report.llm_calls += calls
@@ -168,6 +169,7 @@ async def infer(
         lambda payload: parse_decisions(payload, offered, report.rejected),
         schema_name="memory",
         schema=UPDATE_SCHEMA,
+        empty=[],
         attempts=attempts,
     )
     report.llm_calls += calls

@@ -264,7 +264,13 @@ MESSAGES = [{"role": "user", "content": "hi"}]
 
 async def ask(llm: Any, attempts: int = 2) -> Any:
     return await complete_validated(
-        llm, MESSAGES, parse_facts, schema_name="facts", schema=FACTS_SCHEMA, attempts=attempts
+        llm,
+        MESSAGES,
+        parse_facts,
+        schema_name="facts",
+        schema=FACTS_SCHEMA,
+        empty=[],
+        attempts=attempts,
     )
 
 
