@@ -17,6 +17,7 @@ _VALUE_MARKERS = frozenset(
     "password passwort passcode pin code token key id username login named called number "
     "nummer numéro número code-name handle email plate".split()
 )
+_LINKS = frozenset("is was are = : ist est es é".split())
 _SENTENCE_STARTS = frozenset({"user", "user's", "users", "i", "my"})
 
 
@@ -26,14 +27,18 @@ def distinguishing_tokens(text: str) -> frozenset[str]:
     word after a value marker ("password", "code", "named"...)."""
     tokens = _TOKENS.findall(text)
     found: set[str] = set()
+    after_marker = False
     for index, token in enumerate(tokens):
         folded = token.casefold().strip("'’-")
+        if after_marker and folded in _LINKS:
+            continue  # "password is hunter": the value is after the link word
         if any(char.isdigit() for char in token):
             found.add(folded)
         elif index > 0 and token[:1].isupper() and folded not in _SENTENCE_STARTS:
             found.add(folded)
-        elif index > 0 and tokens[index - 1].casefold() in _VALUE_MARKERS:
+        elif after_marker:
             found.add(folded)
+        after_marker = folded in _VALUE_MARKERS
     return frozenset(found)
 
 

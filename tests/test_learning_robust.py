@@ -453,3 +453,46 @@ async def test_fact_match_threshold_separates_paraphrases_from_inventions(embedd
         assert await similarity(fact, text) >= threshold, (fact, text)
     for fact, text in INVENTED:
         assert await similarity(fact, text) < threshold - 0.05, (fact, text)
+
+
+# ---- near-duplicates judged on content ---------------------------------------------------------
+
+GUARD_CASES = [
+    # (stored, the model's ADD, what the guard makes of it) — the pairs: cosine
+    # 0.971-0.989 to the stored memory, yet different facts
+    ("User's API token is n40e75c10", "User's API token is s40e75c10", "added"),
+    ("User's wifi password is hunter7", "User's wifi password is tiger7", "added"),
+    ("User's locker code is A7", "User's locker code is B7", "added"),
+    ("User's gate code is 4417", "User's gate code is 4471", "added"),
+    # labelled paraphrases: folded into the stored memory (NONE), or an UPDATE that adds words
+    ("User has a dog named Max", "User has a dog called Max", "none"),
+    ("User's favourite colour is blue", "User's favorite color is blue", "none"),
+    ("User loves hiking", "User really loves hiking", "refined"),
+]
+
+
+@pytest.mark.parametrize(("stored", "new", "outcome"), GUARD_CASES, ids=[c[1] for c in GUARD_CASES])
+async def test_duplicate_guard_keeps_distinct_identifiers(
+    stored: str,
+    new: str,
+    outcome: str,
+    fake_llm: FakeUpstream,
+    storage_uri: str,
+    embedder: Any,
+    fake_llm_config: dict[str, Any],
+) -> None:
+    memory = AsyncMemory(
+        MemoryConfig(storage_uri=storage_uri, llm=fake_llm_config), embedder=embedder
+    )
+    try:
+        await memory.add([{"role": "user", "content": stored}], user_id="u", infer=False)
+        add = {"memory": [{"id": "new", "text": new, "event": "ADD"}]}
+        fake_llm.behave_like_a_small_model([ok(new), json.dumps(add)])
+        report = LearningReport()
+        await memory.add("noted", user_id="u", report=report)
+        texts = sorted(m["memory"] for m in (await memory.get_all(user_id="u"))["results"])
+    finally:
+        await memory.close()
+    expected = {"added": sorted([stored, new]), "none": [stored], "refined": [new]}[outcome]
+    assert texts == expected
+    assert report.near_duplicates == (0 if outcome == "added" else 1)
