@@ -89,8 +89,11 @@ class LLMConfig(BaseModel):
     # Every call is bounded: a model under a JSON grammar can otherwise run to its context limit.
     max_tokens: int = Field(default=1024, ge=16, le=65536)
     seed: int = 0  # retries send seed + attempt (and a warmer temperature): never the same call
-    # auto: a strict JSON Schema where LiteLLM's model card supports it, else JSON mode.
-    structured_output: Literal["auto", "json_schema", "json_object", "none"] = "auto"
+    # auto: a strict JSON Schema where LiteLLM's model card supports it, else JSON mode;
+    # json_object_schema: JSON mode carrying the schema (llama-cpp-python's server).
+    structured_output: Literal[
+        "auto", "json_schema", "json_object_schema", "json_object", "none"
+    ] = "auto"
     # None (auto): LiteLLM's card decides; false folds the instructions into the first user
     # message (chat templates without a system role drop it silently).
     system_role: bool | None = None

@@ -18,7 +18,7 @@ from .config import LLMConfig
 from .errors import ExtractionError, TruncatedAnswer
 from .types import Message
 
-StructuredOutput = Literal["json_schema", "json_object", "none"]
+StructuredOutput = Literal["json_schema", "json_object_schema", "json_object", "none"]
 RETRY_TEMPERATURE_STEP = 0.3
 MAX_RETRY_TEMPERATURE = 1.0
 
@@ -67,6 +67,8 @@ def response_format(mode: StructuredOutput, call: CallOptions, *, strict: bool) 
     if mode == "json_schema":
         schema = {"name": call.schema_name, "schema": dict(call.schema), "strict": strict}
         return {"response_format": {"type": "json_schema", "json_schema": schema}}
+    if mode == "json_object_schema":  # llama-cpp-python's server: JSON mode under a grammar
+        return {"response_format": {"type": "json_object", "schema": dict(call.schema)}}
     if mode == "json_object":
         return {"response_format": {"type": "json_object"}}
     return {}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, Protocol
 
 from memory_core import AsyncMemory, LLMConfig
 from memory_core.config import MAX_LLM_ATTEMPTS
@@ -27,6 +27,13 @@ def learning_payload(
     identity: dict[str, str | None], messages: list[dict[str, str]], model: str
 ) -> dict[str, Any]:
     return {"scope": identity, "messages": messages, "model": model, "timestamp": time.time()}
+
+
+class ExtractionSource(Protocol):
+    """Which LLM learns from a chat made with ``model`` (``ExtractionModels``; the learning
+    benchmark gives one fixed model)."""
+
+    def for_chat_model(self, model: str) -> ChatLLM: ...
 
 
 class ExtractionModels:
@@ -63,7 +70,9 @@ class ExtractionModels:
 class Learner:
     """Applies queued exchanges with ``AsyncMemory.add(infer=True)``, idempotent by job id."""
 
-    def __init__(self, memory: AsyncMemory, extraction: ExtractionModels, metrics: Metrics) -> None:
+    def __init__(
+        self, memory: AsyncMemory, extraction: ExtractionSource, metrics: Metrics
+    ) -> None:
         self._memory = memory
         self._extraction = extraction
         self._metrics = metrics

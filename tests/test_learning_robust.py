@@ -267,10 +267,14 @@ async def test_retry_tells_the_model_what_was_wrong(
                 "json_schema": {"name": "facts", "schema": FACTS_SCHEMA, "strict": False},
             },
         ),
+        (
+            {"structured_output": "json_object_schema"},
+            {"type": "json_object", "schema": FACTS_SCHEMA},
+        ),
         ({"structured_output": "none"}, None),
         ({"json_mode": False}, None),  # the old switch
     ],
-    ids=["auto", "json_object", "json_schema", "none", "legacy-json-mode-off"],
+    ids=["auto", "json_object", "json_schema", "json_object_schema", "none", "legacy-off"],
 )
 async def test_response_format_sent(
     llm: dict[str, Any],
