@@ -92,7 +92,8 @@ def extraction_server(args: argparse.Namespace) -> Iterator[str | None]:
 
 
 async def run(args: argparse.Namespace, config: LLMConfig) -> dict[str, Any]:
-    exchanges = load_corpus()[: args.limit] if args.limit else load_corpus()
+    exchanges = [e for e in load_corpus() if args.per_user is None or e.index < args.per_user]
+    exchanges = exchanges[: args.limit] if args.limit else exchanges
     chat = LiteLLMChat(config)
     with tempfile.TemporaryDirectory(prefix="bench-learning-") as tmp:
         memory = AsyncMemory(MemoryConfig(storage_uri=f"{tmp}/lancedb", llm=config))
@@ -228,15 +229,17 @@ def render(results: dict[str, dict[str, Any]]) -> str:
 
 
 SECTION_INTRO = f"""Command:
-`python -m bench learning [--model <LiteLLM model | OpenAI-compatible URL>]` (bench/learning.py). 110 labelled exchanges of 12 users (English, French, Spanish, German,
+`python -m bench learning [--model <LiteLLM model | OpenAI-compatible URL>]`
+(bench/learning.py). 110 labelled exchanges of 12 users (English, French, Spanish, German,
 Italian, Portuguese; 41 facts, 37 junk, 11 corrections, 9 "forget" requests, 12 relative
 dates) go through the durable queue and `add(infer=True)` with the default embedder on
 LanceDB; each user's final store is scored. A memory matches a labelled fact when cosine
->= {MATCH_THRESHOLD} and it carries the fact's numbers, codes and names (bench/learning_score.py).
-The scripted fake is rule-based English (it resolves no dates, understands no "forget that",
-no other language): its column checks the pipeline, not a model. The SmolLM2 column is the
-smoke run of docs/learning.md: a 135M model is not expected to be accurate, only to never
-corrupt the store (zero dead jobs from answer shape, zero placeholder or invented memories).
+>= {MATCH_THRESHOLD} and it carries the fact's numbers, codes and names
+(bench/learning_score.py). The scripted fake is rule-based English (it resolves no dates,
+understands no "forget that", no other language): its column checks the pipeline, not a
+model. The SmolLM2 column is the smoke run of docs/learning.md: a 135M model is not expected
+to be accurate, only to never corrupt the store (zero dead jobs from answer shape, zero
+placeholder or invented memories).
 {{machine}}"""
 
 
@@ -258,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--queue-attempts", type=int, default=3, help="queue tries per job")
     parser.add_argument("--concurrency", type=int, default=4, help="users learned at once")
     parser.add_argument("--limit", type=int, help="only the first N exchanges")
+    parser.add_argument("--per-user", type=int, help="only each user's first N exchanges")
     parser.add_argument("--deadline-s", type=float, default=7200.0)
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--show", action="store_true", help="print each user's final store")

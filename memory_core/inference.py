@@ -129,13 +129,14 @@ async def infer(
         custom_prompt=cfg.fact_extraction_prompt,
         context=write.context,
     )
+    no_facts: list[str] = []
     facts, calls = await complete_validated(
         llm,
         extraction,
         lambda payload: parse_facts(payload, report.rejected),
         schema_name="facts",
         schema=FACTS_SCHEMA,
-        empty=[],
+        empty=no_facts,
         attempts=attempts,
     )
     report.llm_calls += calls
@@ -163,13 +164,14 @@ async def infer(
         [(small, existing[real]["memory"]) for small, real in offered.items()],
         custom_prompt=cfg.update_memory_prompt,
     )
+    no_decisions: list[Decision] = []
     decisions, calls = await complete_validated(
         llm,
         update,
         lambda payload: parse_decisions(payload, offered, report.rejected),
         schema_name="memory",
         schema=UPDATE_SCHEMA,
-        empty=[],
+        empty=no_decisions,
         attempts=attempts,
     )
     report.llm_calls += calls

@@ -70,9 +70,7 @@ class ExtractionModels:
 class Learner:
     """Applies queued exchanges with ``AsyncMemory.add(infer=True)``, idempotent by job id."""
 
-    def __init__(
-        self, memory: AsyncMemory, extraction: ExtractionSource, metrics: Metrics
-    ) -> None:
+    def __init__(self, memory: AsyncMemory, extraction: ExtractionSource, metrics: Metrics) -> None:
         self._memory = memory
         self._extraction = extraction
         self._metrics = metrics
