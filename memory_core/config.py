@@ -97,6 +97,9 @@ class LLMConfig(BaseModel):
     # None (auto): LiteLLM's card decides; false folds the instructions into the first user
     # message (chat templates without a system role drop it silently).
     system_role: bool | None = None
+    # Tokens the model takes in (None: LiteLLM's model card, else only memory.limits bound the
+    # exchange): the extraction prompt is cut to leave max_tokens for the answer.
+    context_window: int | None = Field(default=None, ge=256)
     # Answers that fail validation are re-asked, with what was wrong, up to this many calls.
     attempts: int = Field(default=3, ge=1, le=MAX_LLM_ATTEMPTS)
 
@@ -116,7 +119,7 @@ class LLMConfig(BaseModel):
 
 
 # LLMConfig fields memproxy interprets itself rather than passing to LiteLLM.
-PIPELINE_KNOBS = {"structured_output", "system_role", "attempts", "seed"}
+PIPELINE_KNOBS = {"structured_output", "system_role", "attempts", "seed", "context_window"}
 
 
 class RerankerConfig(LLMConfig):

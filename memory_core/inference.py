@@ -19,9 +19,14 @@ from .contracts import FACTS_SCHEMA, UPDATE_SCHEMA, Rejections, comparable
 from .duplicates import distinguishing_tokens
 from .extraction import Decision, complete_validated, offer_ids, parse_decisions, parse_facts
 from .learning_report import LearningReport
-from .llm_client import ChatLLM
-from .messages import cap_exchange
-from .prompts import build_fact_extraction_messages, build_update_messages, learnable_messages
+from .llm_client import MIN_EXCHANGE_CHARS, ChatLLM, prompt_budget
+from .messages import cap_exchange, cap_text
+from .prompts import (
+    FACT_EXTRACTION_PROMPT,
+    build_fact_extraction_messages,
+    build_update_messages,
+    learnable_messages,
+)
 from .storage import Row, Selection
 from .types import Message
 
@@ -112,10 +117,17 @@ async def infer(
     attempts = cfg.llm.attempts if cfg.llm is not None else 2
     # Recalled blocks and task prompts go first, then the budget: one request never puts
     # more than it into the extraction prompt.
+    user_chars = cfg.limits.max_exchange_user_chars
+    reply_chars = cfg.limits.max_exchange_reply_chars
+    context = write.context
+    budget = prompt_budget(llm)
+    if budget is not None:  # the model's context: the instructions, then half for the user
+        instructions = len(cfg.fact_extraction_prompt or FACT_EXTRACTION_PROMPT)
+        room = max(MIN_EXCHANGE_CHARS, budget - instructions)
+        user_chars, reply_chars = min(user_chars, room // 2), min(reply_chars, room // 4)
+        context = cap_text(context, room // 4) if context else context
     chat = cap_exchange(
-        learnable_messages(chat),
-        max_user_chars=cfg.limits.max_exchange_user_chars,
-        max_reply_chars=cfg.limits.max_exchange_reply_chars,
+        learnable_messages(chat), max_user_chars=user_chars, max_reply_chars=reply_chars
     )
     if not chat:  # only recalled memories, task prompts or nothing from the user
         report.skipped = "no_user_text"
@@ -127,7 +139,7 @@ async def infer(
         exclude=cfg.exclude,
         categories=cfg.categories,
         custom_prompt=cfg.fact_extraction_prompt,
-        context=write.context,
+        context=context,
     )
     no_facts: list[str] = []
     facts, calls = await complete_validated(

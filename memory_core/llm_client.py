@@ -21,6 +21,8 @@ from .types import Message
 StructuredOutput = Literal["json_schema", "json_object_schema", "json_object", "none"]
 RETRY_TEMPERATURE_STEP = 0.3
 MAX_RETRY_TEMPERATURE = 1.0
+CHARS_PER_TOKEN = 3  # a cautious estimate (English runs ~4, other scripts fewer)
+MIN_EXCHANGE_CHARS = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,9 +37,24 @@ class CallOptions:
 
 class ChatLLM(Protocol):
     """One method: send chat messages, get the assistant's text back (raises
-    ``ExtractionError`` when the provider fails or the answer was cut at ``max_tokens``)."""
+    ``ExtractionError`` when the provider fails or the answer was cut at ``max_tokens``).
+    A client may also say how many prompt characters fit (``prompt_chars``, see
+    ``prompt_budget``); the learning pipeline then cuts the exchange to fit."""
 
     async def complete(self, messages: list[Message], *, call: CallOptions) -> str: ...
+
+
+def prompt_budget(llm: ChatLLM) -> int | None:
+    """How many prompt characters ``llm`` takes (None: unknown, the configured caps rule)."""
+    budget = getattr(llm, "prompt_chars", None)
+    return budget if isinstance(budget, int) else None
+
+
+def prompt_chars(context_window: int | None, max_tokens: int) -> int | None:
+    """Prompt characters that leave room for a ``max_tokens`` answer in ``context_window``."""
+    if context_window is None:
+        return None
+    return max(MIN_EXCHANGE_CHARS, (context_window - max_tokens - 64) * CHARS_PER_TOKEN)
 
 
 class ShiftedAttempts:
@@ -47,6 +64,7 @@ class ShiftedAttempts:
     def __init__(self, inner: ChatLLM, offset: int) -> None:
         self._inner = inner
         self._offset = max(0, offset)
+        self.prompt_chars = prompt_budget(inner)
 
     async def complete(self, messages: list[Message], *, call: CallOptions) -> str:
         shifted = CallOptions(call.schema_name, call.schema, call.attempt + self._offset)
@@ -140,7 +158,12 @@ class LiteLLMChat:
 
     def __init__(self, config: LLMConfig) -> None:
         self._config = config
-        self.capabilities = resolve_capabilities(config, _model_info(config.model))
+        info = _model_info(config.model)
+        self.capabilities = resolve_capabilities(config, info)
+        window = config.context_window or info.get("max_input_tokens")
+        self.prompt_chars = prompt_chars(
+            window if isinstance(window, int) else None, config.max_tokens
+        )
         self.usage = TokenUsage()
 
     def request_params(self, messages: Sequence[Message], call: CallOptions) -> dict[str, Any]:
@@ -190,6 +213,8 @@ __all__ = [
     "LiteLLMChat",
     "ShiftedAttempts",
     "TokenUsage",
+    "prompt_budget",
+    "prompt_chars",
     "resolve_capabilities",
     "response_format",
     "varied_sampling",

@@ -500,3 +500,35 @@ async def test_duplicate_guard_keeps_distinct_identifiers(
     expected = {"added": sorted([stored, new]), "none": [stored], "refined": [new]}[outcome]
     assert texts == expected
     assert report.near_duplicates == (0 if outcome == "added" else 1)
+
+
+# ---- the prompt sized to the model's context ---------------------------------------------------
+
+
+def test_prompt_budget_from_the_card_or_the_config() -> None:
+    assert LiteLLMChat(LLMConfig(model="gpt-4o-mini")).prompt_chars == (128_000 - 1024 - 64) * 3
+    small = LLMConfig(model="openai/fake-model", context_window=2048, max_tokens=512)
+    assert LiteLLMChat(small).prompt_chars == (2048 - 512 - 64) * 3
+    assert LiteLLMChat(LLMConfig(model="openai/fake-model")).prompt_chars is None  # no card
+    assert ShiftedAttempts(LiteLLMChat(small), 10).prompt_chars == (2048 - 512 - 64) * 3
+
+
+async def test_exchange_is_cut_to_the_context_window(storage_uri: str, embedder: Any) -> None:
+    class SmallModel:
+        prompt_chars = 4000
+        prompts: list[str] = []
+
+        async def complete(self, messages: list[dict[str, Any]], *, call: CallOptions) -> str:
+            self.prompts.append("".join(m["content"] for m in messages))
+            return ok("User lives in Paris")
+
+    model = SmallModel()
+    memory = AsyncMemory(MemoryConfig(storage_uri=storage_uri), embedder=embedder, llm=model)
+    try:
+        long_story = "I live in Paris. " + "And then something else happened. " * 500
+        await memory.add(long_story, user_id="u", context="earlier words " * 1000)
+    finally:
+        await memory.close()
+    (prompt,) = model.prompts
+    assert len(prompt) <= model.prompt_chars + 200  # markers and the date line
+    assert "I live in Paris" in prompt  # a turn is cut at its end
