@@ -53,7 +53,12 @@ class ExtractionError(MemoryCoreError):
 
 
 class TruncatedAnswer(ExtractionError):
-    """The LLM's answer was cut at ``max_tokens``: worth re-asking, unlike a provider error."""
+    """The LLM's answer was cut at ``max_tokens``: worth re-asking, unlike a provider error.
+    ``answer`` is the text it gave until the cut."""
+
+    def __init__(self, message: str, *, answer: str = "") -> None:
+        super().__init__(message)
+        self.answer = answer
 
 
 class UnusableAnswer(ExtractionError):

@@ -138,7 +138,7 @@ FEEDBACK_CHARS = 300
 def retry_feedback(answer: str, error: ExtractionError, schema_name: str) -> list[Message]:
     """What a retry adds to the conversation: the bad answer (cut) and what was wrong with it."""
     return [
-        {"role": "assistant", "content": answer[:FEEDBACK_CHARS]},
+        {"role": "assistant", "content": answer[:FEEDBACK_CHARS] or "(empty answer)"},
         {
             "role": "user",
             "content": (
@@ -176,7 +176,7 @@ async def complete_validated(
         try:
             answer = await llm.complete(conversation, call=call)
         except TruncatedAnswer as exc:
-            answer, last_error = "", exc
+            answer, last_error = exc.answer, exc
         else:
             try:
                 return parse(parse_json_object(answer)), attempt + 1

@@ -194,7 +194,8 @@ class LiteLLMChat:
             self.usage.truncated += 1
             raise TruncatedAnswer(
                 f"the answer was cut at max_tokens={self._config.max_tokens} "
-                f"(it must be short, JSON only): {text[:120]!r}"
+                f"(it must be short, JSON only): {text[:120]!r}",
+                answer=text,
             )
         return text
 
