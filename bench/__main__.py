@@ -6,6 +6,8 @@ section of BENCHMARKS.md.
     chart      redraw docs/*.png from bench/results/*.json (bench/chart.py)
     locomo     retrieval recall on LoCoMo (bench/locomo.py, when present)
     queue      learning queue drain rate and lag (bench/queue_drain.py, when present)
+    learning   what a model learns: fact precision/recall, junk, updates, dead jobs
+               (bench/learning.py; --model <LiteLLM model | OpenAI-compatible URL>)
     all        overhead, store, then chart
 """
 
@@ -21,6 +23,7 @@ COMMANDS = {
     "chart": "bench.chart",
     "locomo": "bench.locomo",
     "queue": "bench.queue_drain",
+    "learning": "bench.learning",
 }
 
 

@@ -8,12 +8,20 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from .errors import ConfigError
 from .fusion_weights import FEATURES
 
 ENV_PREFIX = "os.environ/"
+MAX_LLM_ATTEMPTS = 10  # calls one extraction/update step may make (``llm.attempts``)
 
 
 def resolve_env_refs(value: Any, *, strict: bool = True) -> Any:
@@ -78,11 +86,40 @@ class LLMConfig(BaseModel):
     api_key: str | None = None
     temperature: float = 0.0
     timeout: float = Field(default=60.0, gt=0)
-    json_mode: bool = True
+    # Every call is bounded: a model under a JSON grammar can otherwise run to its context limit.
+    max_tokens: int = Field(default=1024, ge=16, le=65536)
+    seed: int = 0  # retries send seed + attempt (and a warmer temperature): never the same call
+    # auto: a strict JSON Schema where LiteLLM's model card supports it, else JSON mode;
+    # json_object_schema: JSON mode carrying the schema (llama-cpp-python's server).
+    structured_output: Literal[
+        "auto", "json_schema", "json_object_schema", "json_object", "none"
+    ] = "auto"
+    # None (auto): LiteLLM's card decides; false folds the instructions into the first user
+    # message (chat templates without a system role drop it silently).
+    system_role: bool | None = None
+    # Tokens the model takes in (None: LiteLLM's model card, else only memory.limits bound the
+    # exchange): the extraction prompt is cut to leave max_tokens for the answer.
+    context_window: int | None = Field(default=None, ge=256)
+    # Answers that fail validation are re-asked, with what was wrong, up to this many calls.
+    attempts: int = Field(default=3, ge=1, le=MAX_LLM_ATTEMPTS)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_json_mode(cls, data: Any) -> Any:
+        """``json_mode: false`` (the old switch) means ``structured_output: none``."""
+        if isinstance(data, dict) and "json_mode" in data:
+            data = dict(data)
+            if data.pop("json_mode") is False:
+                data.setdefault("structured_output", "none")
+        return data
 
     def litellm_kwargs(self) -> dict[str, Any]:
-        kwargs = self.model_dump(exclude_none=True, exclude={"json_mode"})
-        return kwargs
+        """What goes to ``litellm.acompletion`` as is (the pipeline's own knobs stay here)."""
+        return self.model_dump(exclude_none=True, exclude=PIPELINE_KNOBS)
+
+
+# LLMConfig fields memproxy interprets itself rather than passing to LiteLLM.
+PIPELINE_KNOBS = {"structured_output", "system_role", "attempts", "seed", "context_window"}
 
 
 class RerankerConfig(LLMConfig):
@@ -215,6 +252,11 @@ class MemoryConfig(_Strict):
     # None turns it off. 0.97 separates tests/data/junk_corpus.json's labelled pairs for the
     # default embedder (paraphrases >= 0.971, different facts <= 0.966); retune for another.
     duplicate_threshold: float | None = Field(default=0.97, gt=0, le=1)
+    # The update step's ADD/UPDATE text must be one of the new facts, or a paraphrase of one:
+    # cosine >= this (with no number, code or name the facts lack). For the default embedder
+    # paraphrases score >= 0.971, different facts <= 0.965, invented texts <= 0.87
+    # (tests/test_learning_robust.py); retune for another.
+    fact_match_threshold: float = Field(default=0.96, gt=0, le=1)
     optimize_every: int = Field(default=100, ge=1)
     cleanup_retention_s: float = Field(default=3600.0, ge=0)
     limits: MemoryLimits = Field(default_factory=MemoryLimits)

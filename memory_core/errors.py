@@ -52,5 +52,19 @@ class ExtractionError(MemoryCoreError):
     """The LLM call for fact extraction or update failed or returned unusable JSON."""
 
 
+class TruncatedAnswer(ExtractionError):
+    """The LLM's answer was cut at ``max_tokens``: worth re-asking, unlike a provider error.
+    ``answer`` is the text it gave until the cut."""
+
+    def __init__(self, message: str, *, answer: str = "") -> None:
+        super().__init__(message)
+        self.answer = answer
+
+
+class UnusableAnswer(ExtractionError):
+    """Every item of an answer was rejected (placeholders, examples...): worth re-asking; when
+    the last attempt is no better, nothing is learned (the rejections say why)."""
+
+
 class RerankError(MemoryCoreError):
     """The rerank provider failed; search falls back to the fused order."""

@@ -13,7 +13,7 @@ from jsonschema.exceptions import SchemaError
 from pydantic import BaseModel, ValidationError
 
 from .errors import ExtractionError, InvalidInput
-from .extraction import ChatLLM, complete_json
+from .extraction import ChatLLM, complete_validated
 from .messages import cap_text
 
 EXPORT_PREFIX = "You fill one JSON object that follows a JSON Schema"
@@ -90,6 +90,10 @@ def model_errors(data: Any, model: type[BaseModel]) -> list[str]:
     return []
 
 
+def _as_given(answer: dict[str, Any]) -> dict[str, Any]:
+    return answer  # validated against the caller's schema below, with the errors fed back
+
+
 async def fill_schema(
     llm: ChatLLM,
     schema: Mapping[str, Any],
@@ -100,9 +104,16 @@ async def fill_schema(
 ) -> dict[str, Any]:
     """The validated object; ``ExportInvalid`` with the errors after one corrected retry."""
     errors: list[str] = []
+    nothing: dict[str, Any] = {}
     for _attempt in range(2):
-        answer = await complete_json(
-            llm, build_export_messages(schema, memories, instructions, errors)
+        answer, _calls = await complete_validated(
+            llm,
+            build_export_messages(schema, memories, instructions, errors),
+            _as_given,
+            schema_name="export",
+            schema=schema,
+            empty=nothing,
+            strict=False,
         )
         errors = model_errors(answer, model) if model else schema_errors(answer, schema)
         if not errors:

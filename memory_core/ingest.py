@@ -14,11 +14,12 @@ from typing import Any
 from .config import MemoryConfig
 from .documents import Passage, passages_of
 from .errors import InvalidInput
-from .extraction import ChatLLM, complete_json
+from .extraction import ChatLLM, complete_validated
+from .learning_report import LearningReport
 from .media import MediaRef, data_url, image_type, load
 from .messages import message_text
 from .types import AddResult, Message
-from .vision import build_vision_messages, parse_statements
+from .vision import STATEMENTS_SCHEMA, build_vision_messages, parse_statements
 from .writer import MemoryWriter, WriteContext
 
 log = logging.getLogger("memory_core.ingest")
@@ -75,6 +76,7 @@ class MediaIngest:
         *,
         llm: ChatLLM | None,
         vision: ChatLLM | None,
+        report: LearningReport | None = None,
     ) -> list[AddResult]:
         # Every document parsed and every image loaded before the first write: a bad one is
         # refused with nothing stored.
@@ -87,10 +89,10 @@ class MediaIngest:
         ]
         results: list[AddResult] = []
         for number, passages in enumerate(documents):
-            results += await self._add_document(write, passages, llm, number)
+            results += await self._add_document(write, passages, llm, number, report)
         for number, image in enumerate(images):
             if image is not None and llm is not None and vision is not None:
-                results += await self._add_image(write, chat, image, llm, vision, number)
+                results += await self._add_image(write, chat, image, llm, vision, number, report)
         return results
 
     async def _load_image(self, write: WriteContext, ref: MediaRef, number: int) -> str | None:
@@ -106,7 +108,12 @@ class MediaIngest:
             return None
 
     async def _add_document(
-        self, write: WriteContext, passages: list[Passage], llm: ChatLLM | None, number: int
+        self,
+        write: WriteContext,
+        passages: list[Passage],
+        llm: ChatLLM | None,
+        number: int,
+        report: LearningReport | None,
     ) -> list[AddResult]:
         if llm is None:
             texts = [p.text for p in passages]
@@ -125,7 +132,7 @@ class MediaIngest:
             text = "\n\n".join(p.text for p in group)
             chunk_write = replace(write, metadata=meta, job_id=job)
             results += await self._writer.add(
-                chunk_write, [{"role": "user", "content": text}], llm=llm
+                chunk_write, [{"role": "user", "content": text}], llm=llm, report=report
             )
         return results
 
@@ -137,10 +144,17 @@ class MediaIngest:
         llm: ChatLLM,
         vision: ChatLLM,
         number: int,
+        report: LearningReport | None,
     ) -> list[AddResult]:
         said = _user_text(chat)
-        statements = parse_statements(
-            await complete_json(vision, build_vision_messages(image, said))
+        nothing: list[str] = []
+        statements, _calls = await complete_validated(
+            vision,
+            build_vision_messages(image, said),
+            parse_statements,
+            schema_name="image_statements",
+            schema=STATEMENTS_SCHEMA,
+            empty=nothing,
         )
         if not statements:
             return []
@@ -148,7 +162,7 @@ class MediaIngest:
         job = f"{write.job_id}:image{number}" if write.job_id else None
         image_write = replace(write, metadata=meta, job_id=job, context=said or write.context)
         message: Message = {"role": "user", "content": " ".join(statements)}
-        return await self._writer.add(image_write, [message], llm=llm)
+        return await self._writer.add(image_write, [message], llm=llm, report=report)
 
 
 __all__ = ["MediaIngest", "chunks", "document_passages"]

@@ -39,7 +39,22 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_scope ON jobs(scope_key, status, seq);
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status, seq);
+CREATE TABLE IF NOT EXISTS job_results (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL,
+    scope_key TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    enqueued_at REAL NOT NULL,
+    finished_at REAL NOT NULL,
+    result BLOB,
+    error TEXT
+);
+CREATE INDEX IF NOT EXISTS job_results_id ON job_results(id);
 """
+# The learning log keeps the outcomes of this many most recent finished jobs.
+RESULTS_KEPT = 10_000
+RESULT_KEYS = ("id", "scope_key", "status", "attempts", "enqueued_at", "finished_at")
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,8 +83,9 @@ def _pid_alive(pid: int) -> bool:
 class JobStore:
     """Synchronous SQLite access; every method is one short transaction."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, results_kept: int = RESULTS_KEPT) -> None:
         self.path = Path(path)
+        self.results_kept = results_kept
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._conn = sqlite3.connect(
             str(self.path), timeout=30, isolation_level=None, check_same_thread=False
@@ -160,17 +176,73 @@ class JobStore:
 
         self._tx(work)
 
-    def complete(self, owner: str, job_id: str) -> None:
+    def complete(self, owner: str, job_id: str, result: dict[str, Any] | None = None) -> None:
+        """Remove a finished job, logging its outcome (``result``) in ``job_results``."""
+
         def work(conn: sqlite3.Connection) -> None:
+            status = str((result or {}).get("status") or "applied")
+            self._log_outcome(conn, owner, job_id, status, result, None)
             conn.execute("DELETE FROM jobs WHERE id=? AND lease_owner=?", (job_id, owner))
 
         self._tx(work)
+
+    def _log_outcome(
+        self,
+        conn: sqlite3.Connection,
+        owner: str,
+        job_id: str,
+        status: str,
+        result: dict[str, Any] | None,
+        error: str | None,
+    ) -> None:
+        """One ``job_results`` row for a job this owner holds; the oldest rows past
+        ``RESULTS_KEPT`` go."""
+        cursor = conn.execute(
+            "INSERT INTO job_results (id, scope_key, status, attempts, enqueued_at, "
+            "finished_at, result, error) SELECT id, scope_key, ?, attempts, enqueued_at, ?, ?, ? "
+            "FROM jobs WHERE id=? AND lease_owner=?",
+            (
+                status,
+                time.time(),
+                orjson.dumps(result) if result is not None else None,
+                error,
+                job_id,
+                owner,
+            ),
+        )
+        if cursor.rowcount:
+            conn.execute(
+                "DELETE FROM job_results WHERE seq <= (SELECT MAX(seq) FROM job_results) - ?",
+                (self.results_kept,),
+            )
+
+    def results(self, limit: int = 20, job_id: str | None = None) -> list[dict[str, Any]]:
+        """The newest finished jobs' outcomes, newest first (docs/learning.md): ``id,
+        scope_key, status`` (applied / nothing_learned / dead), ``attempts``, ``enqueued_at``,
+        ``finished_at``, ``result`` (the ``LearningReport`` dict, None for a dead job) and
+        ``error`` (a dead job's last error)."""
+        sql = f"SELECT {', '.join(RESULT_KEYS)}, result, error FROM job_results"
+        args: tuple[Any, ...] = ()
+        if job_id is not None:
+            sql += " WHERE id=?"
+            args = (job_id,)
+        with self._lock:
+            rows = self._conn.execute(sql + " ORDER BY seq DESC LIMIT ?", (*args, limit)).fetchall()
+        return [
+            {
+                **dict(zip(RESULT_KEYS, row[:-2], strict=True)),
+                "result": orjson.loads(row[-2]) if row[-2] is not None else None,
+                "error": row[-1],
+            }
+            for row in rows
+        ]
 
     def fail(self, owner: str, job_id: str, error: str, retry_at: float | None) -> None:
         """Back to pending with a delay, or to dead-letter when ``retry_at`` is None."""
 
         def work(conn: sqlite3.Connection) -> None:
             if retry_at is None:
+                self._log_outcome(conn, owner, job_id, "dead", None, error[:4000])
                 conn.execute(
                     "UPDATE jobs SET status='dead', last_error=?, finished_at=?, "
                     "lease_owner=NULL, lease_expires=NULL WHERE id=? AND lease_owner=?",

@@ -30,6 +30,7 @@ from .exports import fill_schema, json_schema_of
 from .extraction import ChatLLM, LiteLLMChat
 from .importer import MemoryImporter
 from .ingest import MediaIngest
+from .learning_report import LearningReport
 from .media import find_media
 from .records import to_item
 from .retrieval import LiteLLMReranker, Reranker
@@ -176,6 +177,7 @@ class AsyncMemory:
         llm: ChatLLM | None = None,
         context: str | None = None,
         source: str | None = None,
+        report: LearningReport | None = None,
     ) -> dict[str, list[AddResult]]:
         """Learn from ``messages``. ``infer=False`` stores each non-system message verbatim.
 
@@ -186,7 +188,8 @@ class AsyncMemory:
         with ``infer=False`` each stored message is embedded and full-text indexed after it
         (so "Yes, last Sunday!" is found by what it answers), with ``infer=True`` the
         extractor sees it as background it must not learn from. ``source`` is recorded on the
-        history rows this call writes (which way in: ``"mcp"``...).
+        history rows this call writes (which way in: ``"mcp"``...). ``report``, when given, is
+        filled with what happened: facts extracted, decisions applied, items rejected and why.
         """
         scope = Scope(user_id, agent_id, run_id).require()
         extra = check_metadata(metadata)
@@ -201,14 +204,16 @@ class AsyncMemory:
         write = WriteContext(scope, exchange_moment(timestamp), extra, job_id, context, source)
         writer = await self._writes()
         if job_id is not None and await writer.store.job_applied(job_id):
+            if report is not None:
+                report.skipped = "already_applied"
             return {"results": []}  # the writer checks again under the scope's lock
         results: list[AddResult] = []
         if refs:
             # Media first: each image/document part has its own job id, the text the job's.
             results += await MediaIngest(writer, self.config).add(
-                write, chat, refs, llm=chosen, vision=see
+                write, chat, refs, llm=chosen, vision=see, report=report
             )
-        return {"results": results + await writer.add(write, chat, llm=chosen)}
+        return {"results": results + await writer.add(write, chat, llm=chosen, report=report)}
 
     def _vision_llm(self, chosen: ChatLLM | None) -> ChatLLM | None:
         """The model that looks at images: ``multimodal.llm``, else the extraction LLM."""

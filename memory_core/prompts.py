@@ -10,10 +10,22 @@ from collections.abc import Sequence
 
 import orjson
 
+from .contracts import comparable
 from .messages import MEMORY_BLOCK, TASK_PROMPT_PREFIX, message_text
 from .types import Message
 
-FACT_EXTRACTION_PROMPT = """You are memproxy's fact extractor. You read the newest exchange of a \
+# Worked examples in the prompts: what a small model imitates instead of a "..." shape. Their
+# facts are invented and distinctive; one coming back from the model is rejected as
+# ``prompt_example`` (``contracts.validate_facts``), never stored.
+EXAMPLE_FACTS: tuple[str, ...] = (
+    "User's neighbour Tomasz restores vintage radios",
+    "User started learning the bassoon on 2031-04-12",
+    "User is allergic to kiwi fruit",
+    "User's cousin Ilse moved to Tromsø",
+)
+EXAMPLE_KEYS = frozenset(comparable(fact) for fact in EXAMPLE_FACTS)
+
+FACT_EXTRACTION_PROMPT = f"""You are memproxy's fact extractor. You read the newest exchange of a \
 conversation between a user and an AI assistant and write down durable facts about the user \
 that will help in future conversations: identity, preferences, relationships, plans, places, \
 possessions, health, work, opinions and important events.
@@ -23,27 +35,48 @@ Rules:
 record the assistant's suggestions, greetings, generic knowledge or questions as facts.
 - Each fact is one short, self-contained sentence in the third person ("User's sister lives in \
 Lisbon"), in the language the user wrote in.
-- Resolve relative dates against the exchange date ({today}): "yesterday" becomes a date.
+- Resolve relative dates against the exchange date ({{today}}): "yesterday" becomes a date.
 - Skip small talk, questions without information, and instructions about formatting or tasks.
 - Ignore recalled-memory blocks (<memories>...</memories>) and chat-UI task prompts ("### Task:"): \
 they are not the user speaking.
 - If there is nothing worth remembering, return an empty list.
-{selective}
-Answer with JSON only, exactly of this shape: {{"facts": ["...", "..."]}}"""
+{{selective}}
+Answer with one JSON object only: {{{{"facts": [<one string per fact>]}}}}
 
-UPDATE_MEMORY_PROMPT = """You are memproxy's memory manager. You keep a user's memory store \
+Worked examples (their facts are made up: never repeat them):
+Exchange date 2031-04-13. user: My neighbour Tomasz restores vintage radios. Also, I started \
+learning the bassoon yesterday!
+Answer: {{{{"facts": ["{EXAMPLE_FACTS[0]}", "{EXAMPLE_FACTS[1]}"]}}}}
+Exchange date 2031-04-13. user: What's the capital of Peru? assistant: Lima.
+Answer: {{{{"facts": []}}}}
+Exchange date 2031-04-13. user: Careful, I'm allergic to kiwi fruit.
+Answer: {{{{"facts": ["{EXAMPLE_FACTS[2]}"]}}}}"""
+
+UPDATE_MEMORY_PROMPT = f"""You are memproxy's memory manager. You keep a user's memory store \
 correct and free of duplicates. Compare the <new_facts> with the <existing_memories> (each has a \
 small integer id) and decide, for every fact and every affected memory, one event:
-- ADD: the fact is new information. Use a new id (any string not in the list).
-- UPDATE: the fact refines or corrects an existing memory. Keep its id; write the merged text.
-- DELETE: the fact contradicts an existing memory that is no longer true. Keep its id.
+- ADD: the fact is new information. Use a new id (any string not in the list); the text is the \
+new fact itself.
+- UPDATE: the fact refines or corrects an existing memory. Keep its id; the text is the \
+corrected memory, made from the new fact.
+- DELETE: the fact says an existing memory is no longer true (or the user asks to forget it). \
+Keep its id.
 - NONE: the fact is already known. Keep the id of the memory that holds it.
-Never invent ids for UPDATE, DELETE or NONE; use only ids from <existing_memories>.
+Never invent ids for UPDATE, DELETE or NONE; use only ids from <existing_memories>. Never \
+write text that is not in <new_facts> or <existing_memories>.
 Prefer UPDATE over DELETE+ADD when a fact changed (e.g. a move to another city).
 
-Answer with JSON only, exactly of this shape:
-{{"memory": [{{"id": "0", "text": "...", "event": "UPDATE", "old_memory": "..."}}, \
-{{"id": "new-1", "text": "...", "event": "ADD"}}]}}"""
+Answer with one JSON object only: \
+{{{{"memory": [{{{{"id": <id>, "text": <text>, "event": <ADD|UPDATE|DELETE|NONE>}}}}]}}}}
+
+Worked example (made up: never repeat it):
+<existing_memories> [{{{{"id": "0", "text": "User's cousin Ilse lives in Bergen"}}}}, \
+{{{{"id": "1", "text": "User is allergic to kiwi fruit"}}}}]
+<new_facts> ["{EXAMPLE_FACTS[3]}", "User is allergic to kiwi fruit", \
+"{EXAMPLE_FACTS[0]}"]
+Answer: {{{{"memory": [{{{{"id": "0", "text": "{EXAMPLE_FACTS[3]}", "event": "UPDATE"}}}}, \
+{{{{"id": "1", "text": "User is allergic to kiwi fruit", "event": "NONE"}}}}, \
+{{{{"id": "new-1", "text": "{EXAMPLE_FACTS[0]}", "event": "ADD"}}}}]}}}}"""
 
 
 def learnable_messages(messages: Sequence[Message]) -> list[Message]:

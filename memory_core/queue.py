@@ -40,7 +40,8 @@ class QueueCounters:
     lags: list[float] = field(default_factory=list)
 
 
-Handler = Callable[[Job], Awaitable[None]]
+# A handler returns the job's outcome (logged in ``job_results``), or None.
+Handler = Callable[[Job], Awaitable[dict[str, Any] | None]]
 
 
 class LearningQueue:
@@ -119,13 +120,13 @@ class LearningQueue:
     async def _run(self, job: Job) -> None:
         assert self._handler is not None
         try:
-            await self._handler(job)
+            result = await self._handler(job)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the queue's boundary: every failure is recorded on the job
             await self._record_failure(job, exc)
         else:
-            await self._db(self._store.complete, self._owner, job.id)
+            await self._db(self._store.complete, self._owner, job.id, result)
             self.counters.applied += 1
             self.counters.lags.append(time.time() - job.enqueued_at)
             del self.counters.lags[:-1000]

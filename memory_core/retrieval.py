@@ -13,7 +13,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any, Protocol, runtime_checkable
 
-from .config import RerankerConfig, SearchConfig
+from .config import PIPELINE_KNOBS, RerankerConfig, SearchConfig
 from .errors import RerankError
 from .fusion_weights import FEATURES, LEARNED_WEIGHTS
 from .types import MemoryItem
@@ -218,7 +218,8 @@ class LiteLLMReranker:
 
         litellm = get_litellm()
         kwargs = self._config.model_dump(
-            exclude_none=True, exclude={"candidates", "json_mode", "temperature"}
+            exclude_none=True,
+            exclude={"candidates", "temperature", "max_tokens", *PIPELINE_KNOBS},
         )
         try:
             response = await litellm.arerank(

@@ -21,6 +21,12 @@ Kestrel." Do not describe lighting, composition or anything not about the user. 
 shows nothing durable about the user, answer an empty list.
 Answer JSON only: {"statements": ["..."]}"""
 )
+STATEMENTS_SCHEMA = {
+    "type": "object",
+    "properties": {"statements": {"type": "array", "items": {"type": "string"}}},
+    "required": ["statements"],
+    "additionalProperties": False,
+}
 MAX_STATEMENTS = 10
 MAX_STATEMENT_CHARS = 500
 
@@ -47,4 +53,10 @@ def parse_statements(payload: Mapping[str, Any]) -> list[str]:
     return kept
 
 
-__all__ = ["VISION_PREFIX", "VISION_PROMPT", "build_vision_messages", "parse_statements"]
+__all__ = [
+    "STATEMENTS_SCHEMA",
+    "VISION_PREFIX",
+    "VISION_PROMPT",
+    "build_vision_messages",
+    "parse_statements",
+]

@@ -9,7 +9,6 @@ vector of a write is computed before its first row changes; each change writes h
 from __future__ import annotations
 
 import asyncio
-import re
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -20,10 +19,13 @@ import numpy as np
 
 from .checks import memory_text
 from .config import MemoryConfig
+from .duplicates import fold_target, is_near_duplicate, refines
 from .embedders import Embedder
-from .extraction import ChatLLM, Decision, complete_json, offer_ids, parse_decisions, parse_facts
-from .messages import cap_exchange, message_text
-from .prompts import build_fact_extraction_messages, build_update_messages, learnable_messages
+from .extraction import Decision
+from .inference import infer
+from .learning_report import LearningReport
+from .llm_client import ChatLLM
+from .messages import message_text
 from .records import (
     content_hash,
     history_row,
@@ -37,9 +39,6 @@ from .timestamps import format_timestamp, now_stamp
 from .types import AddResult, Event, MemoryItem, Message, Scope
 
 HASH_BATCH = 500  # hashes or ids per lookup query
-
-_WORDS = re.compile(r"\w+")
-_NUMBERS = re.compile(r"\d+(?:[.,]\d+)*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,19 +58,6 @@ class WriteContext:
     ) -> Row:
         """The history row of one change this write makes (its scope, job and source)."""
         return history_row(memory_id, self.scope, old, new, event, stamp, self.job_id, self.source)
-
-
-def is_near_duplicate(similarity: float, new: str, old: str, threshold: float) -> bool:
-    """Same fact in other words: cosine >= ``threshold`` and the same numbers (dates, ages and
-    amounts are where near-identical sentences differ: "born in 1990" vs "born in 1985")."""
-    return similarity >= threshold and set(_NUMBERS.findall(new)) == set(_NUMBERS.findall(old))
-
-
-def refines(new: str, old: str) -> bool:
-    """True when ``new`` says everything ``old`` says and more (all its words, plus others)."""
-    new_words = set(_WORDS.findall(new.lower()))
-    old_words = set(_WORDS.findall(old.lower()))
-    return old_words < new_words
 
 
 class MemoryWriter:
@@ -96,22 +82,35 @@ class MemoryWriter:
     def store(self) -> Store:
         return self._store
 
+    @property
+    def config(self) -> MemoryConfig:
+        return self._config
+
     async def embed(self, texts: Sequence[str]) -> np.ndarray[Any, Any]:
         return await self._embedder.embed(list(texts), purpose="passage")
 
     # ---- add ---------------------------------------------------------------------------
 
     async def add(
-        self, write: WriteContext, chat: list[Message], *, llm: ChatLLM | None
+        self,
+        write: WriteContext,
+        chat: list[Message],
+        *,
+        llm: ChatLLM | None,
+        report: LearningReport | None = None,
     ) -> list[AddResult]:
-        """Store ``chat`` verbatim (``llm`` None) or learn from it; a job applied before is a
-        no-op."""
+        """Store ``chat`` verbatim (``llm`` None) or learn from it, counting what happened in
+        ``report``; a job applied before is a no-op."""
+        report = report if report is not None else LearningReport()
         async with self.lock(write.scope):
             if write.job_id is not None and await self._store.job_applied(write.job_id):
+                report.skipped = "already_applied"
                 return []
             if llm is None:
-                return await self._add_verbatim(write, [message_text(m) for m in chat])
-            return await self._add_inferred(write, chat, llm)
+                results = await self._add_verbatim(write, [message_text(m) for m in chat])
+                report.applied.update(r["event"] for r in results)
+                return results
+            return await self._add_inferred(write, chat, llm, report)
 
     async def add_each(
         self, write: WriteContext, texts: Sequence[str], metadatas: Sequence[Mapping[str, Any]]
@@ -196,52 +195,17 @@ class MemoryWriter:
         return [AddResult(id=row["id"], memory=row["memory"], event="ADD") for row in rows]
 
     async def _add_inferred(
-        self, write: WriteContext, chat: list[Message], llm: ChatLLM
+        self, write: WriteContext, chat: list[Message], llm: ChatLLM, report: LearningReport
     ) -> list[AddResult]:
-        cfg = self._config
-        # Recalled blocks and task prompts go first, then the budget: one request never puts
-        # more than it into the extraction prompt.
-        chat = cap_exchange(
-            learnable_messages(chat),
-            max_user_chars=cfg.limits.max_exchange_user_chars,
-            max_reply_chars=cfg.limits.max_exchange_reply_chars,
-        )
-        if not chat:  # only recalled memories, task prompts or nothing from the user
+        inferred = await infer(self, write, chat, llm, report)
+        if inferred is None:
             return []
-        extraction = build_fact_extraction_messages(
-            chat,
-            today=write.when.date().isoformat(),
-            include=cfg.include,
-            exclude=cfg.exclude,
-            categories=cfg.categories,
-            custom_prompt=cfg.fact_extraction_prompt,
-            context=write.context,
+        results = await self._apply(
+            write, inferred.decisions, inferred.existing, inferred.vectors, report
         )
-        facts = parse_facts(await complete_json(llm, extraction))
-        facts = await self.without_known(write.scope, facts, job_id=write.job_id)
-        if not facts:
-            return []
-        vectors = await self.embed(facts)
-        scope_only = Selection(write.scope)
-        neighbours = await asyncio.gather(
-            *(self._store.vector_search(v, scope_only, limit=cfg.similar_memories) for v in vectors)
-        )
-        existing: dict[str, Row] = {}
-        for hits in neighbours:
-            for row, _similarity in hits:
-                existing.setdefault(row["id"], row)
-        if existing:
-            offered = offer_ids(list(existing))
-            update = build_update_messages(
-                facts,
-                [(small, existing[real]["memory"]) for small, real in offered.items()],
-                custom_prompt=cfg.update_memory_prompt,
-            )
-            decisions = parse_decisions(await complete_json(llm, update), offered)
-        else:  # nothing similar stored yet: every fact is new, no second LLM call
-            decisions = [Decision("ADD", fact) for fact in facts]
-        known_vectors = dict(zip(facts, vectors, strict=True))
-        return await self._apply(write, decisions, existing, known_vectors)
+        report.applied.update(r["event"] for r in results)
+        report.applied["NONE"] += sum(1 for d in inferred.decisions if d.event == "NONE")
+        return results
 
     async def _apply(
         self,
@@ -249,6 +213,7 @@ class MemoryWriter:
         decisions: Sequence[Decision],
         existing: Mapping[str, Row],
         known_vectors: Mapping[str, np.ndarray[Any, Any]],
+        report: LearningReport,
     ) -> list[AddResult]:
         """Apply validated decisions; every vector is computed before the first write."""
         adds = await self.without_known(
@@ -266,7 +231,9 @@ class MemoryWriter:
             vectors.update(zip(need, await self.embed(need), strict=True))
         if adds and self._config.duplicate_threshold is not None:
             busy = {d.memory_id or "" for d in updates + deletes}
+            before = len(adds)
             adds, refined = await self._near_duplicates(write.scope, adds, vectors, busy)
+            report.near_duplicates += before - len(adds)
             existing = {**existing, **{row["id"]: row for _d, row in refined}}
             updates += [decision for decision, _row in refined]
         results: list[AddResult] = []
@@ -313,7 +280,8 @@ class MemoryWriter:
 
         A text with cosine >= ``duplicate_threshold`` to a memory of the scope (one not already
         updated or deleted in this call) or to an earlier new text of this call is not a new
-        row: it becomes an UPDATE of that memory when it only adds words to it, else NONE.
+        row: it becomes an UPDATE of that memory when it only adds words to it, NONE when it
+        carries the same numbers, codes and names (``duplicates.fold_target``).
         """
         threshold = self._config.duplicate_threshold
         assert threshold is not None
@@ -332,18 +300,19 @@ class MemoryWriter:
                 continue
             match = next(
                 (
-                    row
+                    (row, kind)
                     for row, sim in found
                     if row["id"] not in busy
-                    and is_near_duplicate(sim, text, row["memory"], threshold)
+                    and (kind := fold_target(sim, text, row["memory"], threshold)) is not None
                 ),
                 None,
             )
             if match is None:
                 kept.append(text)
-            elif refines(text, match["memory"]):
-                busy.add(match["id"])
-                refined.append((Decision("UPDATE", text, match["id"]), match))
+            elif match[1] == "refinement":
+                row = match[0]
+                busy.add(row["id"])
+                refined.append((Decision("UPDATE", text, row["id"]), row))
         return kept, refined
 
     # ---- change --------------------------------------------------------------------------

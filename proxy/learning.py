@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, Protocol
 
 from memory_core import AsyncMemory, LLMConfig
+from memory_core.config import MAX_LLM_ATTEMPTS
 from memory_core.errors import InvalidInput
 from memory_core.export_store import ExportStore
 from memory_core.extraction import ChatLLM, LiteLLMChat
+from memory_core.learning_report import LearningReport
+from memory_core.llm_client import ShiftedAttempts
 from memory_core.queue import Job
 
 from .export_jobs import EXPORT_JOB, run_export
@@ -18,12 +21,21 @@ from .model_routing import ModelRouter
 from .settings import Settings
 
 log = logging.getLogger("proxy.learning")
+# Queue try n of a job starts its LLM attempts at (n - 1) * this (``llm.attempts`` <= it).
+QUEUE_ATTEMPT_STRIDE = MAX_LLM_ATTEMPTS
 
 
 def learning_payload(
     identity: dict[str, str | None], messages: list[dict[str, str]], model: str
 ) -> dict[str, Any]:
     return {"scope": identity, "messages": messages, "model": model, "timestamp": time.time()}
+
+
+class ExtractionSource(Protocol):
+    """Which LLM learns from a chat made with ``model`` (``ExtractionModels``; the learning
+    benchmark gives one fixed model)."""
+
+    def for_chat_model(self, model: str) -> ChatLLM: ...
 
 
 class ExtractionModels:
@@ -64,7 +76,7 @@ class Learner:
     def __init__(
         self,
         memory: AsyncMemory,
-        extraction: ExtractionModels,
+        extraction: ExtractionSource,
         metrics: Metrics,
         *,
         exports: ExportStore | None = None,
@@ -76,20 +88,24 @@ class Learner:
         self._exports = exports
         self._max_attempts = max_attempts
 
-    async def handle(self, job: Job) -> None:
+    async def handle(self, job: Job) -> dict[str, Any]:
+        """Learn from one queued exchange; its ``LearningReport`` is the job's stored result."""
         payload = job.payload
         if payload.get("kind") == EXPORT_JOB:
-            llm = self._extraction.configured()
-            if self._exports is None or llm is None:
-                raise InvalidInput("exports need the exports table and memory.extraction_model")
+            if self._exports is None:
+                raise InvalidInput("exports need the memory store's exports table")
+            # POST /v1/exports requires a configured extraction model: that is the one here.
+            llm = self._extraction.for_chat_model("")
             await run_export(job, self._memory, self._exports, llm, self._max_attempts)
-            return
+            return {"export_id": payload.get("export_id")}
         scope = payload.get("scope") or {}
         messages = list(payload["messages"])
         images = payload.get("images") or []
         if images:  # the new turn's images, learned with its words (memory_core.ingest)
             parts = [{"type": "image_url", "image_url": {"url": url}} for url in images]
             messages.append({"role": "user", "content": parts})
+        report = LearningReport()
+        llm = self._extraction.for_chat_model(str(payload.get("model", "")))
         try:
             result = await self._memory.add(
                 messages,
@@ -100,12 +116,18 @@ class Learner:
                 timestamp=payload.get("timestamp"),
                 job_id=job.id,
                 source=payload.get("source"),
-                llm=self._extraction.for_chat_model(str(payload.get("model", ""))),
+                # A queue retry continues the attempt count: other temperatures and seeds than
+                # the tries before it, never the same call again.
+                llm=ShiftedAttempts(llm, (job.attempts - 1) * QUEUE_ATTEMPT_STRIDE),
+                report=report,
             )
         except Exception:
             self._metrics.extraction.labels("error").inc()
+            self._metrics.record_learning(report, finished=False)
             raise
         self._metrics.extraction.labels("ok").inc()
+        self._metrics.record_learning(report, finished=True)
         self._metrics.lag.observe(max(0.0, time.time() - job.enqueued_at))
         events = [r.get("event") for r in result["results"]]
-        log.debug("job %s applied: %s", job.id, events)
+        log.debug("job %s %s: %s", job.id, report.status, events)
+        return report.to_dict()

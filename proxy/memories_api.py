@@ -128,7 +128,9 @@ async def add_memories(request: Request) -> Response:
     llm = extraction.configured() if body.infer and memory.config.llm is None else None
     result = await memory.add(
         body.messages,
-        **scope.as_dict(),
+        user_id=scope.user_id,
+        agent_id=scope.agent_id,
+        run_id=scope.run_id,
         metadata=body.metadata,
         infer=body.infer,
         llm=llm,

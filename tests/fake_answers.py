@@ -116,24 +116,40 @@ def between(text: str, start_tag: str, end_tag: str) -> str | None:
     return text[start + len(start_tag) : end]
 
 
+def memory_prompt(messages: Sequence[Mapping[str, Any]]) -> str:
+    """The data part of a memory call: from the last ``Exchange date:`` / ``<existing_memories>``
+    of the last user message holding one (a retry appends feedback after it; a model without
+    a system role gets the instructions, worked examples included, in front of it)."""
+    for message in reversed(messages):
+        if message.get("role") != "user":
+            continue
+        text = message_text(message)
+        for marker in ("Exchange date:", "<existing_memories>\n"):
+            start = text.rfind(marker)
+            if start != -1:
+                return text[start:]
+    return message_text(messages[-1]) if messages else ""
+
+
 def classify(messages: Sequence[Mapping[str, Any]]) -> RequestKind:
-    """``extract``/``update`` for memproxy's two prompts (also with a custom system prompt)."""
+    """``extract``/``update`` for memproxy's two prompts (also with a custom system prompt, or
+    with the instructions folded into the first user message)."""
     first = messages[0] if messages else {}
-    if first.get("role") in ("system", "developer"):
-        system = message_text(first).lstrip()
-        if system.startswith(EXTRACTION_PREFIX):
+    if first.get("role") in ("system", "developer", "user"):
+        instructions = message_text(first).lstrip()
+        if instructions.startswith(EXTRACTION_PREFIX):
             return "extract"
-        if system.startswith(UPDATE_PREFIX):
+        if instructions.startswith(UPDATE_PREFIX):
             return "update"
-        media = media_kind(system)
+        media = media_kind(instructions)
         if media == "vision":
             return "vision"
         if media == "export":
             return "export"
-    last = message_text(messages[-1]).lstrip() if messages else ""
-    if last.startswith("Exchange date:") and "<conversation>" in last:
+    data = memory_prompt(messages)
+    if data.startswith("Exchange date:") and "<conversation>" in data:
         return "extract"
-    if last.startswith("<existing_memories>") and "<new_facts>" in last:
+    if data.startswith("<existing_memories>") and "<new_facts>" in data:
         return "update"
     return "chat"
 
@@ -165,7 +181,7 @@ def magic_requests(kind: RequestKind, messages: Sequence[Mapping[str, Any]]) -> 
             magic.sleep_s = float(sleep.group(1))
         magic.abort_stream = _STREAM_ABORT in last
         return magic
-    conversation = message_text(messages[-1])
+    conversation = memory_prompt(messages)
     if kind == "extract" and "[[extract-" in conversation:
         fail = _EXTRACT_FAIL_RE.search(conversation)
         if fail:

@@ -71,6 +71,8 @@ class FakeState:
         self.delay_s, self.extract_delay_s = self._default_delays
         self.counts: dict[str, int] = {}
         self._extractions = 0
+        self.memory_script: list[str] = []
+        self.no_system_role = False
 
     # -- recording ---------------------------------------------------------------------------
 
@@ -110,6 +112,28 @@ class FakeState:
             self.invalid_json_next = 0
             self.embed_fail_next = 0
             self.delay_s, self.extract_delay_s = self._default_delays
+            self.memory_script = []
+            self.no_system_role = False
+
+    def behave_like_a_small_model(
+        self, script: list[str] | None = None, *, no_system_role: bool | None = None
+    ) -> None:
+        """``script``: raw answers for the next extraction/update calls, in order (what real
+        small models said: truncated JSON, objects as facts, placeholders...).
+        ``no_system_role``: drop system messages silently, as chat templates without a system
+        role do (the model then answers a memory call it has no instructions for in prose)."""
+        with self._lock:
+            if script is not None:
+                self.memory_script = [str(answer) for answer in script]
+            if no_system_role is not None:
+                self.no_system_role = bool(no_system_role)
+
+    def take_scripted(self) -> str | None:
+        with self._lock:
+            if not self.memory_script:
+                return None
+            self.counts["scripted"] = self.counts.get("scripted", 0) + 1
+            return self.memory_script.pop(0)
 
     def set_failures(
         self,
@@ -147,6 +171,8 @@ class FakeState:
                 "embed_fail_next": self.embed_fail_next,
                 "delay_s": self.delay_s,
                 "extract_delay_s": self.extract_delay_s,
+                "memory_script": len(self.memory_script),
+                "no_system_role": self.no_system_role,
             }
 
     def stats(self) -> Json:

@@ -50,8 +50,10 @@ from tests.fake_answers import (
     completion_body,
     embedding_inputs,
     embeddings_body,
+    estimate_tokens,
     extraction_answer,
     magic_requests,
+    memory_prompt,
     message_text,
     stream_events,
     update_answer,
@@ -120,6 +122,18 @@ def error_response(status: int, message: str, param: str | None = None) -> Orjso
         {"error": {"message": message, "type": kind, "param": param, "code": None}},
         status_code=status,
     )
+
+
+_INSTRUCTIONS = "You are memproxy's "
+NO_INSTRUCTIONS_PROSE = "This looks like a conversation. How can I help you with it today?"
+
+
+def bounded(content: str, max_tokens: Any) -> Reply:
+    """A memory answer cut at ``max_tokens`` (about four characters each), as a real model's
+    is, with ``finish_reason: length``."""
+    if isinstance(max_tokens, int) and max_tokens > 0 and estimate_tokens(content) > max_tokens:
+        return Reply(content[: max_tokens * 4], finish_reason="length")
+    return Reply(content)
 
 
 def _model(name: str) -> Json:
@@ -201,7 +215,7 @@ class FakeHandlers:
         elif kind in ("vision", "export"):
             reply = Reply(media_reply(kind, messages))
         else:
-            reply = Reply(self._memory_reply(kind, message_text(messages[-1])))
+            reply = bounded(self._memory_reply(kind, messages), body.get("max_tokens"))
 
         if delay > 0:
             await asyncio.sleep(delay)
@@ -214,7 +228,15 @@ class FakeHandlers:
             )
         return OrjsonResponse(completion_body(body, messages, reply, n))
 
-    def _memory_reply(self, kind: RequestKind, prompt: str) -> str:
+    def _memory_reply(self, kind: RequestKind, messages: list[Json]) -> str:
+        if self.state.no_system_role:
+            messages = [m for m in messages if m.get("role") not in ("system", "developer")]
+            if not any(_INSTRUCTIONS in message_text(m) for m in messages):
+                return NO_INSTRUCTIONS_PROSE  # what a model told nothing says
+        scripted = self.state.take_scripted()
+        if scripted is not None:
+            return scripted
+        prompt = memory_prompt(messages)
         if kind == "extract":
             number = self.state.next_extraction_number()
             if EXTRACT_INVALID_JSON in prompt or self.state.take_invalid_json():
@@ -363,6 +385,12 @@ class FakeUpstream:
 
     def reset(self) -> None:
         self.state.reset()
+
+    def behave_like_a_small_model(
+        self, script: list[str] | None = None, *, no_system_role: bool | None = None
+    ) -> None:
+        """See ``FakeState.behave_like_a_small_model``."""
+        self.state.behave_like_a_small_model(script, no_system_role=no_system_role)
 
     def set_failures(
         self,

@@ -7,17 +7,19 @@ from typing import Any
 import pytest
 
 from memory_core.config import LLMConfig
+from memory_core.contracts import FACTS_SCHEMA
 from memory_core.errors import ExtractionError
 from memory_core.extraction import (
     MAX_FACT_CHARS,
     Decision,
     LiteLLMChat,
-    complete_json,
+    complete_validated,
     offer_ids,
     parse_decisions,
     parse_facts,
     parse_json_object,
 )
+from memory_core.llm_client import CallOptions
 
 # ---- parse_json_object ---------------------------------------------------------------------
 
@@ -92,7 +94,7 @@ def test_parse_json_object_rejects(text: Any) -> None:
         ({"facts": ["B", "A", "B"]}, ["B", "A"]),  # order kept
         ({"facts": ["x" * (MAX_FACT_CHARS + 500)]}, ["x" * MAX_FACT_CHARS]),
         ({"facts": ["Café", "café"]}, ["Café"]),
-        ({"facts": ["🐱"], "extra": "ignored"}, ["🐱"]),
+        ({"facts": ["User 🐱"], "extra": "ignored"}, ["User 🐱"]),
     ],
 )
 def test_parse_facts(payload: dict[str, Any], expected: list[str]) -> None:
@@ -240,7 +242,7 @@ def test_parse_decisions_requires_a_list(payload: dict[str, Any]) -> None:
         parse_decisions(payload, OFFERED)
 
 
-# ---- complete_json -------------------------------------------------------------------------
+# ---- complete_validated --------------------------------------------------------------------
 
 
 class ScriptedLLM:
@@ -248,10 +250,10 @@ class ScriptedLLM:
 
     def __init__(self, *answers: str) -> None:
         self.answers = list(answers)
-        self.calls: list[tuple[list[dict[str, Any]], bool]] = []
+        self.calls: list[tuple[list[dict[str, Any]], CallOptions]] = []
 
-    async def complete(self, messages: list[dict[str, Any]], *, json_mode: bool) -> str:
-        self.calls.append((messages, json_mode))
+    async def complete(self, messages: list[dict[str, Any]], *, call: CallOptions) -> str:
+        self.calls.append((messages, call))
         if not self.answers:
             raise AssertionError("LLM called more often than scripted")
         return self.answers.pop(0)
@@ -260,38 +262,53 @@ class ScriptedLLM:
 MESSAGES = [{"role": "user", "content": "hi"}]
 
 
-async def test_complete_json_first_answer_ok() -> None:
-    llm = ScriptedLLM('{"facts": ["a"]}', '{"facts": ["never used"]}')
-    assert await complete_json(llm, MESSAGES) == {"facts": ["a"]}
+async def ask(llm: Any, attempts: int = 2) -> Any:
+    return await complete_validated(
+        llm,
+        MESSAGES,
+        parse_facts,
+        schema_name="facts",
+        schema=FACTS_SCHEMA,
+        empty=[],
+        attempts=attempts,
+    )
+
+
+async def test_complete_validated_first_answer_ok() -> None:
+    llm = ScriptedLLM('{"facts": ["User likes tea"]}', '{"facts": ["never used"]}')
+    assert await ask(llm) == (["User likes tea"], 1)
     assert len(llm.calls) == 1
-    assert llm.calls[0] == (MESSAGES, True)  # JSON mode is requested
+    assert llm.calls[0] == (MESSAGES, CallOptions("facts", FACTS_SCHEMA, 0))
 
 
-@pytest.mark.parametrize("bad", ["not json", "", '{"facts": [', "[1]"])
-async def test_complete_json_retries_once(bad: str) -> None:
-    llm = ScriptedLLM(bad, '```json\n{"facts": ["b"]}\n```')
-    assert await complete_json(llm, MESSAGES) == {"facts": ["b"]}
-    assert len(llm.calls) == 2
-    assert llm.calls[1][0] == MESSAGES
+@pytest.mark.parametrize("bad", ["not json", "", '{"facts": [', "[1]", '{"facts": "x"}'])
+async def test_complete_validated_retries_with_feedback(bad: str) -> None:
+    llm = ScriptedLLM(bad, '```json\n{"facts": ["User likes tea"]}\n```')
+    assert await ask(llm) == (["User likes tea"], 2)
+    retry_messages, retry_call = llm.calls[1]
+    assert retry_call.attempt == 1  # another temperature and seed
+    assert retry_messages[: len(MESSAGES)] == MESSAGES
+    assert retry_messages[-2] == {"role": "assistant", "content": bad or "(empty answer)"}
+    assert "could not be used" in retry_messages[-1]["content"]
 
 
-async def test_complete_json_gives_up_after_two_bad_answers() -> None:
+async def test_complete_validated_gives_up_after_its_attempts() -> None:
     llm = ScriptedLLM("nope", "still nope", '{"facts": ["third"]}')
     with pytest.raises(ExtractionError, match="still nope"):
-        await complete_json(llm, MESSAGES)
-    assert len(llm.calls) == 2  # exactly one retry
+        await ask(llm)
+    assert len(llm.calls) == 2
 
 
-async def test_complete_json_does_not_retry_llm_errors() -> None:
+async def test_complete_validated_does_not_retry_llm_errors() -> None:
     class Failing:
         calls = 0
 
-        async def complete(self, messages: list[dict[str, Any]], *, json_mode: bool) -> str:
+        async def complete(self, messages: list[dict[str, Any]], *, call: CallOptions) -> str:
             Failing.calls += 1
             raise ExtractionError("provider down")
 
     with pytest.raises(ExtractionError, match="provider down"):
-        await complete_json(Failing(), MESSAGES)
+        await ask(Failing(), attempts=3)
     assert Failing.calls == 1
 
 
@@ -307,7 +324,7 @@ async def test_litellm_chat_wraps_provider_errors() -> None:
         )
     )
     with pytest.raises(ExtractionError, match="fake-model"):
-        await chat.complete(MESSAGES, json_mode=True)
+        await chat.complete(MESSAGES, call=CallOptions("facts", FACTS_SCHEMA))
 
 
 def test_llm_config_kwargs() -> None:
@@ -319,6 +336,7 @@ def test_llm_config_kwargs() -> None:
         "api_key": "k",
         "temperature": 0.0,
         "timeout": 60.0,
+        "max_tokens": 1024,
         "top_p": 0.5,
     }
-    assert "json_mode" not in kwargs
+    assert LLMConfig.model_validate({"model": "m", "json_mode": False}).structured_output == "none"

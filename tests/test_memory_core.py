@@ -24,6 +24,7 @@ from memory_core import (
     NotFound,
 )
 from memory_core.embedders import Embedder
+from memory_core.llm_client import CallOptions
 from memory_core.records import content_hash
 
 STAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}\+00:00$")
@@ -762,13 +763,13 @@ async def test_llm_known_fact_next_to_a_new_one(lmem: AsyncMemory) -> None:
     ]
 
 
-async def test_llm_invalid_json_twice_fails_and_stores_nothing(
+async def test_llm_invalid_json_every_attempt_fails_and_stores_nothing(
     lmem: AsyncMemory, fake_llm: Any
 ) -> None:
-    fake_llm.set_failures(invalid_json_next=2)
+    fake_llm.set_failures(invalid_json_next=3)
     with pytest.raises(ExtractionError):
         await lmem.add("I'm vegetarian and my sister lives in Lisbon", user_id="u1")
-    assert len(fake_llm.requests_of("extract")) == 2  # one retry, no more
+    assert len(fake_llm.requests_of("extract")) == 3  # llm.attempts calls, no more
     assert (await lmem.get_all(user_id="u1"))["results"] == []
 
 
@@ -864,8 +865,8 @@ class ScriptedChat:
         self.updates = list(updates)
         self.update_prompts: list[str] = []
 
-    async def complete(self, messages: list[dict[str, Any]], *, json_mode: bool) -> str:
-        assert json_mode is True
+    async def complete(self, messages: list[dict[str, Any]], *, call: CallOptions) -> str:
+        assert call.schema_name in ("facts", "memory")
         if messages[0]["content"].startswith("You are memproxy's fact extractor."):
             return json.dumps({"facts": self.facts})
         self.update_prompts.append(messages[1]["content"])

@@ -9,6 +9,7 @@ import orjson
 import pytest
 
 from memory_core.prompts import (
+    EXAMPLE_FACTS,
     FACT_EXTRACTION_PROMPT,
     UPDATE_MEMORY_PROMPT,
     build_fact_extraction_messages,
@@ -97,8 +98,10 @@ def test_fact_extraction_messages_default() -> None:
     assert system.startswith("You are memproxy's fact extractor.")
     assert "2025-03-04" in system  # relative dates resolve against it
     assert "{today}" not in system and "{selective}" not in system
-    # template escapes are turned into the literal JSON shape
-    assert '{"facts": ["...", "..."]}' in system
+    # template escapes are turned into literal JSON; worked examples, never a "..." shape
+    assert '{"facts": []}' in system and '"..."' not in system
+    for example in EXAMPLE_FACTS[:3]:
+        assert f'"{example}"' in system
     assert "{{" not in system and "}}" not in system
     assert "Only record" not in system and "Never record facts" not in system
     assert user == (
@@ -121,7 +124,7 @@ def test_fact_extraction_messages_selective() -> None:
     assert "- Never record facts of this kind: anything about relatives" in system
     assert "- Relevant categories: diet, travel" in system
     # the rules sit before the answer format line
-    assert system.index("Relevant categories") < system.index("Answer with JSON only")
+    assert system.index("Relevant categories") < system.index("Answer with one JSON object only")
 
 
 def test_fact_extraction_messages_custom_prompt() -> None:
@@ -162,6 +165,7 @@ def test_update_messages() -> None:
     system, user = messages[0]["content"], messages[1]["content"]
     assert system.startswith("You are memproxy's memory manager.")
     assert "{{" not in system and '{"memory": [{"id": "0"' in system
+    assert '"..."' not in system and f'"{EXAMPLE_FACTS[3]}"' in system
     assert system == UPDATE_MEMORY_PROMPT.replace("{{", "{").replace("}}", "}")
     match = re.fullmatch(
         r"<existing_memories>\n(.*)\n</existing_memories>\n<new_facts>\n(.*)\n</new_facts>",

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from tests.conftest import SharedEmbedder
@@ -110,9 +111,9 @@ def block_scope(proxy: InProcessProxy, fake: FakeUpstream, user: str) -> None:
     ("failure", "attempts"),
     [
         ({"fail_next": 2, "fail_status": 500}, 3),  # two HTTP 500s: attempts 1 and 2 fail
-        # complete_json retries once inside an attempt: 3 prose answers fail attempt 1 (2
-        # answers) and are absorbed by attempt 2's inner retry.
-        ({"invalid_json_next": 3}, 2),
+        # complete_validated re-asks inside an attempt (llm.attempts = 3 calls): 4 prose
+        # answers fail attempt 1 (3 answers) and are absorbed by attempt 2's inner retry.
+        ({"invalid_json_next": 4}, 2),
     ],
     ids=["http-500", "invalid-json"],
 )
@@ -130,6 +131,10 @@ def test_transient_llm_failures_are_retried_until_success(
     assert fake.state.controls()["fail_next"] == 0
     assert fake.state.controls()["invalid_json_next"] == 0
     assert memories_of(proxy, user) == ["User collects stamps", "User lives in Paris"]
+    # A queue retry is not the call that failed again: every call has its own temperature/seed.
+    calls = [r.body for r in fake.requests_of("extract") if "Paris" in str(r.messages)]
+    samples = [(body["temperature"], body["seed"]) for body in calls]
+    assert len(samples) >= attempts and len(set(samples)) == len(samples), samples
     text = proxy.metrics()
     assert metric(text, "memproxy_queue_retried") == attempts - 1
     assert metric(text, "memproxy_extraction_jobs_total", 'outcome="error"') == attempts - 1
@@ -180,6 +185,60 @@ def test_dead_letter_then_cli_retry_and_purge(
     assert "pending=0 leased=0 dead=0" in status.stdout, status.stdout
     assert proxy.ready()["queue"]["dead"] == 0
     assert memories_of(proxy, other) == []
+
+
+def test_every_job_ends_applied_rejected_or_dead_and_says_so(
+    setup: tuple[InProcessProxy, FakeUpstream, Path],
+) -> None:
+    """No silent loss: the job results log, ``memproxy queue results|status`` and the learning
+    metrics tell applied (with counts), nothing learned (with reasons) and dead (with the
+    error) apart."""
+    proxy, fake, config = setup
+    users = {kind: user_id(kind) for kind in ("learns", "chats", "placeholders", "doomed")}
+    chat(proxy, users["learns"], "I live in Paris and I have a dog named Biscuit.")
+    wait_drained(proxy, timeout_s=30)
+    chat(proxy, users["chats"], "Hello there! How are you?")
+    wait_drained(proxy, timeout_s=30)
+    fake.behave_like_a_small_model(['{"facts": ["...", "fact 1"]}'] * 3)
+    chat(proxy, users["placeholders"], "I collect stamps.")
+    wait_drained(proxy, timeout_s=30)
+    chat(proxy, users["doomed"], "I like tea [[extract-fail:500]]")
+    wait_until(lambda: proxy.ready()["queue"]["dead"] == 1, timeout_s=30, what="the dead job")
+
+    listing = run_cli("results", "--json", config=config)
+    assert listing.returncode == 0, listing.stderr
+    by_scope = {row["scope_key"]: row for row in orjson.loads(listing.stdout)}
+    learned = by_scope[users["learns"]]
+    assert learned["status"] == "applied" and learned["attempts"] == 1
+    assert learned["result"]["facts_extracted"] == 2
+    assert learned["result"]["applied"] == {"ADD": 2, "UPDATE": 0, "DELETE": 0, "NONE": 0}
+    chatted = by_scope[users["chats"]]["result"]
+    assert (chatted["status"], chatted["facts_extracted"], chatted["rejected"]) == (
+        "nothing_learned",
+        0,
+        {},
+    )
+    rejected = by_scope[users["placeholders"]]["result"]
+    assert rejected["status"] == "nothing_learned"
+    assert rejected["rejected"] == {"no_letters": 3, "placeholder": 3}
+    assert rejected["llm_calls"] == 3
+    dead = by_scope[users["doomed"]]
+    assert dead["status"] == "dead" and dead["result"] is None
+    assert "500" in dead["error"] and dead["attempts"] == MAX_ATTEMPTS
+
+    status = run_cli("status", config=config)
+    lines = [line for line in status.stdout.splitlines() if line.startswith("finished ")]
+    assert any(users["placeholders"] in line and "placeholder=3" in line for line in lines)
+    assert any(users["learns"] in line and "applied facts=2 ADD=2" in line for line in lines)
+    one = run_cli("results", learned["id"], config=config)
+    assert one.stdout.count("finished ") == 1 and learned["id"] in one.stdout
+
+    text = proxy.metrics()
+    assert metric(text, "memproxy_learning_outcomes_total", 'status="applied"') == 1
+    assert metric(text, "memproxy_learning_outcomes_total", 'status="nothing_learned"') == 2
+    assert metric(text, "memproxy_learning_rejected_total", 'reason="placeholder"') == 3
+    assert metric(text, "memproxy_learning_decisions_total", 'event="ADD"') == 2
+    assert metric(text, "memproxy_learning_facts_total", 'kind="extracted"') == 2
 
 
 def test_backlog_keeps_chat_fast_and_exposes_the_lag(

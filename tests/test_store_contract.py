@@ -12,6 +12,7 @@ import orjson
 import pytest
 
 from memory_core import AsyncMemory, MemoryConfig, NotFound, Store
+from memory_core.llm_client import CallOptions
 from tests.conftest import HashEmbedder
 from tests.memory_store import InMemoryStore
 
@@ -19,7 +20,7 @@ from tests.memory_store import InMemoryStore
 class ScriptedLLM:
     """Extraction: the user's lines become facts. Update: every new fact is an ADD."""
 
-    async def complete(self, messages: list[dict[str, Any]], *, json_mode: bool) -> str:
+    async def complete(self, messages: list[dict[str, Any]], *, call: CallOptions) -> str:
         text = messages[-1]["content"]
         if "<new_facts>" in text:
             facts = orjson.loads(text.split("<new_facts>")[1].split("</new_facts>")[0])

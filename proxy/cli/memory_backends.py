@@ -70,7 +70,13 @@ class LocalBackend:
     ) -> list[dict[str, Any]]:
         llm = self._llm if infer and self._memory.config.llm is None else None
         result = await self._memory.add(
-            texts, **_ids(scope), metadata=metadata, infer=infer, llm=llm
+            texts,
+            user_id=scope.user_id,
+            agent_id=scope.agent_id,
+            run_id=scope.run_id,
+            metadata=metadata,
+            infer=infer,
+            llm=llm,
         )
         return [dict(r) for r in result["results"]]
 

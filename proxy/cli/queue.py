@@ -1,10 +1,15 @@
-"""``memproxy queue status|retry|purge``: the learning queue's counts and dead letters."""
+"""``memproxy queue status|retry|purge|results``: the learning queue's counts, dead letters
+and what finished jobs did."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from typing import Any
+
+import orjson
+
+from memory_core.learning_report import summary
 
 from ..settings import Settings
 
@@ -29,6 +34,14 @@ def _queue(args: argparse.Namespace) -> int:
                     f"dead {job['id']} scope={job['scope_key']} "
                     f"attempts={job['attempts']}: {job['last_error']}"
                 )
+            for row in store.results(limit=10):
+                print(outcome_line(row))
+        elif args.queue_command == "results":
+            rows = store.results(limit=args.limit, job_id=args.job_id)
+            if args.json:
+                print(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
+            for row in [] if args.json else rows:
+                print(outcome_line(row))
         elif args.queue_command == "retry":
             print(f"requeued {store.retry_dead(args.job_id)} dead jobs")
         elif args.queue_command == "purge":
@@ -36,6 +49,13 @@ def _queue(args: argparse.Namespace) -> int:
     finally:
         store.close()
     return 0
+
+
+def outcome_line(row: dict[str, Any]) -> str:
+    """``finished <id> scope=... attempts=N: applied facts=2 ADD=1 ...`` (or the error)."""
+    result = row.get("result")
+    detail = summary(result) if result else f"{row['status']}: {row.get('error')}"
+    return f"finished {row['id']} scope={row['scope_key']} attempts={row['attempts']}: {detail}"
 
 
 def add_parsers(sub: Any) -> None:
@@ -48,3 +68,10 @@ def add_parsers(sub: Any) -> None:
     retry.add_argument("job_id", nargs="?")
     retry.set_defaults(func=_queue)
     queue_sub.add_parser("purge", help="drop dead jobs").set_defaults(func=_queue)
+    results = queue_sub.add_parser(
+        "results", help="what finished jobs did: facts, decisions, rejections, errors"
+    )
+    results.add_argument("job_id", nargs="?")
+    results.add_argument("--limit", type=int, default=20)
+    results.add_argument("--json", action="store_true", help="the stored results as JSON")
+    results.set_defaults(func=_queue)
