@@ -19,7 +19,7 @@ from starlette.routing import Route
 
 from memory_core import AsyncMemory
 from memory_core.litellm_loader import get_litellm
-from memory_core.queue import LearningQueue
+from memory_core.queue import LearningQueue, open_job_store
 
 from .auth import Authenticator, presented_key
 from .chat import chat_completions
@@ -45,7 +45,8 @@ log = logging.getLogger("proxy")
 
 
 def queue_path(settings: Settings) -> Path:
-    """The queue lives in the data dir; for object-store URIs, in ./data next to the process."""
+    """The SQLite queue lives in the data dir; for object-store URIs, in ./data next to the
+    process (replicas share ``memory.queue.backend: redis`` instead)."""
     uri = settings.memory.storage_uri
     if "://" in uri:
         return Path("data") / "queue.sqlite3"
@@ -92,7 +93,7 @@ async def ready(request: Request) -> Response:
     if state.memory is not None:
         checks["store"] = state.memory.is_ready
     if state.queue is not None:
-        checks["queue"] = state.queue.stats()
+        checks["queue"] = await state.queue.fresh_stats()
     if not all(v is not False for v in checks.values()):
         return error_response(503, "not ready", "server_error")
     if not shows_details(request, state):
@@ -158,7 +159,7 @@ def create_app(
             await mem.open()
             if learning_queue is None:
                 learning_queue = LearningQueue(
-                    queue_path(settings),
+                    open_job_store(settings.memory.queue, queue_path(settings)),
                     Learner(mem, extraction, metrics).handle,
                     settings.memory.queue,
                 )

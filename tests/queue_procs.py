@@ -43,6 +43,18 @@ def child_env() -> dict[str, str]:
     return env
 
 
+def end_process(proc: subprocess.Popen[Any], timeout_s: float = 10) -> None:
+    """SIGTERM, then SIGKILL if it is still there after ``timeout_s``."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 class FakeProcess:
     """``python -m tests.fake_upstream`` in a subprocess; ``url`` ends in ``/v1``."""
 
@@ -92,12 +104,7 @@ class FakeProcess:
 
     def __exit__(self, *exc: object) -> None:
         if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            end_process(self.proc)
 
 
 def write_config(
@@ -262,9 +269,9 @@ def queue_file(storage: Path) -> Path:
 
 def queue_stats(storage: Path) -> dict[str, Any]:
     """Counts read straight from the queue's SQLite file (works with no server running)."""
-    from memory_core.queue import JobStore
+    from memory_core.queue import SqliteJobStore
 
-    store = JobStore(queue_file(storage))
+    store = SqliteJobStore(queue_file(storage))
     try:
         stats = store.stats()
         stats["dead_jobs"] = store.dead_jobs()

@@ -38,13 +38,21 @@ MAX_ATTEMPTS = 4
 
 @pytest.fixture
 def setup(
-    tmp_path: Path, fake_llm: FakeUpstream, embedder: SharedEmbedder
+    tmp_path: Path,
+    fake_llm: FakeUpstream,
+    embedder: SharedEmbedder,
+    queue_backend: dict[str, Any],
 ) -> Iterator[tuple[InProcessProxy, FakeUpstream, Path]]:
     config = write_config(
         tmp_path / "proxy.yaml",
         fake_url=fake_llm.url,
         storage=tmp_path / "data",
-        queue={"concurrency": 4, "backoff_base_s": 0.05, "max_attempts": MAX_ATTEMPTS},
+        queue={
+            "concurrency": 4,
+            "backoff_base_s": 0.05,
+            "max_attempts": MAX_ATTEMPTS,
+            **queue_backend,
+        },
         # max_retries=0: no hidden retries inside the OpenAI SDK, the queue does the retrying.
         memory={
             "llm": {

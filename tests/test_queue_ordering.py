@@ -72,12 +72,18 @@ def run_traffic(urls: Sequence[str], movers: Sequence[str], others: list[tuple[s
 
 
 def test_update_applied_after_add_per_user_under_concurrency(
-    tmp_path: Path, fake_llm: FakeUpstream, embedder: SharedEmbedder
+    tmp_path: Path,
+    fake_llm: FakeUpstream,
+    embedder: SharedEmbedder,
+    queue_backend: dict[str, Any],
 ) -> None:
     fake_llm.set_failures(extract_delay_s=0.05)  # jobs queue up behind each other
     storage = tmp_path / "data"
     config = write_config(
-        tmp_path / "proxy.yaml", fake_url=fake_llm.url, storage=storage, queue={"concurrency": 4}
+        tmp_path / "proxy.yaml",
+        fake_url=fake_llm.url,
+        storage=storage,
+        queue={"concurrency": 4, **queue_backend},
     )
     tag = uuid.uuid4().hex[:6]
     movers = [f"{tag}-mover-{n}" for n in range(6)]
@@ -96,7 +102,7 @@ def test_update_applied_after_add_per_user_under_concurrency(
 
 
 def test_two_processes_on_one_data_dir_apply_each_job_once_in_order(
-    tmp_path: Path, fake_llm: FakeUpstream
+    tmp_path: Path, fake_llm: FakeUpstream, queue_backend: dict[str, Any]
 ) -> None:
     fake_llm.set_failures(extract_delay_s=0.03)
     storage = tmp_path / "data"
@@ -105,7 +111,7 @@ def test_two_processes_on_one_data_dir_apply_each_job_once_in_order(
         tmp_path / "proxy.yaml",
         fake_url=fake_llm.url,
         storage=storage,
-        queue={"concurrency": 4},
+        queue={"concurrency": 4, **queue_backend},
         memory={"read_consistency_interval_s": 0},
     )
     proxies = [ProxyProcess(config, tmp_path / f"proxy-{n}.log") for n in range(2)]
