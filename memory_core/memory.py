@@ -26,6 +26,7 @@ from .embedders import Embedder, create_embedder
 from .errors import InvalidInput, NotFound, StoreError
 from .extraction import ChatLLM, LiteLLMChat
 from .importer import MemoryImporter
+from .maintenance_lock import MaintenanceLock
 from .records import to_item
 from .retrieval import LiteLLMReranker, Reranker
 from .searcher import MemorySearcher
@@ -47,8 +48,10 @@ class AsyncMemory:
         llm: ChatLLM | None = None,
         store: Store | None = None,
         reranker: Reranker | None = None,
+        maintenance_lock: MaintenanceLock | None = None,
     ) -> None:
         self.config = config or MemoryConfig()
+        self._maintenance_lock = maintenance_lock
         self._embedder = embedder
         self._reranker = reranker
         self._owns_embedder = embedder is None  # close only what we created
@@ -95,6 +98,7 @@ class AsyncMemory:
                         optimize_every=self.config.optimize_every,
                         cleanup_retention_s=self.config.cleanup_retention_s,
                         limits=self.config.limits,
+                        maintenance_lock=self._maintenance_lock,
                     )
                 await self._store.open()
             self._build_pipelines(self._store)

@@ -19,6 +19,7 @@ from starlette.routing import Route
 
 from memory_core import AsyncMemory
 from memory_core.litellm_loader import get_litellm
+from memory_core.maintenance_lock import MaintenanceLock, RedisMaintenanceLock
 from memory_core.queue import LearningQueue, open_job_store
 
 from .auth import Authenticator, presented_key
@@ -51,6 +52,14 @@ def queue_path(settings: Settings) -> Path:
     if "://" in uri:
         return Path("data") / "queue.sqlite3"
     return Path(uri) / "queue.sqlite3"
+
+
+def shared_maintenance_lock(settings: Settings) -> MaintenanceLock | None:
+    """Replicas sharing a Redis queue also share who runs store maintenance."""
+    queue = settings.memory.queue
+    if queue.backend != "redis":
+        return None
+    return RedisMaintenanceLock(queue.redis_url, prefix=queue.redis_prefix)
 
 
 def uses_env_proxy() -> bool:
@@ -151,11 +160,13 @@ def create_app(
         get_litellm()
         counter = count_tokens or default_token_counter()
         counter("warm up")
+        maintenance_lock: MaintenanceLock | None = None
         mem = memory
         learning_queue = queue
         if settings.memory.enabled:
             if mem is None:
-                mem = AsyncMemory(settings.memory.core_config())
+                maintenance_lock = shared_maintenance_lock(settings)
+                mem = AsyncMemory(settings.memory.core_config(), maintenance_lock=maintenance_lock)
             await mem.open()
             if learning_queue is None:
                 learning_queue = LearningQueue(
@@ -186,6 +197,8 @@ def create_app(
             await client.close()
             if mem is not None and memory is None:
                 await mem.close()
+            if maintenance_lock is not None:
+                await maintenance_lock.close()
 
     routes = [
         Route("/v1/chat/completions", chat_completions, methods=["POST"]),

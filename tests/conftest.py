@@ -246,14 +246,26 @@ def page(browser: Any) -> Iterator[tuple[Any, list[str]]]:
 # ============================================================================================
 
 
+def _running(server: Any) -> Iterator[Any]:
+    server.start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """One real ``redis-server`` for the session; tests keep apart by key prefix."""
     from tests.redis_server import RedisServer
 
-    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
-    yield server
-    server.stop()
+    yield from _running(RedisServer(tmp_path_factory.mktemp("redis")))
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One S3-compatible server (moto) for the session; tests keep apart by key prefix."""
+    from tests.s3_server import S3Server
+
+    yield from _running(S3Server(tmp_path_factory.mktemp("s3")))
 
 
 @pytest.fixture

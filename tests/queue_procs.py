@@ -111,7 +111,7 @@ def write_config(
     path: Path,
     *,
     fake_url: str,
-    storage: Path,
+    storage: Path | str,
     queue: dict[str, Any] | None = None,
     memory: dict[str, Any] | None = None,
 ) -> Path:
@@ -319,13 +319,16 @@ class StoreSnapshot:
     history_by_job: dict[str | None, int]  # job_id -> history rows carrying it (raw table)
 
 
-def read_store(storage: Path, users: Iterable[str]) -> StoreSnapshot:
-    """Open the LanceDB data dir (server stopped) and read memories and history."""
+def read_store(
+    storage: Path | str, users: Iterable[str], storage_options: dict[str, str] | None = None
+) -> StoreSnapshot:
+    """Open the LanceDB data dir or ``s3://`` store and read memories and history."""
     import lancedb
 
     from memory_core import Memory
 
-    memory = Memory.from_config({"storage_uri": str(storage)})
+    options = storage_options or {}
+    memory = Memory.from_config({"storage_uri": str(storage), "storage_options": options})
     try:
         memories: dict[str, list[dict[str, Any]]] = {}
         history: dict[str, list[dict[str, Any]]] = {}
@@ -336,12 +339,20 @@ def read_store(storage: Path, users: Iterable[str]) -> StoreSnapshot:
                 history[item["id"]] = [dict(row) for row in memory.history(item["id"])]
     finally:
         memory.close()
-    table = lancedb.connect(str(storage)).open_table("memory_history")
+    table = lancedb.connect(str(storage), storage_options=options or None).open_table(
+        "memory_history"
+    )
     job_ids = table.to_arrow().column("job_id").to_pylist()
     by_job: dict[str | None, int] = {}
     for job_id in job_ids:
         by_job[job_id] = by_job.get(job_id, 0) + 1
     return StoreSnapshot(memories, history, by_job)
+
+
+def log_time_of(stamp: str) -> float:
+    """Epoch seconds of a ``logging`` asctime (``2026-11-26 09:38:01,929``, local time)."""
+    moment, millis = stamp.split(",")
+    return time.mktime(time.strptime(moment, "%Y-%m-%d %H:%M:%S")) + int(millis) / 1000
 
 
 def percentile(values: Sequence[float], q: float) -> float:
