@@ -269,6 +269,15 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 
 @pytest.fixture
+def s3_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The S3 credentials only in the environment: configs hold ``os.environ/`` refs."""
+    from tests.s3_server import S3Server
+
+    for name, value in S3Server.env().items():
+        monkeypatch.setenv(name, value)
+
+
+@pytest.fixture
 def redis_prefix(request: pytest.FixtureRequest) -> str:
     """A key prefix of this test alone on the session's Redis."""
     import uuid

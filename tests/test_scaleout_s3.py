@@ -16,8 +16,6 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import pytest
-
 from tests.queue_procs import (
     FakeProcess,
     read_store,
@@ -38,13 +36,6 @@ from tests.scaleout_procs import (
 
 EXCHANGES = 90
 USERS = 9
-
-
-@pytest.fixture
-def s3_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The credentials only in the environment: the config holds ``os.environ/`` refs."""
-    for name, value in S3Server.env().items():
-        monkeypatch.setenv(name, value)
 
 
 def test_conditional_put_is_atomic(s3_server: S3Server) -> None:
