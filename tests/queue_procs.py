@@ -227,6 +227,13 @@ class ChatOutcome:
     latencies_s: list[float] = field(default_factory=list)
 
 
+def post_chat(client: httpx.Client, url: str, user: str, text: str) -> httpx.Response:
+    return client.post(
+        f"{url}/v1/chat/completions",
+        json={"model": MODEL, "user_id": user, "messages": [{"role": "user", "content": text}]},
+    )
+
+
 def send_chats(
     url: str, exchanges: Sequence[tuple[str, str]], *, workers: int = 16, timeout_s: float = 60
 ) -> ChatOutcome:
@@ -238,14 +245,7 @@ def send_chats(
             user, text = item
             started = time.perf_counter()
             try:
-                response = client.post(
-                    f"{url}/v1/chat/completions",
-                    json={
-                        "model": MODEL,
-                        "user_id": user,
-                        "messages": [{"role": "user", "content": text}],
-                    },
-                )
+                response = post_chat(client, url, user, text)
             except httpx.HTTPError as exc:
                 return user, text, repr(exc), 0.0
             elapsed = time.perf_counter() - started
@@ -261,6 +261,15 @@ def send_chats(
                 else:
                     outcome.failed.append((user, text, error))
     return outcome
+
+
+def send_in_order(urls: Sequence[str], chats: Sequence[tuple[str, str]]) -> None:
+    """(user_id, text) chats one after the other, each after the previous answer, the replicas
+    at ``urls`` taking turns: the enqueue order is the send order."""
+    with httpx.Client(timeout=60) as client:
+        for index, (user, text) in enumerate(chats):
+            response = post_chat(client, urls[index % len(urls)], user, text)
+            assert response.status_code == 200, response.text
 
 
 def queue_file(storage: Path) -> Path:

@@ -16,8 +16,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from tests.conftest import SharedEmbedder
 from tests.fake_upstream import FakeUpstream
 from tests.queue_procs import (
@@ -27,6 +25,7 @@ from tests.queue_procs import (
     read_store,
     remaining,
     send_chats,
+    send_in_order,
     wait_until,
     write_config,
 )
@@ -37,17 +36,7 @@ CITIES = ("Paris", "Rome", "Berlin")
 
 def move(urls: Sequence[str], user: str) -> None:
     """The three exchanges of one user, each sent after the previous answer came back."""
-    with httpx.Client(timeout=60) as client:
-        for index, text in enumerate(MOVES):
-            response = client.post(
-                f"{urls[index % len(urls)]}/v1/chat/completions",
-                json={
-                    "model": "fake-model",
-                    "user_id": user,
-                    "messages": [{"role": "user", "content": text}],
-                },
-            )
-            assert response.status_code == 200, response.text
+    send_in_order(urls, [(user, text) for text in MOVES])
 
 
 def noise(users: int, facts: int, tag: str) -> list[tuple[str, str]]:

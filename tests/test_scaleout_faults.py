@@ -24,13 +24,12 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import httpx
-
 from tests.queue_procs import (
     FakeProcess,
     ProxyProcess,
     read_store,
     send_chats,
+    send_in_order,
     wait_until,
 )
 from tests.redis_server import RedisServer
@@ -46,22 +45,6 @@ LEASE_S = 4.0
 def moves_of(user: str) -> list[tuple[str, str]]:
     first, *rest = CITIES
     return [(user, f"I live in {first}")] + [(user, f"I moved to {city}") for city in rest]
-
-
-def send_in_order(urls: list[str], chats: list[tuple[str, str]]) -> None:
-    """One user's chats one after the other (each after the previous answer), the replicas
-    taking turns: the enqueue order is the send order."""
-    with httpx.Client(timeout=60) as client:
-        for index, (user, text) in enumerate(chats):
-            response = client.post(
-                f"{urls[index % len(urls)]}/v1/chat/completions",
-                json={
-                    "model": "fake-model",
-                    "user_id": user,
-                    "messages": [{"role": "user", "content": text}],
-                },
-            )
-            assert response.status_code == 200, response.text
 
 
 def backlog(replica: ProxyProcess) -> int:
