@@ -129,6 +129,18 @@ class AsyncMemory:
         if self._owns_embedder and callable(close):
             close()
 
+    async def store_stats(self) -> dict[str, dict[str, int]]:
+        """The LanceDB store's table versions and maintenance outcomes (empty for other
+        stores)."""
+        store = await self._ready()
+        if not isinstance(store, LanceStore):
+            return {}
+        try:
+            versions = await store.table_versions()
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise StoreError(f"cannot read the table versions: {exc}") from exc
+        return {"versions": versions, "maintenance": dict(store.maintenance_runs)}
+
     @property
     def is_ready(self) -> bool:
         """True once the store is open (``/ready``)."""

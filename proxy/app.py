@@ -3,6 +3,7 @@ the HTTP client, the memory store and the learning workers."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -18,6 +19,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from memory_core import AsyncMemory
+from memory_core.errors import MemoryCoreError
 from memory_core.litellm_loader import get_litellm
 from memory_core.maintenance_lock import MaintenanceLock, RedisMaintenanceLock
 from memory_core.queue import LearningQueue, open_job_store
@@ -28,9 +30,10 @@ from .errors import EXCEPTION_HANDLERS, Forbidden, error_response
 from .guard import BrowserGuard
 from .inject import TokenCounter, default_token_counter
 from .learning import ExtractionModels, Learner
+from .logs import RequestIds
 from .mcp_server import McpEndpoint
 from .memories_api import memory_routes
-from .metrics import Metrics
+from .metrics import HttpMetrics, Metrics
 from .model_routing import ModelRouter
 from .settings import Settings
 from .state import AppState, state_of
@@ -115,6 +118,11 @@ async def metrics_endpoint(request: Request) -> Response:
     if not shows_details(request, state):
         state.authenticator.authenticate(request.headers)  # no key: 401
         raise Forbidden("metrics need the admin API key (server.public_metrics)")
+    if state.memory is not None:
+        try:
+            state.metrics.observe_store(await asyncio.wait_for(state.memory.store_stats(), 2.0))
+        except (MemoryCoreError, TimeoutError) as exc:  # the store's gauges keep their values
+            log.warning("store stats for /metrics failed: %r", exc)
     return Response(state.metrics.render(), media_type="text/plain; version=0.0.4")
 
 
@@ -217,12 +225,14 @@ def create_app(
         lifespan=lifespan,
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[
+            Middleware(RequestIds),
+            Middleware(HttpMetrics, metrics=metrics),
             Middleware(
                 BrowserGuard,
                 check_host=not authenticator.enabled or bool(settings.server.allowed_hosts),
                 allowed_hosts=settings.server.allowed_hosts,
                 allowed_origins=settings.server.allowed_origins,
-            )
+            ),
         ],
     )
     return app

@@ -11,6 +11,7 @@ from memory_core.errors import InvalidInput
 from memory_core.extraction import ChatLLM, LiteLLMChat
 from memory_core.queue import Job
 
+from .logs import request_id
 from .metrics import Metrics
 from .model_routing import ModelRouter
 from .settings import Settings
@@ -21,7 +22,13 @@ log = logging.getLogger("proxy.learning")
 def learning_payload(
     identity: dict[str, str | None], messages: list[dict[str, str]], model: str
 ) -> dict[str, Any]:
-    return {"scope": identity, "messages": messages, "model": model, "timestamp": time.time()}
+    return {
+        "scope": identity,
+        "messages": messages,
+        "model": model,
+        "timestamp": time.time(),
+        "request_id": request_id.get(),  # the job's log lines carry the chat's request id
+    }
 
 
 class ExtractionModels:
@@ -64,6 +71,13 @@ class Learner:
         self._metrics = metrics
 
     async def handle(self, job: Job) -> None:
+        token = request_id.set(job.payload.get("request_id") or f"job-{job.id}")
+        try:
+            await self._apply(job)
+        finally:
+            request_id.reset(token)
+
+    async def _apply(self, job: Job) -> None:
         payload = job.payload
         scope = payload.get("scope") or {}
         try:
@@ -83,5 +97,7 @@ class Learner:
             raise
         self._metrics.extraction.labels("ok").inc()
         self._metrics.lag.observe(max(0.0, time.time() - job.enqueued_at))
-        events = [r.get("event") for r in result["results"]]
-        log.debug("job %s applied: %s", job.id, events)
+        events = [str(r.get("event")) for r in result["results"]] or ["NONE"]
+        for event in events:
+            self._metrics.memory_events.labels(event).inc()
+        log.info("job %s applied: %s", job.id, " ".join(events))

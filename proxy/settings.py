@@ -138,6 +138,8 @@ class ServerSettings(BaseModel):
     connect_timeout_s: float = Field(default=10.0, gt=0)
     allow_open_non_loopback: bool = False
     log_level: str = "info"
+    # "text" lines, or one JSON object per line (proxy/logs.py); both carry the request id.
+    log_format: Literal["text", "json"] = "text"
     # Web pages that may call the proxy from a browser (CORS, preflight included), as
     # "scheme://host[:port]"; every other Origin gets 403. The server's own origin always may.
     allowed_origins: list[str] = Field(default_factory=list)

@@ -227,10 +227,13 @@ class ChatOutcome:
     latencies_s: list[float] = field(default_factory=list)
 
 
-def post_chat(client: httpx.Client, url: str, user: str, text: str) -> httpx.Response:
+def post_chat(
+    client: httpx.Client, url: str, user: str, text: str, headers: dict[str, str] | None = None
+) -> httpx.Response:
     return client.post(
         f"{url}/v1/chat/completions",
         json={"model": MODEL, "user_id": user, "messages": [{"role": "user", "content": text}]},
+        headers=headers,
     )
 
 
@@ -402,6 +405,11 @@ class InProcessProxy:
 
     def metrics(self) -> str:
         return httpx.get(f"{self.url}/metrics", timeout=10).text
+
+
+def backend_label(proxy: ProxyProcess | InProcessProxy) -> str:
+    """The ``backend="..."`` label of the queue gauges of ``proxy``."""
+    return f'backend="{proxy.ready()["queue"]["backend"]}"'
 
 
 def metric(text: str, name: str, labels: str = "") -> float | None:

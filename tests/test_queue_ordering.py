@@ -21,6 +21,7 @@ from tests.fake_upstream import FakeUpstream
 from tests.queue_procs import (
     InProcessProxy,
     ProxyProcess,
+    backend_label,
     metric,
     read_store,
     remaining,
@@ -113,7 +114,9 @@ def test_two_processes_on_one_data_dir_apply_each_job_once_in_order(
             proxy.wait_ready()
         run_traffic([p.url for p in proxies], movers, others)
         wait_until(lambda: remaining(proxies[0]) == 0, timeout_s=120, what="the queue to drain")
-        applied = [metric(p.metrics(), "memproxy_queue_applied") or 0 for p in proxies]
+        applied = [
+            metric(p.metrics(), "memproxy_queue_applied", backend_label(p)) or 0 for p in proxies
+        ]
         assert proxies[0].ready()["queue"]["dead"] == 0
         for proxy in proxies:
             code, _ = proxy.terminate()
