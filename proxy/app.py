@@ -37,6 +37,7 @@ from .metrics import HttpMetrics, Metrics
 from .model_routing import ModelRouter
 from .settings import Settings
 from .state import AppState, state_of
+from .tracing import ChatTracing, ServerSpans, build_tracer
 from .upstream import (
     LiteLLMUpstream,
     PassthroughUpstream,
@@ -133,9 +134,19 @@ def create_app(
     memory: AsyncMemory | None = None,
     queue: LearningQueue | None = None,
     count_tokens: TokenCounter | None = None,
+    tracer_provider: Any | None = None,
 ) -> Starlette:
-    """Build the proxy. Pass ``upstream``/``memory``/``queue`` to inject fakes or shared ones."""
+    """Build the proxy. Pass ``upstream``/``memory``/``queue`` to inject fakes or shared ones,
+    ``tracer_provider`` an OpenTelemetry SDK provider (tests: an in-memory exporter)."""
     settings = settings or Settings()
+    tracing_settings = settings.server.tracing
+    tracer = build_tracer(
+        tracing_settings.enabled,
+        tracing_settings.otlp_endpoint,
+        tracing_settings.service_name,
+        tracer_provider,
+    )
+    chat_tracing = ChatTracing(tracer) if tracing_settings.enabled or tracer_provider else None
     model_router = ModelRouter(settings.model_list)
     extraction = ExtractionModels(settings, model_router)
     metrics = Metrics()
@@ -179,7 +190,7 @@ def create_app(
             if learning_queue is None:
                 learning_queue = LearningQueue(
                     open_job_store(settings.memory.queue, queue_path(settings)),
-                    Learner(mem, extraction, metrics).handle,
+                    Learner(mem, extraction, metrics, tracer).handle,
                     settings.memory.queue,
                 )
                 await learning_queue.start()
@@ -194,6 +205,7 @@ def create_app(
             queue=learning_queue,
             count_tokens=counter,
             extraction=extraction,
+            tracing=chat_tracing,
         )
         if not authenticator.enabled:
             log.warning("no API keys configured: open local mode (bind %s)", server.host)
@@ -226,6 +238,7 @@ def create_app(
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[
             Middleware(RequestIds),
+            Middleware(ServerSpans, tracer=tracer),
             Middleware(HttpMetrics, metrics=metrics),
             Middleware(
                 BrowserGuard,

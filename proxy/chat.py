@@ -158,6 +158,18 @@ async def chat_completions(request: Request) -> Response:
         upstream=result.kind,
         seconds=answered - started,
     )
+    if state.tracing is not None:
+        state.tracing.stages(
+            started=parsed,
+            stages=outcome.timings,
+            forwarding=forwarding,
+            answered=answered,
+            model=route.deployment.model_name,
+            litellm_model=route.model,
+            status=result.status,
+            recalled=outcome.recalled,
+            memory_status=outcome.status,
+        )
     response_headers = {**result.headers, **memory_headers, "x-memory-upstream": result.kind}
     response_headers["server-timing"] = server_timing(
         {"parse": parsed - started, **outcome.timings, "forward": answered - forwarding}

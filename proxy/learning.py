@@ -15,6 +15,7 @@ from .logs import request_id
 from .metrics import Metrics
 from .model_routing import ModelRouter
 from .settings import Settings
+from .tracing import TracedChatLLM, Tracer, job_span, trace_carrier
 
 log = logging.getLogger("proxy.learning")
 
@@ -28,6 +29,7 @@ def learning_payload(
         "model": model,
         "timestamp": time.time(),
         "request_id": request_id.get(),  # the job's log lines carry the chat's request id
+        "trace": trace_carrier(),  # and its spans join the chat's trace
     }
 
 
@@ -40,11 +42,16 @@ class ExtractionModels:
         self._model_router = model_router
         config = settings.extraction_llm()
         self._configured: ChatLLM | None = LiteLLMChat(config) if config is not None else None
+        self._configured_model = config.model if config is not None else None
         self._by_chat_model: dict[str, ChatLLM] = {}
 
     def configured(self) -> ChatLLM | None:
         """The configured extraction model, if any (the memory API and the CLI use only it)."""
         return self._configured
+
+    def model_name(self, chat_model: str) -> str:
+        """The LiteLLM model string ``for_chat_model(chat_model)`` calls (traces)."""
+        return self._configured_model or self._model_router.resolve(chat_model).model
 
     def for_chat_model(self, model: str) -> ChatLLM:
         """The configured extraction model, else the model the chat used."""
@@ -65,17 +72,35 @@ class ExtractionModels:
 class Learner:
     """Applies queued exchanges with ``AsyncMemory.add(infer=True)``, idempotent by job id."""
 
-    def __init__(self, memory: AsyncMemory, extraction: ExtractionModels, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        memory: AsyncMemory,
+        extraction: ExtractionModels,
+        metrics: Metrics,
+        tracer: Tracer | None = None,
+    ) -> None:
         self._memory = memory
         self._extraction = extraction
         self._metrics = metrics
+        self._tracer = tracer
 
     async def handle(self, job: Job) -> None:
         token = request_id.set(job.payload.get("request_id") or f"job-{job.id}")
         try:
-            await self._apply(job)
+            if self._tracer is None:
+                await self._apply(job)
+                return
+            attributes = {"memory.job_id": job.id, "memory.job_attempt": job.attempts}
+            with job_span(self._tracer, job.payload.get("trace"), attributes):
+                await self._apply(job)
         finally:
             request_id.reset(token)
+
+    def _llm(self, chat_model: str) -> ChatLLM:
+        llm = self._extraction.for_chat_model(chat_model)
+        if self._tracer is None:
+            return llm
+        return TracedChatLLM(llm, self._tracer, self._extraction.model_name(chat_model))
 
     async def _apply(self, job: Job) -> None:
         payload = job.payload
@@ -90,7 +115,7 @@ class Learner:
                 timestamp=payload.get("timestamp"),
                 job_id=job.id,
                 source=payload.get("source"),
-                llm=self._extraction.for_chat_model(str(payload.get("model", ""))),
+                llm=self._llm(str(payload.get("model", ""))),
             )
         except Exception:
             self._metrics.extraction.labels("error").inc()

@@ -18,6 +18,7 @@ from .learning import ExtractionModels
 from .metrics import Metrics
 from .model_routing import ModelRouter
 from .settings import Settings
+from .tracing import ChatTracing
 from .upstream import UpstreamSet
 
 
@@ -36,6 +37,7 @@ class AppState:
     count_tokens: TokenCounter
     extraction: ExtractionModels
     openapi: dict[str, Any] | None = None
+    tracing: ChatTracing | None = None  # None: tracing off
 
 
 def state_of(request: Request) -> AppState:
