@@ -22,6 +22,7 @@ from memory_core import AsyncMemory
 from proxy import Settings, create_app
 from tests.conftest import SharedEmbedder
 from tests.fake_upstream import FakeUpstream
+from tests.queue_procs import post_chat
 from tests.servers import ServerThread, learn_state, wait_learned
 
 
@@ -64,15 +65,8 @@ def test_chat_stages_and_learning_job_share_one_trace(
     user = f"trace-{uuid.uuid4().hex[:6]}"
     secret_text = f"I live in Timbuktu{uuid.uuid4().hex[:4]}"
     before = learn_state(server)
-    response = httpx.post(
-        f"{server.url}/chat/completions",
-        json={
-            "model": "fake-model",
-            "user_id": user,
-            "messages": [{"role": "user", "content": secret_text}],
-        },
-        timeout=60,
-    )
+    with httpx.Client(timeout=60) as client:
+        response = post_chat(client, server.base_url, user, secret_text)
     assert response.status_code == 200
     wait_learned(server, before)
     deadline = time.monotonic() + 10
