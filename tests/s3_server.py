@@ -25,6 +25,21 @@ SECRET_KEY = "memproxy-test-secret"
 REGION = "us-east-1"
 
 
+def storage_options(endpoint: str, *, from_env: bool = False) -> dict[str, str]:
+    keys = (
+        ("os.environ/MEMPROXY_TEST_S3_KEY", "os.environ/MEMPROXY_TEST_S3_SECRET")
+        if from_env
+        else (ACCESS_KEY, SECRET_KEY)
+    )
+    return {
+        "endpoint": endpoint,
+        "region": REGION,
+        "allow_http": "true",
+        "aws_access_key_id": keys[0],
+        "aws_secret_access_key": keys[1],
+    }
+
+
 class S3Server:
     def __init__(self, directory: Path, *, bucket: str = "memproxy-test") -> None:
         self.directory = directory
@@ -68,18 +83,7 @@ class S3Server:
     def storage_options(self, *, from_env: bool = False) -> dict[str, str]:
         """LanceDB's ``storage_options`` for this server; ``from_env``: the credentials as
         ``os.environ/`` references (set ``env()`` in the process's environment)."""
-        keys = (
-            ("os.environ/MEMPROXY_TEST_S3_KEY", "os.environ/MEMPROXY_TEST_S3_SECRET")
-            if from_env
-            else (ACCESS_KEY, SECRET_KEY)
-        )
-        return {
-            "endpoint": self.endpoint,
-            "region": REGION,
-            "allow_http": "true",
-            "aws_access_key_id": keys[0],
-            "aws_secret_access_key": keys[1],
-        }
+        return storage_options(self.endpoint, from_env=from_env)
 
     @staticmethod
     def env() -> dict[str, str]:
