@@ -14,10 +14,10 @@ COPY --from=build /install /usr/local
 RUN useradd --create-home --uid 10001 memproxy && mkdir -p /data /app/configs \
     && chown memproxy:memproxy /data
 COPY configs /app/configs
-USER memproxy
+USER 10001
 WORKDIR /app
 VOLUME ["/data"]
 EXPOSE 8787
 HEALTHCHECK --interval=15s --timeout=3s --start-period=30s --retries=3 \
-  CMD python -c "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8787/health', timeout=2).status == 200 else 1)"
+  CMD ["python", "-c", "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8787/health', timeout=2).status == 200 else 1)"]
 ENTRYPOINT ["memproxy", "serve"]

@@ -8,6 +8,7 @@ section of BENCHMARKS.md.
     queue      learning queue drain rate and lag (bench/queue_drain.py, when present)
     learning   what a model learns: fact precision/recall, junk, updates, dead jobs
                (bench/learning.py; --model <LiteLLM model | OpenAI-compatible URL>)
+    scaleout   S3 vs local store, Redis vs SQLite queue over 1-3 replicas (bench/scaleout.py)
     all        overhead, store, then chart
 """
 
@@ -24,6 +25,7 @@ COMMANDS = {
     "locomo": "bench.locomo",
     "queue": "bench.queue_drain",
     "learning": "bench.learning",
+    "scaleout": "bench.scaleout",
 }
 
 

@@ -28,7 +28,7 @@ from typing import Any
 
 import httpx
 
-from memory_core.queue import JobStore
+from memory_core.queue import SqliteJobStore
 from memory_core.types import Scope
 from proxy.learning import learning_payload
 from tests.queue_procs import (
@@ -45,7 +45,7 @@ from .common import save_result, stamp, table, write_section
 
 def enqueue_jobs(storage: Path, jobs: int, users: int) -> float:
     """Write ``jobs`` exchanges into the queue file; returns the time the first was written."""
-    store = JobStore(queue_file(storage))
+    store = SqliteJobStore(queue_file(storage))
     try:
         started = time.monotonic()
         for n in range(jobs):

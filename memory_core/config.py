@@ -177,8 +177,19 @@ class SearchConfig(_Strict):
 
 
 class QueueConfig(_Strict):
-    """The durable learning queue (``memory_core.queue``; the proxy's ``memory.queue``)."""
+    """The durable learning queue (``memory_core.queue``; the proxy's ``memory.queue``).
 
+    ``backend``: ``sqlite`` (embedded, one file in the data dir) or ``redis`` (shared by
+    replicas: ``redis_url``, e.g. ``os.environ/REDIS_URL``; keys under ``redis_prefix``).
+    ``max_in_flight`` caps the jobs running in all processes sharing the queue together."""
+
+    backend: Literal["sqlite", "redis"] = "sqlite"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_prefix: str = Field(default="memproxy", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    max_in_flight: int | None = Field(default=None, ge=1, le=100_000)
+    # How long an enqueue retries while the backend is unreachable (a Redis restart) before
+    # the exchange is given up; the chat's last bytes wait for it.
+    enqueue_retry_s: float = Field(default=5.0, ge=0, le=60)
     concurrency: int = Field(default=4, ge=1, le=256)
     max_attempts: int = Field(default=10, ge=1)
     backoff_base_s: float = Field(default=2.0, gt=0)
@@ -186,6 +197,13 @@ class QueueConfig(_Strict):
     lease_s: float = Field(default=60.0, gt=0)
     poll_s: float = Field(default=0.5, gt=0)
     shutdown_grace_s: float = Field(default=10.0, ge=0)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value
 
 
 class MemoryLimits(_Strict):

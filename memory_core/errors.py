@@ -44,6 +44,10 @@ class DimensionMismatch(StoreError):
     """The embedder's vector size differs from the one stored with the table."""
 
 
+class QueueStoreError(MemoryCoreError):
+    """The learning queue's backend (SQLite file, Redis) failed or is unreachable."""
+
+
 class EmbedderError(MemoryCoreError):
     """The embedder failed to produce vectors."""
 

@@ -1,4 +1,5 @@
-"""The learning queue's durable half: an SQLite (WAL) outbox of jobs in the data directory.
+"""The learning queue's durable half: the ``JobStore`` protocol and its embedded default, an
+SQLite (WAL) outbox of jobs in the data directory (``redis_job_store.py`` is the shared one).
 
 Enqueue is one committed transaction (a job survives ``kill -9``); claims take the oldest job
 of each idle scope under a lease; a dead owner's leases are handed back; failures are
@@ -16,9 +17,11 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import orjson
+
+from .errors import QueueStoreError
 
 T = TypeVar("T")
 
@@ -57,6 +60,10 @@ RESULTS_KEPT = 10_000
 RESULT_KEYS = ("id", "scope_key", "status", "attempts", "enqueued_at", "finished_at")
 
 
+# The fields of a dead letter, as ``dead_jobs()`` returns them.
+DEAD_KEYS = ("id", "scope_key", "attempts", "last_error", "enqueued_at", "finished_at")
+
+
 @dataclass(frozen=True, slots=True)
 class Job:
     id: str
@@ -80,13 +87,60 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-class JobStore:
-    """Synchronous SQLite access; every method is one short transaction."""
+def is_dead_local_owner(owner: str, host: str) -> bool:
+    """True for an ``owner_identity()`` of ``host`` whose process no longer exists."""
+    parts = owner.split(":")
+    return (
+        len(parts) == 3
+        and parts[0] == host
+        and parts[1].isdigit()
+        and not _pid_alive(int(parts[1]))
+    )
 
-    def __init__(self, path: str | Path, *, results_kept: int = RESULTS_KEPT) -> None:
+
+class JobStore(Protocol):
+    """What ``LearningQueue`` needs from a queue backend. Synchronous: the queue calls it from
+    its one I/O thread. Times are epoch seconds; ``owner`` is an ``owner_identity()``.
+    Backend failures (I/O, connection) raise ``QueueStoreError``."""
+
+    backend: str  # "sqlite", "redis": the metrics' label
+    local: bool  # reads are cheap local file reads, safe to make on the event loop
+
+    def enqueue(self, job_id: str, scope_key: str, payload: dict[str, Any]) -> bool: ...
+    def claim(self, owner: str, limit: int, lease_s: float, busy: Sequence[str]) -> list[Job]: ...
+    def renew(self, owner: str, job_ids: Sequence[str], lease_s: float) -> None: ...
+    def complete(self, owner: str, job_id: str, result: dict[str, Any] | None = None) -> None: ...
+    def fail(self, owner: str, job_id: str, error: str, retry_at: float | None) -> None: ...
+    def release(self, owner: str, job_ids: Sequence[str]) -> None: ...
+    def recover_dead_owners(self) -> int: ...
+    def stats(self) -> dict[str, Any]: ...
+    def dead_jobs(self, limit: int = 100) -> list[dict[str, Any]]: ...
+    def results(self, limit: int = 20, job_id: str | None = None) -> list[dict[str, Any]]: ...
+    def retry_dead(self, job_id: str | None = None) -> int: ...
+    def purge_dead(self) -> int: ...
+    def close(self) -> None: ...
+
+
+class SqliteJobStore:
+    """Synchronous SQLite access; every method is one short transaction.
+
+    ``max_in_flight`` caps the leased jobs of all processes sharing the file (None: only each
+    process's own ``concurrency`` bounds them)."""
+
+    backend = "sqlite"
+    local = True
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        max_in_flight: int | None = None,
+        results_kept: int = RESULTS_KEPT,
+    ) -> None:
         self.path = Path(path)
         self.results_kept = results_kept
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._max_in_flight = max_in_flight
         self._conn = sqlite3.connect(
             str(self.path), timeout=30, isolation_level=None, check_same_thread=False
         )
@@ -102,13 +156,16 @@ class JobStore:
 
     def _tx(self, work: Callable[[sqlite3.Connection], T]) -> T:
         with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
             try:
-                result = work(self._conn)
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    result = work(self._conn)
+                except BaseException:
+                    self._conn.execute("ROLLBACK")
+                    raise
+                self._conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise QueueStoreError(f"queue database {self.path}: {exc}") from exc
             return result
 
     def enqueue(self, job_id: str, scope_key: str, payload: dict[str, Any]) -> bool:
@@ -131,6 +188,15 @@ class JobStore:
         now = time.time()
 
         def work(conn: sqlite3.Connection) -> list[Job]:
+            room = limit
+            if self._max_in_flight is not None:
+                in_flight = conn.execute(
+                    "SELECT COUNT(*) FROM jobs WHERE status='leased' AND lease_expires >= ?",
+                    (now,),
+                ).fetchone()[0]
+                room = min(limit, self._max_in_flight - int(in_flight))
+            if room <= 0:
+                return []
             rows = conn.execute(
                 """
                 SELECT j.seq, j.id, j.scope_key, j.payload, j.attempts, j.enqueued_at
@@ -144,12 +210,12 @@ class JobStore:
                 ORDER BY j.seq
                 LIMIT ?
                 """,
-                (now, now, limit + len(busy)),
+                (now, now, room + len(busy)),
             ).fetchall()
             jobs: list[Job] = []
             busy_set = set(busy)
             for seq, job_id, scope_key, payload, attempts, enqueued_at in rows:
-                if scope_key in busy_set or len(jobs) >= limit:
+                if scope_key in busy_set or len(jobs) >= room:
                     continue
                 conn.execute(
                     "UPDATE jobs SET status='leased', lease_owner=?, lease_expires=?, "
@@ -282,27 +348,34 @@ class JobStore:
             ]
             released = 0
             for owner in owners:
-                parts = (owner or "").split(":")
-                if len(parts) == 3 and parts[0] == host and parts[1].isdigit():
-                    if not _pid_alive(int(parts[1])):
-                        cursor = conn.execute(
-                            "UPDATE jobs SET status='pending', lease_owner=NULL, "
-                            "lease_expires=NULL WHERE lease_owner=? AND status='leased'",
-                            (owner,),
-                        )
-                        released += cursor.rowcount
+                if is_dead_local_owner(owner or "", host):
+                    cursor = conn.execute(
+                        "UPDATE jobs SET status='pending', lease_owner=NULL, "
+                        "lease_expires=NULL WHERE lease_owner=? AND status='leased'",
+                        (owner,),
+                    )
+                    released += cursor.rowcount
             return released
 
         return self._tx(work)
 
     def stats(self) -> dict[str, Any]:
+        return self._read(self._stats)
+
+    def _read(self, read: Callable[[], T]) -> T:
         with self._lock:
-            counts = dict(
-                self._conn.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status").fetchall()
-            )
-            oldest = self._conn.execute(
-                "SELECT MIN(enqueued_at) FROM jobs WHERE status IN ('pending','leased')"
-            ).fetchone()[0]
+            try:
+                return read()
+            except sqlite3.Error as exc:
+                raise QueueStoreError(f"queue database {self.path}: {exc}") from exc
+
+    def _stats(self) -> dict[str, Any]:
+        counts = dict(
+            self._conn.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status").fetchall()
+        )
+        oldest = self._conn.execute(
+            "SELECT MIN(enqueued_at) FROM jobs WHERE status IN ('pending','leased')"
+        ).fetchone()[0]
         return {
             "pending": int(counts.get("pending", 0)),
             "leased": int(counts.get("leased", 0)),
@@ -311,14 +384,14 @@ class JobStore:
         }
 
     def dead_jobs(self, limit: int = 100) -> list[dict[str, Any]]:
-        with self._lock:
-            rows = self._conn.execute(
+        rows = self._read(
+            lambda: self._conn.execute(
                 "SELECT id, scope_key, attempts, last_error, enqueued_at, finished_at "
                 "FROM jobs WHERE status='dead' ORDER BY seq LIMIT ?",
                 (limit,),
             ).fetchall()
-        keys = ("id", "scope_key", "attempts", "last_error", "enqueued_at", "finished_at")
-        return [dict(zip(keys, row, strict=True)) for row in rows]
+        )
+        return [dict(zip(DEAD_KEYS, row, strict=True)) for row in rows]
 
     def retry_dead(self, job_id: str | None = None) -> int:
         def work(conn: sqlite3.Connection) -> int:
@@ -335,4 +408,11 @@ class JobStore:
         return self._tx(lambda conn: conn.execute("DELETE FROM jobs WHERE status='dead'").rowcount)
 
 
-__all__ = ["Job", "JobStore", "owner_identity"]
+__all__ = [
+    "DEAD_KEYS",
+    "Job",
+    "JobStore",
+    "SqliteJobStore",
+    "is_dead_local_owner",
+    "owner_identity",
+]

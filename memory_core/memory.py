@@ -31,6 +31,7 @@ from .extraction import ChatLLM, LiteLLMChat
 from .importer import MemoryImporter
 from .ingest import MediaIngest
 from .learning_report import LearningReport
+from .maintenance_lock import MaintenanceLock
 from .media import find_media
 from .records import to_item
 from .retrieval import LiteLLMReranker, Reranker
@@ -55,8 +56,10 @@ class AsyncMemory:
         llm: ChatLLM | None = None,
         store: Store | None = None,
         reranker: Reranker | None = None,
+        maintenance_lock: MaintenanceLock | None = None,
     ) -> None:
         self.config = config or MemoryConfig()
+        self._maintenance_lock = maintenance_lock
         self._embedder = embedder
         self._reranker = reranker
         self._owns_embedder = embedder is None  # close only what we created
@@ -104,6 +107,7 @@ class AsyncMemory:
                         optimize_every=self.config.optimize_every,
                         cleanup_retention_s=self.config.cleanup_retention_s,
                         limits=self.config.limits,
+                        maintenance_lock=self._maintenance_lock,
                     )
                 await self._store.open()
             self._build_pipelines(self._store)
@@ -133,6 +137,18 @@ class AsyncMemory:
         close = getattr(self._embedder, "close", None)
         if self._owns_embedder and callable(close):
             close()
+
+    async def store_stats(self) -> dict[str, dict[str, int]]:
+        """The LanceDB store's table versions and maintenance outcomes (empty for other
+        stores)."""
+        store = await self._ready()
+        if not isinstance(store, LanceStore):
+            return {}
+        try:
+            versions = await store.table_versions()
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise StoreError(f"cannot read the table versions: {exc}") from exc
+        return {"versions": versions, "maintenance": dict(store.maintenance_runs)}
 
     @property
     def is_ready(self) -> bool:

@@ -1,4 +1,5 @@
-"""The durable learning queue: async workers over the SQLite (WAL) outbox (``job_store.py``).
+"""The durable learning queue: async workers over a ``JobStore`` — the embedded SQLite (WAL)
+outbox (``job_store.py``) or, shared by replicas, Redis Streams (``redis_job_store.py``).
 
 Guarantees: an enqueued job survives ``kill -9`` (enqueue is one committed transaction);
 jobs of one scope (user/agent/run) run one at a time in enqueue order; different scopes run
@@ -13,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import sqlite3
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .config import QueueConfig
-from .errors import InvalidIdentity, InvalidInput, MemoryCoreError
-from .job_store import Job, JobStore, owner_identity
+from .errors import InvalidIdentity, InvalidInput, MemoryCoreError, QueueStoreError
+from .job_store import Job, JobStore, SqliteJobStore, owner_identity
 
 log = logging.getLogger("memory_core.queue")
 T = TypeVar("T")
@@ -44,17 +44,34 @@ class QueueCounters:
 Handler = Callable[[Job], Awaitable[dict[str, Any] | None]]
 
 
+def open_job_store(settings: QueueConfig, sqlite_path: str | Path) -> JobStore:
+    """The configured backend: the SQLite file at ``sqlite_path``, or Redis."""
+    if settings.backend == "redis":
+        from .redis_job_store import RedisJobStore
+
+        return RedisJobStore(
+            settings.redis_url, prefix=settings.redis_prefix, max_in_flight=settings.max_in_flight
+        )
+    return SqliteJobStore(sqlite_path, max_in_flight=settings.max_in_flight)
+
+
 class LearningQueue:
-    """Async front of ``JobStore``: enqueue from the request path, workers in the background."""
+    """Async front of a ``JobStore``: enqueue from the request path, workers in the background.
+
+    ``store`` is a backend, or the path of an SQLite queue file."""
 
     def __init__(
         self,
-        path: str | Path,
+        store: JobStore | str | Path,
         handler: Handler | None = None,
         settings: QueueConfig | None = None,
     ) -> None:
         self.settings = settings or QueueConfig()
-        self._store = JobStore(path)
+        self._store = (
+            SqliteJobStore(store, max_in_flight=self.settings.max_in_flight)
+            if isinstance(store, str | Path)
+            else store
+        )
         self._handler = handler
         self._owner = owner_identity()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="queue-db")
@@ -64,6 +81,8 @@ class LearningQueue:
         self._heartbeat: asyncio.Task[None] | None = None
         self._stopping = False
         self.counters = QueueCounters()
+        self._snapshot: dict[str, Any] = {"pending": 0, "leased": 0, "dead": 0, "oldest_age_s": 0.0}
+        self._snapshot_at = 0.0
 
     @property
     def store(self) -> JobStore:
@@ -77,15 +96,36 @@ class LearningQueue:
     ) -> str:
         """Persist a job (one committed transaction) and wake the workers; returns its id."""
         job_id = job_id or uuid.uuid4().hex
-        await self._db(self._store.enqueue, job_id, scope_key, payload)
+        await self._persist(
+            self.settings.enqueue_retry_s, self._store.enqueue, job_id, scope_key, payload
+        )
         self._wakeup.set()
         return job_id
+
+    async def _persist(self, retry_s: float, fn: Callable[..., T], *args: Any) -> T:
+        """Call the store, retrying for ``retry_s`` while it is unreachable (a restart)."""
+        deadline = time.monotonic() + retry_s
+        pause = 0.05
+        while True:
+            try:
+                return await self._db(fn, *args)
+            except QueueStoreError:
+                if time.monotonic() + pause > deadline:
+                    raise
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 1.0)
 
     async def start(self) -> None:
         """Recover jobs of dead processes and start the dispatcher (needs a handler)."""
         if self._handler is None:
             raise RuntimeError("LearningQueue.start() needs a handler")
-        recovered = await self._db(self._store.recover_dead_owners)
+        try:
+            recovered = await self._persist(
+                self.settings.enqueue_retry_s, self._store.recover_dead_owners
+            )
+        except QueueStoreError as exc:  # unreachable now: the leases expire and are taken over
+            log.error("queue recovery at start failed: %s", exc)
+            recovered = 0
         if recovered:
             log.info("recovered %d in-flight jobs from dead processes", recovered)
         loop = asyncio.get_running_loop()
@@ -102,13 +142,14 @@ class LearningQueue:
                     jobs = await self._db(
                         self._store.claim, self._owner, free, self.settings.lease_s, busy
                     )
-                except sqlite3.Error as exc:
+                except QueueStoreError as exc:
                     log.error("queue claim failed: %s", exc)
             for job in jobs:
                 task = asyncio.get_running_loop().create_task(self._run(job))
                 self._running[job.id] = (job, task)
             if self._stopping:
                 break
+            await self._refresh_snapshot()
             if jobs and len(self._running) < self.settings.concurrency:
                 continue
             self._wakeup.clear()
@@ -116,6 +157,15 @@ class LearningQueue:
                 await asyncio.wait_for(self._wakeup.wait(), timeout=self.settings.poll_s)
             except TimeoutError:
                 pass
+
+    async def _refresh_snapshot(self) -> None:
+        if self._store.local or time.monotonic() - self._snapshot_at < 1.0:
+            return
+        self._snapshot_at = time.monotonic()
+        try:
+            self._snapshot = await self._db(self._store.stats)
+        except QueueStoreError as exc:
+            log.error("queue stats failed: %s", exc)
 
     async def _run(self, job: Job) -> None:
         assert self._handler is not None
@@ -126,7 +176,14 @@ class LearningQueue:
         except Exception as exc:  # the queue's boundary: every failure is recorded on the job
             await self._record_failure(job, exc)
         else:
-            await self._db(self._store.complete, self._owner, job.id, result)
+            try:
+                # Until the lease ends, retry: past it, the job runs again (idempotent).
+                await self._persist(
+                    self.settings.lease_s / 2, self._store.complete, self._owner, job.id, result
+                )
+            except QueueStoreError as exc:
+                log.error("job %s applied but not completed (it will run again): %s", job.id, exc)
+                return
             self.counters.applied += 1
             self.counters.lags.append(time.time() - job.enqueued_at)
             del self.counters.lags[:-1000]
@@ -139,7 +196,7 @@ class LearningQueue:
         permanent = isinstance(exc, PERMANENT_ERRORS)
         if permanent or job.attempts >= self.settings.max_attempts:
             log.error("job %s dead after %d attempts: %s", job.id, job.attempts, error)
-            await self._db(self._store.fail, self._owner, job.id, error, None)
+            await self._record(job, error, None)
             self.counters.dead += 1
             return
         delay = min(
@@ -151,8 +208,16 @@ class LearningQueue:
             log.warning(
                 "job %s failed (attempt %d), retry in %.1fs: %s", job.id, job.attempts, delay, error
             )
-        await self._db(self._store.fail, self._owner, job.id, error, time.time() + delay)
+        await self._record(job, error, time.time() + delay)
         self.counters.retried += 1
+
+    async def _record(self, job: Job, error: str, retry_at: float | None) -> None:
+        try:
+            await self._persist(
+                self.settings.lease_s / 2, self._store.fail, self._owner, job.id, error, retry_at
+            )
+        except QueueStoreError as exc:
+            log.error("could not record the failure of job %s (it will run again): %s", job.id, exc)
 
     async def _renew_leases(self) -> None:
         while not self._stopping:
@@ -160,21 +225,39 @@ class LearningQueue:
             ids = list(self._running)
             try:
                 await self._db(self._store.renew, self._owner, ids, self.settings.lease_s)
-            except sqlite3.Error as exc:
+            except QueueStoreError as exc:
                 log.error("lease renewal failed: %s", exc)
 
     def stats(self) -> dict[str, Any]:
-        data = self._store.stats()
+        """Backend counts (a remote backend's as of the last refresh, at most ~1 s old: this
+        runs on the event loop) plus this process's counters."""
+        if self._store.local:
+            try:
+                self._snapshot = self._store.stats()
+            except QueueStoreError as exc:
+                log.error("queue stats failed: %s", exc)
+        data: dict[str, Any] = {"backend": self._store.backend, **self._snapshot}
         data["running_here"] = len(self._running)
         data["applied"] = self.counters.applied
         data["retried"] = self.counters.retried
         return data
+
+    async def fresh_stats(self, timeout_s: float = 2.0) -> dict[str, Any]:
+        """``stats()`` with the backend's counts read now (within ``timeout_s``; else the
+        last ones, marked ``"stale": True``)."""
+        try:
+            self._snapshot = await asyncio.wait_for(self._db(self._store.stats), timeout_s)
+        except (QueueStoreError, TimeoutError) as exc:
+            log.error("queue stats failed: %r", exc)
+            return {**self.stats(), "stale": True}
+        return self.stats()
 
     async def wait_idle(self, timeout: float = 30.0) -> bool:
         """Wait until no job is pending or leased (tests, benchmarks)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             stats = await self._db(self._store.stats)
+            self._snapshot = stats
             if stats["pending"] == 0 and stats["leased"] == 0:
                 return True
             await asyncio.sleep(0.05)
@@ -207,4 +290,12 @@ class LearningQueue:
         self._executor.shutdown(wait=True)
 
 
-__all__ = ["Handler", "Job", "JobStore", "LearningQueue", "QueueCounters"]
+__all__ = [
+    "Handler",
+    "Job",
+    "JobStore",
+    "LearningQueue",
+    "QueueCounters",
+    "SqliteJobStore",
+    "open_job_store",
+]

@@ -21,6 +21,7 @@ from lancedb.index import FTS, BTree
 from .config import MemoryLimits
 from .errors import DimensionMismatch, StoreError
 from .filters import CompiledFilter, compile_selection, ids_sql, sql_literal
+from .maintenance_lock import MaintenanceLock
 from .records import SEARCH_TEXT
 from .storage import Row, RowCheck, Selection, TextHit
 from .types import HistoryItem
@@ -97,8 +98,15 @@ class LanceStore:
         optimize_every: int = 100,
         cleanup_retention_s: float = 3600.0,
         limits: MemoryLimits | None = None,
+        maintenance_lock: MaintenanceLock | None = None,
+        maintenance_ttl_s: float = 600.0,
     ) -> None:
         self.uri = uri
+        self._lock = maintenance_lock
+        self._lock_ttl_s = maintenance_ttl_s
+        # optimize() outcomes since start ("ran", "skipped": another replica held the lock,
+        # "failed"): the proxy's store maintenance metric.
+        self.maintenance_runs: dict[str, int] = {"ran": 0, "skipped": 0, "failed": 0}
         self._limits = limits or MemoryLimits()
         self.dimension = dimension
         self._storage_options = dict(storage_options or {})
@@ -342,13 +350,44 @@ class LanceStore:
             self._maintenance = asyncio.get_running_loop().create_task(self.optimize())
 
     async def optimize(self) -> None:
-        """Compact files, fold new rows into the indexes, drop versions past the retention."""
-        for table in (self._memories, self._history):
+        """Compact files, fold new rows into the indexes, drop versions past the retention;
+        with a maintenance lock, only while holding it (else another replica is at it)."""
+        token = None
+        if self._lock is not None:
             try:
-                await table.optimize(cleanup_older_than=self._retention)
-            except (OSError, RuntimeError, ValueError) as exc:
-                # Maintenance is best effort: the data stays correct, only slower to read.
-                log.warning("LanceDB optimize failed on %s: %s", self.uri, exc)
+                token = await self._lock.acquire(f"optimize:{self.uri}", self._lock_ttl_s)
+            except StoreError as exc:
+                log.warning("store maintenance skipped: %s", exc)
+                self.maintenance_runs["failed"] += 1
+                return
+            if token is None:
+                self.maintenance_runs["skipped"] += 1
+                return
+        log.info("store maintenance started")
+        outcome = "ran"
+        try:
+            for table in (self._memories, self._history):
+                try:
+                    await table.optimize(cleanup_older_than=self._retention)
+                except (OSError, RuntimeError, ValueError) as exc:
+                    # Maintenance is best effort: the data stays correct, only slower to read.
+                    log.warning("LanceDB optimize failed on %s: %s", self.uri, exc)
+                    outcome = "failed"
+        finally:
+            log.info("store maintenance finished: %s", outcome)
+            self.maintenance_runs[outcome] += 1
+            if self._lock is not None and token is not None:
+                try:
+                    await self._lock.release(f"optimize:{self.uri}", token)
+                except StoreError as exc:
+                    log.warning("%s (it expires by itself)", exc)
+
+    async def table_versions(self) -> dict[str, int]:
+        """The current version of each table (the proxy's metrics)."""
+        return {
+            MEMORIES: int(await self._table().version()),
+            HISTORY: int(await self._history.version()),
+        }
 
     async def _wait_maintenance(self) -> None:
         if self._maintenance is not None and not self._maintenance.done():

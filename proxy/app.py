@@ -3,6 +3,7 @@ the HTTP client, the memory store and the learning workers."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -18,9 +19,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from memory_core import AsyncMemory
+from memory_core.errors import MemoryCoreError
 from memory_core.export_store import ExportStore
 from memory_core.litellm_loader import get_litellm
-from memory_core.queue import LearningQueue
+from memory_core.maintenance_lock import MaintenanceLock, RedisMaintenanceLock
+from memory_core.queue import LearningQueue, open_job_store
 
 from .auth import Authenticator, presented_key
 from .chat import chat_completions
@@ -29,12 +32,14 @@ from .exports_api import export_routes
 from .guard import BrowserGuard
 from .inject import TokenCounter, default_token_counter
 from .learning import ExtractionModels, Learner
+from .logs import RequestIds
 from .mcp_server import McpEndpoint
 from .memories_api import memory_routes
-from .metrics import Metrics
+from .metrics import HttpMetrics, Metrics
 from .model_routing import ModelRouter
 from .settings import Settings
 from .state import AppState, state_of
+from .tracing import ChatTracing, ServerSpans, build_tracer
 from .upstream import (
     LiteLLMUpstream,
     PassthroughUpstream,
@@ -47,11 +52,20 @@ log = logging.getLogger("proxy")
 
 
 def queue_path(settings: Settings) -> Path:
-    """The queue lives in the data dir; for object-store URIs, in ./data next to the process."""
+    """The SQLite queue lives in the data dir; for object-store URIs, in ./data next to the
+    process (replicas share ``memory.queue.backend: redis`` instead)."""
     uri = settings.memory.storage_uri
     if "://" in uri:
         return Path("data") / "queue.sqlite3"
     return Path(uri) / "queue.sqlite3"
+
+
+def shared_maintenance_lock(settings: Settings) -> MaintenanceLock | None:
+    """Replicas sharing a Redis queue also share who runs store maintenance."""
+    queue = settings.memory.queue
+    if queue.backend != "redis":
+        return None
+    return RedisMaintenanceLock(queue.redis_url, prefix=queue.redis_prefix)
 
 
 def uses_env_proxy() -> bool:
@@ -94,7 +108,7 @@ async def ready(request: Request) -> Response:
     if state.memory is not None:
         checks["store"] = state.memory.is_ready
     if state.queue is not None:
-        checks["queue"] = state.queue.stats()
+        checks["queue"] = await state.queue.fresh_stats()
     if not all(v is not False for v in checks.values()):
         return error_response(503, "not ready", "server_error")
     if not shows_details(request, state):
@@ -107,6 +121,11 @@ async def metrics_endpoint(request: Request) -> Response:
     if not shows_details(request, state):
         state.authenticator.authenticate(request.headers)  # no key: 401
         raise Forbidden("metrics need the admin API key (server.public_metrics)")
+    if state.memory is not None:
+        try:
+            state.metrics.observe_store(await asyncio.wait_for(state.memory.store_stats(), 2.0))
+        except (MemoryCoreError, TimeoutError) as exc:  # the store's gauges keep their values
+            log.warning("store stats for /metrics failed: %r", exc)
     return Response(state.metrics.render(), media_type="text/plain; version=0.0.4")
 
 
@@ -117,9 +136,19 @@ def create_app(
     memory: AsyncMemory | None = None,
     queue: LearningQueue | None = None,
     count_tokens: TokenCounter | None = None,
+    tracer_provider: Any | None = None,
 ) -> Starlette:
-    """Build the proxy. Pass ``upstream``/``memory``/``queue`` to inject fakes or shared ones."""
+    """Build the proxy. Pass ``upstream``/``memory``/``queue`` to inject fakes or shared ones,
+    ``tracer_provider`` an OpenTelemetry SDK provider (tests: an in-memory exporter)."""
     settings = settings or Settings()
+    tracing_settings = settings.server.tracing
+    tracer = build_tracer(
+        tracing_settings.enabled,
+        tracing_settings.otlp_endpoint,
+        tracing_settings.service_name,
+        tracer_provider,
+    )
+    chat_tracing = ChatTracing(tracer) if tracing_settings.enabled or tracer_provider else None
     model_router = ModelRouter(settings.model_list)
     extraction = ExtractionModels(settings, model_router)
     metrics = Metrics()
@@ -152,12 +181,14 @@ def create_app(
         get_litellm()
         counter = count_tokens or default_token_counter()
         counter("warm up")
+        maintenance_lock: MaintenanceLock | None = None
         mem = memory
         learning_queue = queue
         exports = None
         if settings.memory.enabled:
             if mem is None:
-                mem = AsyncMemory(settings.memory.core_config())
+                maintenance_lock = shared_maintenance_lock(settings)
+                mem = AsyncMemory(settings.memory.core_config(), maintenance_lock=maintenance_lock)
             await mem.open()
             exports = ExportStore(
                 settings.memory.storage_uri,
@@ -169,11 +200,14 @@ def create_app(
                     mem,
                     extraction,
                     metrics,
+                    tracer,
                     exports=exports,
                     max_attempts=settings.memory.queue.max_attempts,
                 )
                 learning_queue = LearningQueue(
-                    queue_path(settings), learner.handle, settings.memory.queue
+                    open_job_store(settings.memory.queue, queue_path(settings)),
+                    learner.handle,
+                    settings.memory.queue,
                 )
                 await learning_queue.start()
                 metrics.watch_queue(learning_queue.stats)
@@ -188,6 +222,7 @@ def create_app(
             count_tokens=counter,
             extraction=extraction,
             exports=exports,
+            tracing=chat_tracing,
         )
         if not authenticator.enabled:
             log.warning("no API keys configured: open local mode (bind %s)", server.host)
@@ -199,6 +234,8 @@ def create_app(
             await client.close()
             if mem is not None and memory is None:
                 await mem.close()
+            if maintenance_lock is not None:
+                await maintenance_lock.close()
 
     routes = [
         Route("/v1/chat/completions", chat_completions, methods=["POST"]),
@@ -218,12 +255,15 @@ def create_app(
         lifespan=lifespan,
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[
+            Middleware(RequestIds),
+            Middleware(ServerSpans, tracer=tracer),
+            Middleware(HttpMetrics, metrics=metrics),
             Middleware(
                 BrowserGuard,
                 check_host=not authenticator.enabled or bool(settings.server.allowed_hosts),
                 allowed_hosts=settings.server.allowed_hosts,
                 allowed_origins=settings.server.allowed_origins,
-            )
+            ),
         ],
     )
     return app

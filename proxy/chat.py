@@ -137,9 +137,8 @@ async def chat_completions(request: Request) -> Response:
     outcome = await recall_into(state, plan, body["messages"])
     outgoing["messages"] = outcome.messages
     overhead_ms = (time.perf_counter() - started) * 1000
-    state.metrics.overhead.observe(overhead_ms / 1000)
-    if outcome.recalled:
-        state.metrics.recalled.inc(outcome.recalled)
+    recalled = outcome.recalled if outcome.status == "ok" else None
+    state.metrics.observe_recall(overhead_ms / 1000, outcome.timings, recalled)
     memory_headers = {
         "x-memory-status": outcome.status,
         "x-memory-recalled": str(outcome.recalled),
@@ -153,8 +152,25 @@ async def chat_completions(request: Request) -> Response:
     forwarding = time.perf_counter()
     result = await upstream.complete(UpstreamCall(outgoing, route, client_key))
     answered = time.perf_counter()
-    state.metrics.latency.observe(answered - started)
-    state.metrics.requests.labels(str(result.status), outcome.status, result.kind).inc()
+    state.metrics.observe_chat(
+        model=route.deployment.model_name,
+        status=result.status,
+        memory_status=outcome.status,
+        upstream=result.kind,
+        seconds=answered - started,
+    )
+    if state.tracing is not None:
+        state.tracing.stages(
+            started=parsed,
+            stages=outcome.timings,
+            forwarding=forwarding,
+            answered=answered,
+            model=route.deployment.model_name,
+            litellm_model=route.model,
+            status=result.status,
+            recalled=outcome.recalled,
+            memory_status=outcome.status,
+        )
     response_headers = {**result.headers, **memory_headers, "x-memory-upstream": result.kind}
     response_headers["server-timing"] = server_timing(
         {"parse": parsed - started, **outcome.timings, "forward": answered - forwarding}

@@ -128,6 +128,17 @@ class RequestLimits(BaseModel):
     import_timeout_s: float = Field(default=900.0, gt=0)
 
 
+class TracingSettings(BaseModel):
+    """OpenTelemetry traces over OTLP/HTTP (proxy/tracing.py); off by default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = False
+    # e.g. http://collector:4318/v1/traces; unset: OTEL_EXPORTER_OTLP_ENDPOINT or localhost.
+    otlp_endpoint: str | None = None
+    service_name: str = Field(default="memproxy", min_length=1, max_length=100)
+
+
 class ServerSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -138,6 +149,9 @@ class ServerSettings(BaseModel):
     connect_timeout_s: float = Field(default=10.0, gt=0)
     allow_open_non_loopback: bool = False
     log_level: str = "info"
+    # "text" lines, or one JSON object per line (proxy/logs.py); both carry the request id.
+    log_format: Literal["text", "json"] = "text"
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
     # Web pages that may call the proxy from a browser (CORS, preflight included), as
     # "scheme://host[:port]"; every other Origin gets 403. The server's own origin always may.
     allowed_origins: list[str] = Field(default_factory=list)

@@ -19,6 +19,7 @@ from .learning import ExtractionModels
 from .metrics import Metrics
 from .model_routing import ModelRouter
 from .settings import Settings
+from .tracing import ChatTracing
 from .upstream import UpstreamSet
 
 
@@ -38,6 +39,7 @@ class AppState:
     extraction: ExtractionModels
     exports: ExportStore | None = None
     openapi: dict[str, Any] | None = None
+    tracing: ChatTracing | None = None  # None: tracing off
 
 
 def state_of(request: Request) -> AppState:

@@ -239,3 +239,57 @@ def page(browser: Any) -> Iterator[tuple[Any, list[str]]]:
     page.on("dialog", lambda d: problems.append(f"unexpected dialog: {d.message}"))
     yield page, problems
     context.close()
+
+
+# ============================================================================================
+# The shared learning-queue backend (tests/test_queue*.py, tests/test_scaleout*.py)
+# ============================================================================================
+
+
+def _running(server: Any) -> Iterator[Any]:
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One real ``redis-server`` for the session; tests keep apart by key prefix."""
+    from tests.redis_server import RedisServer
+
+    yield from _running(RedisServer(tmp_path_factory.mktemp("redis")))
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One S3-compatible server (moto) for the session; tests keep apart by key prefix."""
+    from tests.s3_server import S3Server
+
+    yield from _running(S3Server(tmp_path_factory.mktemp("s3")))
+
+
+@pytest.fixture
+def s3_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The S3 credentials only in the environment: configs hold ``os.environ/`` refs."""
+    from tests.s3_server import S3Server
+
+    for name, value in S3Server.env().items():
+        monkeypatch.setenv(name, value)
+
+
+@pytest.fixture
+def redis_prefix(request: pytest.FixtureRequest) -> str:
+    """A key prefix of this test alone on the session's Redis."""
+    import uuid
+
+    return f"t{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def queue_backend(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """``memory.queue`` settings of one backend: a test using it runs on both."""
+    if request.param == "sqlite":
+        return {}
+    server = request.getfixturevalue("redis_server")
+    prefix = request.getfixturevalue("redis_prefix")
+    return {"backend": "redis", "redis_url": server.url, "redis_prefix": prefix}

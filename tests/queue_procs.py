@@ -43,6 +43,18 @@ def child_env() -> dict[str, str]:
     return env
 
 
+def end_process(proc: subprocess.Popen[Any], timeout_s: float = 10) -> None:
+    """SIGTERM, then SIGKILL if it is still there after ``timeout_s``."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 class FakeProcess:
     """``python -m tests.fake_upstream`` in a subprocess; ``url`` ends in ``/v1``."""
 
@@ -92,19 +104,14 @@ class FakeProcess:
 
     def __exit__(self, *exc: object) -> None:
         if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            end_process(self.proc)
 
 
 def write_config(
     path: Path,
     *,
     fake_url: str,
-    storage: Path,
+    storage: Path | str,
     queue: dict[str, Any] | None = None,
     memory: dict[str, Any] | None = None,
 ) -> Path:
@@ -220,6 +227,16 @@ class ChatOutcome:
     latencies_s: list[float] = field(default_factory=list)
 
 
+def post_chat(
+    client: httpx.Client, url: str, user: str, text: str, headers: dict[str, str] | None = None
+) -> httpx.Response:
+    return client.post(
+        f"{url}/v1/chat/completions",
+        json={"model": MODEL, "user_id": user, "messages": [{"role": "user", "content": text}]},
+        headers=headers,
+    )
+
+
 def send_chats(
     url: str, exchanges: Sequence[tuple[str, str]], *, workers: int = 16, timeout_s: float = 60
 ) -> ChatOutcome:
@@ -231,14 +248,7 @@ def send_chats(
             user, text = item
             started = time.perf_counter()
             try:
-                response = client.post(
-                    f"{url}/v1/chat/completions",
-                    json={
-                        "model": MODEL,
-                        "user_id": user,
-                        "messages": [{"role": "user", "content": text}],
-                    },
-                )
+                response = post_chat(client, url, user, text)
             except httpx.HTTPError as exc:
                 return user, text, repr(exc), 0.0
             elapsed = time.perf_counter() - started
@@ -256,15 +266,24 @@ def send_chats(
     return outcome
 
 
+def send_in_order(urls: Sequence[str], chats: Sequence[tuple[str, str]]) -> None:
+    """(user_id, text) chats one after the other, each after the previous answer, the replicas
+    at ``urls`` taking turns: the enqueue order is the send order."""
+    with httpx.Client(timeout=60) as client:
+        for index, (user, text) in enumerate(chats):
+            response = post_chat(client, urls[index % len(urls)], user, text)
+            assert response.status_code == 200, response.text
+
+
 def queue_file(storage: Path) -> Path:
     return storage / "queue.sqlite3"
 
 
 def queue_stats(storage: Path) -> dict[str, Any]:
     """Counts read straight from the queue's SQLite file (works with no server running)."""
-    from memory_core.queue import JobStore
+    from memory_core.queue import SqliteJobStore
 
-    store = JobStore(queue_file(storage))
+    store = SqliteJobStore(queue_file(storage))
     try:
         stats = store.stats()
         stats["dead_jobs"] = store.dead_jobs()
@@ -312,13 +331,16 @@ class StoreSnapshot:
     history_by_job: dict[str | None, int]  # job_id -> history rows carrying it (raw table)
 
 
-def read_store(storage: Path, users: Iterable[str]) -> StoreSnapshot:
-    """Open the LanceDB data dir (server stopped) and read memories and history."""
+def read_store(
+    storage: Path | str, users: Iterable[str], storage_options: dict[str, str] | None = None
+) -> StoreSnapshot:
+    """Open the LanceDB data dir or ``s3://`` store and read memories and history."""
     import lancedb
 
     from memory_core import Memory
 
-    memory = Memory.from_config({"storage_uri": str(storage)})
+    options = storage_options or {}
+    memory = Memory.from_config({"storage_uri": str(storage), "storage_options": options})
     try:
         memories: dict[str, list[dict[str, Any]]] = {}
         history: dict[str, list[dict[str, Any]]] = {}
@@ -329,12 +351,20 @@ def read_store(storage: Path, users: Iterable[str]) -> StoreSnapshot:
                 history[item["id"]] = [dict(row) for row in memory.history(item["id"])]
     finally:
         memory.close()
-    table = lancedb.connect(str(storage)).open_table("memory_history")
+    table = lancedb.connect(str(storage), storage_options=options or None).open_table(
+        "memory_history"
+    )
     job_ids = table.to_arrow().column("job_id").to_pylist()
     by_job: dict[str | None, int] = {}
     for job_id in job_ids:
         by_job[job_id] = by_job.get(job_id, 0) + 1
     return StoreSnapshot(memories, history, by_job)
+
+
+def log_time_of(stamp: str) -> float:
+    """Epoch seconds of a ``logging`` asctime (``2026-11-26 09:38:01,929``, local time)."""
+    moment, millis = stamp.split(",")
+    return time.mktime(time.strptime(moment, "%Y-%m-%d %H:%M:%S")) + int(millis) / 1000
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -375,6 +405,11 @@ class InProcessProxy:
 
     def metrics(self) -> str:
         return httpx.get(f"{self.url}/metrics", timeout=10).text
+
+
+def backend_label(proxy: ProxyProcess | InProcessProxy) -> str:
+    """The ``backend="..."`` label of the queue gauges of ``proxy``."""
+    return f'backend="{proxy.ready()["queue"]["backend"]}"'
 
 
 def metric(text: str, name: str, labels: str = "") -> float | None:

@@ -1,4 +1,6 @@
-"""memory_core.queue: the durable SQLite outbox (JobStore) and its async workers."""
+"""memory_core.queue: the JobStore backends (the SQLite outbox, Redis Streams on a real
+redis-server) and the async workers; each test runs on both backends unless it reads the
+SQLite file itself."""
 
 from __future__ import annotations
 
@@ -18,7 +20,8 @@ import pytest
 from memory_core import queue as queue_module
 from memory_core.config import QueueConfig
 from memory_core.errors import ExtractionError, InvalidIdentity, InvalidInput
-from memory_core.queue import Job, JobStore, LearningQueue
+from memory_core.queue import Job, JobStore, LearningQueue, SqliteJobStore
+from memory_core.redis_job_store import RedisJobStore
 
 FAST = dict(backoff_base_s=0.01, backoff_max_s=0.05, poll_s=0.02, shutdown_grace_s=1.0)
 
@@ -48,14 +51,57 @@ def row_of(path: Path, job_id: str) -> dict[str, Any] | None:
         conn.close()
 
 
+def job_row(store: JobStore, job_id: str) -> dict[str, Any] | None:
+    """A job's stored state on either backend: status, attempts, lease_owner, last_error."""
+    if isinstance(store, SqliteJobStore):
+        return row_of(store.path, job_id)
+    assert isinstance(store, RedisJobStore)
+    raw = store._redis.hgetall(store._key(f"job:{job_id}"))
+    if not raw:
+        return None
+    row = {key.decode(): value.decode() for key, value in raw.items()}
+    return {
+        "status": row["status"],
+        "attempts": int(row["attempts"]),
+        "lease_owner": row.get("owner"),
+        "last_error": row.get("last_error"),
+    }
+
+
 @pytest.fixture
 def db_path(tmp_path: Path) -> Path:
     return tmp_path / "data" / "queue.sqlite3"
 
 
+@pytest.fixture(params=["sqlite", "redis"])
+def make_store(request: pytest.FixtureRequest, db_path: Path) -> Any:
+    """Opens another handle on this test's queue (same file / same Redis prefix)."""
+    opened: list[JobStore] = []
+
+    def make() -> JobStore:
+        job_store: JobStore
+        if request.param == "redis":
+            server = request.getfixturevalue("redis_server")
+            prefix = request.getfixturevalue("redis_prefix")
+            job_store = RedisJobStore(server.url, prefix=prefix)
+        else:
+            job_store = SqliteJobStore(db_path)
+        opened.append(job_store)
+        return job_store
+
+    yield make
+    for job_store in opened:
+        job_store.close()
+
+
 @pytest.fixture
-def store(db_path: Path) -> Any:
-    job_store = JobStore(db_path)
+def store(make_store: Any) -> JobStore:
+    return make_store()  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def sqlite_store(db_path: Path) -> Any:
+    job_store = SqliteJobStore(db_path)
     yield job_store
     job_store.close()
 
@@ -63,8 +109,7 @@ def store(db_path: Path) -> Any:
 # ---- JobStore ----------------------------------------------------------------------------
 
 
-def test_enqueue_claim_complete(store: JobStore, db_path: Path) -> None:
-    assert db_path.exists()
+def test_enqueue_claim_complete(store: JobStore) -> None:
     assert store.enqueue("j1", "user:u1", {"text": "hello", "n": [1, 2]}) is True
     assert store.stats()["pending"] == 1
 
@@ -86,7 +131,7 @@ def test_enqueue_claim_complete(store: JobStore, db_path: Path) -> None:
     assert store.stats()["leased"] == 1
     store.complete("owner-a", "j1")
     assert store.stats() == {"pending": 0, "leased": 0, "dead": 0, "oldest_age_s": 0.0}
-    assert row_of(db_path, "j1") is None
+    assert job_row(store, "j1") is None
 
 
 def test_enqueue_is_idempotent_by_job_id(store: JobStore) -> None:
@@ -124,7 +169,8 @@ def test_expired_lease_can_be_taken_over(store: JobStore) -> None:
     assert store.stats()["leased"] == 0
 
 
-def test_renew_extends_only_own_leases(store: JobStore, db_path: Path) -> None:
+def test_renew_extends_only_own_leases(sqlite_store: JobStore, db_path: Path) -> None:
+    store = sqlite_store
     store.enqueue("j1", "s", {})
     store.claim("o", 1, 1.0, [])
     before = row_of(db_path, "j1")["lease_expires"]  # type: ignore[index]
@@ -146,11 +192,11 @@ def test_fail_with_retry_delays_the_job_and_blocks_its_scope(store: JobStore) ->
     assert [j.id for j in store.claim("o", 10, 60.0, [])] == ["k1"]
 
 
-def test_fail_with_past_retry_is_claimable_again(store: JobStore, db_path: Path) -> None:
+def test_fail_with_past_retry_is_claimable_again(store: JobStore) -> None:
     store.enqueue("j1", "s", {})
     store.claim("o", 1, 60.0, [])
     store.fail("o", "j1", "boom", time.time() - 1)
-    assert row_of(db_path, "j1")["last_error"] == "boom"  # type: ignore[index]
+    assert job_row(store, "j1")["last_error"] == "boom"  # type: ignore[index]
     assert [(j.id, j.attempts) for j in store.claim("o", 1, 60.0, [])] == [("j1", 2)]
 
 
@@ -224,14 +270,14 @@ def test_enqueued_job_survives_kill_9(db_path: Path) -> None:
         # load memory_core.queue without the package __init__ (lancedb etc.: slow to import)
         f"pkg = types.ModuleType('memory_core'); pkg.__path__ = [{str(package)!r}]\n"
         "sys.modules['memory_core'] = pkg\n"
-        "from memory_core.queue import JobStore\n"
-        "s = JobStore(sys.argv[1])\n"
+        "from memory_core.queue import SqliteJobStore\n"
+        "s = SqliteJobStore(sys.argv[1])\n"
         "assert s.enqueue('survivor', 'user:u1', {'text': 'remember me'})\n"
         "os.kill(os.getpid(), signal.SIGKILL)\n"
     )
     proc = subprocess.run([sys.executable, "-c", script, str(db_path)], timeout=60)
     assert proc.returncode == -9
-    reopened = JobStore(db_path)
+    reopened = SqliteJobStore(db_path)
     try:
         jobs = reopened.claim("o", 10, 60.0, [])
         assert [(j.id, j.payload) for j in jobs] == [("survivor", {"text": "remember me"})]
@@ -279,16 +325,16 @@ async def run_until_idle(queue: LearningQueue, timeout: float = 20.0) -> None:
         await asyncio.sleep(0.01)
 
 
-async def test_start_needs_a_handler(db_path: Path) -> None:
-    queue = LearningQueue(db_path)
+async def test_start_needs_a_handler(make_store: Any) -> None:
+    queue = LearningQueue(make_store())
     with pytest.raises(RuntimeError, match="handler"):
         await queue.start()
     await queue.stop()
 
 
-async def test_queue_runs_jobs_and_enqueue_is_idempotent(db_path: Path) -> None:
+async def test_queue_runs_jobs_and_enqueue_is_idempotent(make_store: Any) -> None:
     handler = Recorder()
-    queue = LearningQueue(db_path, handler, settings())
+    queue = LearningQueue(make_store(), handler, settings())
     await queue.start()
     try:
         first = await queue.enqueue("user:u1", {"n": 1}, job_id="job-1")
@@ -309,9 +355,9 @@ async def test_queue_runs_jobs_and_enqueue_is_idempotent(db_path: Path) -> None:
         await queue.stop()
 
 
-async def test_per_scope_fifo_under_concurrency(db_path: Path) -> None:
+async def test_per_scope_fifo_under_concurrency(make_store: Any) -> None:
     handler = Recorder(delay=0.01)
-    queue = LearningQueue(db_path, handler, settings(concurrency=3))
+    queue = LearningQueue(make_store(), handler, settings(concurrency=3))
     order: dict[str, list[str]] = defaultdict(list)
     # enqueue before start so the dispatcher sees everything at once
     for n in range(8):
@@ -334,9 +380,9 @@ async def test_per_scope_fifo_under_concurrency(db_path: Path) -> None:
     assert 1 < handler.max_active <= 3
 
 
-async def test_jobs_enqueued_while_running_keep_scope_order(db_path: Path) -> None:
+async def test_jobs_enqueued_while_running_keep_scope_order(make_store: Any) -> None:
     handler = Recorder(delay=0.005)
-    queue = LearningQueue(db_path, handler, settings(concurrency=4))
+    queue = LearningQueue(make_store(), handler, settings(concurrency=4))
     await queue.start()
     try:
         ids = []
@@ -354,10 +400,10 @@ async def test_jobs_enqueued_while_running_keep_scope_order(db_path: Path) -> No
         assert after[2] >= before[3]
 
 
-async def test_retries_with_backoff_then_success(db_path: Path) -> None:
+async def test_retries_with_backoff_then_success(make_store: Any) -> None:
     handler = Recorder()
     handler.fail_with["j1"] = [ExtractionError("bad json"), RuntimeError("socket closed")]
-    queue = LearningQueue(db_path, handler, settings(backoff_base_s=0.05, backoff_max_s=1.0))
+    queue = LearningQueue(make_store(), handler, settings(backoff_base_s=0.05, backoff_max_s=1.0))
     await queue.start()
     try:
         await queue.enqueue("user:u1", {}, job_id="j1")
@@ -373,13 +419,13 @@ async def test_retries_with_backoff_then_success(db_path: Path) -> None:
     # backoff: base * 2**(attempt-1) * jitter in [0.5, 1]
     assert starts[1] - ends[0] >= 0.05 * 0.5 - 0.005
     assert starts[2] - ends[1] >= 0.10 * 0.5 - 0.005
-    assert row_of(db_path, "j1") is None
+    assert job_row(make_store(), "j1") is None
 
 
-async def test_dead_letter_after_max_attempts(db_path: Path) -> None:
+async def test_dead_letter_after_max_attempts(make_store: Any) -> None:
     handler = Recorder()
     handler.fail_with["bad"] = [RuntimeError(f"boom {n}") for n in range(10)]
-    queue = LearningQueue(db_path, handler, settings(max_attempts=3))
+    queue = LearningQueue(make_store(), handler, settings(max_attempts=3))
     await queue.start()
     try:
         await queue.enqueue("user:u1", {}, job_id="bad")
@@ -400,10 +446,10 @@ async def test_dead_letter_after_max_attempts(db_path: Path) -> None:
 @pytest.mark.parametrize(
     "error", [InvalidInput("metadata may not set user_id"), InvalidIdentity("bad id")]
 )
-async def test_permanent_errors_go_dead_immediately(db_path: Path, error: Exception) -> None:
+async def test_permanent_errors_go_dead_immediately(make_store: Any, error: Exception) -> None:
     handler = Recorder()
     handler.fail_with["j1"] = [error]
-    queue = LearningQueue(db_path, handler, settings(max_attempts=6))
+    queue = LearningQueue(make_store(), handler, settings(max_attempts=6))
     await queue.start()
     try:
         await queue.enqueue("user:u1", {}, job_id="j1")
@@ -417,10 +463,10 @@ async def test_permanent_errors_go_dead_immediately(db_path: Path, error: Except
         await queue.stop()
 
 
-async def test_retry_dead_runs_the_job_again(db_path: Path) -> None:
+async def test_retry_dead_runs_the_job_again(make_store: Any) -> None:
     handler = Recorder()
     handler.fail_with["j1"] = [InvalidInput("nope")]
-    queue = LearningQueue(db_path, handler, settings())
+    queue = LearningQueue(make_store(), handler, settings())
     await queue.start()
     try:
         await queue.enqueue("user:u1", {}, job_id="j1")
@@ -436,7 +482,7 @@ async def test_retry_dead_runs_the_job_again(db_path: Path) -> None:
         await queue.stop()
 
 
-async def test_stop_releases_running_jobs_for_the_next_start(db_path: Path) -> None:
+async def test_stop_releases_running_jobs_for_the_next_start(make_store: Any) -> None:
     started = asyncio.Event()
     cancelled: list[str] = []
 
@@ -448,7 +494,7 @@ async def test_stop_releases_running_jobs_for_the_next_start(db_path: Path) -> N
             cancelled.append(job.id)
             raise
 
-    queue = LearningQueue(db_path, stuck, settings())
+    queue = LearningQueue(make_store(), stuck, settings())
     await queue.start()
     await queue.enqueue("user:u1", {"text": "x"}, job_id="j1")
     await queue.enqueue("user:u1", {"text": "y"}, job_id="j2")
@@ -456,12 +502,12 @@ async def test_stop_releases_running_jobs_for_the_next_start(db_path: Path) -> N
     await queue.stop(grace_s=0.05)
     await asyncio.sleep(0)  # let the cancellation reach the handler
     assert cancelled == ["j1"]
-    row = row_of(db_path, "j1")
+    row = job_row(make_store(), "j1")
     assert row is not None
     assert (row["status"], row["attempts"], row["lease_owner"]) == ("pending", 0, None)
 
     handler = Recorder()
-    second = LearningQueue(db_path, handler, settings())
+    second = LearningQueue(make_store(), handler, settings())
     await second.start()
     try:
         await run_until_idle(second)
@@ -471,9 +517,9 @@ async def test_stop_releases_running_jobs_for_the_next_start(db_path: Path) -> N
     assert [e[1] for e in handler.events] == ["j1", "j2"]
 
 
-async def test_stop_waits_for_jobs_within_the_grace_period(db_path: Path) -> None:
+async def test_stop_waits_for_jobs_within_the_grace_period(make_store: Any) -> None:
     handler = Recorder(delay=0.1)
-    queue = LearningQueue(db_path, handler, settings())
+    queue = LearningQueue(make_store(), handler, settings())
     await queue.start()
     await queue.enqueue("user:u1", {}, job_id="j1")
     for _ in range(200):
@@ -481,7 +527,7 @@ async def test_stop_waits_for_jobs_within_the_grace_period(db_path: Path) -> Non
             break
         await asyncio.sleep(0.005)
     await queue.stop(grace_s=5)
-    assert row_of(db_path, "j1") is None  # finished and completed, not released
+    assert job_row(make_store(), "j1") is None  # finished and completed, not released
     assert queue.counters.applied == 1
 
 
@@ -489,11 +535,11 @@ async def test_stop_while_claiming_leaves_no_orphan_lease(
     db_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Stopping while the dispatcher is inside a claim must not strand the claimed jobs."""
-    original = JobStore.claim
+    original = SqliteJobStore.claim
     claiming = asyncio.Event()
     loop = asyncio.get_running_loop()
 
-    def slow_claim(self: JobStore, *args: Any) -> list[Job]:
+    def slow_claim(self: SqliteJobStore, *args: Any) -> list[Job]:
         loop.call_soon_threadsafe(claiming.set)
         time.sleep(0.2)
         return original(self, *args)
@@ -501,26 +547,26 @@ async def test_stop_while_claiming_leaves_no_orphan_lease(
     handler = Recorder()
     queue = LearningQueue(db_path, handler, settings(poll_s=5.0))
     await queue.enqueue("user:u1", {}, job_id="j1")
-    monkeypatch.setattr(JobStore, "claim", slow_claim)
+    monkeypatch.setattr(SqliteJobStore, "claim", slow_claim)
     await queue.start()
     await asyncio.wait_for(claiming.wait(), 5)
     await queue.stop(grace_s=2)
-    monkeypatch.setattr(JobStore, "claim", original)
+    monkeypatch.setattr(SqliteJobStore, "claim", original)
     row = row_of(db_path, "j1")
     # either it ran to completion, or it is pending again for the next start
     if row is not None:
         assert (row["status"], row["lease_owner"]) == ("pending", None), row
 
 
-async def test_start_recovers_jobs_of_a_dead_process(db_path: Path) -> None:
-    store = JobStore(db_path)
+async def test_start_recovers_jobs_of_a_dead_process(make_store: Any) -> None:
+    store = make_store()
     store.enqueue("orphan", "user:u1", {"text": "hi"})
     owner = f"{socket.gethostname()}:{dead_pid()}:x"
     assert [j.id for j in store.claim(owner, 1, 3600.0, [])] == ["orphan"]
     store.close()
 
     handler = Recorder()
-    queue = LearningQueue(db_path, handler, settings())
+    queue = LearningQueue(make_store(), handler, settings())
     await queue.start()
     try:
         await run_until_idle(queue, timeout=5)
@@ -529,11 +575,11 @@ async def test_start_recovers_jobs_of_a_dead_process(db_path: Path) -> None:
     assert handler.calls == {"orphan": 1}
 
 
-async def test_two_queues_on_one_file_never_run_the_same_job(db_path: Path) -> None:
+async def test_two_queues_on_one_file_never_run_the_same_job(make_store: Any) -> None:
     handler_a = Recorder(delay=0.002)
     handler_b = Recorder(delay=0.002)
-    first = LearningQueue(db_path, handler_a, settings(concurrency=3))
-    second = LearningQueue(db_path, handler_b, settings(concurrency=3))
+    first = LearningQueue(make_store(), handler_a, settings(concurrency=3))
+    second = LearningQueue(make_store(), handler_b, settings(concurrency=3))
     ids = []
     for n in range(60):
         ids.append(await first.enqueue(f"user:u{n % 6}", {"n": n}, job_id=f"job-{n:02d}"))

@@ -22,6 +22,7 @@ from pathlib import Path
 from tests.queue_procs import (
     FakeProcess,
     ProxyProcess,
+    log_time_of,
     percentile,
     queue_stats,
     read_store,
@@ -56,12 +57,6 @@ def kill_mid_learning(proxy: ProxyProcess, storage: Path, *, fraction: float) ->
     stats = queue_stats(storage)
     assert stats["pending"] + stats["leased"] > 0, "the kill came after learning finished"
     return stats
-
-
-def log_time(stamp: str) -> float:
-    """Epoch seconds of a ``logging`` asctime (``2026-11-26 09:38:01,929``, local time)."""
-    moment, millis = stamp.split(",")
-    return time.mktime(time.strptime(moment, "%Y-%m-%d %H:%M:%S")) + int(millis) / 1000
 
 
 def recovered_count(log: str) -> int:
@@ -140,7 +135,7 @@ def test_kill_9_twice_then_sigterm_every_exchange_applied_exactly_once(tmp_path:
                 re.M,
             )
             assert released, proxies[2].log()
-            released_after = log_time(released.group(1)) - term_sent
+            released_after = log_time_of(released.group(1)) - term_sent
             timings["sigterm_released_s"] = released_after
             assert 0 < int(released.group(2)) <= 4
             assert released_after < GRACE_S + 3, f"jobs released {released_after:.1f}s after TERM"

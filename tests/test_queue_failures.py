@@ -25,6 +25,7 @@ from tests.conftest import SharedEmbedder
 from tests.fake_upstream import FakeUpstream
 from tests.queue_procs import (
     InProcessProxy,
+    backend_label,
     metric,
     percentile,
     run_cli,
@@ -39,13 +40,21 @@ MAX_ATTEMPTS = 4
 
 @pytest.fixture
 def setup(
-    tmp_path: Path, fake_llm: FakeUpstream, embedder: SharedEmbedder
+    tmp_path: Path,
+    fake_llm: FakeUpstream,
+    embedder: SharedEmbedder,
+    queue_backend: dict[str, Any],
 ) -> Iterator[tuple[InProcessProxy, FakeUpstream, Path]]:
     config = write_config(
         tmp_path / "proxy.yaml",
         fake_url=fake_llm.url,
         storage=tmp_path / "data",
-        queue={"concurrency": 4, "backoff_base_s": 0.05, "max_attempts": MAX_ATTEMPTS},
+        queue={
+            "concurrency": 4,
+            "backoff_base_s": 0.05,
+            "max_attempts": MAX_ATTEMPTS,
+            **queue_backend,
+        },
         # max_retries=0: no hidden retries inside the OpenAI SDK, the queue does the retrying.
         memory={
             "llm": {
@@ -136,7 +145,7 @@ def test_transient_llm_failures_are_retried_until_success(
     samples = [(body["temperature"], body["seed"]) for body in calls]
     assert len(samples) >= attempts and len(set(samples)) == len(samples), samples
     text = proxy.metrics()
-    assert metric(text, "memproxy_queue_retried") == attempts - 1
+    assert metric(text, "memproxy_queue_retried", backend_label(proxy)) == attempts - 1
     assert metric(text, "memproxy_extraction_jobs_total", 'outcome="error"') == attempts - 1
     assert metric(text, "memproxy_extraction_jobs_total", 'outcome="ok"') == 2
 
@@ -152,7 +161,7 @@ def test_dead_letter_then_cli_retry_and_purge(
     wait_until(lambda: proxy.ready()["queue"]["dead"] == 1, timeout_s=30, what="the job to go dead")
     stats = proxy.ready()["queue"]
     assert (stats["pending"], stats["leased"]) == (0, 0)
-    assert metric(proxy.metrics(), "memproxy_queue_dead") == 1
+    assert metric(proxy.metrics(), "memproxy_queue_dead", backend_label(proxy)) == 1
 
     status = run_cli("status", config=config)
     assert status.returncode == 0, status.stderr
@@ -254,8 +263,10 @@ def test_backlog_keeps_chat_fast_and_exposes_the_lag(
     text = proxy.metrics()
     assert ready["pending"] > 20, ready  # the work waits on disk, not in chat requests
     assert ready["running_here"] <= 4  # never more jobs in memory than the concurrency
-    assert metric(text, "memproxy_queue_pending") == pytest.approx(ready["pending"], abs=10)
-    age = metric(text, "memproxy_queue_oldest_age_s")
+    assert metric(text, "memproxy_queue_pending", backend_label(proxy)) == pytest.approx(
+        ready["pending"], abs=10
+    )
+    age = metric(text, "memproxy_queue_oldest_age_s", backend_label(proxy))
     assert age is not None and age > 0
 
     drained = wait_drained(proxy, timeout_s=90)
@@ -264,7 +275,7 @@ def test_backlog_keeps_chat_fast_and_exposes_the_lag(
     assert metric(text, "memproxy_learning_lag_seconds_count") == len(burst)
     lag_sum = metric(text, "memproxy_learning_lag_seconds_sum")
     assert lag_sum is not None and lag_sum / len(burst) > 0.25
-    assert metric(text, "memproxy_queue_oldest_age_s") == 0
+    assert metric(text, "memproxy_queue_oldest_age_s", backend_label(proxy)) == 0
     p50 = percentile(outcome.latencies_s, 50) * 1000
     p95 = percentile(outcome.latencies_s, 95) * 1000
     print(

@@ -16,17 +16,17 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from tests.conftest import SharedEmbedder
 from tests.fake_upstream import FakeUpstream
 from tests.queue_procs import (
     InProcessProxy,
     ProxyProcess,
+    backend_label,
     metric,
     read_store,
     remaining,
     send_chats,
+    send_in_order,
     wait_until,
     write_config,
 )
@@ -37,17 +37,7 @@ CITIES = ("Paris", "Rome", "Berlin")
 
 def move(urls: Sequence[str], user: str) -> None:
     """The three exchanges of one user, each sent after the previous answer came back."""
-    with httpx.Client(timeout=60) as client:
-        for index, text in enumerate(MOVES):
-            response = client.post(
-                f"{urls[index % len(urls)]}/v1/chat/completions",
-                json={
-                    "model": "fake-model",
-                    "user_id": user,
-                    "messages": [{"role": "user", "content": text}],
-                },
-            )
-            assert response.status_code == 200, response.text
+    send_in_order(urls, [(user, text) for text in MOVES])
 
 
 def noise(users: int, facts: int, tag: str) -> list[tuple[str, str]]:
@@ -72,12 +62,18 @@ def run_traffic(urls: Sequence[str], movers: Sequence[str], others: list[tuple[s
 
 
 def test_update_applied_after_add_per_user_under_concurrency(
-    tmp_path: Path, fake_llm: FakeUpstream, embedder: SharedEmbedder
+    tmp_path: Path,
+    fake_llm: FakeUpstream,
+    embedder: SharedEmbedder,
+    queue_backend: dict[str, Any],
 ) -> None:
     fake_llm.set_failures(extract_delay_s=0.05)  # jobs queue up behind each other
     storage = tmp_path / "data"
     config = write_config(
-        tmp_path / "proxy.yaml", fake_url=fake_llm.url, storage=storage, queue={"concurrency": 4}
+        tmp_path / "proxy.yaml",
+        fake_url=fake_llm.url,
+        storage=storage,
+        queue={"concurrency": 4, **queue_backend},
     )
     tag = uuid.uuid4().hex[:6]
     movers = [f"{tag}-mover-{n}" for n in range(6)]
@@ -96,7 +92,7 @@ def test_update_applied_after_add_per_user_under_concurrency(
 
 
 def test_two_processes_on_one_data_dir_apply_each_job_once_in_order(
-    tmp_path: Path, fake_llm: FakeUpstream
+    tmp_path: Path, fake_llm: FakeUpstream, queue_backend: dict[str, Any]
 ) -> None:
     fake_llm.set_failures(extract_delay_s=0.03)
     storage = tmp_path / "data"
@@ -105,7 +101,7 @@ def test_two_processes_on_one_data_dir_apply_each_job_once_in_order(
         tmp_path / "proxy.yaml",
         fake_url=fake_llm.url,
         storage=storage,
-        queue={"concurrency": 4},
+        queue={"concurrency": 4, **queue_backend},
         memory={"read_consistency_interval_s": 0},
     )
     proxies = [ProxyProcess(config, tmp_path / f"proxy-{n}.log") for n in range(2)]
@@ -118,7 +114,9 @@ def test_two_processes_on_one_data_dir_apply_each_job_once_in_order(
             proxy.wait_ready()
         run_traffic([p.url for p in proxies], movers, others)
         wait_until(lambda: remaining(proxies[0]) == 0, timeout_s=120, what="the queue to drain")
-        applied = [metric(p.metrics(), "memproxy_queue_applied") or 0 for p in proxies]
+        applied = [
+            metric(p.metrics(), "memproxy_queue_applied", backend_label(p)) or 0 for p in proxies
+        ]
         assert proxies[0].ready()["queue"]["dead"] == 0
         for proxy in proxies:
             code, _ = proxy.terminate()

@@ -23,7 +23,7 @@ from ..settings import Settings
 
 async def _serve(settings: Settings, user: str | None) -> None:
     from memory_core import AsyncMemory
-    from memory_core.queue import LearningQueue
+    from memory_core.queue import LearningQueue, open_job_store
     from memory_core.types import validate_id
 
     from ..app import queue_path
@@ -41,7 +41,7 @@ async def _serve(settings: Settings, user: str | None) -> None:
     memory = AsyncMemory(settings.memory.core_config())
     await memory.open()
     queue = LearningQueue(
-        queue_path(settings),
+        open_job_store(settings.memory.queue, queue_path(settings)),
         Learner(memory, extraction, Metrics()).handle,
         settings.memory.queue,
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -13,21 +13,35 @@ from memory_core.learning_report import summary
 
 from ..settings import Settings
 
+if TYPE_CHECKING:
+    from memory_core.job_store import JobStore
+
 
 def _queue(args: argparse.Namespace) -> int:
-    from memory_core.queue import JobStore
+    from memory_core.errors import QueueStoreError
+    from memory_core.queue import open_job_store
 
     from ..app import queue_path
 
     settings = Settings.load(args.config)
+    config = settings.memory.queue
     path = queue_path(settings)
-    if not path.exists():  # a wrong config must not silently create an empty queue elsewhere
+    # A wrong config must not silently create an empty SQLite queue elsewhere.
+    if config.backend == "sqlite" and not path.exists():
         print(f"memproxy: no learning queue at {path} (check memory.storage_uri)", file=sys.stderr)
         return 1
-    store = JobStore(path)
+    try:
+        store = open_job_store(config, path)
+        return _run(args, store)
+    except QueueStoreError as exc:
+        print(f"memproxy: {exc}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace, store: JobStore) -> int:
     try:
         if args.queue_command == "status":
-            stats = store.stats()
+            stats = {"backend": store.backend, **store.stats()}
             print(" ".join(f"{k}={v}" for k, v in stats.items()))
             for job in store.dead_jobs(limit=20):
                 print(

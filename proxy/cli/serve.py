@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import logging
 import signal
 from typing import Any
 
@@ -14,14 +13,17 @@ from ..settings import Settings
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from memory_core.litellm_loader import get_litellm
+
     from ..app import create_app
     from ..http_server import uvicorn_options
+    from ..logs import configure_logging, secrets_in
 
     settings = Settings.load(args.config, host=args.host, port=args.port)
     settings.check_bind()
-    logging.basicConfig(
-        level=settings.server.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    get_litellm()  # before configure_logging: it installs a log handler of its own
+    configure_logging(
+        settings.server.log_level, settings.server.log_format, secrets_in(settings.model_dump())
     )
     # uvicorn re-raises the signal it shut down on once it is done; a graceful SIGTERM
     # shutdown (docker stop, systemd) then exits 0 instead of dying by the signal.
@@ -31,6 +33,7 @@ def _serve(args: argparse.Namespace) -> int:
         host=settings.server.host,
         port=settings.server.port,
         log_level=settings.server.log_level,
+        log_config=None,  # uvicorn's loggers go through ours (format, request id, scrubbing)
         access_log=False,
         timeout_graceful_shutdown=int(settings.memory.queue.shutdown_grace_s) + 5,
         **uvicorn_options(settings.server.limits),

@@ -1,0 +1,468 @@
+"""The shared learning-queue backend: Redis Streams with one consumer group, for replicas.
+
+The SQLite store's guarantees, with every state change one atomic Lua script:
+
+- Each scope (user) has a FIFO list of job ids; its **token**, one stream entry, exists exactly
+  while the list is non-empty. Whoever holds the token (the entry is in its consumer's pending
+  list, PEL) runs the list's head: per-scope order and one job per scope at a time across all
+  replicas. Completing or dead-lettering the head re-adds the token when more jobs wait.
+- Claiming reads new tokens with ``XREADGROUP`` and takes over tokens whose lease (a sorted
+  set, renewed by the holder's heartbeat) has expired with ``XCLAIM``: the pending entries of a
+  dead replica go to the living after ``lease_s``, as an ``XAUTOCLAIM`` does, but with the
+  holder's lease rather than the claimer's idle threshold (the SQLite store's rule).
+- A failed job's token waits in a sorted set until its retry time; a dead job keeps its error
+  in its hash and leaves its scope's list, unblocking the jobs behind it.
+- ``max_in_flight`` bounds the leased jobs of all replicas together, checked in the claim
+  script itself.
+
+Standalone Redis (or a Sentinel-managed primary) with ``appendonly yes`` and
+``appendfsync always`` for the SQLite store's durability; keys share one hash tag. The client
+is synchronous on purpose: ``LearningQueue`` calls every backend from its own I/O thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from .errors import QueueStoreError
+from .job_store import DEAD_KEYS, RESULTS_KEPT, Job, is_dead_local_owner
+
+log = logging.getLogger("memory_core.queue")
+GROUP = "learners"
+ERROR_CHARS = 4000
+# A consumer left by a cleanly stopped process (nothing pending) is forgotten after this long.
+IDLE_CONSUMER_MS = 3_600_000
+
+_HELPERS = """
+local P = ARGV[1]
+local READY = P .. ':ready'
+local LIVE = P .. ':live'
+local DELAYED = P .. ':delayed'
+local LEASES = P .. ':leases'
+local DEAD = P .. ':dead'
+local GROUP = 'learners'
+local function jk(id) return P .. ':job:' .. id end
+local function sk(scope) return P .. ':scope:' .. scope end
+local function drop_token(token)
+  redis.call('XACK', READY, GROUP, token)
+  redis.call('XDEL', READY, token)
+  redis.call('ZREM', LEASES, token)
+end
+local function add_token(scope) redis.call('XADD', READY, '*', 'scope', scope) end
+local function log_outcome(id, scope, status, attempts, enqueued_at, now, result, err, kept)
+  redis.call('XADD', P .. ':results', 'MAXLEN', '~', kept, '*', 'id', id, 'scope_key', scope,
+    'status', status, 'attempts', attempts, 'enqueued_at', enqueued_at, 'finished_at', now,
+    'result', result, 'error', err)
+end
+local function field(fields, name)
+  for i = 1, #fields, 2 do if fields[i] == name then return fields[i + 1] end end
+  return nil
+end
+local function scope_of(token)
+  local entry = redis.call('XRANGE', READY, token, token)
+  if #entry == 0 then return nil end
+  return field(entry[1][2], 'scope')
+end
+"""
+
+_ENQUEUE = """
+local id, scope, payload, now = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local key = jk(id)
+if redis.call('EXISTS', key) == 1 then return 0 end
+local seq = redis.call('INCR', P .. ':seq')
+redis.call('HSET', key, 'scope', scope, 'payload', payload, 'attempts', 0,
+  'enqueued_at', now, 'status', 'pending', 'seq', seq)
+redis.call('ZADD', LIVE, now, id)
+if redis.call('RPUSH', sk(scope), id) == 1 then add_token(scope) end
+return 1
+"""
+
+_CLAIM = """
+local owner, limit, lease, now_s, cap = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]),
+  ARGV[5], tonumber(ARGV[6])
+local now = tonumber(now_s)
+local busy = {}
+for i = 7, #ARGV do busy[ARGV[i]] = true end
+for _, scope in ipairs(redis.call('ZRANGEBYSCORE', DELAYED, '-inf', now_s, 'LIMIT', 0, 1000)) do
+  redis.call('ZREM', DELAYED, scope)
+  add_token(scope)
+end
+local out = {}
+local function take(token, scope)
+  local head = redis.call('LINDEX', sk(scope), 0)
+  if not head then drop_token(token); return false end
+  local key = jk(head)
+  local attempts = redis.call('HINCRBY', key, 'attempts', 1)
+  redis.call('HSET', key, 'status', 'leased', 'owner', owner, 'token', token)
+  redis.call('ZADD', LEASES, tostring(now + lease), token)
+  local f = redis.call('HMGET', key, 'payload', 'enqueued_at')
+  out[#out + 1] = {head, scope, f[1], attempts, f[2]}
+  return true
+end
+local expired = redis.call('ZRANGEBYSCORE', LEASES, '-inf', '(' .. now_s, 'LIMIT', 0, 1000)
+for _, token in ipairs(expired) do
+  if #out >= limit then break end
+  local scope = scope_of(token)
+  if not scope then
+    drop_token(token)
+  elseif not busy[scope] then
+    redis.call('XCLAIM', READY, GROUP, owner, 0, token, 'JUSTID')
+    take(token, scope)
+  end
+end
+local in_flight = redis.call('ZCOUNT', LEASES, now_s, '+inf')
+local skipped = {}
+while #out < limit and (cap <= 0 or in_flight < cap) do
+  local res = redis.call('XREADGROUP', 'GROUP', GROUP, owner, 'COUNT', 1, 'STREAMS', READY, '>')
+  if not res then break end
+  local entry = res[1][2][1]
+  local scope = field(entry[2], 'scope')
+  if not scope then
+    drop_token(entry[1])
+  elseif busy[scope] then
+    skipped[#skipped + 1] = {entry[1], scope}
+  elseif take(entry[1], scope) then
+    in_flight = in_flight + 1
+  end
+end
+for _, item in ipairs(skipped) do drop_token(item[1]); add_token(item[2]) end
+return out
+"""
+
+_RENEW = """
+local owner, lease, now = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+for i = 5, #ARGV do
+  local f = redis.call('HMGET', jk(ARGV[i]), 'owner', 'status', 'token')
+  if f[1] == owner and f[2] == 'leased' then
+    redis.call('ZADD', LEASES, 'XX', tostring(now + lease), f[3])
+  end
+end
+return 0
+"""
+
+_COMPLETE = """
+local owner, id, status, result, now, kept = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+local key = jk(id)
+local f = redis.call('HMGET', key, 'owner', 'status', 'token', 'scope', 'attempts', 'enqueued_at')
+if f[1] ~= owner or f[2] ~= 'leased' then return 0 end
+log_outcome(id, f[4], status, f[5], f[6], now, result, '', kept)
+drop_token(f[3])
+redis.call('DEL', key)
+redis.call('ZREM', LIVE, id)
+redis.call('LREM', sk(f[4]), 1, id)
+if redis.call('LLEN', sk(f[4])) > 0 then add_token(f[4]) end
+return 1
+"""
+
+_FAIL = """
+local owner, id, err, retry_at, now, kept = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+local key = jk(id)
+local f = redis.call('HMGET', key, 'owner', 'status', 'token', 'scope', 'seq', 'attempts',
+  'enqueued_at')
+if f[1] ~= owner or f[2] ~= 'leased' then return 0 end
+drop_token(f[3])
+redis.call('HDEL', key, 'owner', 'token')
+if retry_at == '' then
+  log_outcome(id, f[4], 'dead', f[6], f[7], now, '', err, kept)
+  redis.call('HSET', key, 'status', 'dead', 'last_error', err, 'finished_at', now)
+  redis.call('ZREM', LIVE, id)
+  redis.call('LREM', sk(f[4]), 1, id)
+  redis.call('ZADD', DEAD, f[5], id)
+  if redis.call('LLEN', sk(f[4])) > 0 then add_token(f[4]) end
+else
+  redis.call('HSET', key, 'status', 'pending', 'last_error', err)
+  redis.call('ZADD', DELAYED, retry_at, f[4])
+end
+return 1
+"""
+
+_RELEASE = """
+local owner, undo = ARGV[2], ARGV[3] == '1'
+local released = 0
+for i = 4, #ARGV do
+  local key = jk(ARGV[i])
+  local f = redis.call('HMGET', key, 'owner', 'status', 'token', 'scope', 'attempts')
+  if f[1] == owner and f[2] == 'leased' then
+    drop_token(f[3])
+    redis.call('HDEL', key, 'owner', 'token')
+    redis.call('HSET', key, 'status', 'pending')
+    if undo then
+      redis.call('HSET', key, 'attempts', math.max(tonumber(f[5]) - 1, 0))
+    end
+    add_token(f[4])
+    released = released + 1
+  end
+end
+return released
+"""
+
+_RECOVER = """
+local owner = ARGV[2]
+local released = 0
+for _, entry in ipairs(redis.call('XPENDING', READY, GROUP, '-', '+', 100000, owner)) do
+  local token = entry[1]
+  local scope = scope_of(token)
+  drop_token(token)
+  if scope then
+    local head = redis.call('LINDEX', sk(scope), 0)
+    if head then
+      local key = jk(head)
+      local f = redis.call('HMGET', key, 'owner', 'status')
+      if f[1] == owner then
+        redis.call('HDEL', key, 'owner', 'token')
+        redis.call('HSET', key, 'status', 'pending')
+        released = released + 1
+      end
+      if f[1] == owner or f[2] ~= 'leased' then add_token(scope) end
+    end
+  end
+end
+redis.call('XGROUP', 'DELCONSUMER', READY, GROUP, owner)
+return released
+"""
+
+_RETRY_DEAD = """
+local ids
+if ARGV[2] == '' then
+  ids = redis.call('ZRANGE', DEAD, 0, -1)
+elseif redis.call('ZSCORE', DEAD, ARGV[2]) then
+  ids = {ARGV[2]}
+else
+  ids = {}
+end
+for _, id in ipairs(ids) do
+  local key = jk(id)
+  redis.call('ZREM', DEAD, id)
+  redis.call('HSET', key, 'status', 'pending', 'attempts', 0)
+  local f = redis.call('HMGET', key, 'scope', 'seq', 'enqueued_at')
+  redis.call('ZADD', LIVE, f[3], id)
+  local list = sk(f[1])
+  local placed = false
+  for _, other in ipairs(redis.call('LRANGE', list, 0, -1)) do
+    if tonumber(redis.call('HGET', jk(other), 'seq')) > tonumber(f[2]) then
+      redis.call('LINSERT', list, 'BEFORE', other, id)
+      placed = true
+      break
+    end
+  end
+  if not placed then redis.call('RPUSH', list, id) end
+  if redis.call('LLEN', list) == 1 then add_token(f[1]) end
+end
+return #ids
+"""
+
+_PURGE_DEAD = """
+local ids = redis.call('ZRANGE', DEAD, 0, -1)
+for _, id in ipairs(ids) do redis.call('DEL', jk(id)) end
+redis.call('DEL', DEAD)
+return #ids
+"""
+
+_SCRIPTS = {
+    "enqueue": _ENQUEUE,
+    "claim": _CLAIM,
+    "renew": _RENEW,
+    "complete": _COMPLETE,
+    "fail": _FAIL,
+    "release": _RELEASE,
+    "recover": _RECOVER,
+    "retry_dead": _RETRY_DEAD,
+    "purge_dead": _PURGE_DEAD,
+}
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class RedisJobStore:
+    """``JobStore`` on Redis (``redis_url``); all keys under ``{prefix}``."""
+
+    backend = "redis"
+    local = False
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "memproxy",
+        max_in_flight: int | None = None,
+        results_kept: int = RESULTS_KEPT,
+    ) -> None:
+        import redis
+
+        self._results_kept = results_kept
+
+        self._errors: tuple[type[Exception], ...] = (redis.RedisError,)
+        self._redis = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
+        self._prefix = "{" + prefix + "}"
+        self._max_in_flight = max_in_flight or 0
+        self._scripts = {
+            name: self._redis.register_script(_HELPERS + body) for name, body in _SCRIPTS.items()
+        }
+        try:
+            self._call(self._ensure_group)
+        except QueueStoreError as exc:  # Redis not up yet: the group is made on first use
+            log.warning("%s", exc)
+
+    def _key(self, name: str) -> str:
+        return f"{self._prefix}:{name}"
+
+    def _ensure_group(self) -> None:
+        import redis
+
+        try:
+            self._redis.xgroup_create(self._key("ready"), GROUP, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    def _call(self, fn: Any, *args: Any) -> Any:
+        try:
+            try:
+                return fn(*args)
+            except self._errors as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                self._ensure_group()  # Redis lost the group (restarted without its AOF)
+                return fn(*args)
+        except self._errors as exc:
+            # str(exc) never holds the URL (and so no password): redis-py names host:port.
+            raise QueueStoreError(f"redis queue: {type(exc).__name__}: {exc}") from exc
+
+    def _run(self, name: str, *args: Any) -> Any:
+        return self._call(self._scripts[name], [], [self._prefix, *args])
+
+    def enqueue(self, job_id: str, scope_key: str, payload: dict[str, Any]) -> bool:
+        done = self._run("enqueue", job_id, scope_key, orjson.dumps(payload), repr(time.time()))
+        return bool(done)
+
+    def claim(self, owner: str, limit: int, lease_s: float, busy: Sequence[str]) -> list[Job]:
+        rows = self._run(
+            "claim", owner, limit, repr(lease_s), repr(time.time()), self._max_in_flight, *busy
+        )
+        return [
+            Job(
+                _text(job_id),
+                _text(scope),
+                orjson.loads(payload),
+                int(attempts),
+                float(_text(enqueued_at)),
+            )
+            for job_id, scope, payload, attempts, enqueued_at in rows
+        ]
+
+    def renew(self, owner: str, job_ids: Sequence[str], lease_s: float) -> None:
+        if job_ids:
+            self._run("renew", owner, repr(lease_s), repr(time.time()), *job_ids)
+
+    def complete(self, owner: str, job_id: str, result: dict[str, Any] | None = None) -> None:
+        """Remove a finished job, logging its outcome (``result``) in the results stream."""
+        status = str((result or {}).get("status") or "applied")
+        encoded = orjson.dumps(result) if result is not None else b""
+        now = repr(time.time())
+        self._run("complete", owner, job_id, status, encoded, now, self._results_kept)
+
+    def fail(self, owner: str, job_id: str, error: str, retry_at: float | None) -> None:
+        when = "" if retry_at is None else repr(retry_at)
+        now = repr(time.time())
+        self._run("fail", owner, job_id, error[:ERROR_CHARS], when, now, self._results_kept)
+
+    def results(self, limit: int = 20, job_id: str | None = None) -> list[dict[str, Any]]:
+        """The newest finished jobs' outcomes, newest first, as ``SqliteJobStore.results``
+        (the stream keeps about ``results_kept`` of them)."""
+        count = self._results_kept if job_id is not None else limit
+        entries = self._call(self._redis.xrevrange, self._key("results"), "+", "-", count)
+        rows = []
+        for _entry_id, raw in entries:
+            fields = {_text(k): _text(v) for k, v in raw.items()}
+            if job_id is not None and fields.get("id") != job_id:
+                continue
+            rows.append(
+                {
+                    "id": fields["id"],
+                    "scope_key": fields["scope_key"],
+                    "status": fields["status"],
+                    "attempts": int(fields["attempts"] or 0),
+                    "enqueued_at": float(fields["enqueued_at"] or 0),
+                    "finished_at": float(fields["finished_at"]),
+                    "result": orjson.loads(fields["result"]) if fields.get("result") else None,
+                    "error": fields.get("error") or None,
+                }
+            )
+            if len(rows) >= limit:
+                break
+        return rows
+
+    def release(self, owner: str, job_ids: Sequence[str]) -> None:
+        if job_ids:
+            self._run("release", owner, "1", *job_ids)
+
+    def recover_dead_owners(self) -> int:
+        """Release the jobs of this host's consumers whose process is gone and forget those
+        consumers (and ones idle for long with nothing pending: cleanly stopped processes)."""
+        host = socket.gethostname()
+        self._call(self._ensure_group)
+        consumers = self._call(self._redis.xinfo_consumers, self._key("ready"), GROUP)
+        released = 0
+        for consumer in consumers:
+            name = _text(consumer["name"])
+            if is_dead_local_owner(name, host):
+                released += int(self._run("recover", name))
+            elif not int(consumer["pending"]) and int(consumer["idle"]) >= IDLE_CONSUMER_MS:
+                self._call(self._redis.xgroup_delconsumer, self._key("ready"), GROUP, name)
+        return released
+
+    def stats(self) -> dict[str, Any]:
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.zcard(self._key("live"))
+        pipe.zcard(self._key("leases"))
+        pipe.zcard(self._key("dead"))
+        pipe.zrange(self._key("live"), 0, 0, withscores=True)
+        live, leased, dead, oldest = self._call(pipe.execute)
+        return {
+            "pending": max(int(live) - int(leased), 0),
+            "leased": int(leased),
+            "dead": int(dead),
+            "oldest_age_s": round(time.time() - oldest[0][1], 3) if oldest else 0.0,
+        }
+
+    def dead_jobs(self, limit: int = 100) -> list[dict[str, Any]]:
+        ids = self._call(self._redis.zrange, self._key("dead"), 0, limit - 1)
+        pipe = self._redis.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hmget(self._key(f"job:{_text(job_id)}"), "scope", "attempts", "last_error")
+            pipe.hmget(self._key(f"job:{_text(job_id)}"), "enqueued_at", "finished_at")
+        rows = self._call(pipe.execute)
+        jobs = []
+        for index, job_id in enumerate(ids):
+            scope, attempts, error = rows[2 * index]
+            enqueued_at, finished_at = rows[2 * index + 1]
+            values = (
+                _text(job_id),
+                _text(scope),
+                int(attempts),
+                _text(error),
+                float(_text(enqueued_at)),
+                float(_text(finished_at)),
+            )
+            jobs.append(dict(zip(DEAD_KEYS, values, strict=True)))
+        return jobs
+
+    def retry_dead(self, job_id: str | None = None) -> int:
+        return int(self._run("retry_dead", job_id or ""))
+
+    def purge_dead(self) -> int:
+        return int(self._run("purge_dead"))
+
+    def close(self) -> None:
+        self._redis.close()
+
+
+__all__ = ["RedisJobStore"]
