@@ -608,3 +608,24 @@ async def test_two_queues_on_one_file_never_run_the_same_job(make_store: Any) ->
         assert [e[1] for e in runs] == sorted(e[1] for e in runs)
         for before, after in zip(runs, runs[1:], strict=False):
             assert after[2] >= before[3], f"two jobs of {scope} overlapped"
+
+
+def test_finished_jobs_leave_their_outcome_on_both_backends(store: JobStore) -> None:
+    for job_id in ("ok", "empty", "bad"):
+        store.enqueue(job_id, f"user:{job_id}", {"n": 1})
+    jobs = {job.id: job for job in store.claim("o", 10, 60.0, [])}
+    assert set(jobs) == {"ok", "empty", "bad"}
+    store.complete("o", "ok", {"status": "applied", "applied": {"ADD": 2}})
+    store.complete("o", "empty", None)
+    store.fail("o", "bad", "ExtractionError: no JSON", None)
+    rows = store.results(limit=10)
+    assert [r["id"] for r in rows] == ["bad", "empty", "ok"]  # newest first
+    by_id = {r["id"]: r for r in rows}
+    assert by_id["ok"]["status"] == "applied" and by_id["ok"]["result"]["applied"] == {"ADD": 2}
+    assert by_id["empty"]["status"] == "applied" and by_id["empty"]["result"] is None
+    assert by_id["bad"]["status"] == "dead" and by_id["bad"]["error"] == "ExtractionError: no JSON"
+    assert by_id["ok"]["scope_key"] == "user:ok" and by_id["ok"]["attempts"] == 1
+    assert by_id["ok"]["finished_at"] >= by_id["ok"]["enqueued_at"] > 0
+    assert store.results(limit=1) == rows[:1]
+    assert store.results(job_id="ok") == [by_id["ok"]]
+    assert store.results(job_id="absent") == []
