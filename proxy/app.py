@@ -27,6 +27,7 @@ from .errors import EXCEPTION_HANDLERS, Forbidden, error_response
 from .guard import BrowserGuard
 from .inject import TokenCounter, default_token_counter
 from .learning import ExtractionModels, Learner
+from .litellm_upstream import LiteLLMUpstream
 from .mcp_server import McpEndpoint
 from .memories_api import memory_routes
 from .metrics import Metrics
@@ -34,7 +35,7 @@ from .model_routing import ModelRouter
 from .settings import Settings
 from .state import AppState, state_of
 from .upstream import (
-    LiteLLMUpstream,
+    AnthropicUpstream,
     PassthroughUpstream,
     Upstream,
     UpstreamSet,
@@ -146,6 +147,9 @@ def create_app(
             client, forward_client_key=server.forward_client_key
         )
         litellm_upstream = upstream or LiteLLMUpstream(forward_client_key=server.forward_client_key)
+        anthropic = upstream or AnthropicUpstream(
+            client, forward_client_key=server.forward_client_key
+        )
         # Warm what the first request would otherwise pay for: litellm's import, the tokenizer.
         get_litellm()
         counter = count_tokens or default_token_counter()
@@ -167,7 +171,7 @@ def create_app(
         app.state.memproxy = AppState(
             settings=settings,
             model_router=model_router,
-            upstreams=UpstreamSet(passthrough, litellm_upstream),
+            upstreams=UpstreamSet(passthrough, litellm_upstream, anthropic),
             authenticator=authenticator,
             metrics=metrics,
             memory=mem,

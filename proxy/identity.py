@@ -7,7 +7,7 @@ background tasks, which are never learned from, are recognised in ``ui_tasks``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -93,7 +93,8 @@ def resolve_user(
     """Whose memory this is. An anchored identity wins: the API key's bound user, else a
     verified Open WebUI user JWT; any other claim that differs from it is refused (403).
     Otherwise the claims (body user_id; X-User-Id; X-OpenWebUI-User-Id when trusted; body
-    user; metadata.user_id) must agree: two that name different users are refused (403)."""
+    user; safety_identifier; metadata.user_id) must agree: two that name different users are
+    refused (403)."""
     openwebui = (chat_ui or DEFAULT_CHAT_UI).openwebui
     signed_claim = signed_user_claim(headers, openwebui)
     signed = None
@@ -111,6 +112,7 @@ def resolve_user(
         ("X-User-Id", headers.get("x-user-id")),
         _openwebui_header_claim(headers, openwebui, caller),
         ("user", body.get("user")),
+        ("safety_identifier", body.get("safety_identifier")),
         ("metadata.user_id", metadata.get("user_id") if isinstance(metadata, Mapping) else None),
     ]
     first: str | None = None
@@ -159,7 +161,9 @@ def plan_memory(
     headers: Mapping[str, str],
     caller: Caller,
     chat_ui: ChatUISettings | None = None,
+    conversation: Sequence[Mapping[str, Any]] | None = None,
 ) -> MemoryPlan:
+    """``conversation``: the request read as chat messages (default: the body's ``messages``)."""
     chat_ui = chat_ui or DEFAULT_CHAT_UI
     user_id = resolve_user(body, headers, caller, chat_ui)
     mode = resolve_mode(body, headers)
@@ -175,7 +179,7 @@ def plan_memory(
             mode = "read"
         elif mode == "write":
             mode = "off"
-    messages = body.get("messages")
+    messages = body.get("messages") if conversation is None else conversation
     task = (
         background_task(messages, chat_ui.extra_task_prefixes)
         if isinstance(messages, list)

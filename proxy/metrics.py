@@ -52,6 +52,12 @@ class Metrics:
         self.recalled = Counter(
             "memproxy_memories_recalled", "memories injected", registry=self.registry
         )
+        self.recalls = Counter(
+            "memproxy_recalls",
+            "memory recalls by API and source (search; reused: a later agent-loop step)",
+            ["api", "source"],
+            registry=self.registry,
+        )
         self.enqueued = Counter(
             "memproxy_learning_enqueued", "exchanges queued for learning", registry=self.registry
         )

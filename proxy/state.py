@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.requests import Request
@@ -18,6 +18,7 @@ from .learning import ExtractionModels
 from .metrics import Metrics
 from .model_routing import ModelRouter
 from .settings import Settings
+from .turn_recall import TurnRecalls
 from .upstream import UpstreamSet
 
 
@@ -36,6 +37,7 @@ class AppState:
     count_tokens: TokenCounter
     extraction: ExtractionModels
     openapi: dict[str, Any] | None = None
+    turn_recalls: TurnRecalls = field(default_factory=TurnRecalls)
 
 
 def state_of(request: Request) -> AppState:
