@@ -30,8 +30,10 @@ from .learning import ExtractionModels, Learner
 from .litellm_upstream import LiteLLMUpstream
 from .mcp_server import McpEndpoint
 from .memories_api import memory_routes
+from .messages_api import create_message
 from .metrics import Metrics
 from .model_routing import ModelRouter
+from .responses_api import create_response
 from .settings import Settings
 from .state import AppState, state_of
 from .upstream import (
@@ -43,6 +45,7 @@ from .upstream import (
 )
 
 log = logging.getLogger("proxy")
+EPOCH = "1970-01-01T00:00:00Z"
 
 
 def queue_path(settings: Settings) -> Path:
@@ -76,9 +79,16 @@ async def list_models(request: Request) -> Response:
     state = state_of(request)
     # Any valid key, when keys are configured: the model list names the deployments.
     state.authenticator.authenticate(request.headers)
+    names = state.model_router.public_models()
+    if "anthropic-version" in request.headers:  # the anthropic SDK's models.list()
+        listed = [
+            {"type": "model", "id": name, "display_name": name, "created_at": EPOCH}
+            for name in names
+        ]
+        first, last = (names[0], names[-1]) if names else (None, None)
+        return JSONResponse({"data": listed, "has_more": False, "first_id": first, "last_id": last})
     models = [
-        {"id": name, "object": "model", "created": 0, "owned_by": "memproxy"}
-        for name in state.model_router.public_models()
+        {"id": name, "object": "model", "created": 0, "owned_by": "memproxy"} for name in names
     ]
     return JSONResponse({"object": "list", "data": models})
 
@@ -193,6 +203,10 @@ def create_app(
     routes = [
         Route("/v1/chat/completions", chat_completions, methods=["POST"]),
         Route("/chat/completions", chat_completions, methods=["POST"]),
+        Route("/v1/responses", create_response, methods=["POST"]),
+        Route("/responses", create_response, methods=["POST"]),
+        Route("/v1/messages", create_message, methods=["POST"]),
+        Route("/messages", create_message, methods=["POST"]),
         Route("/v1/models", list_models, methods=["GET"]),
         Route("/models", list_models, methods=["GET"]),
         Route("/health", health, methods=["GET"]),

@@ -22,11 +22,13 @@ log = logging.getLogger("proxy.upstream")
 _CALLS = {"chat": "acompletion", "responses": "aresponses", "messages": "anthropic_messages"}
 
 
-def _plain(value: Any) -> dict[str, Any]:
-    """A LiteLLM result (pydantic model or dict) as a JSON-ready dict."""
+def _plain(value: Any, api: Api) -> dict[str, Any]:
+    """A LiteLLM result (pydantic model or dict) as a JSON-ready dict (typed events' enum
+    ``type`` as its string value)."""
     if isinstance(value, Mapping):
         return dict(value)
-    dumped = value.model_dump(exclude_none=True)
+    mode = "python" if api == "chat" else "json"
+    dumped = value.model_dump(mode=mode, exclude_none=True)
     return dumped if isinstance(dumped, dict) else {}
 
 
@@ -56,6 +58,11 @@ class LiteLLMUpstream:
             # litellm retries twice by default: one client request would reach the provider
             # three times (and take 3x the deployment timeout). Retry only when configured.
             kwargs["num_retries"] = kwargs["max_retries"] = 0
+        if call.api == "messages":
+            # An OpenAI-shaped model reached by an Anthropic client: LiteLLM translates to Chat
+            # Completions (every OpenAI-compatible server has it; its Responses adapter needs
+            # extra packages and a /responses route many servers lack).
+            litellm.use_chat_completions_url_for_anthropic_messages = True  # type: ignore[attr-defined]
         collector = collector_for(call.api)
         headers = {"content-type": "application/json"}
         try:
@@ -72,7 +79,7 @@ class LiteLLMUpstream:
             )
             return UpstreamResponse(status, error_headers, collector, body=error, kind="litellm")
         if not call.body.get("stream"):
-            payload = _plain(response)
+            payload = _plain(response, call.api)
             payload["model"] = call.body.get("model", payload.get("model"))
             collector.feed_completion(payload)
             return UpstreamResponse(
@@ -108,7 +115,7 @@ async def _litellm_stream(
                 collector.feed_sse_bytes(chunk)
                 yield chunk
                 continue
-            payload = _plain(chunk)
+            payload = _plain(chunk, call.api)
             _public_model(call.api, payload, public_model)
             collector.feed_chunk(payload)
             event = None if call.api == "chat" else str(payload.get("type", "")) or None

@@ -191,20 +191,31 @@ def chat_reply(body: Json, messages: list[Json]) -> Reply:
     suffix = "" if memories is None else " | MEMORIES: " + memories
     tools = body.get("tools")
     if last_message.get("role") == "tool":
-        return Reply("TOOL RESULT: " + message_text(last_message) + suffix)
+        results: list[str] = []
+        for message in reversed(messages):
+            if message.get("role") != "tool":
+                break
+            results.insert(0, message_text(message))
+        return Reply("TOOL RESULT: " + " + ".join(results) + suffix)
+    asked = message_text(last_message).lower()
     if (
         tools
         and isinstance(tools, list)
         and last_message.get("role") == "user"
-        and "call tool" in message_text(last_message).lower()
+        and "call tool" in asked
     ):
-        name = _tool_name(tools, body.get("tool_choice"))
-        call = {
-            "id": "call_1",
-            "type": "function",
-            "function": {"name": name, "arguments": '{"x": 1}'},
-        }
-        return Reply(None, "tool_calls", [call])
+        names = [_tool_name(tools, body.get("tool_choice"))]
+        if "parallel" in asked and len(tools) > 1:  # one call per tool, in one reply
+            names = [_tool_name([tool], None) for tool in tools]
+        calls = [
+            {
+                "id": f"call_{number}",
+                "type": "function",
+                "function": {"name": name, "arguments": '{"x": 1}'},
+            }
+            for number, name in enumerate(names, start=1)
+        ]
+        return Reply(None, "tool_calls", calls)
     text = last_user_text(messages)
     response_format = body.get("response_format")
     if isinstance(response_format, dict) and response_format.get("type") in (
@@ -354,22 +365,24 @@ def stream_events(body: Json, messages: list[Json], reply: Reply, n: int) -> lis
 
     events: list[bytes] = []
     if reply.tool_calls:
-        call = reply.tool_calls[0]
-        head = {
-            "index": 0,
-            "id": call["id"],
-            "type": "function",
-            "function": {"name": call["function"]["name"], "arguments": ""},
-        }
-        arguments = call["function"]["arguments"]
-        half = len(arguments) // 2
-        for index in range(n):
-            delta = {"role": "assistant", "content": None, "tool_calls": [head]}
-            events.append(event([choice(index, delta)]))
-        for part in (arguments[:half], arguments[half:]):
+        for position, call in enumerate(reply.tool_calls):
+            head = {
+                "index": position,
+                "id": call["id"],
+                "type": "function",
+                "function": {"name": call["function"]["name"], "arguments": ""},
+            }
+            arguments = call["function"]["arguments"]
+            half = len(arguments) // 2
             for index in range(n):
-                delta = {"tool_calls": [{"index": 0, "function": {"arguments": part}}]}
+                delta: Json = {"tool_calls": [head]}
+                if position == 0:
+                    delta = {"role": "assistant", "content": None, **delta}
                 events.append(event([choice(index, delta)]))
+            for part in (arguments[:half], arguments[half:]):
+                for index in range(n):
+                    delta = {"tool_calls": [{"index": position, "function": {"arguments": part}}]}
+                    events.append(event([choice(index, delta)]))
     else:
         for index in range(n):
             events.append(event([choice(index, {"role": "assistant", "content": ""})]))

@@ -40,9 +40,9 @@ from proxy.inject import (
     recall_query,
 )
 from proxy.model_routing import ModelRouter
+from proxy.replies import ReplyCollector
 from proxy.settings import Deployment, Settings
 from proxy.ui_tasks import background_task
-from proxy.replies import ReplyCollector
 
 # ---------------------------------------------------------------------------------------------
 # proxy/inject.py
