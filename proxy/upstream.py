@@ -283,8 +283,9 @@ class UpstreamSet:
     def for_call(self, api: Api, route: ModelRoute) -> tuple[str, Upstream]:
         """(kind, upstream): raw where the endpoint speaks the caller's API, else LiteLLM."""
         if api == "messages":
-            auto = route.deployment.upstream == "auto" and route.model.startswith("anthropic/")
-            if route.kind == "anthropic" or auto:
+            # Anthropic's own models are relayed raw even with ``upstream: litellm``: LiteLLM's
+            # native Messages stream needs its proxy server's packages (fastapi, soundfile...).
+            if route.kind == "anthropic" or route.model.startswith("anthropic/"):
                 return "anthropic", self.anthropic
             return "litellm", self.litellm
         if route.kind == "passthrough":

@@ -216,7 +216,8 @@ def chat_reply(body: Json, messages: list[Json]) -> Reply:
             for number, name in enumerate(names, start=1)
         ]
         return Reply(None, "tool_calls", calls)
-    text = last_user_text(messages)
+    # A block a translation folded into the user's turn is memory, not the user's words.
+    text = _MEMORIES_RE.sub("", last_user_text(messages)).strip()
     response_format = body.get("response_format")
     if isinstance(response_format, dict) and response_format.get("type") in (
         "json_object",
