@@ -4,8 +4,9 @@ Pure functions of a request; the server (``tests.fake_upstream``) adds state, de
 
 Normal chats answer ``"ECHO: " + <last user text>``; a ``<memories>...</memories>`` block in a
 system/developer/user message adds ``" | MEMORIES: " + <its lines joined by " ; ">``. A tool
-result answers ``"TOOL RESULT: ..."``, "call tool" with ``tools`` answers a tool call, and JSON
-mode answers ``{"echo": ..., "memories": ...}``.
+result answers ``"TOOL RESULT: ..."`` (the results of parallel calls joined by " + "), "call
+tool" with ``tools`` answers a tool call ("call tool parallel": one per tool; a tool result
+saying "call tool again": one more step), and JSON mode answers ``{"echo": ..., "memories": ...}``.
 
 Embeddings are deterministic feature-hashing vectors (``embed_text``).
 
@@ -190,6 +191,14 @@ def chat_reply(body: Json, messages: list[Json]) -> Reply:
     memories = injected_memories(messages)
     suffix = "" if memories is None else " | MEMORIES: " + memories
     tools = body.get("tools")
+    asked = message_text(last_message).lower()
+    if last_message.get("role") == "tool" and tools and "call tool again" in asked:
+        call = {
+            "id": "call_9",
+            "type": "function",
+            "function": {"name": _tool_name(tools, None), "arguments": '{"x": 2}'},
+        }
+        return Reply(None, "tool_calls", [call])
     if last_message.get("role") == "tool":
         results: list[str] = []
         for message in reversed(messages):
@@ -197,7 +206,6 @@ def chat_reply(body: Json, messages: list[Json]) -> Reply:
                 break
             results.insert(0, message_text(message))
         return Reply("TOOL RESULT: " + " + ".join(results) + suffix)
-    asked = message_text(last_message).lower()
     if (
         tools
         and isinstance(tools, list)
