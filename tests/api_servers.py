@@ -7,6 +7,7 @@ server, over every upstream path:
 - ``lite-model``: the same fake through LiteLLM
 - ``claude``: raw relay to the fake Anthropic (``anthropic/`` model, auto)
 - ``lite-claude``: the fake Anthropic through LiteLLM (translation to and from Anthropic)
+- ``gemini``: the fake Gemini ``generateContent`` server through LiteLLM
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 
 from proxy import Settings, create_app
 from tests.fake_anthropic import FAKE_ANTHROPIC_KEY, fake_anthropic
+from tests.fake_gemini import FAKE_GEMINI_KEY, fake_gemini
 from tests.fake_state import FakeState
 from tests.fake_upstream import FakeUpstream
 from tests.servers import ServerThread
@@ -34,19 +36,20 @@ class ApiRig:
     openai_fake: FakeUpstream
     anthropic_fake: ServerThread
     anthropic_state: FakeState
+    gemini_state: FakeState
 
     def chats_of(self, model: str) -> list[Any]:
         """The chat-kind requests the provider behind ``model`` received."""
         if model in ANTHROPIC_SHAPED:
             return self.anthropic_state.snapshot("chat")
+        if model == "gemini":
+            return self.gemini_state.snapshot("chat")
         return self.openai_fake.requests_of("chat")
 
-    def reset(self) -> None:
-        self.openai_fake.reset()
-        self.anthropic_state.reset()
 
-
-def rig_settings(openai_url: str, anthropic_url: str, storage: Path, **memory: Any) -> Settings:
+def rig_settings(
+    openai_url: str, anthropic_url: str, gemini_url: str, storage: Path, **memory: Any
+) -> Settings:
     fake = {"api_base": openai_url, "api_key": "sk-fake"}
     claude = {"model": "anthropic/claude-fake", "api_base": anthropic_url}
     return Settings.from_dict(
@@ -70,6 +73,14 @@ def rig_settings(openai_url: str, anthropic_url: str, storage: Path, **memory: A
                     "litellm_params": {**claude, "api_key": FAKE_ANTHROPIC_KEY},
                     "upstream": "litellm",
                 },
+                {
+                    "model_name": "gemini",
+                    "litellm_params": {
+                        "model": "gemini/gemini-fake",
+                        "api_base": gemini_url,
+                        "api_key": FAKE_GEMINI_KEY,
+                    },
+                },
             ],
             "memory": {
                 "storage_uri": str(storage),
@@ -85,10 +96,16 @@ def rig_settings(openai_url: str, anthropic_url: str, storage: Path, **memory: A
 
 @contextlib.contextmanager
 def api_rig(storage: Path, **memory: Any) -> Iterator[ApiRig]:
-    with FakeUpstream() as openai_fake, fake_anthropic() as (anthropic_fake, state):
-        settings = rig_settings(openai_fake.url, anthropic_fake.base_url, storage, **memory)
+    with (
+        FakeUpstream() as openai_fake,
+        fake_anthropic() as (anthropic_fake, state),
+        fake_gemini() as (gemini, gemini_state),
+    ):
+        settings = rig_settings(
+            openai_fake.url, anthropic_fake.base_url, gemini.base_url, storage, **memory
+        )
         with ServerThread(create_app(settings)) as proxy:
-            yield ApiRig(proxy, openai_fake, anthropic_fake, state)
+            yield ApiRig(proxy, openai_fake, anthropic_fake, state, gemini_state)
 
 
 def new_user(name: str) -> str:

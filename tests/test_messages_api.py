@@ -253,7 +253,7 @@ def test_bad_requests_in_anthropic_shape(rig: ApiRig, body: Any, status: int, ki
 
 def test_models_list_in_anthropic_shape(client: anthropic.Anthropic, rig: ApiRig) -> None:
     names = [model.id for model in client.models.list()]
-    assert names == ["fake-model", "lite-model", "claude", "lite-claude"]
+    assert names == ["fake-model", "lite-model", "claude", "lite-claude", "gemini"]
     openai_shape = httpx.get(rig.proxy.url + "/models").json()
     assert openai_shape["object"] == "list"
 
