@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -25,36 +24,25 @@ from tests.fake_apis import (
     message_events,
     message_object,
 )
-from tests.fake_state import FakeState, RecordedRequest
+from tests.fake_state import FakeState, json_response, read_and_record
 from tests.servers import ServerThread
 
 FAKE_ANTHROPIC_KEY = "sk-ant-fake"
 
 
 def _error(status: int, message: str) -> Response:
-    return Response(
-        orjson.dumps(anthropic_error(status, message)),
-        status_code=status,
-        media_type="application/json",
-    )
+    response: Response = json_response(anthropic_error(status, message), status)
+    return response
 
 
 def create_fake_anthropic_app(state: FakeState) -> Starlette:
     async def messages(request: Request) -> Response:
-        raw = await request.body()
-        try:
-            body = orjson.loads(raw) if raw else {}
-        except orjson.JSONDecodeError:
-            body = None
-        record = body if isinstance(body, dict) else {}
-        state.record(
-            RecordedRequest(request.method, request.url.path, dict(request.headers), record, "chat")
-        )
+        body = await read_and_record(request, state)
         if request.headers.get("x-api-key") != FAKE_ANTHROPIC_KEY:
             return _error(401, "invalid x-api-key")
         if not request.headers.get("anthropic-version"):
             return _error(400, "anthropic-version: header is required")
-        if not isinstance(body, dict) or not isinstance(body.get("max_tokens"), int):
+        if body is None or not isinstance(body.get("max_tokens"), int):
             return _error(400, "max_tokens: Field required")
         chat = anthropic_messages(body)
         if not chat or chat[-1].get("role") not in ("user", "tool"):
@@ -71,8 +59,8 @@ def create_fake_anthropic_app(state: FakeState) -> Starlette:
             return StreamingResponse(
                 iter(message_events(body, chat, reply)), media_type="text/event-stream"
             )
-        payload = message_object(body, chat, reply, number=0)
-        return Response(orjson.dumps(payload), media_type="application/json")
+        answer: Response = json_response(message_object(body, chat, reply, number=0))
+        return answer
 
     app = Starlette(routes=[Route("/v1/messages", messages, methods=["POST"])])
     app.state.fake = state

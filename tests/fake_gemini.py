@@ -29,7 +29,7 @@ from tests.fake_answers import (
     split_chunks,
 )
 from tests.fake_apis import chat_tools
-from tests.fake_state import FakeState, RecordedRequest
+from tests.fake_state import FakeState, json_response, read_and_record
 from tests.servers import ServerThread
 
 FAKE_GEMINI_KEY = "gk-fake"
@@ -37,7 +37,8 @@ FAKE_GEMINI_KEY = "gk-fake"
 
 def _error(status: int, message: str) -> Response:
     payload = {"error": {"code": status, "message": message, "status": "INVALID_ARGUMENT"}}
-    return Response(orjson.dumps(payload), status_code=status, media_type="application/json")
+    response: Response = json_response(payload, status)
+    return response
 
 
 def gemini_messages(body: Json) -> list[Json]:
@@ -131,18 +132,11 @@ def _candidate(parts: list[Json], finish: str | None) -> Json:
 def create_fake_gemini_app(state: FakeState) -> Starlette:
     async def generate(request: Request) -> Response:
         model, _, method = request.path_params["spec"].partition(":")
-        raw = await request.body()
-        try:
-            body = orjson.loads(raw) if raw else {}
-        except orjson.JSONDecodeError:
-            body = None
-        record = body if isinstance(body, dict) else {}
-        headers = dict(request.headers)
-        state.record(RecordedRequest("POST", request.url.path, headers, record, "chat"))
-        key = headers.get("x-goog-api-key") or request.query_params.get("key")
+        body = await read_and_record(request, state)
+        key = request.headers.get("x-goog-api-key") or request.query_params.get("key")
         if key != FAKE_GEMINI_KEY:
             return _error(401, "API key not valid")
-        if not isinstance(body, dict) or method not in ("generateContent", "streamGenerateContent"):
+        if body is None or method not in ("generateContent", "streamGenerateContent"):
             return _error(400, "invalid request")
         messages = gemini_messages(body)
         if not messages:
@@ -157,7 +151,8 @@ def create_fake_gemini_app(state: FakeState) -> Starlette:
                 "usageMetadata": _usage(messages, reply),
                 "modelVersion": model,
             }
-            return Response(orjson.dumps(payload), media_type="application/json")
+            answer: Response = json_response(payload)
+            return answer
         state.count("stream")
         events: list[bytes] = []
         pieces = [] if reply.tool_calls else split_chunks(reply.content or "")
