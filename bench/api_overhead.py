@@ -15,6 +15,7 @@ relays (OpenAI-compatible for chat and responses, Anthropic-shaped for messages)
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -66,7 +67,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if not wrk_available():
         raise SystemExit("wrk is needed: apt-get install -y wrk")
     tmp = Path(tempfile.mkdtemp(prefix="bench-apis-"))
-    result: dict[str, Any] = {**stamp(), "duration_s": args.duration}
+    result: dict[str, Any] = {**stamp(), "duration_s": args.duration, "load": [os.getloadavg()[0]]}
     with fast_upstream(chunks=20) as upstream:
         port = free_port()
         cfg = tmp / "memproxy.yaml"
@@ -93,6 +94,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     )
                 )
             result.update(measure(targets, args))
+    result["load"].append(os.getloadavg()[0])
     return result
 
 
@@ -138,7 +140,10 @@ def render(r: dict[str, Any]) -> str:
             "upstream (`bench/fast_upstream.py`, answering Chat Completions, Responses and "
             "Messages with the same fixed reply and 20-chunk streams); the same 4-message "
             "conversation in each API's shape; memproxy (`memproxy serve`, one worker) with "
-            f"`X-Memory-Mode: off` and a user named; `wrk` {r['duration_s']} s per cell.",
+            f"`X-Memory-Mode: off` and a user named; `wrk` {r['duration_s']} s per cell. "
+            f"Load average (1 min) at the start and end: {r['load'][0]:.1f} / {r['load'][1]:.1f} "
+            "on 2 cores: with other work on the machine, compare the rows with each other "
+            "(one run), not with other sections.",
             "",
             "**Latency at concurrency 1** (ms):",
             "",

@@ -30,6 +30,7 @@ class ChatAdapter:
     system message before the last user message (or first, with ``system_prefix``)."""
 
     api: Api = "chat"
+    opaque_claims: tuple[str, ...] = ()
 
     def parse(self, raw: bytes, *, max_depth: int) -> dict[str, Any]:
         return parse_chat_body(raw, max_depth=max_depth)

@@ -7,7 +7,7 @@ background tasks, which are never learned from, are recognised in ``ui_tasks``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -74,6 +74,13 @@ def _claim(value: Any, source: str) -> str | None:
         raise BadRequest(str(exc), param=source) from exc
 
 
+def _is_id(value: Any) -> bool:
+    try:
+        return isinstance(value, str) and validate_id(value, "id") == value
+    except InvalidIdentity:
+        return False
+
+
 def _openwebui_header_claim(
     headers: Mapping[str, str], openwebui: OpenWebUISettings, caller: Caller
 ) -> tuple[str, str | None]:
@@ -89,12 +96,14 @@ def resolve_user(
     headers: Mapping[str, str],
     caller: Caller,
     chat_ui: ChatUISettings | None = None,
+    opaque: Collection[str] = (),
 ) -> str | None:
     """Whose memory this is. An anchored identity wins: the API key's bound user, else a
     verified Open WebUI user JWT; any other claim that differs from it is refused (403).
     Otherwise the claims (body user_id; X-User-Id; X-OpenWebUI-User-Id when trusted; body
     user; safety_identifier; metadata.user_id) must agree: two that name different users are
-    refused (403)."""
+    refused (403). A claim named in ``opaque`` is the provider's free-form field on this
+    route: a value that is no valid id is not a claim (rather than a 400)."""
     openwebui = (chat_ui or DEFAULT_CHAT_UI).openwebui
     signed_claim = signed_user_claim(headers, openwebui)
     signed = None
@@ -118,6 +127,8 @@ def resolve_user(
     first: str | None = None
     first_source = ""
     for source, value in claims:
+        if source in opaque and not _is_id(value):
+            continue
         claimed = _claim(value, source)
         if claimed is None:
             continue
@@ -162,10 +173,12 @@ def plan_memory(
     caller: Caller,
     chat_ui: ChatUISettings | None = None,
     conversation: Sequence[Mapping[str, Any]] | None = None,
+    opaque: Collection[str] = (),
 ) -> MemoryPlan:
-    """``conversation``: the request read as chat messages (default: the body's ``messages``)."""
+    """``conversation``: the request read as chat messages (default: the body's ``messages``);
+    ``opaque``: claims that are free-form provider fields on this route (``resolve_user``)."""
     chat_ui = chat_ui or DEFAULT_CHAT_UI
-    user_id = resolve_user(body, headers, caller, chat_ui)
+    user_id = resolve_user(body, headers, caller, chat_ui, opaque)
     mode = resolve_mode(body, headers)
     if user_id is None:
         return MemoryPlan(identity=None, mode=mode)

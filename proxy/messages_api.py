@@ -152,6 +152,9 @@ def inject_messages_block(body: Mapping[str, Any], block: str, position: str) ->
 
 class MessagesAdapter:
     api: Api = "messages"
+    # Anthropic's metadata.user_id is any opaque string (Claude Code sends a JSON object of
+    # device and session ids): only a value that is a valid id is an identity claim.
+    opaque_claims: tuple[str, ...] = ("metadata.user_id",)
 
     def parse(self, raw: bytes, *, max_depth: int) -> dict[str, Any]:
         return parse_messages_body(raw, max_depth=max_depth)

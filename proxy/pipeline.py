@@ -46,6 +46,7 @@ class ApiAdapter(Protocol):
     the one view recall, learning and task detection read."""
 
     api: Api
+    opaque_claims: tuple[str, ...]  # identity claims that are free-form fields of this API
 
     def parse(self, raw: bytes, *, max_depth: int) -> dict[str, Any]: ...
 
@@ -139,7 +140,9 @@ async def serve_api(request: Request, adapter: ApiAdapter) -> Response:
     raw = await read_body(request, limit=limits.max_body_bytes, timeout_s=limits.body_timeout_s)
     body = adapter.parse(raw, max_depth=limits.max_json_depth)
     conversation = adapter.conversation(body)
-    plan = plan_memory(body, headers, caller, state.settings.chat_ui, conversation)
+    plan = plan_memory(
+        body, headers, caller, state.settings.chat_ui, conversation, adapter.opaque_claims
+    )
     route = state.model_router.resolve(body["model"])
     kind, upstream = state.upstreams.for_call(adapter.api, route)
     outgoing = strip_proxy_fields(body)

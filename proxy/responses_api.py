@@ -145,6 +145,7 @@ def inject_responses_block(body: Mapping[str, Any], block: str, position: str) -
 
 class ResponsesAdapter:
     api: Api = "responses"
+    opaque_claims: tuple[str, ...] = ()
 
     def parse(self, raw: bytes, *, max_depth: int) -> dict[str, Any]:
         return parse_responses_body(raw, max_depth=max_depth)

@@ -154,6 +154,21 @@ def test_block_ends_the_last_user_turn_and_cached_prefix_is_untouched(
     assert sent["metadata"] == {"user_id": alice}
 
 
+def test_opaque_metadata_user_id_is_no_claim(client: anthropic.Anthropic, alice: str) -> None:
+    """Claude Code's metadata.user_id (a JSON string of device and session ids) is no
+    memproxy id: it neither fails the request nor conflicts with the X-User-Id header."""
+    claude_code = '{"device_id":"d3adb33f","account_uuid":"","session_id":"5e55-10n"}'
+    raw = client.messages.with_raw_response.create(
+        model="claude",
+        max_tokens=50,
+        messages=[{"role": "user", "content": "Where does my sister live?"}],
+        metadata={"user_id": claude_code},
+        extra_headers={"x-user-id": alice},
+    )
+    assert int(raw.headers["x-memory-recalled"]) >= 1
+    assert "Lisbon" in text_of(raw.parse())
+
+
 def test_provider_credentials_come_from_the_config(
     rig: ApiRig, client: anthropic.Anthropic
 ) -> None:
