@@ -48,7 +48,12 @@ class ApiRig:
 
 
 def rig_settings(
-    openai_url: str, anthropic_url: str, gemini_url: str, storage: Path, **memory: Any
+    openai_url: str,
+    anthropic_url: str,
+    gemini_url: str,
+    storage: Path,
+    extra: dict[str, Any] | None = None,
+    **memory: Any,
 ) -> Settings:
     fake = {"api_base": openai_url, "api_key": "sk-fake"}
     claude = {"model": "anthropic/claude-fake", "api_base": anthropic_url}
@@ -90,19 +95,22 @@ def rig_settings(
                 "queue": {"backoff_base_s": 0.05, "shutdown_grace_s": 1},
                 **memory,
             },
+            **(extra or {}),
         }
     )
 
 
 @contextlib.contextmanager
-def api_rig(storage: Path, **memory: Any) -> Iterator[ApiRig]:
+def api_rig(storage: Path, extra: dict[str, Any] | None = None, **memory: Any) -> Iterator[ApiRig]:
+    """The rig; ``extra``: more top-level config sections (``auth``...), ``memory``: more
+    ``memory`` keys."""
     with (
         FakeUpstream() as openai_fake,
         fake_anthropic() as (anthropic_fake, state),
         fake_gemini() as (gemini, gemini_state),
     ):
         settings = rig_settings(
-            openai_fake.url, anthropic_fake.base_url, gemini.base_url, storage, **memory
+            openai_fake.url, anthropic_fake.base_url, gemini.base_url, storage, extra, **memory
         )
         with ServerThread(create_app(settings)) as proxy:
             yield ApiRig(proxy, openai_fake, anthropic_fake, state, gemini_state)
