@@ -15,7 +15,13 @@ from memory_core.litellm_loader import get_litellm
 from .errors import shaped_error_body
 from .provider_params import litellm_body
 from .replies import Api, ReplyCollector, collector_for, sse_event
-from .upstream import MAX_ERROR_CHARS, UpstreamCall, UpstreamResponse, error_shape
+from .upstream import (
+    MAX_ERROR_CHARS,
+    UpstreamCall,
+    UpstreamResponse,
+    error_shape,
+    stream_error_event,
+)
 
 log = logging.getLogger("proxy.upstream")
 
@@ -127,7 +133,10 @@ async def _litellm_stream(
         collector.finished = False
         status, _, body = litellm_error(exc, call.api)
         log.warning("litellm stream failed (%s): %s", status, exc)
-        yield sse_event(body, None if call.api == "chat" else "error")
+        if call.api == "responses":  # the Responses stream's own error event
+            yield stream_error_event("responses", str(exc)[:MAX_ERROR_CHARS], status)
+        else:
+            yield sse_event(body, None if call.api == "chat" else "error")
     finally:
         close = getattr(response, "aclose", None)
         if close is not None:
