@@ -29,6 +29,7 @@ class Answer:
     text: str
     tools: list[str]
     headers: Any
+    usage: int | None = None  # total tokens the API reported (non-stream)
 
 
 @pytest.fixture(scope="module")
@@ -81,9 +82,11 @@ def ask(
             model=model, messages=messages, tools=chat_tools, stream=stream, extra_headers=headers
         )
         if not stream:
-            message = raw.parse().choices[0].message
+            completion = raw.parse()
+            message = completion.choices[0].message
             names = [c.function.name for c in message.tool_calls or []]  # type: ignore[union-attr]
-            return Answer(message.content or "", names, raw.headers)
+            total = completion.usage.total_tokens if completion.usage else None
+            return Answer(message.content or "", names, raw.headers, total)
         chunks = [c for c in raw.parse() if c.choices]
         content = "".join(c.choices[0].delta.content or "" for c in chunks)
         names = [
@@ -105,7 +108,8 @@ def ask(
             )
             response = raw.parse()
             names = [i.name for i in response.output if i.type == "function_call"]
-            return Answer(response.output_text, names, raw.headers)
+            total = response.usage.total_tokens if response.usage else None
+            return Answer(response.output_text, names, raw.headers, total)
         with oai.responses.stream(
             model=model, input=text, tools=response_tools, extra_headers=headers
         ) as events:
@@ -123,7 +127,10 @@ def ask(
             model=model, max_tokens=200, messages=body, tools=anthropic_tools, extra_headers=headers
         )
         message = raw_message.parse()
-        return Answer(_anthropic_text(message), _anthropic_tools(message), raw_message.headers)
+        total = message.usage.input_tokens + message.usage.output_tokens
+        return Answer(
+            _anthropic_text(message), _anthropic_tools(message), raw_message.headers, total
+        )
     with ant.messages.stream(
         model=model, max_tokens=200, messages=body, tools=anthropic_tools, extra_headers=headers
     ) as streamed:
@@ -152,6 +159,8 @@ def test_recalled_memory_reaches_every_provider(
     assert "User's sister lives in Lisbon" in answer.text
     if answer.headers is not None:
         assert int(answer.headers["x-memory-recalled"]) >= 1
+    if not stream:
+        assert answer.usage is not None and answer.usage > 0
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["create", "stream"])
