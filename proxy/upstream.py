@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import aiohttp
 import orjson
 
-from .errors import ErrorShape, UpstreamError, shaped_error_body
+from .errors import BadRequest, ErrorShape, UpstreamError, shaped_error_body
 from .model_routing import OPENAI_COMPATIBLE_PREFIXES, ModelRoute
 from .provider_params import check_passthrough_body, litellm_body
 from .replies import Api, ReplyCollector, collector_for, sse_event
@@ -92,8 +92,6 @@ def client_beta(value: str | None) -> str | None:
     if value is None or not value.strip():
         return None
     if not _BETA_RE.fullmatch(value.strip()):
-        from .errors import BadRequest
-
         raise BadRequest("anthropic-beta must be a comma-separated list of feature names")
     return value.strip()
 
