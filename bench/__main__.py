@@ -2,6 +2,8 @@
 section of BENCHMARKS.md.
 
     overhead   proxy overhead vs direct and vs LiteLLM's proxy (bench/overhead.py)
+    apis       memory-off overhead of /v1/chat/completions, /v1/responses, /v1/messages
+               in one run (bench/api_overhead.py)
     store      search latency vs store size, add throughput, disk, writes (bench/store.py)
     chart      redraw docs/*.png from bench/results/*.json (bench/chart.py)
     locomo     retrieval recall on LoCoMo (bench/locomo.py, when present)
@@ -20,6 +22,7 @@ import sys
 
 COMMANDS = {
     "overhead": "bench.overhead",
+    "apis": "bench.api_overhead",
     "store": "bench.store",
     "chart": "bench.chart",
     "locomo": "bench.locomo",

@@ -8,6 +8,9 @@ enough HTTP/1.1 (keep-alive, Content-Length bodies) to answer:
   fixed stream of ``--chunks`` content events + a finish event (+ a usage event when
   ``stream_options.include_usage`` is asked) + ``[DONE]``, each event its own HTTP chunk,
   written with ``--chunk-gap-ms`` between events (0: back to back).
+- ``POST .../responses`` (OpenAI Responses) and ``POST .../v1/messages`` (Anthropic
+  Messages): the same fixed reply in those shapes, streamed as their typed events (the same
+  ``--chunks`` text deltas).
 - ``GET .../models`` and ``GET /health``.
 
 Run: ``python -m bench.fast_upstream --port 0`` prints ``FAKE_UPSTREAM_URL=http://127.0.0.1:P/v1``.
@@ -89,6 +92,94 @@ def stream_events(chunks: int, include_usage: bool) -> list[bytes]:
     return events
 
 
+def _typed(event: str, payload: dict) -> bytes:
+    data = f"event: {event}\n".encode() + b"data: " + orjson.dumps(payload) + b"\n\n"
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+def _response_object(done: bool) -> dict:
+    text = {"type": "output_text", "text": REPLY, "annotations": []}
+    message = {"type": "message", "id": "msg_fast", "status": "completed", "role": "assistant"}
+    return {
+        "id": "resp_fast",
+        "object": "response",
+        "created_at": _CREATED,
+        "status": "completed" if done else "in_progress",
+        "model": "fake-model",
+        "output": [{**message, "content": [text]}] if done else [],
+        "usage": {"input_tokens": 12, "output_tokens": 12, "total_tokens": 24} if done else None,
+    }
+
+
+def responses_events(chunks: int) -> list[bytes]:
+    events = [
+        _typed(
+            "response.created", {"type": "response.created", "response": _response_object(False)}
+        )
+    ]
+    for i in range(chunks):
+        delta = {
+            "type": "response.output_text.delta",
+            "item_id": "msg_fast",
+            "output_index": 0,
+            "content_index": 0,
+            "delta": f"tok{i} ",
+        }
+        events.append(_typed("response.output_text.delta", delta))
+    done = {"type": "response.completed", "response": _response_object(True)}
+    events += [_typed("response.completed", done), b"0\r\n\r\n"]
+    return events
+
+
+def _message_object() -> dict:
+    return {
+        "id": "msg_fast",
+        "type": "message",
+        "role": "assistant",
+        "model": "fake-model",
+        "content": [{"type": "text", "text": REPLY}],
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": {"input_tokens": 12, "output_tokens": 12},
+    }
+
+
+def messages_events(chunks: int) -> list[bytes]:
+    start = {**_message_object(), "content": [], "stop_reason": None}
+    events = [
+        _typed("message_start", {"type": "message_start", "message": start}),
+        _typed(
+            "content_block_start",
+            {
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": {"type": "text", "text": ""},
+            },
+        ),
+    ]
+    for i in range(chunks):
+        delta = {
+            "type": "content_block_delta",
+            "index": 0,
+            "delta": {"type": "text_delta", "text": f"tok{i} "},
+        }
+        events.append(_typed("content_block_delta", delta))
+    events += [
+        _typed("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        _typed(
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "end_turn"},
+                "usage": {"output_tokens": chunks},
+            },
+        ),
+        _typed("message_stop", {"type": "message_stop"}),
+        b"0\r\n\r\n",
+    ]
+    return events
+
+
 def _response(status: str, body: bytes, content_type: bytes = b"application/json") -> bytes:
     return (
         b"HTTP/1.1 "
@@ -103,6 +194,8 @@ def _response(status: str, body: bytes, content_type: bytes = b"application/json
 
 
 COMPLETION = _response("200 OK", _completion())
+RESPONSE = _response("200 OK", orjson.dumps(_response_object(True)))
+MESSAGE = _response("200 OK", orjson.dumps(_message_object()))
 MODELS = _response(
     "200 OK",
     orjson.dumps(
@@ -121,6 +214,10 @@ STREAM_HEAD = (
     b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n"
     b"cache-control: no-cache\r\nx-request-id: fast\r\n\r\n"
 )
+
+
+_API_PATHS = {b"completions": "chat", b"responses": "responses", b"messages": "messages"}
+_WHOLE = {"chat": COMPLETION, "responses": RESPONSE, "messages": MESSAGE}
 
 
 class FastHTTP(asyncio.Protocol):
@@ -164,9 +261,15 @@ class FastHTTP(asyncio.Protocol):
             parts = line.split(b" ")
             method, path = parts[0], parts[1] if len(parts) > 1 else b"/"
             assert self.transport is not None
-            if method == b"POST" and path.endswith(b"/chat/completions"):
+            api = _API_PATHS.get(path.rsplit(b"/", 1)[-1]) if method == b"POST" else None
+            if api is not None:
                 if _STREAM_TRUE.search(body):
-                    events = stream_events(self.chunks, bool(_INCLUDE_USAGE.search(body)))
+                    if api == "chat":
+                        events = stream_events(self.chunks, bool(_INCLUDE_USAGE.search(body)))
+                    elif api == "responses":
+                        events = responses_events(self.chunks)
+                    else:
+                        events = messages_events(self.chunks)
                     if self.gap_s > 0:
                         self.busy = True
                         asyncio.get_running_loop().create_task(self._stream(events))
@@ -175,7 +278,7 @@ class FastHTTP(asyncio.Protocol):
                     for event in events:
                         self.transport.write(event)
                 else:
-                    self.transport.write(COMPLETION)
+                    self.transport.write(_WHOLE[api])
             elif method == b"GET" and path.endswith(b"/models"):
                 self.transport.write(MODELS)
             elif method == b"GET" and path.startswith(b"/health"):

@@ -58,21 +58,34 @@ class Target:
     with_user: bool = False
     breakdown: bool = False
     stages: list[dict[str, float]] = field(default_factory=list)
+    api: str = "chat"  # the request shape: "chat", "responses" or "messages"
 
 
-def bodies(model: str, *, stream: bool, user: bool) -> list[bytes]:
+SYSTEM = "You are a helpful assistant."
+HISTORY = [
+    {"role": "user", "content": "Hi! I'm planning my week and could use some help."},
+    {"role": "assistant", "content": "Of course, what do you have in mind?"},
+]
+
+
+def request_body(model: str, query: str, api: str) -> dict[str, Any]:
+    """The same 4-message conversation in ``api``'s shape."""
+    turns = [*HISTORY, {"role": "user", "content": query}]
+    if api == "responses":
+        return {"model": model, "instructions": SYSTEM, "input": turns, "max_output_tokens": 64}
+    if api == "messages":
+        return {"model": model, "system": SYSTEM, "messages": turns, "max_tokens": 64}
+    return {
+        "model": model,
+        "messages": [{"role": "system", "content": SYSTEM}, *turns],
+        "max_tokens": 64,
+    }
+
+
+def bodies(model: str, *, stream: bool, user: bool, api: str = "chat") -> list[bytes]:
     out = []
     for query in QUERIES:
-        body: dict[str, Any] = {
-            "model": model,
-            "messages": [
-                {"role": "system", "content": "You are a helpful assistant."},
-                {"role": "user", "content": "Hi! I'm planning my week and could use some help."},
-                {"role": "assistant", "content": "Of course, what do you have in mind?"},
-                {"role": "user", "content": query},
-            ],
-            "max_tokens": 64,
-        }
+        body = request_body(model, query, api)
         if stream:
             body["stream"] = True
         if user:
@@ -129,8 +142,10 @@ def measure(targets: list[Target], args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {"targets": {}, "order": [t.name for t in targets]}
     files = {}
     for t in targets:
-        files[t.name] = write_bodies(bodies(t.model, stream=False, user=t.with_user))
-        probe = one_request(t.url, bodies(t.model, stream=False, user=t.with_user)[0], t.headers)
+        files[t.name] = write_bodies(bodies(t.model, stream=False, user=t.with_user, api=t.api))
+        probe = one_request(
+            t.url, bodies(t.model, stream=False, user=t.with_user, api=t.api)[0], t.headers
+        )
         results["targets"][t.name] = {
             "status": probe.status,
             "upstream": probe.headers.get("x-memory-upstream", "-"),
@@ -148,9 +163,8 @@ def measure(targets: list[Target], args: argparse.Namespace) -> dict[str, Any]:
         time.sleep(COOLDOWN_S)
     # Streaming: TTFB and total at concurrency 1.
     for t in targets:
-        samples = stream_series(
-            t.url, bodies(t.model, stream=True, user=t.with_user), t.headers, n=args.stream_samples
-        )
+        streamed = bodies(t.model, stream=True, user=t.with_user, api=t.api)
+        samples = stream_series(t.url, streamed, t.headers, n=args.stream_samples)
         results["targets"][t.name]["stream"] = {
             "ttfb": _stats([s.ttfb_ms for s in samples]),
             "total": _stats([s.total_ms for s in samples]),

@@ -32,16 +32,19 @@ from .exports_api import export_routes
 from .guard import BrowserGuard
 from .inject import TokenCounter, default_token_counter
 from .learning import ExtractionModels, Learner
+from .litellm_upstream import LiteLLMUpstream
 from .logs import RequestIds
 from .mcp_server import McpEndpoint
 from .memories_api import memory_routes
+from .messages_api import create_message
 from .metrics import HttpMetrics, Metrics
 from .model_routing import ModelRouter
+from .responses_api import create_response
 from .settings import Settings
 from .state import AppState, state_of
 from .tracing import ChatTracing, ServerSpans, build_tracer
 from .upstream import (
-    LiteLLMUpstream,
+    AnthropicUpstream,
     PassthroughUpstream,
     Upstream,
     UpstreamSet,
@@ -49,6 +52,7 @@ from .upstream import (
 )
 
 log = logging.getLogger("proxy")
+EPOCH = "1970-01-01T00:00:00Z"
 
 
 def queue_path(settings: Settings) -> Path:
@@ -91,9 +95,16 @@ async def list_models(request: Request) -> Response:
     state = state_of(request)
     # Any valid key, when keys are configured: the model list names the deployments.
     state.authenticator.authenticate(request.headers)
+    names = state.model_router.public_models()
+    if "anthropic-version" in request.headers:  # the anthropic SDK's models.list()
+        listed = [
+            {"type": "model", "id": name, "display_name": name, "created_at": EPOCH}
+            for name in names
+        ]
+        first, last = (names[0], names[-1]) if names else (None, None)
+        return JSONResponse({"data": listed, "has_more": False, "first_id": first, "last_id": last})
     models = [
-        {"id": name, "object": "model", "created": 0, "owned_by": "memproxy"}
-        for name in state.model_router.public_models()
+        {"id": name, "object": "model", "created": 0, "owned_by": "memproxy"} for name in names
     ]
     return JSONResponse({"object": "list", "data": models})
 
@@ -177,6 +188,9 @@ def create_app(
             client, forward_client_key=server.forward_client_key
         )
         litellm_upstream = upstream or LiteLLMUpstream(forward_client_key=server.forward_client_key)
+        anthropic = upstream or AnthropicUpstream(
+            client, forward_client_key=server.forward_client_key
+        )
         # Warm what the first request would otherwise pay for: litellm's import, the tokenizer.
         get_litellm()
         counter = count_tokens or default_token_counter()
@@ -214,7 +228,7 @@ def create_app(
         app.state.memproxy = AppState(
             settings=settings,
             model_router=model_router,
-            upstreams=UpstreamSet(passthrough, litellm_upstream),
+            upstreams=UpstreamSet(passthrough, litellm_upstream, anthropic),
             authenticator=authenticator,
             metrics=metrics,
             memory=mem,
@@ -240,6 +254,10 @@ def create_app(
     routes = [
         Route("/v1/chat/completions", chat_completions, methods=["POST"]),
         Route("/chat/completions", chat_completions, methods=["POST"]),
+        Route("/v1/responses", create_response, methods=["POST"]),
+        Route("/responses", create_response, methods=["POST"]),
+        Route("/v1/messages", create_message, methods=["POST"]),
+        Route("/messages", create_message, methods=["POST"]),
         Route("/v1/models", list_models, methods=["GET"]),
         Route("/models", list_models, methods=["GET"]),
         Route("/health", health, methods=["GET"]),

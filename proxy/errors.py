@@ -1,10 +1,12 @@
-"""HTTP errors in OpenAI's shape, and the one edge that maps every error type to a response."""
+"""HTTP errors in the calling API's shape (OpenAI's, or Anthropic's on ``/v1/messages``), and
+the one edge that maps every error type to a response."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any
+from functools import partial
+from typing import Any, Literal
 
 import orjson
 from starlette.exceptions import HTTPException
@@ -115,6 +117,48 @@ def error_body(
     )
 
 
+# Anthropic's error types (docs.anthropic.com/en/api/errors), from OpenAI's types and statuses.
+_ANTHROPIC_TYPES = {
+    "invalid_request_error": "invalid_request_error",
+    "authentication_error": "authentication_error",
+    "permission_error": "permission_error",
+    "not_found_error": "not_found_error",
+    "rate_limit_error": "rate_limit_error",
+}
+_ANTHROPIC_BY_STATUS = {413: "request_too_large", 429: "rate_limit_error", 529: "overloaded_error"}
+ErrorShape = Literal["openai", "anthropic"]
+
+
+def anthropic_error_type(status: int, type_: str) -> str:
+    if status in _ANTHROPIC_BY_STATUS:
+        return _ANTHROPIC_BY_STATUS[status]
+    if type_ in _ANTHROPIC_TYPES:
+        return _ANTHROPIC_TYPES[type_]
+    if status == 401:
+        return "authentication_error"
+    if status == 403:
+        return "permission_error"
+    if status == 404:
+        return "not_found_error"
+    return "invalid_request_error" if 400 <= status < 500 else "api_error"
+
+
+def shaped_error_body(
+    shape: ErrorShape,
+    status: int,
+    message: str,
+    type_: str,
+    *,
+    param: str | None = None,
+    code: str | None = None,
+) -> bytes:
+    """The error body in the calling API's shape."""
+    if shape == "anthropic":
+        kind = anthropic_error_type(status, type_)
+        return orjson.dumps({"type": "error", "error": {"type": kind, "message": message}})
+    return error_body(message, type_, param=param, code=code)
+
+
 def error_response(
     status: int,
     message: str,
@@ -123,39 +167,49 @@ def error_response(
     param: str | None = None,
     code: str | None = None,
     headers: Mapping[str, str] | None = None,
+    shape: ErrorShape = "openai",
 ) -> Response:
     return Response(
-        error_body(message, type_, param=param, code=code),
+        shaped_error_body(shape, status, message, type_, param=param, code=code),
         status_code=status,
         media_type="application/json",
         headers=headers,
     )
 
 
-def to_response(exc: BaseException) -> Response:
-    """The one mapping from any exception to an OpenAI-shaped error response."""
+def to_response(exc: BaseException, shape: ErrorShape = "openai") -> Response:
+    """The one mapping from any exception to an error response in ``shape``."""
+    fail = partial(error_response, shape=shape)
     if isinstance(exc, ProxyError):
-        return error_response(exc.status, exc.message, exc.type, param=exc.param, code=exc.code)
+        return fail(exc.status, exc.message, exc.type, param=exc.param, code=exc.code)
     if isinstance(exc, core.MemoryCoreError):
         for kind, status, type_ in _CORE_STATUS:
             if isinstance(exc, kind):
                 if kind in _SERVER_MESSAGES:
                     # Store and embedder messages carry internals (SQL, paths): log them only.
                     log.error("memory failure: %s", exc)
-                    return error_response(status, _SERVER_MESSAGES[kind], type_)
+                    return fail(status, _SERVER_MESSAGES[kind], type_)
                 param = exc.param if isinstance(exc, core.InvalidInput) else None
-                return error_response(status, str(exc), type_, param=param)
+                return fail(status, str(exc), type_, param=param)
         log.error("memory failure: %s", exc)
-        return error_response(500, "memory error (see the proxy's log)", "server_error")
+        return fail(500, "memory error (see the proxy's log)", "server_error")
     if isinstance(exc, HTTPException):
         type_ = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
-        return error_response(exc.status_code, str(exc.detail), type_, headers=exc.headers)
+        return fail(exc.status_code, str(exc.detail), type_, headers=exc.headers)
     log.error("unhandled error", exc_info=exc)
-    return error_response(500, "internal error (see the proxy's log)", "server_error")
+    return fail(500, "internal error (see the proxy's log)", "server_error")
+
+
+ANTHROPIC_PATHS = ("/v1/messages", "/messages")
+
+
+def shape_of(path: str) -> ErrorShape:
+    """Anthropic's error shape for its Messages route, OpenAI's everywhere else."""
+    return "anthropic" if path in ANTHROPIC_PATHS else "openai"
 
 
 async def handle_exception(request: Request, exc: Exception) -> Response:
-    return to_response(exc)
+    return to_response(exc, shape_of(request.url.path))
 
 
 EXCEPTION_HANDLERS: dict[Any, Any] = {

@@ -7,7 +7,7 @@ background tasks, which are never learned from, are recognised in ``ui_tasks``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -74,6 +74,13 @@ def _claim(value: Any, source: str) -> str | None:
         raise BadRequest(str(exc), param=source) from exc
 
 
+def _is_id(value: Any) -> bool:
+    try:
+        return isinstance(value, str) and validate_id(value, "id") == value
+    except InvalidIdentity:
+        return False
+
+
 def _openwebui_header_claim(
     headers: Mapping[str, str], openwebui: OpenWebUISettings, caller: Caller
 ) -> tuple[str, str | None]:
@@ -89,11 +96,14 @@ def resolve_user(
     headers: Mapping[str, str],
     caller: Caller,
     chat_ui: ChatUISettings | None = None,
+    opaque: Collection[str] = (),
 ) -> str | None:
     """Whose memory this is. An anchored identity wins: the API key's bound user, else a
     verified Open WebUI user JWT; any other claim that differs from it is refused (403).
     Otherwise the claims (body user_id; X-User-Id; X-OpenWebUI-User-Id when trusted; body
-    user; metadata.user_id) must agree: two that name different users are refused (403)."""
+    user; safety_identifier; metadata.user_id) must agree: two that name different users are
+    refused (403). A claim named in ``opaque`` is the provider's free-form field on this
+    route: a value that is no valid id is not a claim (rather than a 400)."""
     openwebui = (chat_ui or DEFAULT_CHAT_UI).openwebui
     signed_claim = signed_user_claim(headers, openwebui)
     signed = None
@@ -111,11 +121,14 @@ def resolve_user(
         ("X-User-Id", headers.get("x-user-id")),
         _openwebui_header_claim(headers, openwebui, caller),
         ("user", body.get("user")),
+        ("safety_identifier", body.get("safety_identifier")),
         ("metadata.user_id", metadata.get("user_id") if isinstance(metadata, Mapping) else None),
     ]
     first: str | None = None
     first_source = ""
     for source, value in claims:
+        if source in opaque and not _is_id(value):
+            continue
         claimed = _claim(value, source)
         if claimed is None:
             continue
@@ -159,9 +172,13 @@ def plan_memory(
     headers: Mapping[str, str],
     caller: Caller,
     chat_ui: ChatUISettings | None = None,
+    conversation: Sequence[Mapping[str, Any]] | None = None,
+    opaque: Collection[str] = (),
 ) -> MemoryPlan:
+    """``conversation``: the request read as chat messages (default: the body's ``messages``);
+    ``opaque``: claims that are free-form provider fields on this route (``resolve_user``)."""
     chat_ui = chat_ui or DEFAULT_CHAT_UI
-    user_id = resolve_user(body, headers, caller, chat_ui)
+    user_id = resolve_user(body, headers, caller, chat_ui, opaque)
     mode = resolve_mode(body, headers)
     if user_id is None:
         return MemoryPlan(identity=None, mode=mode)
@@ -175,7 +192,7 @@ def plan_memory(
             mode = "read"
         elif mode == "write":
             mode = "off"
-    messages = body.get("messages")
+    messages = body.get("messages") if conversation is None else conversation
     task = (
         background_task(messages, chat_ui.extra_task_prefixes)
         if isinstance(messages, list)

@@ -117,29 +117,53 @@ def recall_query(messages: Sequence[dict[str, Any]], *, short_words: int = 4) ->
     return query[-MAX_QUERY_CHARS:]
 
 
+def continues_tool_loop(messages: Sequence[dict[str, Any]]) -> bool:
+    """The request carries tool results after the user's turn: a later step of an agent loop
+    (the user turn it serves is the last user message before the tool calls)."""
+    for message in reversed(messages):
+        if not isinstance(message, dict):
+            continue
+        return message.get("role") in ("tool", "function")
+    return False
+
+
 def pick_new_exchange(
     messages: Sequence[dict[str, Any]],
     reply: str,
     *,
     limits: MemoryLimits = DEFAULT_LIMITS,
+    tool_results: bool = False,
 ) -> list[dict[str, str]]:
     """The new exchange to learn from: the user turns after the last assistant turn, plus the
-    reply. Earlier history the client re-sends is never included, nor any memory block; the
-    user turns share ``limits.max_exchange_user_chars``, the reply is cut at
-    ``limits.max_exchange_reply_chars``."""
+    reply. In an agent loop (the request ends in tool calls and their results) the user turn
+    is the one before the tool calls, and ``reply`` its final answer; the tool results are
+    taken only with ``tool_results``. Earlier history the client re-sends is never included,
+    nor any memory block; the user turns share ``limits.max_exchange_user_chars``, the other
+    turns ``limits.max_exchange_reply_chars``."""
     tail: list[dict[str, str]] = []
+    in_tool_chain = True  # walking back through the tool calls that end the request
     for message in reversed(messages):
         if not isinstance(message, dict):
             continue
         role = message.get("role")
-        if role in ("assistant", "tool", "function"):
+        if role in ("tool", "function") or (
+            role == "assistant" and (message.get("tool_calls") or message.get("function_call"))
+        ):
+            if not in_tool_chain:
+                break
+            text = strip_memory_blocks(message_text(message)) if role != "assistant" else ""
+            if tool_results and text:
+                tail.append({"role": "tool", "content": text})
+            continue
+        if role == "assistant":
             break
         if role == "user":
+            in_tool_chain = False
             text = strip_memory_blocks(message_text(message))
             if text:
                 tail.append({"role": "user", "content": text})
     tail.reverse()
-    if not tail:
+    if not any(turn["role"] == "user" for turn in tail):
         return []
     reply = strip_memory_blocks(reply)
     if reply:

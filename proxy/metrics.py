@@ -88,6 +88,12 @@ class Metrics:
             buckets=RECALLED_BUCKETS,
             registry=self.registry,
         )
+        self.recalls = Counter(
+            "memproxy_recalls",
+            "memory recalls by API and source (search; reused: a later agent-loop step)",
+            ["api", "source"],
+            registry=self.registry,
+        )
         self.enqueued = Counter(
             "memproxy_learning_enqueued", "exchanges queued for learning", registry=self.registry
         )

@@ -57,6 +57,68 @@ CHAT_COMPLETION_PARAMS = frozenset(
         "web_search_options",
     }
 )
+# OpenAI's Responses request parameters (platform.openai.com/docs/api-reference/responses).
+RESPONSES_PARAMS = frozenset(
+    {
+        "model",
+        "input",
+        "background",
+        "conversation",
+        "include",
+        "instructions",
+        "max_output_tokens",
+        "max_tool_calls",
+        "metadata",
+        "parallel_tool_calls",
+        "previous_response_id",
+        "prompt",
+        "prompt_cache_key",
+        "prompt_cache_retention",
+        "reasoning",
+        "safety_identifier",
+        "service_tier",
+        "store",
+        "stream",
+        "stream_options",
+        "temperature",
+        "text",
+        "tool_choice",
+        "tools",
+        "top_logprobs",
+        "top_p",
+        "truncation",
+        "user",
+    }
+)
+# Anthropic's Messages request parameters (docs.anthropic.com/en/api/messages).
+MESSAGES_PARAMS = frozenset(
+    {
+        "model",
+        "messages",
+        "max_tokens",
+        "metadata",
+        "service_tier",
+        "stop_sequences",
+        "stream",
+        "system",
+        "temperature",
+        "thinking",
+        "tool_choice",
+        "tools",
+        "top_k",
+        "top_p",
+    }
+)
+API_PARAMS = {
+    "chat": CHAT_COMPLETION_PARAMS,
+    "responses": RESPONSES_PARAMS,
+    "messages": MESSAGES_PARAMS,
+}
+API_TITLES = {
+    "chat": "OpenAI Chat Completions",
+    "responses": "OpenAI Responses",
+    "messages": "Anthropic Messages",
+}
 # Read by LiteLLM as its own settings, not sent to the provider: never passed from a body.
 LITELLM_ONLY_PARAMS = frozenset({"metadata"})
 
@@ -121,7 +183,9 @@ def litellm_own_params() -> frozenset[str]:
     get_litellm()
     from litellm.types.utils import all_litellm_params
 
-    return frozenset(all_litellm_params) - CHAT_COMPLETION_PARAMS
+    return (
+        frozenset(all_litellm_params) - CHAT_COMPLETION_PARAMS - RESPONSES_PARAMS - MESSAGES_PARAMS
+    )
 
 
 def _refuse(name: str, why: str) -> BadRequest:
@@ -139,17 +203,19 @@ def check_passthrough_body(body: Mapping[str, Any]) -> None:
             raise _refuse(name, "would change where or how the provider is called")
 
 
-def litellm_body(body: Mapping[str, Any], extra_allowed: Iterable[str] = ()) -> dict[str, Any]:
-    """The keyword arguments a body may give ``litellm.acompletion``: OpenAI's parameters and
-    the deployment's ``client_params``; any other field is refused, naming it."""
-    allowed = CHAT_COMPLETION_PARAMS.union(extra_allowed)
+def litellm_body(
+    body: Mapping[str, Any], extra_allowed: Iterable[str] = (), api: str = "chat"
+) -> dict[str, Any]:
+    """The keyword arguments a body may give LiteLLM's call for ``api``: that API's parameters
+    and the deployment's ``client_params``; any other field is refused, naming it."""
+    allowed = API_PARAMS[api].union(extra_allowed)
     kwargs: dict[str, Any] = {}
     for name, value in body.items():
         if is_steering(name) or name in litellm_own_params() and name not in allowed:
             raise _refuse(name, "would change where or how the provider is called")
         if name not in allowed:
             raise BadRequest(
-                f"the request field {name!r} is not an OpenAI Chat Completions parameter, and "
+                f"the request field {name!r} is not an {API_TITLES[api]} parameter, and "
                 "this model is called through LiteLLM (list it in the deployment's "
                 "client_params to pass it on)",
                 param=name,
@@ -161,7 +227,10 @@ def litellm_body(body: Mapping[str, Any], extra_allowed: Iterable[str] = ()) -> 
 
 
 __all__ = [
+    "API_PARAMS",
     "CHAT_COMPLETION_PARAMS",
+    "MESSAGES_PARAMS",
+    "RESPONSES_PARAMS",
     "STEERING_PARAMS",
     "check_passthrough_body",
     "is_steering",

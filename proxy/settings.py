@@ -30,7 +30,7 @@ from memory_core.errors import ConfigError
 
 from .guard import is_loopback_host
 
-UpstreamKind = Literal["auto", "passthrough", "litellm"]
+UpstreamKind = Literal["auto", "passthrough", "litellm", "anthropic"]
 InjectionPosition = Literal["before_last_user", "system_prefix"]
 # Chat-UI background tasks the proxy recognises (proxy/identity.py classifies them).
 TaskKind = Literal[
@@ -100,10 +100,15 @@ class ProxyMemorySettings(MemoryConfig):
     extraction_model: str | None = None
     recall: RecallSettings = Field(default_factory=RecallSettings)
     queue: QueueConfig = Field(default_factory=QueueConfig)
+    # Agent loops: learn the tool results of a turn too (by default only the user's words and
+    # the final answer; tool payloads are often large, third-party and not about the user).
+    learn_tool_results: bool = False
 
     def core_config(self) -> MemoryConfig:
         return MemoryConfig.model_validate(
-            self.model_dump(exclude={"enabled", "extraction_model", "recall", "queue"})
+            self.model_dump(
+                exclude={"enabled", "extraction_model", "recall", "queue", "learn_tool_results"}
+            )
         )
 
 

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.requests import Request
@@ -20,6 +20,7 @@ from .metrics import Metrics
 from .model_routing import ModelRouter
 from .settings import Settings
 from .tracing import ChatTracing
+from .turn_recall import TurnRecalls
 from .upstream import UpstreamSet
 
 
@@ -40,6 +41,7 @@ class AppState:
     exports: ExportStore | None = None
     openapi: dict[str, Any] | None = None
     tracing: ChatTracing | None = None  # None: tracing off
+    turn_recalls: TurnRecalls = field(default_factory=TurnRecalls)
 
 
 def state_of(request: Request) -> AppState:

@@ -4,9 +4,10 @@ Pure functions of a request; the server (``tests.fake_upstream``) adds state, de
 
 Normal chats answer ``"ECHO: " + <last user text>``; a ``<memories>...</memories>`` block in a
 system/developer/user message adds ``" | MEMORIES: " + <its lines joined by " ; ">``. A tool
-result answers ``"TOOL RESULT: ..."``, "call tool" with ``tools`` answers a tool call (with the
-JSON object that follows "call tool" as its arguments, if there is one), and JSON mode
-answers ``{"echo": ..., "memories": ...}``.
+result answers ``"TOOL RESULT: ..."`` (the results of parallel calls joined by " + "), "call
+tool" with ``tools`` answers a tool call ("call tool parallel": one per tool; a tool result
+saying "call tool again": one more step; the JSON object that follows "call tool", if any, is
+the call's arguments), and JSON mode answers ``{"echo": ..., "memories": ...}``.
 
 Embeddings are deterministic feature-hashing vectors (``embed_text``).
 
@@ -213,23 +214,42 @@ def chat_reply(body: Json, messages: list[Json]) -> Reply:
     memories = injected_memories(messages)
     suffix = "" if memories is None else " | MEMORIES: " + memories
     tools = body.get("tools")
+    asked = message_text(last_message).lower()
+    if last_message.get("role") == "tool" and tools and "call tool again" in asked:
+        call = {
+            "id": "call_9",
+            "type": "function",
+            "function": {"name": _tool_name(tools, None), "arguments": '{"x": 2}'},
+        }
+        return Reply(None, "tool_calls", [call])
     if last_message.get("role") == "tool":
-        return Reply("TOOL RESULT: " + message_text(last_message) + suffix)
+        results: list[str] = []
+        for message in reversed(messages):
+            if message.get("role") != "tool":
+                break
+            results.insert(0, message_text(message))
+        return Reply("TOOL RESULT: " + " + ".join(results) + suffix)
     if (
         tools
         and isinstance(tools, list)
         and last_message.get("role") == "user"
-        and "call tool" in message_text(last_message).lower()
+        and "call tool" in asked
     ):
-        name = _tool_name(tools, body.get("tool_choice"))
+        names = [_tool_name(tools, body.get("tool_choice"))]
+        if "parallel" in asked and len(tools) > 1:  # one call per tool, in one reply
+            names = [_tool_name([tool], None) for tool in tools]
         arguments = _tool_arguments(message_text(last_message))
-        call = {
-            "id": "call_1",
-            "type": "function",
-            "function": {"name": name, "arguments": arguments},
-        }
-        return Reply(None, "tool_calls", [call])
-    text = last_user_text(messages)
+        calls = [
+            {
+                "id": f"call_{number}",
+                "type": "function",
+                "function": {"name": name, "arguments": arguments},
+            }
+            for number, name in enumerate(names, start=1)
+        ]
+        return Reply(None, "tool_calls", calls)
+    # A block a translation folded into the user's turn is memory, not the user's words.
+    text = _MEMORIES_RE.sub("", last_user_text(messages)).strip()
     response_format = body.get("response_format")
     if isinstance(response_format, dict) and response_format.get("type") in (
         "json_object",
@@ -390,22 +410,24 @@ def stream_events(body: Json, messages: list[Json], reply: Reply, n: int) -> lis
 
     events: list[bytes] = []
     if reply.tool_calls:
-        call = reply.tool_calls[0]
-        head = {
-            "index": 0,
-            "id": call["id"],
-            "type": "function",
-            "function": {"name": call["function"]["name"], "arguments": ""},
-        }
-        arguments = call["function"]["arguments"]
-        half = len(arguments) // 2
-        for index in range(n):
-            delta = {"role": "assistant", "content": None, "tool_calls": [head]}
-            events.append(event([choice(index, delta)]))
-        for part in (arguments[:half], arguments[half:]):
+        for position, call in enumerate(reply.tool_calls):
+            head = {
+                "index": position,
+                "id": call["id"],
+                "type": "function",
+                "function": {"name": call["function"]["name"], "arguments": ""},
+            }
+            arguments = call["function"]["arguments"]
+            half = len(arguments) // 2
             for index in range(n):
-                delta = {"tool_calls": [{"index": 0, "function": {"arguments": part}}]}
+                delta: Json = {"tool_calls": [head]}
+                if position == 0:
+                    delta = {"role": "assistant", "content": None, **delta}
                 events.append(event([choice(index, delta)]))
+            for part in (arguments[:half], arguments[half:]):
+                for index in range(n):
+                    delta = {"tool_calls": [{"index": position, "function": {"arguments": part}}]}
+                    events.append(event([choice(index, delta)]))
     else:
         for index in range(n):
             events.append(event([choice(index, {"role": "assistant", "content": ""})]))

@@ -9,6 +9,9 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
 
 from tests.fake_answers import Json, RequestKind, last_user_text
 
@@ -217,3 +220,24 @@ class FakeState:
             if kind in ("extract", "update"):
                 return self.delay_s + self.extract_delay_s
             return self.delay_s
+
+
+async def read_and_record(request: Any, state: FakeState) -> Json | None:
+    """The request's JSON object (None when it is not one), recorded in ``state`` as a chat
+    request with its headers (the fakes of other API shapes)."""
+    raw = await request.body()
+    try:
+        body = orjson.loads(raw) if raw else {}
+    except orjson.JSONDecodeError:
+        body = None
+    record = body if isinstance(body, dict) else {}
+    state.record(
+        RecordedRequest(request.method, request.url.path, dict(request.headers), record, "chat")
+    )
+    return body if isinstance(body, dict) else None
+
+
+def json_response(payload: Any, status: int = 200) -> Any:
+    from starlette.responses import Response
+
+    return Response(orjson.dumps(payload), status_code=status, media_type="application/json")

@@ -5,6 +5,8 @@ It is a real HTTP server (a Starlette app run by uvicorn) that answers:
 - ``GET /v1/models``, ``GET /v1/models/{id}``
 - ``POST /v1/chat/completions`` (non-stream and SSE stream, ``n``, tools, JSON mode), with a
   scripted answer for memproxy's two memory prompts (fact extraction and memory update)
+- ``POST /v1/responses`` (OpenAI Responses: non-stream and typed SSE events, tools), the same
+  scripted answers read through ``tests.fake_apis``
 - ``POST /v1/embeddings`` (deterministic feature-hashing vectors)
 - ``POST /_control``, ``GET /_control``, ``GET /_requests``, ``GET /_stats``, ``GET /health``
 
@@ -58,6 +60,7 @@ from tests.fake_answers import (
     stream_events,
     update_answer,
 )
+from tests.fake_apis import chat_tools, response_events, response_object, responses_messages
 from tests.fake_media import media_reply
 from tests.fake_state import FakeState, RecordedRequest
 
@@ -259,6 +262,33 @@ class FakeHandlers:
                 await asyncio.sleep(0.01)  # let the two chunks leave before the reset
                 raise StreamAbort("[[stream-abort]]")
 
+    # -- responses ---------------------------------------------------------------------------
+
+    async def responses(self, request: Request) -> Response:
+        body = await self._json_body(request)
+        if body is None or not isinstance(body.get("model"), str):
+            self._record(request, body or {}, "chat")
+            return error_response(400, "The request body needs a JSON object with a model")
+        messages = responses_messages(body)
+        self._record(request, body, "chat")
+        if not any(m.get("role") == "user" for m in messages):
+            return error_response(400, "'input' holds no user message", "input")
+        status = self.state.take_failure()
+        if status is not None:
+            return error_response(status, f"Injected failure ({status}) from the fake upstream")
+        magic = magic_requests("chat", messages)
+        if magic.fail_status is not None:
+            return error_response(magic.fail_status, magic.fail_message)
+        tools = chat_tools(body.get("tools"))
+        reply = chat_reply({**body, "tools": tools}, messages)
+        if body.get("stream"):
+            self.state.count("stream")
+            events = response_events(body, messages, reply)
+            return StreamingResponse(
+                iter(events), media_type="text/event-stream", headers={"cache-control": "no-cache"}
+            )
+        return OrjsonResponse(response_object(body, messages, reply, number=0))
+
     # -- embeddings --------------------------------------------------------------------------
 
     async def embeddings(self, request: Request) -> Response:
@@ -324,6 +354,7 @@ def create_fake_app(state: FakeState | None = None) -> Starlette:
             Route(f"{prefix}/models", handlers.models, methods=["GET"]),
             Route(f"{prefix}/models/{{model:path}}", handlers.model, methods=["GET"]),
             Route(f"{prefix}/chat/completions", handlers.chat_completions, methods=["POST"]),
+            Route(f"{prefix}/responses", handlers.responses, methods=["POST"]),
             Route(f"{prefix}/embeddings", handlers.embeddings, methods=["POST"]),
         ]
     routes += [

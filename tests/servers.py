@@ -66,6 +66,15 @@ def metric(srv: ServerThread, name: str) -> float:
     return 0.0
 
 
+def labelled_metric(srv: ServerThread, name: str, **labels: str) -> float:
+    """The value of one labelled Prometheus sample (0 when absent)."""
+    wanted = ",".join(f'{key}="{value}"' for key, value in sorted(labels.items()))
+    for line in httpx.get(srv.base_url + "/metrics").text.splitlines():
+        if line.startswith(name + "{" + wanted + "}"):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
 def learn_state(srv: ServerThread) -> dict[str, float]:
     queue = httpx.get(srv.base_url + "/ready").json()["queue"]
     enqueued = metric(srv, "memproxy_learning_enqueued_total")

@@ -40,9 +40,9 @@ from proxy.inject import (
     recall_query,
 )
 from proxy.model_routing import ModelRouter
+from proxy.replies import ReplyCollector
 from proxy.settings import Deployment, Settings
 from proxy.ui_tasks import background_task
-from proxy.upstream import ReplyCollector
 
 # ---------------------------------------------------------------------------------------------
 # proxy/inject.py
@@ -245,14 +245,44 @@ EXCHANGE_CASES: dict[str, tuple[list[dict[str, Any]], str, list[dict[str, str]]]
         f"{BLOCK} hello",
         [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}],
     ),
-    "tool-result-turn-learns-nothing": (
+    "tool-result-turn-learns-user-words-and-final-answer": (
         [
             {"role": "user", "content": "weather?"},
             {"role": "assistant", "content": None, "tool_calls": [{"id": "c"}]},
             {"role": "tool", "tool_call_id": "c", "content": "sunny"},
         ],
         "It is sunny",
-        [],
+        [{"role": "user", "content": "weather?"}, {"role": "assistant", "content": "It is sunny"}],
+    ),
+    "parallel-tool-results-two-steps": (
+        [
+            {"role": "user", "content": "old"},
+            {"role": "assistant", "content": "old answer"},
+            {"role": "user", "content": "weather and time?"},
+            {"role": "assistant", "content": None, "tool_calls": [{"id": "a"}, {"id": "b"}]},
+            {"role": "tool", "tool_call_id": "a", "content": "sunny"},
+            {"role": "tool", "tool_call_id": "b", "content": "noon"},
+            {"role": "assistant", "content": None, "tool_calls": [{"id": "c"}]},
+            {"role": "tool", "tool_call_id": "c", "content": "done"},
+        ],
+        "Sunny at noon",
+        [
+            {"role": "user", "content": "weather and time?"},
+            {"role": "assistant", "content": "Sunny at noon"},
+        ],
+    ),
+    "tool-before-the-new-user-turn-is-history": (
+        [
+            {"role": "user", "content": "weather?"},
+            {"role": "assistant", "content": None, "tool_calls": [{"id": "c"}]},
+            {"role": "tool", "tool_call_id": "c", "content": "sunny"},
+            {"role": "user", "content": "thanks, I live in Oslo"},
+        ],
+        "noted",
+        [
+            {"role": "user", "content": "thanks, I live in Oslo"},
+            {"role": "assistant", "content": "noted"},
+        ],
     ),
     "ends-with-assistant": (
         [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}],
@@ -289,6 +319,17 @@ def test_pick_new_exchange(case: str) -> None:
     snapshot = copy.deepcopy(messages)
     assert pick_new_exchange(messages, reply) == expected
     assert messages == snapshot
+
+
+def test_pick_new_exchange_takes_tool_results_when_switched_on() -> None:
+    messages, reply, _ = EXCHANGE_CASES["parallel-tool-results-two-steps"]
+    assert pick_new_exchange(messages, reply, tool_results=True) == [
+        {"role": "user", "content": "weather and time?"},
+        {"role": "tool", "content": "sunny"},
+        {"role": "tool", "content": "noon"},
+        {"role": "tool", "content": "done"},
+        {"role": "assistant", "content": "Sunny at noon"},
+    ]
 
 
 # ---------------------------------------------------------------------------------------------

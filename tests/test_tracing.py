@@ -82,7 +82,9 @@ def test_chat_stages_and_learning_job_share_one_trace(
     # The learning job is a child too (it follows the chat), ending after it.
     stages = [s for s in children if s.name != "memory.learn"]
     names = {s.name for s in stages}
-    assert {"memory.embed", "memory.search", "memory.inject", "chat fake-model"} <= names, names
+    assert {"memory.embed", "memory.search", "chat fake-model"} <= names, names
+    # The user's first chat recalls nothing, so nothing is injected (no inject stage).
+    assert response.headers["x-memory-recalled"] == "0" and "memory.inject" not in names
     [upstream] = [s for s in stages if s.name == "chat fake-model"]
     assert upstream.attributes is not None
     assert upstream.attributes["gen_ai.operation.name"] == "chat"
