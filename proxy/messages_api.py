@@ -2,7 +2,8 @@
 
 The request is read as chat messages for recall and learning: ``system`` as a system message,
 text blocks as the turn's words, ``tool_use`` blocks as tool calls and ``tool_result`` blocks
-as tool messages (images and documents are not text, and not learned).
+as tool messages; the turn's image blocks are kept for learning (``memory.multimodal``),
+documents are not read.
 
 Where the block goes, and why (docs/apis.md): Anthropic caches the prompt prefix up to each
 ``cache_control`` breakpoint, in the order tools → system → messages, and clients put their
@@ -114,8 +115,10 @@ def messages_conversation(body: Mapping[str, Any]) -> Conversation:
                     {"role": "tool", "tool_call_id": block.get("tool_use_id"), "content": text}
                 )
         words = _texts(content)
-        if words or not blocks:
-            conversation.append({"role": "user", "content": words})
+        # Image blocks stay in the user's turn: learning may look at the new turn's images.
+        images = [block for block in blocks if block.get("type") == "image"]
+        if words or images or not blocks:
+            conversation.append({"role": "user", "content": words + images})
     return conversation
 
 

@@ -70,15 +70,18 @@ def parse_responses_body(raw: bytes, *, max_depth: int) -> dict[str, Any]:
 
 
 def _chat_content(content: Any) -> Any:
-    """A message item's content with its text parts as Chat Completions ``text`` parts."""
+    """A message item's content with its text parts as Chat Completions ``text`` parts (and
+    its ``input_image`` parts as they are: learning may look at the new turn's images)."""
     if not isinstance(content, list):
         return content
     return [
-        {"type": "text", "text": part["text"]}
+        {"type": "text", "text": part["text"]} if part.get("type") in _TEXT_PARTS else part
         for part in content
         if isinstance(part, Mapping)
-        and part.get("type") in _TEXT_PARTS
-        and isinstance(part.get("text"), str)
+        and (
+            (part.get("type") in _TEXT_PARTS and isinstance(part.get("text"), str))
+            or part.get("type") == "input_image"
+        )
     ]
 
 

@@ -53,7 +53,14 @@ RESPONSES_CASES: dict[str, tuple[dict[str, Any], list[dict[str, Any]], list[Any]
             {"role": "user", "content": [{"type": "text", "text": "a"}]},
             {"role": "assistant", "content": [{"type": "text", "text": "b"}]},
             {"role": "system", "content": "rules"},
-            {"role": "user", "content": [{"type": "text", "text": "c"}]},
+            # The image stays for learning (memory.multimodal); only text parts become text.
+            {
+                "role": "user",
+                "content": [
+                    {"type": "input_image", "image_url": "data:x"},
+                    {"type": "text", "text": "c"},
+                ],
+            },
         ],
         ["user", "assistant", "developer", "system", "user"],
     ),

@@ -67,7 +67,7 @@ def srv(fake: FakeUpstream, tmp_path_factory: Any, local_embedder: Any) -> Itera
         yield server
 
 
-def api(srv: ServerThread, who: str) -> httpx.Client:
+def api_client(srv: ServerThread, who: str) -> httpx.Client:
     headers = {"Authorization": f"Bearer {KEYS[who]}"}
     return httpx.Client(base_url=srv.base_url + "/v1", headers=headers, timeout=60)
 
@@ -100,7 +100,7 @@ def test_documents_are_stored_as_passages_with_file_and_page(srv: ServerThread) 
             file_part("garden.md", notes),
         ],
     }
-    with api(srv, "alice") as c:
+    with api_client(srv, "alice") as c:
         r = c.post("/memories", json={"messages": [message], "infer": False})
         assert r.status_code == 200, r.text
         stored = {m["memory"]: m["metadata"] for m in listed(c)}
@@ -119,7 +119,7 @@ def test_documents_are_stored_as_passages_with_file_and_page(srv: ServerThread) 
 def test_mem0_one_part_form_is_read(srv: ServerThread) -> None:
     # Mem0's documented shape: the content is the one part itself, not a list.
     note = file_part("note.txt", b"The spare key is under the blue pot.")
-    with api(srv, "alice") as c:
+    with api_client(srv, "alice") as c:
         r = c.post(
             "/memories", json={"messages": [{"role": "user", "content": note}], "infer": False}
         )
@@ -131,7 +131,7 @@ def test_mem0_one_part_form_is_read(srv: ServerThread) -> None:
 def test_a_document_can_be_learned_from(srv: ServerThread, fake: FakeUpstream) -> None:
     text = b"I keep three beehives in my garden.\n\nMy favourite honey is heather honey."
     message = {"role": "user", "content": [file_part("bees.txt", text)]}
-    with api(srv, "bob") as c:
+    with api_client(srv, "bob") as c:
         r = c.post("/memories", json={"messages": [message], "infer": True})
         assert r.status_code == 200, r.text
         learned = {m["memory"]: m["metadata"] for m in listed(c)}
@@ -163,7 +163,7 @@ def test_bad_media_is_a_400_and_nothing_is_stored(
     srv: ServerThread, messages: Any, infer: bool, message: str
 ) -> None:
     good = {"role": "user", "content": [file_part("ok.txt", b"The good part is kept apart.")]}
-    with api(srv, "bob") as c:
+    with api_client(srv, "bob") as c:
         before = len(listed(c))
         r = c.post("/memories", json={"messages": [good, *messages], "infer": infer})
         assert r.status_code == 400, r.text
@@ -175,7 +175,7 @@ def test_images_without_infer_are_left_alone(srv: ServerThread, fake: FakeUpstre
     visions = len(fake.requests_of("vision"))
     image = {"type": "image_url", "image_url": {"url": png_data_url("I own a red kayak.")}}
     text = {"type": "text", "text": "Photo from the lake trip"}
-    with api(srv, "bob") as c:
+    with api_client(srv, "bob") as c:
         r = c.post("/memories", json={"messages": user(text, image), "infer": False})
         assert r.status_code == 200, r.text
     assert [x["memory"] for x in r.json()["results"]] == ["Photo from the lake trip"]
@@ -188,7 +188,7 @@ def test_oversized_documents_and_bodies_are_refused(
     settings = settings_for(fake, str(tmp_path / "db"), max_document_bytes=2048)
     settings.server.limits.max_body_bytes = 64 * 1024
     with ServerThread(create_app(settings)) as server:
-        with api(server, "alice") as c:
+        with api_client(server, "alice") as c:
             big = {"role": "user", "content": [file_part("big.txt", b"words " * 1000)]}
             r = c.post("/memories", json={"messages": [big], "infer": False})
             assert r.status_code == 400 and "larger than 2048 bytes" in r.text
@@ -208,7 +208,7 @@ def test_an_image_in_chat_is_learned_once(srv: ServerThread, fake: FakeUpstream)
     assert chats[-1].messages[-1]["content"][1] == image
 
     def learned() -> list[dict[str, Any]]:
-        with api(srv, "alice") as c:
+        with api_client(srv, "alice") as c:
             return [m for m in listed(c) if "Kestrel" in m["memory"]]
 
     wait_for(lambda: bool(learned()))
@@ -229,8 +229,41 @@ def test_an_image_in_chat_is_learned_once(srv: ServerThread, fake: FakeUpstream)
         model="fake-model", messages=[{"role": "user", "content": "What is my dog called?"}]
     )
     assert "Kestrel" in (answer.choices[0].message.content or "")
-    with api(srv, "bob") as c:  # and only for alice
+    with api_client(srv, "bob") as c:  # and only for alice
         assert not [m for m in listed(c) if "Kestrel" in m["memory"]]
+
+
+@pytest.mark.parametrize("api", ["responses", "messages"])
+def test_images_on_the_other_apis_are_learned(srv: ServerThread, api: str) -> None:
+    fact = f"My bicycle is a green {api} tandem."
+    png = base64.b64encode(png_with_fact(fact)).decode()
+    headers = {"Authorization": f"Bearer {KEYS['bob']}"}
+    if api == "responses":
+        image = {"type": "input_image", "image_url": f"data:image/png;base64,{png}"}
+        said = {"type": "input_text", "text": "my ride"}
+        body: dict[str, Any] = {
+            "model": "fake-model",
+            "input": [{"type": "message", "role": "user", "content": [said, image]}],
+        }
+    else:
+        image = {
+            "type": "image",
+            "source": {"type": "base64", "media_type": "image/png", "data": png},
+        }
+        said = {"type": "text", "text": "my ride"}
+        body = {
+            "model": "fake-model",
+            "max_tokens": 100,
+            "messages": [{"role": "user", "content": [said, image]}],
+        }
+    r = httpx.post(f"{srv.base_url}/v1/{api}", json=body, headers=headers, timeout=60)
+    assert r.status_code == 200, r.text
+
+    def learned() -> bool:
+        with api_client(srv, "bob") as c:
+            return any(f"{api} tandem" in m["memory"] for m in listed(c))
+
+    wait_for(learned)
 
 
 def test_an_image_added_through_the_api_is_learned(srv: ServerThread) -> None:
@@ -238,7 +271,7 @@ def test_an_image_added_through_the_api_is_learned(srv: ServerThread) -> None:
         "type": "image_url",
         "image_url": {"url": png_data_url("My cat Miso sleeps on the piano.")},
     }
-    with api(srv, "bob") as c:
+    with api_client(srv, "bob") as c:
         r = c.post("/memories", json={"messages": [{"role": "user", "content": [image]}]})
         assert r.status_code == 200, r.text
         assert any("Miso" in x["memory"] for x in r.json()["results"])
@@ -296,7 +329,7 @@ def test_url_images_are_fetched_only_when_allowed(
                 )
                 messages = [{"role": "user", "content": [said, image]}]
                 client.chat.completions.create(model="fake-model", messages=messages)
-                with api(server, "alice") as c:
+                with api_client(server, "alice") as c:
                     wait_for(lambda: any("Porto" in m["memory"] for m in listed(c)))
                     time.sleep(0.5)
                     texts = [m["memory"] for m in listed(c)]
