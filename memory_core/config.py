@@ -163,6 +163,17 @@ class MemoryLimits(_Strict):
     max_exchange_reply_chars: int = Field(default=4000, ge=100)
 
 
+class ScopeCacheConfig(_Strict):
+    """The per-process cache of hot scopes (``scope_cache.py``): their vectors and full-text
+    postings in memory, LanceDB the source of truth. ``max_bytes`` bounds it (least recently
+    used first out); a scope of more than ``max_scope_rows`` memories is searched in LanceDB."""
+
+    enabled: bool = True
+    max_bytes: int = Field(default=256 * 1024 * 1024, ge=0)
+    max_scope_rows: int = Field(default=20_000, ge=1, le=1_000_000)
+    query_vectors: int = Field(default=2048, ge=0, le=1_000_000)  # repeated query texts
+
+
 class MemoryConfig(_Strict):
     """Everything ``AsyncMemory`` needs. Only ``storage_uri`` matters for ``infer=False``."""
 
@@ -187,6 +198,7 @@ class MemoryConfig(_Strict):
     optimize_every: int = Field(default=100, ge=1)
     cleanup_retention_s: float = Field(default=3600.0, ge=0)
     limits: MemoryLimits = Field(default_factory=MemoryLimits)
+    cache: ScopeCacheConfig = Field(default_factory=ScopeCacheConfig)
 
     @classmethod
     def parse(cls, source: MemoryConfig | Mapping[str, Any] | str | Path | None) -> MemoryConfig:
