@@ -13,6 +13,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from memory_core.bm25 import has_content_words
 from memory_core.embedders import embed_timings
 from memory_core.messages import check_messages
 
@@ -80,7 +81,7 @@ async def recall_into(
     if not plan.recall or recall.max_tokens == 0:
         return RecallOutcome(messages, "ok", 0)
     query = task_recall_query(messages) if plan.is_task else recall_query(messages)
-    if not query:
+    if not query or (recall.skip_small_talk and not has_content_words(query)):
         return RecallOutcome(messages, "ok", 0)
     identity = plan.identity
     embedding: list[float] = []
