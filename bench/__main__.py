@@ -6,6 +6,7 @@ section of BENCHMARKS.md.
     chart      redraw docs/*.png from bench/results/*.json (bench/chart.py)
     locomo     retrieval recall on LoCoMo (bench/locomo.py, when present)
     queue      learning queue drain rate and lag (bench/queue_drain.py, when present)
+    hotpath    recall search with/without the scope cache, encoder threads (bench/hotpath.py)
     all        overhead, store, then chart
 """
 
@@ -21,6 +22,7 @@ COMMANDS = {
     "chart": "bench.chart",
     "locomo": "bench.locomo",
     "queue": "bench.queue_drain",
+    "hotpath": "bench.hotpath",
 }
 
 

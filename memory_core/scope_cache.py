@@ -6,7 +6,8 @@ Correctness, in order of how it is kept:
 - An entry is one scope's rows as a scan of that scope returned them: it can hold no other
   scope's memories, and a search only uses the entry of exactly its own scope.
 - A write through this process (``CachingStore``) drops every entry it can touch before it
-  returns, and a load that overlapped a write is not kept.
+  returns, and a load that overlapped a write is not kept. Loads run in the background: a
+  scope's first search goes to the store, as without a cache.
 - Every search first reads the table version (LanceDB re-reads it per
   ``read_consistency_interval_s``). The cache knows which versions its own writes made; any
   other change (another process's write, a compaction) empties it.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -32,6 +34,8 @@ from .config import MemoryConfig, ScopeCacheConfig
 from .errors import StoreError
 from .storage import Row, RowCheck, ScopeRows, Selection, Store, TextHit
 from .types import HistoryItem, Scope
+
+log = logging.getLogger("memory_core.scope_cache")
 
 # What a row's dict costs beyond its texts (keys, small strings, the dict itself), measured
 # with tracemalloc on 10,000 LoCoMo memories: ~1.1 KB. Rounded up so the bound holds.
@@ -149,9 +153,7 @@ class ScopeCache:
         self._generation = 0  # bumped when a write starts and ends: loads across one are dropped
         self._writing = 0
         self._write_lock = asyncio.Lock()
-        self._loading: dict[
-            Scope, tuple[asyncio.Task[ScopeIndex | None], tuple[int | None, int]]
-        ] = {}
+        self._loading: dict[Scope, tuple[asyncio.Task[None], tuple[int | None, int]]] = {}
         self.hits = 0
         self.misses = 0
 
@@ -163,7 +165,9 @@ class ScopeCache:
         return len(self._entries)
 
     async def get(self, scope: Scope) -> ScopeIndex | None:
-        """The scope's index, loaded if needed; None when the scope is too large to cache."""
+        """The scope's index when it is cached and current; else None (the caller searches
+        the store), and the scope is loaded in the background for the next search. A scope
+        too large to cache stays None."""
         version = await self._source.version()
         if version != self._version:
             self.clear()
@@ -174,29 +178,36 @@ class ScopeCache:
             self.hits += 1
             return entry if isinstance(entry, ScopeIndex) else None
         self.misses += 1
-        # One load per scope however many searches wait for it, joined only while nothing was
-        # written since it started (else it may hold what the write changed); shielded, so a
-        # caller's timeout does not cancel the others' load.
         stamp = (self._version, self._generation)
         loading = self._loading.get(scope)
-        if loading is None or loading[1] != stamp or self._writing:
-            task = asyncio.get_running_loop().create_task(self._load(scope))
-            loading = self._loading[scope] = (task, stamp)
+        if not self._writing and (loading is None or loading[1] != stamp):
+            task = asyncio.get_running_loop().create_task(self._load(scope, stamp))
+            self._loading[scope] = (task, stamp)
             task.add_done_callback(lambda done: self._loaded(scope, done))
-        return await asyncio.shield(loading[0])
+        return None
 
-    def _loaded(self, scope: Scope, task: asyncio.Task[ScopeIndex | None]) -> None:
+    async def loads(self) -> None:
+        """Wait for the loads under way (tests and benchmarks)."""
+        while self._loading:
+            await asyncio.gather(*(t for t, _ in self._loading.values()), return_exceptions=True)
+
+    def _loaded(self, scope: Scope, task: asyncio.Task[None]) -> None:
         loading = self._loading.get(scope)
         if loading is not None and loading[0] is task:
             del self._loading[scope]
+        if not task.cancelled() and task.exception() is not None:
+            # A failed load only means the next searches go to the store, as without a cache.
+            log.warning("loading a scope into the cache failed: %r", task.exception())
 
-    async def _load(self, scope: Scope) -> ScopeIndex | None:
-        generation, version = self._generation, self._version
+    async def _load(self, scope: Scope, stamp: tuple[int | None, int]) -> None:
         scanned = await self._source.scan(Selection(scope), limit=self._max_rows + 1)
-        index = None if len(scanned.rows) > self._max_rows else ScopeIndex.build(scanned)
-        if not self._writing and generation == self._generation and version == self._version:
+        index = None
+        if len(scanned.rows) <= self._max_rows:
+            # Off the event loop: postings of a large scope take a while to build.
+            index = await asyncio.to_thread(ScopeIndex.build, scanned)
+        # Kept only if nothing was written, by anyone, since the scan started.
+        if not self._writing and stamp == (self._version, self._generation):
             self._put(scope, index)
-        return index
 
     def _put(self, scope: Scope, index: ScopeIndex | None) -> None:
         self._drop(scope)

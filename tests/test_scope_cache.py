@@ -180,6 +180,8 @@ async def test_cached_search_gives_the_uncached_results(locomo_store: Path) -> N
     await cached.open()
     await plain.open()
     assert isinstance(cached.store, CachingStore) and isinstance(plain.store, LanceStore)
+    assert await cached.store.scope_index(Scope(sample.sample_id)) is None  # cold: it loads
+    await cached.store.cache.loads()
     same = same_set = 0
     hits = {"cached": 0.0, "plain": 0.0}
     for qa in sample.qa:
@@ -196,7 +198,7 @@ async def test_cached_search_gives_the_uncached_results(locomo_store: Path) -> N
     # memories), and recall is the same.
     assert same >= 0.8 * len(sample.qa) and same_set >= 0.9 * len(sample.qa)
     assert hits["cached"] == pytest.approx(hits["plain"], abs=0.01 * len(sample.qa))
-    assert cached.store.cache.hits >= len(sample.qa) - 1
+    assert cached.store.cache.hits == len(sample.qa)
     await cached.close()
     await plain.close()
 
@@ -223,7 +225,10 @@ async def test_a_scope_sees_only_its_own_memories(memory: AsyncMemory) -> None:
     )
     await memory.add(["Bob likes green tea", "Bob lives in Porto"], user_id="bob", infer=False)
     await memory.add("Alice's agent note about tea", user_id="alice", agent_id="a1", infer=False)
-    for _ in range(2):  # cold, then from the cache
+    store = memory.store
+    assert isinstance(store, CachingStore)
+    for _ in range(2):  # cold (the store answers while the scopes load), then from the cache
+        await store.cache.loads()
         assert set(await ids_found(memory, "green tea", user_id="bob")) == {
             "Bob likes green tea",
             "Bob lives in Porto",
@@ -233,8 +238,7 @@ async def test_a_scope_sees_only_its_own_memories(memory: AsyncMemory) -> None:
             "Alice's agent note about tea"
         ]
         assert await ids_found(memory, "tea", user_id="carol") == []
-    store = memory.store
-    assert isinstance(store, CachingStore) and store.cache.hits >= 4
+    assert store.cache.hits >= 4
 
 
 async def test_writes_are_seen_by_the_next_search(memory: AsyncMemory) -> None:
@@ -242,7 +246,10 @@ async def test_writes_are_seen_by_the_next_search(memory: AsyncMemory) -> None:
         ["User likes green tea", "User lives in Lisbon"], user_id="u", infer=False
     )
     tea = next(r["id"] for r in added["results"] if "tea" in r["memory"])
-    await ids_found(memory, "tea", user_id="u")  # warm
+    await ids_found(memory, "tea", user_id="u")
+    store = memory.store
+    assert isinstance(store, CachingStore)
+    await store.cache.loads()  # cached from here on
     await memory.update(tea, "User likes black coffee")
     found = await ids_found(memory, "coffee", user_id="u")
     assert "User likes black coffee" in found and "User likes green tea" not in found
@@ -277,12 +284,17 @@ async def test_a_load_overlapping_a_write_is_not_kept(tmp_path: Path) -> None:
     )
     await memory.open()
     added = await memory.add("User likes green tea", user_id="u", infer=False)
-    search = asyncio.create_task(ids_found(memory, "tea", user_id="u"))
-    await inner.started.wait()  # the scan read the old row and waits
+    assert await ids_found(memory, "tea", user_id="u") == ["User likes green tea"]
+    await inner.started.wait()  # the cache's scan read the old row and waits
     await memory.update(added["results"][0]["id"], "User likes black coffee")
     inner.release.set()
-    await search  # this search started before the write: either answer is right for it
+    await store.cache.loads()
+    assert len(store.cache) == 0  # what the scan read was dropped
     assert await ids_found(memory, "coffee", user_id="u") == ["User likes black coffee"]
+    await store.cache.loads()
+    assert len(store.cache) == 1
+    assert await ids_found(memory, "coffee", user_id="u") == ["User likes black coffee"]
+    assert store.cache.hits == 1
     await memory.close()
 
 
@@ -295,7 +307,9 @@ async def test_the_cache_stays_within_its_byte_bound(tmp_path: Path) -> None:
     assert isinstance(store, CachingStore)
     for user in ("u1", "u2", "u3", "u4"):
         assert len(await ids_found(memory, "fact", user_id=user)) == 5
+        await store.cache.loads()
         assert store.cache.nbytes <= 40_000
+        assert len(await ids_found(memory, "fact", user_id=user)) == 5
     assert 0 < len(store.cache) < 4
     await memory.close()
 
@@ -304,10 +318,12 @@ async def test_a_scope_too_large_is_searched_in_the_store(tmp_path: Path) -> Non
     memory = AsyncMemory(config(tmp_path / "db", max_scope_rows=3), embedder=HashEmbedder())
     await memory.open()
     await memory.add([f"big fact {i}" for i in range(5)], user_id="big", infer=False)
-    assert len(await ids_found(memory, "fact", user_id="big")) == 5
-    assert len(await ids_found(memory, "fact", user_id="big")) == 5
     store = memory.store
-    assert isinstance(store, CachingStore) and store.cache.nbytes == 0
+    assert isinstance(store, CachingStore)
+    assert len(await ids_found(memory, "fact", user_id="big")) == 5
+    await store.cache.loads()
+    assert len(await ids_found(memory, "fact", user_id="big")) == 5
+    assert store.cache.nbytes == 0 and store.cache.hits == 1  # known too large: the store
     await memory.close()
 
 
@@ -365,7 +381,10 @@ async def test_writes_of_another_process_are_seen(tmp_path: Path) -> None:
     )
     tea = next(r["id"] for r in added["results"] if "tea" in r["memory"])
     lisbon = next(r["id"] for r in added["results"] if "Lisbon" in r["memory"])
-    assert "User likes green tea" in await ids_found(memory, "tea", user_id="u")  # cached now
+    assert "User likes green tea" in await ids_found(memory, "tea", user_id="u")
+    store = memory.store
+    assert isinstance(store, CachingStore)
+    await store.cache.loads()  # cached now
     other = subprocess.Popen(
         [sys.executable, "-c", OTHER_PROCESS, uri],
         stdin=subprocess.PIPE,
@@ -383,6 +402,8 @@ async def test_writes_of_another_process_are_seen(tmp_path: Path) -> None:
         assert other.stdout.readline().strip() == "done"
 
     try:
+        assert "User likes green tea" in await ids_found(memory, "tea", user_id="u")
+        assert store.cache.hits == 1
         await asyncio.to_thread(run, f"update {tea} User likes black coffee")
         found = await ids_found(memory, "coffee", user_id="u")
         assert "User likes black coffee" in found and "User likes green tea" not in found

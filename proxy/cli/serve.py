@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import json
 import logging
+import os
 import signal
 from typing import Any
 
@@ -26,16 +28,36 @@ def _serve(args: argparse.Namespace) -> int:
     # uvicorn re-raises the signal it shut down on once it is done; a graceful SIGTERM
     # shutdown (docker stop, systemd) then exits 0 instead of dying by the signal.
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.server.host,
-        port=settings.server.port,
-        log_level=settings.server.log_level,
-        access_log=False,
-        timeout_graceful_shutdown=int(settings.memory.queue.shutdown_grace_s) + 5,
+    options: dict[str, Any] = {
+        "host": settings.server.host,
+        "port": settings.server.port,
+        "log_level": settings.server.log_level,
+        "access_log": False,
+        "timeout_graceful_shutdown": int(settings.memory.queue.shutdown_grace_s) + 5,
         **uvicorn_options(settings.server.limits),
-    )
+    }
+    if args.workers > 1:
+        # uvicorn's supervisor shares one listening socket among worker processes, each
+        # building its own app (store, caches, queue workers) from the same config.
+        os.environ[WORKER_ARGS_ENV] = json.dumps(
+            {"config": args.config, "host": args.host, "port": args.port}
+        )
+        uvicorn.run(f"{__name__}:worker_app", factory=True, workers=args.workers, **options)
+    else:
+        uvicorn.run(create_app(settings), **options)
     return 0
+
+
+WORKER_ARGS_ENV = "MEMPROXY_WORKER_ARGS"
+
+
+def worker_app() -> Any:
+    """The app of one ``serve --workers N`` process (uvicorn imports and calls this)."""
+    from ..app import create_app
+
+    spec = json.loads(os.environ[WORKER_ARGS_ENV])
+    settings = Settings.load(spec["config"], host=spec["host"], port=spec["port"])
+    return create_app(settings)
 
 
 def _check_config(args: argparse.Namespace) -> int:
@@ -61,6 +83,12 @@ def add_parsers(sub: Any) -> None:
     serve.add_argument("--config", help="YAML config (default: $MEMPROXY_CONFIG)")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="server processes sharing the port, the data dir and the learning queue",
+    )
     serve.set_defaults(func=_serve)
 
     check = sub.add_parser("check-config", help="validate a config file")
