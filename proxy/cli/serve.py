@@ -42,6 +42,7 @@ def _serve(args: argparse.Namespace) -> int:
         os.environ[WORKER_ARGS_ENV] = json.dumps(
             {"config": args.config, "host": args.host, "port": args.port}
         )
+        options["http"] = f"{__name__}:WorkerHttpProtocol"  # the workers import it by name
         uvicorn.run(f"{__name__}:worker_app", factory=True, workers=args.workers, **options)
     else:
         uvicorn.run(create_app(settings), **options)
@@ -51,13 +52,26 @@ def _serve(args: argparse.Namespace) -> int:
 WORKER_ARGS_ENV = "MEMPROXY_WORKER_ARGS"
 
 
+def _worker_settings() -> Settings:
+    spec = json.loads(os.environ[WORKER_ARGS_ENV])
+    return Settings.load(spec["config"], host=spec["host"], port=spec["port"])
+
+
 def worker_app() -> Any:
     """The app of one ``serve --workers N`` process (uvicorn imports and calls this)."""
     from ..app import create_app
 
-    spec = json.loads(os.environ[WORKER_ARGS_ENV])
-    settings = Settings.load(spec["config"], host=spec["host"], port=spec["port"])
-    return create_app(settings)
+    return create_app(_worker_settings())
+
+
+def __getattr__(name: str) -> Any:
+    # A worker process imports its HTTP protocol by name (uvicorn cannot hand it the class
+    # built for the configured limits): ``WorkerHttpProtocol`` is built here, from the config.
+    if name == "WorkerHttpProtocol":
+        from ..http_server import bounded_protocol
+
+        return bounded_protocol(_worker_settings().server.limits)
+    raise AttributeError(name)
 
 
 def _check_config(args: argparse.Namespace) -> int:
