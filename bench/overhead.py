@@ -408,7 +408,11 @@ def sweep(
             str(WORKERS),
         ]
         with process(cmd, env=ll_env, log=tmp / "litellm-workers.log") as ll:
-            wait_http(f"http://127.0.0.1:{ll_port}/health/liveliness", timeout_s=300, proc=ll)
+            try:
+                wait_http(f"http://127.0.0.1:{ll_port}/health/liveliness", timeout_s=180, proc=ll)
+            except RuntimeError as exc:  # recorded, not fatal: the 1-worker runs stand
+                out["LiteLLM proxy failed"] = f"{WORKERS} workers did not start: {exc}"
+                return out
             target = Target(
                 "LiteLLM proxy",
                 f"http://127.0.0.1:{ll_port}/v1/chat/completions",
@@ -570,6 +574,8 @@ def render(r: dict[str, Any]) -> str:
             "",
             table(["target", *heads], sweep_rows),
         ]
+        if "LiteLLM proxy failed" in r["sweep"]:
+            parts += ["", f"LiteLLM's proxy: {r['sweep']['LiteLLM proxy failed']}."]
     if "cold" in r:
         c = r["cold"]
         parts += [
