@@ -409,7 +409,7 @@ def sweep(
         ]
         with process(cmd, env=ll_env, log=tmp / "litellm-workers.log") as ll:
             try:
-                wait_http(f"http://127.0.0.1:{ll_port}/health/liveliness", timeout_s=180, proc=ll)
+                wait_http(f"http://127.0.0.1:{ll_port}/health/liveliness", timeout_s=120, proc=ll)
             except RuntimeError as exc:  # recorded, not fatal: the 1-worker runs stand
                 out["LiteLLM proxy failed"] = f"{WORKERS} workers did not start: {exc}"
                 return out
