@@ -11,6 +11,7 @@ section of BENCHMARKS.md.
     learning   what a model learns: fact precision/recall, junk, updates, dead jobs
                (bench/learning.py; --model <LiteLLM model | OpenAI-compatible URL>)
     scaleout   S3 vs local store, Redis vs SQLite queue over 1-3 replicas (bench/scaleout.py)
+    hotpath    recall search with/without the scope cache, encoder threads (bench/hotpath.py)
     all        overhead, store, then chart
 """
 
@@ -29,6 +30,7 @@ COMMANDS = {
     "queue": "bench.queue_drain",
     "learning": "bench.learning",
     "scaleout": "bench.scaleout",
+    "hotpath": "bench.hotpath",
 }
 
 

@@ -35,7 +35,8 @@ from .common import CACHE, save_result, stamp, table, write_section
 from .synthetic import CALLER, QUERIES, caller_facts, filler_texts, rows_for, unit_vectors
 
 SIZES = (10_000, 100_000, 1_000_000)
-PER_USER = 200
+PER_USER = 200  # memories of every other user, on average
+CALLER_MEMORIES = 1_000  # the recalled user's (issue 17: a user with 1,000 memories)
 BATCH = 25_000
 
 
@@ -58,14 +59,16 @@ async def build_store(size: int, embedder: LocalEmbedder, *, force: bool = False
     started = time.perf_counter()
     rng = np.random.default_rng(size)
     users = max(1, size // PER_USER)
-    facts = caller_facts(PER_USER)
+    facts = caller_facts(CALLER_MEMORIES)
     fact_vectors = await embedder.embed(facts, purpose="passage")
     store = LanceStore(str(path), embedder.dimension, cleanup_retention_s=0, optimize_every=10**9)
     await store.open()
     # Caller rows are spread at random positions through the load (memories arrive over time).
-    others = size - PER_USER
-    caller_slots = set(rng.choice(others + PER_USER, size=PER_USER, replace=False).tolist())
-    fact_iter = iter(range(PER_USER))
+    others = size - CALLER_MEMORIES
+    caller_slots = set(
+        rng.choice(others + CALLER_MEMORIES, size=CALLER_MEMORIES, replace=False).tolist()
+    )
+    fact_iter = iter(range(CALLER_MEMORIES))
     position = 0
     loaded = 0
     while position < size:

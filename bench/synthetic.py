@@ -163,6 +163,11 @@ def caller_facts(count: int = 200, seed: int = 7) -> list[str]:
         " (said so twice)",
         " and talks about it often",
         " according to a recent chat",
+        " (brought up last week)",
+        " since childhood",
+        " these days",
+        " (told a friend)",
+        " more than ever",
     ]
     for i in itertools.cycle(order):
         template, value = combos[int(i)]

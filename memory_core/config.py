@@ -249,6 +249,17 @@ class MultimodalConfig(_Strict):
     passage_chars: int = Field(default=1500, ge=200, le=10_000)
 
 
+class ScopeCacheConfig(_Strict):
+    """The per-process cache of hot scopes (``scope_cache.py``): their vectors and full-text
+    postings in memory, LanceDB the source of truth. ``max_bytes`` bounds it (least recently
+    used first out); a scope of more than ``max_scope_rows`` memories is searched in LanceDB."""
+
+    enabled: bool = True
+    max_bytes: int = Field(default=256 * 1024 * 1024, ge=0)
+    max_scope_rows: int = Field(default=20_000, ge=1, le=1_000_000)
+    query_vectors: int = Field(default=2048, ge=0, le=1_000_000)  # repeated query texts
+
+
 class MemoryConfig(_Strict):
     """Everything ``AsyncMemory`` needs. Only ``storage_uri`` matters for ``infer=False``."""
 
@@ -279,6 +290,7 @@ class MemoryConfig(_Strict):
     cleanup_retention_s: float = Field(default=3600.0, ge=0)
     limits: MemoryLimits = Field(default_factory=MemoryLimits)
     multimodal: MultimodalConfig = Field(default_factory=MultimodalConfig)
+    cache: ScopeCacheConfig = Field(default_factory=ScopeCacheConfig)
 
     @classmethod
     def parse(cls, source: MemoryConfig | Mapping[str, Any] | str | Path | None) -> MemoryConfig:

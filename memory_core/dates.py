@@ -87,12 +87,17 @@ def named_days(text: str) -> list[DayRange]:
     return list(dict.fromkeys(day_range for _, day_range in found))
 
 
+def created_bounds(ranges: list[DayRange], *, slack_days: int = 0) -> list[tuple[str, str]]:
+    """Each range widened by ``slack_days``, as stored timestamps ``[first, last)``."""
+    slack = timedelta(days=slack_days)
+    return [(_midnight(r.first - slack), _midnight(r.last + slack, 1)) for r in ranges]
+
+
 def created_within(ranges: list[DayRange], *, slack_days: int = 0) -> dict[str, Any]:
     """A Mem0-style filter: ``created_at`` inside any range, widened by ``slack_days``."""
-    slack = timedelta(days=slack_days)
     clauses = [
-        {"created_at": {"gte": _midnight(r.first - slack), "lt": _midnight(r.last + slack, 1)}}
-        for r in ranges
+        {"created_at": {"gte": first, "lt": last}}
+        for first, last in created_bounds(ranges, slack_days=slack_days)
     ]
     return clauses[0] if len(clauses) == 1 else {"OR": clauses}
 

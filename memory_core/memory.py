@@ -35,6 +35,7 @@ from .maintenance_lock import MaintenanceLock
 from .media import find_media
 from .records import to_item
 from .retrieval import LiteLLMReranker, Reranker
+from .scope_cache import with_scope_cache
 from .searcher import MemorySearcher
 from .storage import Selection, Store
 from .store import LanceStore
@@ -99,15 +100,18 @@ class AsyncMemory:
             if self._store is None or not self._store.is_open:
                 embedder = self.embedder
                 if self._store is None:
-                    self._store = LanceStore(
-                        self.config.storage_uri,
-                        embedder.dimension,
-                        storage_options=self.config.storage_options,
-                        read_consistency_interval_s=self.config.read_consistency_interval_s,
-                        optimize_every=self.config.optimize_every,
-                        cleanup_retention_s=self.config.cleanup_retention_s,
-                        limits=self.config.limits,
-                        maintenance_lock=self._maintenance_lock,
+                    self._store = with_scope_cache(
+                        LanceStore(
+                            self.config.storage_uri,
+                            embedder.dimension,
+                            storage_options=self.config.storage_options,
+                            read_consistency_interval_s=self.config.read_consistency_interval_s,
+                            optimize_every=self.config.optimize_every,
+                            cleanup_retention_s=self.config.cleanup_retention_s,
+                            limits=self.config.limits,
+                            maintenance_lock=self._maintenance_lock,
+                        ),
+                        self.config,
                     )
                 await self._store.open()
             self._build_pipelines(self._store)

@@ -7,17 +7,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections import OrderedDict
 from collections.abc import Awaitable, Mapping
 from typing import Any
 
 import numpy as np
 
 from .config import MemoryConfig
-from .dates import created_within, named_days
-from .embedders import Embedder
+from .dates import DayRange, created_bounds, created_within, named_days
+from .embedders import Embedder, Vectors
 from .records import to_item
 from .retrieval import (
     Candidate,
+    Ranking,
     Reranker,
     apply_recency,
     collect_candidates,
@@ -25,11 +27,13 @@ from .retrieval import (
     is_time_sensitive,
     score_candidates,
 )
+from .scope_cache import CachingStore, ScopeIndex
 from .storage import Row, Selection, Store, TextHit
 from .types import MemoryItem, Scope
 
 log = logging.getLogger("memory_core.search")
 _FTS_UNSAFE = re.compile(r"[^\w\s]+")
+MAX_CACHED_QUERY_CHARS = 4000  # longer query texts are embedded every time, never kept
 
 
 class MemorySearcher:
@@ -46,6 +50,7 @@ class MemorySearcher:
         self._embedder = embedder
         self._config = config
         self._reranker = reranker
+        self._query_vectors: OrderedDict[str, Vectors] = OrderedDict()
 
     @property
     def mode(self) -> str:
@@ -105,12 +110,76 @@ class MemorySearcher:
     ) -> list[Candidate]:
         """The union of the rankings (vector, full text, date window), unscored, each
         ``depth`` (default ``search.candidates``) deep under ``selection``'s prefilter; also
-        what ``python -m bench locomo --fit`` fits the fusion weights on."""
+        what ``python -m bench locomo --fit`` fits the fusion weights on.
+
+        A scope in the per-process cache (``scope_cache``) is ranked in process, with the
+        same searches; any other goes to the store's vector and full-text queries."""
         cfg = self._config.search
         depth = depth or cfg.candidates
         mode = self.mode
         text_query = _FTS_UNSAFE.sub(" ", query).strip() if mode != "vector" else ""
-        vector = (await self._embedder.embed([query], purpose="query"))[0]
+        vector = await self._query_vector(query)
+        days = named_days(query) if cfg.date_weight > 0 else []
+        index = await self._scope_index(selection)
+        if index is not None:
+            vector_rankings, text_rankings = rank_in_index(
+                index,
+                vector,
+                text_query,
+                created_bounds(days, slack_days=cfg.date_slack_days) if days else [],
+                mode=mode,
+                depth=depth,
+            )
+        else:
+            vector_rankings, text_rankings = await self._rank_in_store(
+                vector, text_query, selection, days, depth
+            )
+        rankings: dict[str, Ranking] = dict(vector_rankings)
+        text_scores: dict[str, float] = {}
+        for name, hits in text_rankings.items():
+            # One matrix-vector product for the cosines, not one Python call per hit.
+            similarities: Any = np.stack([v for _row, v, _s in hits]) @ vector if hits else []
+            rankings[name] = [
+                (row, float(sim)) for (row, _v, _s), sim in zip(hits, similarities, strict=True)
+            ]
+            if name == "text":
+                text_scores = {row["id"]: score for row, _v, score in hits}
+        return collect_candidates(query, rankings, text_scores=text_scores, k=cfg.rrf_k)
+
+    async def _query_vector(self, query: str) -> Vectors:
+        """The query's vector; a repeated query text (chat UIs re-send the same turn, titles
+        and tags repeat it) comes from a small LRU instead of the embedder."""
+        cached = self._query_vectors.get(query)
+        if cached is not None:
+            self._query_vectors.move_to_end(query)
+            return cached
+        vector: Vectors = (await self._embedder.embed([query], purpose="query"))[0]
+        limit = self._config.cache.query_vectors
+        if limit and len(query) <= MAX_CACHED_QUERY_CHARS:
+            self._query_vectors[query] = vector
+            while len(self._query_vectors) > limit:
+                self._query_vectors.popitem(last=False)
+        return vector
+
+    async def _scope_index(self, selection: Selection) -> ScopeIndex | None:
+        """The cached index of a plain scope selection (caller filters go to the store)."""
+        store = self._store
+        if not isinstance(store, CachingStore) or selection.filters:
+            return None
+        if selection.ids is not None or selection.hashes is not None or selection.window:
+            return None
+        return await store.scope_index(selection.scope)
+
+    async def _rank_in_store(
+        self,
+        vector: Vectors,
+        text_query: str,
+        selection: Selection,
+        days: list[DayRange],
+        depth: int,
+    ) -> tuple[dict[str, list[tuple[Row, float]]], dict[str, list[TextHit]]]:
+        cfg = self._config.search
+        mode = self.mode
         store = self._store
         vector_searches: dict[str, Awaitable[list[tuple[Row, float]]]] = {}
         text_searches: dict[str, Awaitable[list[TextHit]]] = {}
@@ -118,7 +187,6 @@ class MemorySearcher:
             vector_searches["vector"] = store.vector_search(vector, selection, limit=depth)
         if text_query:
             text_searches["text"] = store.text_search(text_query, selection, limit=depth)
-        days = named_days(query) if cfg.date_weight > 0 else []
         if days:  # "what did I say on 8 May, 2023?": rank what was said around that date too
             around = created_within(days, slack_days=cfg.date_slack_days)
             window = Selection(selection.scope, filters=selection.filters, window=around)
@@ -127,17 +195,35 @@ class MemorySearcher:
             elif text_query:
                 text_searches["date"] = store.text_search(text_query, window, limit=depth)
         found: list[Any] = await asyncio.gather(*vector_searches.values(), *text_searches.values())
-        rankings = dict(zip(vector_searches, found, strict=False))
-        text_scores: dict[str, float] = {}
-        for name, hits in zip(text_searches, found[len(vector_searches) :], strict=True):
-            # One matrix-vector product for the cosines, not one Python call per hit.
-            similarities = np.stack([v for _row, v, _s in hits]) @ vector if hits else []
-            rankings[name] = [
-                (row, float(sim)) for (row, _v, _s), sim in zip(hits, similarities, strict=True)
-            ]
-            if name == "text":
-                text_scores = {row["id"]: score for row, _v, score in hits}
-        return collect_candidates(query, rankings, text_scores=text_scores, k=cfg.rrf_k)
+        return (
+            dict(zip(vector_searches, found, strict=False)),
+            dict(zip(text_searches, found[len(vector_searches) :], strict=True)),
+        )
 
 
-__all__ = ["MemorySearcher"]
+def rank_in_index(
+    index: ScopeIndex,
+    vector: Vectors,
+    text_query: str,
+    window: list[tuple[str, str]],
+    *,
+    mode: str,
+    depth: int,
+) -> tuple[dict[str, list[tuple[Row, float]]], dict[str, list[TextHit]]]:
+    """The searches of ``MemorySearcher._rank_in_store``, run on a cached scope."""
+    vector_rankings: dict[str, list[tuple[Row, float]]] = {}
+    text_rankings: dict[str, list[TextHit]] = {}
+    if mode != "text":
+        vector_rankings["vector"] = index.vector_search(vector, limit=depth)
+    if text_query:
+        text_rankings["text"] = index.text_search(text_query, limit=depth)
+    if window:
+        around = index.created_between(window)
+        if mode != "text":
+            vector_rankings["date"] = index.vector_search(vector, limit=depth, where=around)
+        elif text_query:
+            text_rankings["date"] = index.text_search(text_query, limit=depth, where=around)
+    return vector_rankings, text_rankings
+
+
+__all__ = ["MemorySearcher", "rank_in_index"]

@@ -37,6 +37,16 @@ class Selection:
         return cls(ids=tuple(ids))
 
 
+@dataclass(frozen=True, slots=True)
+class ScopeRows:
+    """Every row of a scope with its vector (one matrix row each, same order) and the text its
+    full-text index holds."""
+
+    rows: list[Row]
+    vectors: np.ndarray[Any, np.dtype[np.float32]]
+    texts: list[str]
+
+
 class Store(Protocol):
     """Memories and their history. Reads return rows without vectors unless they say so."""
 
@@ -85,4 +95,4 @@ class Store(Protocol):
     async def reset(self) -> None: ...
 
 
-__all__ = ["Row", "RowCheck", "Selection", "Store", "TextHit"]
+__all__ = ["Row", "RowCheck", "ScopeRows", "Selection", "Store", "TextHit"]

@@ -16,6 +16,7 @@ import lancedb
 import numpy as np
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 from lancedb.index import FTS, BTree
 
 from .config import MemoryLimits
@@ -23,7 +24,7 @@ from .errors import DimensionMismatch, StoreError
 from .filters import CompiledFilter, compile_selection, ids_sql, sql_literal
 from .maintenance_lock import MaintenanceLock
 from .records import SEARCH_TEXT
-from .storage import Row, RowCheck, Selection, TextHit
+from .storage import Row, RowCheck, ScopeRows, Selection, TextHit
 from .types import HistoryItem
 
 log = logging.getLogger("memory_core.store")
@@ -255,6 +256,29 @@ class LanceStore:
             (decode_row(r), matrix[i], float(score))
             for i, (r, score) in enumerate(zip(rows, scores, strict=True))
         ]
+
+    async def version(self) -> int:
+        """The memories table's version (re-read per ``read_consistency_interval_s``)."""
+        try:
+            return int(await self._table().version())
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise StoreError(f"LanceDB version check failed: {exc}") from exc
+
+    async def scan(self, selection: Selection, *, limit: int) -> ScopeRows:
+        """Up to ``limit`` rows of ``selection`` (SQL part only) with their vectors and
+        full-text input, in table order: what the per-process scope cache holds."""
+        where = self._compiled(selection).sql
+        query = self._table().query().select([*ROW_COLUMNS, "vector", SEARCH_TEXT]).limit(limit)
+        if where:
+            query = query.where(where)
+        table = await _to_arrow(query)
+        if table.num_rows and table.column("vector").null_count:
+            table = table.filter(pc.is_valid(table.column("vector")))
+        flat = table.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+        vectors = flat.astype(np.float32, copy=False).reshape(table.num_rows, self.dimension)
+        texts = [t or "" for t in table.column(SEARCH_TEXT).to_pylist()]
+        rows = [decode_row(r) for r in table.drop_columns(["vector", SEARCH_TEXT]).to_pylist()]
+        return ScopeRows(rows, vectors, texts)
 
     async def history(self, memory_id: str) -> list[HistoryItem]:
         query = self._history.query().where(ids_sql("memory_id", [memory_id])).limit(SCAN_LIMIT)

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from memory_core.bm25 import has_content_words
 from memory_core.embedders import embed_timings
 from memory_core.media import new_turn_images
 
@@ -95,7 +96,7 @@ async def recall_block(
     if not plan.recall or recall.max_tokens == 0:
         return RecallOutcome(None, "ok", 0)
     query = task_recall_query(conversation) if plan.is_task else recall_query(conversation)
-    if not query:
+    if not query or (recall.skip_small_talk and not has_content_words(query)):
         return RecallOutcome(None, "ok", 0)
     identity = plan.identity
     if continues_tool_loop(conversation):

@@ -86,6 +86,8 @@ class RecallSettings(BaseModel):
     timeout_s: float = Field(default=2.0, gt=0)
     # Background tasks (titles, tags, ...) get no memories unless listed here (or ``true``: all).
     recall_for_tasks: bool | list[TaskKind] = False
+    # A turn of stop words and small talk only ("ok", "thanks!", "and?") recalls nothing.
+    skip_small_talk: bool = True
 
     def recalls_for_task(self, task: str) -> bool:
         if isinstance(self.recall_for_tasks, bool):

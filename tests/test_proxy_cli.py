@@ -128,3 +128,63 @@ def test_check_config_reports_bad_yaml(tmp_path: Path, capsys: pytest.CaptureFix
 def test_keys_hash(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["keys", "hash", "sk-secret"]) == 0
     assert capsys.readouterr().out.strip() == hashlib.sha256(b"sk-secret").hexdigest()
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def test_serve_with_two_workers(fake: FakeUpstream, tmp_path: Path) -> None:
+    config = write_config(tmp_path, fake.url)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    log = (tmp_path / "serve.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "proxy.cli", "serve", "--config", str(config), "--port", str(port)]
+        + ["--workers", "2"],
+        cwd=tmp_path,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        deadline = time.monotonic() + 180  # two processes import everything on a busy machine
+        while True:
+            assert process.poll() is None, (tmp_path / "serve.log").read_text()
+            try:
+                if httpx.get(base + "/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "memproxy serve --workers 2 did not get ready"
+            time.sleep(0.2)
+        workers = _children(process.pid)
+        assert len(workers) >= 2
+        client = openai.OpenAI(base_url=base + "/v1", api_key="sk-x", max_retries=0)
+        for _ in range(6):  # new connections: the kernel spreads them over both workers
+            raw = client.chat.completions.with_raw_response.create(
+                model="fake-model",
+                messages=[{"role": "user", "content": "My sister lives in Lisbon"}],
+                extra_body={"user_id": "cli-user"},
+            )
+            assert raw.headers["x-memory-status"] == "ok"
+            assert raw.parse().choices[0].message.content == "ECHO: My sister lives in Lisbon"
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=30)
+        gone = time.monotonic() + 30
+        while any(Path(f"/proc/{pid}").exists() for pid in workers):
+            assert time.monotonic() < gone, "a worker outlived memproxy serve"
+            time.sleep(0.2)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        log.close()

@@ -360,6 +360,16 @@ def test_learned_fact_is_recalled(
     assert "User's sister lives in Lisbon" in content
 
 
+def test_small_talk_recalls_nothing(client: openai.OpenAI, alice: dict[str, Any]) -> None:
+    for text in ("ok", "Thanks!", "and?"):
+        raw = chat(client, "fake-model", text, user=alice["user"])
+        assert raw.headers["x-memory-status"] == "ok"
+        assert raw.headers["x-memory-recalled"] == "0"
+        assert raw.parse().choices[0].message.content == f"ECHO: {text}"
+    raw = chat(client, "fake-model", "and my sister?", user=alice["user"])
+    assert int(raw.headers["x-memory-recalled"]) >= 1
+
+
 def test_memories_do_not_leak_to_another_user(client: openai.OpenAI, alice: dict[str, Any]) -> None:
     raw = chat(client, "fake-model", "Where does my sister live?", user=new_user("bob"))
     assert raw.headers["x-memory-status"] == "ok"

@@ -1,0 +1,381 @@
+"""The per-process cache of hot scopes: a scope's rows, vectors (one float32 matrix) and BM25
+postings held in memory, so a search runs in process (a matrix-vector product and a few
+postings) instead of two or three LanceDB queries. LanceDB stays the source of truth.
+
+Correctness, in order of how it is kept:
+- An entry is one scope's rows as a scan of that scope returned them: it can hold no other
+  scope's memories, and a search only uses the entry of exactly its own scope.
+- A write through this process (``CachingStore``) drops every entry it can touch before it
+  returns, and a load that overlapped a write is not kept. Loads run in the background: a
+  scope's first search goes to the store, as without a cache.
+- Every search first reads the table version (LanceDB re-reads it per
+  ``read_consistency_interval_s``). The cache knows which versions its own writes made; any
+  other change (another process's write, a compaction) empties it.
+- Bounded: least recently used entries go first past ``max_bytes``; a scope of more than
+  ``max_scope_rows`` memories is never cached (its searches go to LanceDB).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from .bm25 import Bm25Index
+from .config import MemoryConfig, ScopeCacheConfig
+from .errors import StoreError
+from .storage import Row, RowCheck, ScopeRows, Selection, Store, TextHit
+from .types import HistoryItem, Scope
+
+log = logging.getLogger("memory_core.scope_cache")
+
+# What a row's dict costs beyond its texts (keys, small strings, the dict itself), measured
+# with tracemalloc on 10,000 LoCoMo memories: ~1.1 KB. Rounded up so the bound holds.
+ROW_OVERHEAD_BYTES = 1400
+
+
+class ScanningStore(Store, Protocol):
+    """A store that can hand over a whole scope and tell its table version (``LanceStore``)."""
+
+    async def version(self) -> int: ...
+
+    async def scan(self, selection: Selection, *, limit: int) -> ScopeRows: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ScopeIndex:
+    """One scope's memories, searchable in process."""
+
+    rows: list[Row]
+    vectors: npt.NDArray[np.float32]
+    created_at: npt.NDArray[np.str_]
+    bm25: Bm25Index
+    ids: frozenset[str]
+    nbytes: int
+
+    @classmethod
+    def build(cls, scanned: ScopeRows) -> ScopeIndex:
+        rows = scanned.rows
+        texts = sum(len(r.get("memory") or "") for r in rows) + sum(map(len, scanned.texts))
+        bm25 = Bm25Index.build(scanned.texts)
+        created = np.array([r.get("created_at") or "" for r in rows], dtype=np.str_)
+        size = (
+            int(scanned.vectors.nbytes)
+            + int(created.nbytes)
+            + bm25.nbytes
+            + 2 * texts
+            + ROW_OVERHEAD_BYTES * len(rows)
+        )
+        return cls(
+            rows,
+            np.ascontiguousarray(scanned.vectors, dtype=np.float32),
+            created,
+            bm25,
+            frozenset(r["id"] for r in rows),
+            size,
+        )
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def created_between(self, bounds: Sequence[tuple[str, str]]) -> npt.NDArray[np.bool_]:
+        """Rows created in any ``[first, last)`` of ``bounds`` (stored timestamps compare as
+        strings, as LanceDB's prefilter compares them)."""
+        mask = np.zeros(len(self.rows), dtype=np.bool_)
+        for first, last in bounds:
+            mask |= (self.created_at >= first) & (self.created_at < last)
+        return mask
+
+    def vector_search(
+        self,
+        vector: npt.NDArray[np.float32],
+        *,
+        limit: int,
+        where: npt.NDArray[np.bool_] | None = None,
+    ) -> list[tuple[Row, float]]:
+        """Exact cosine search (the vectors are unit length): (row, similarity) best first."""
+        if not self.rows:
+            return []
+        similarities = self.vectors @ vector
+        candidates = np.arange(len(self.rows)) if where is None else np.flatnonzero(where)
+        return [
+            (self.row(i), float(similarities[i])) for i in _top(similarities, candidates, limit)
+        ]
+
+    def text_search(
+        self, text: str, *, limit: int, where: npt.NDArray[np.bool_] | None = None
+    ) -> list[TextHit]:
+        """BM25 search (``bm25.Bm25Index``): (row, its vector, score) in score order."""
+        scores = self.bm25.scores(text)
+        matched = scores > 0 if where is None else (scores > 0) & where
+        found = _top(scores, np.flatnonzero(matched), limit)
+        return [(self.row(i), self.vectors[i], float(scores[i])) for i in found]
+
+    def row(self, index: int) -> Row:
+        """A copy of a row that callers may change without touching the cache."""
+        row = dict(self.rows[index])
+        metadata = row.get("metadata")
+        row["metadata"] = copy.deepcopy(metadata) if metadata else {}
+        row["categories"] = list(row.get("categories") or [])
+        return row
+
+
+def _top(scores: npt.NDArray[np.float32], candidates: npt.NDArray[Any], limit: int) -> list[int]:
+    """The ``limit`` best of ``candidates`` by score, best first, ties in table order."""
+    if len(candidates) > limit:
+        part = np.argpartition(-scores[candidates], limit - 1)[:limit]
+        candidates = np.sort(candidates[part])
+    order = np.argsort(-scores[candidates], kind="stable")
+    return [int(i) for i in candidates[order]]
+
+
+_TOO_LARGE = object()  # marker entry: the scope has more rows than the cache takes
+
+
+class ScopeCache:
+    """Least-recently-used scope entries, bounded by bytes, kept true to ``source``."""
+
+    def __init__(self, source: ScanningStore, config: ScopeCacheConfig) -> None:
+        self._source = source
+        self._max_bytes = config.max_bytes
+        self._max_rows = config.max_scope_rows
+        self._entries: OrderedDict[Scope, ScopeIndex | object] = OrderedDict()
+        self._bytes = 0
+        self._version: int | None = None  # the table version every entry is true at
+        self._generation = 0  # bumped when a write starts and ends: loads across one are dropped
+        self._writing = 0
+        self._write_lock = asyncio.Lock()
+        self._loading: dict[Scope, tuple[asyncio.Task[None], tuple[int | None, int]]] = {}
+        self.hits = 0
+        self.misses = 0
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    async def get(self, scope: Scope) -> ScopeIndex | None:
+        """The scope's index when it is cached and current; else None (the caller searches
+        the store), and the scope is loaded in the background for the next search. A scope
+        too large to cache stays None."""
+        version = await self._source.version()
+        if version != self._version:
+            self.clear()
+            self._version = version
+        entry = self._entries.get(scope)
+        if entry is not None:
+            self._entries.move_to_end(scope)
+            self.hits += 1
+            return entry if isinstance(entry, ScopeIndex) else None
+        self.misses += 1
+        stamp = (self._version, self._generation)
+        loading = self._loading.get(scope)
+        if not self._writing and (loading is None or loading[1] != stamp):
+            task = asyncio.get_running_loop().create_task(self._load(scope, stamp))
+            self._loading[scope] = (task, stamp)
+            task.add_done_callback(lambda done: self._loaded(scope, done))
+        return None
+
+    async def loads(self) -> None:
+        """Wait for the loads under way (tests and benchmarks)."""
+        while self._loading:
+            await asyncio.gather(*(t for t, _ in self._loading.values()), return_exceptions=True)
+
+    def _loaded(self, scope: Scope, task: asyncio.Task[None]) -> None:
+        loading = self._loading.get(scope)
+        if loading is not None and loading[0] is task:
+            del self._loading[scope]
+        if not task.cancelled() and task.exception() is not None:
+            # A failed load only means the next searches go to the store, as without a cache.
+            log.warning("loading a scope into the cache failed: %r", task.exception())
+
+    async def _load(self, scope: Scope, stamp: tuple[int | None, int]) -> None:
+        scanned = await self._source.scan(Selection(scope), limit=self._max_rows + 1)
+        index = None
+        if len(scanned.rows) <= self._max_rows:
+            # Off the event loop: postings of a large scope take a while to build.
+            index = await asyncio.to_thread(ScopeIndex.build, scanned)
+        # Kept only if nothing was written, by anyone, since the scan started.
+        if not self._writing and stamp == (self._version, self._generation):
+            self._put(scope, index)
+
+    def _put(self, scope: Scope, index: ScopeIndex | None) -> None:
+        self._drop(scope)
+        size = index.nbytes if index is not None else 0
+        if size > self._max_bytes:
+            return
+        self._entries[scope] = index if index is not None else _TOO_LARGE
+        self._bytes += size
+        while self._bytes > self._max_bytes:
+            oldest = next(iter(self._entries))
+            self._drop(oldest)
+
+    def _drop(self, scope: Scope) -> None:
+        entry = self._entries.pop(scope, None)
+        if isinstance(entry, ScopeIndex):
+            self._bytes -= entry.nbytes
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self._bytes = 0
+
+    def _drop_where(self, touched: Callable[[Scope, ScopeIndex | None], bool]) -> None:
+        for scope, entry in list(self._entries.items()):
+            if touched(scope, entry if isinstance(entry, ScopeIndex) else None):
+                self._drop(scope)
+
+    @asynccontextmanager
+    async def writing(
+        self, touched: Callable[[Scope, ScopeIndex | None], bool] | None
+    ) -> AsyncIterator[None]:
+        """Around one write to the memories table: entries ``touched`` selects (all when
+        None) are dropped before the write returns, whatever its outcome."""
+        async with self._write_lock:
+            self._writing += 1
+            self._generation += 1
+            before: int | None = None
+            try:
+                before = await self._source.version()
+                yield
+            finally:
+                after: int | None
+                try:
+                    after = await self._source.version()
+                except StoreError:
+                    after = None
+                self._writing -= 1
+                self._generation += 1
+                if touched is None:
+                    self.clear()
+                else:
+                    self._drop_where(touched)
+                ours_only = (
+                    after is not None
+                    and before is not None
+                    and before == self._version
+                    and after - before in (0, 1)
+                )
+                if not ours_only:  # someone else wrote too: nothing cached can be trusted
+                    self.clear()
+                self._version = after
+
+
+def _row_in(scope: Scope, row: Mapping[str, Any]) -> bool:
+    """True when ``row`` belongs to ``scope`` (every id the scope sets, equal)."""
+    return all(value is None or row.get(f) == value for f, value in scope.as_dict().items())
+
+
+class CachingStore:
+    """A ``Store`` that passes everything to ``inner`` and keeps a ``ScopeCache`` true to
+    the writes made through it; ``scope_index`` is the searcher's way in."""
+
+    def __init__(self, inner: ScanningStore, config: ScopeCacheConfig) -> None:
+        self.inner = inner
+        self.cache = ScopeCache(inner, config)
+
+    def __getattr__(self, name: str) -> Any:
+        # What the store offers beyond the protocol (``optimize``, ``uri``...) for its callers.
+        return getattr(self.inner, name)
+
+    async def scope_index(self, scope: Scope) -> ScopeIndex | None:
+        return await self.cache.get(scope)
+
+    # ---- passed through ---------------------------------------------------------------------
+
+    @property
+    def is_open(self) -> bool:
+        return self.inner.is_open
+
+    async def open(self) -> None:
+        await self.inner.open()
+        self.cache.clear()
+
+    async def close(self) -> None:
+        self.cache.clear()
+        await self.inner.close()
+
+    def row_check(self, selection: Selection) -> RowCheck | None:
+        return self.inner.row_check(selection)
+
+    async def fetch(self, selection: Selection, *, limit: int | None = None) -> list[Row]:
+        return await self.inner.fetch(selection, limit=limit)
+
+    async def count(self, selection: Selection | None = None) -> int:
+        return await self.inner.count(selection)
+
+    async def vector_search(
+        self, vector: np.ndarray[Any, Any], selection: Selection, *, limit: int
+    ) -> list[tuple[Row, float]]:
+        return await self.inner.vector_search(vector, selection, limit=limit)
+
+    async def text_search(self, text: str, selection: Selection, *, limit: int) -> list[TextHit]:
+        return await self.inner.text_search(text, selection, limit=limit)
+
+    async def history(self, memory_id: str) -> list[HistoryItem]:
+        return await self.inner.history(memory_id)
+
+    async def memory_ids_with_history(self, memory_ids: Sequence[str]) -> set[str]:
+        return await self.inner.memory_ids_with_history(memory_ids)
+
+    async def job_applied(self, job_id: str) -> bool:
+        return await self.inner.job_applied(job_id)
+
+    async def add_history(self, rows: Sequence[Row]) -> None:
+        await self.inner.add_history(rows)  # the history table: no cached entry reads it
+
+    # ---- writes to the memories table ---------------------------------------------------------
+
+    async def insert(self, rows: Sequence[Row]) -> None:
+        def touched(scope: Scope, _entry: ScopeIndex | None) -> bool:
+            return any(_row_in(scope, row) for row in rows)
+
+        async with self.cache.writing(touched):
+            await self.inner.insert(rows)
+
+    async def update(self, memory_id: str, values: Mapping[str, Any]) -> None:
+        def touched(_scope: Scope, entry: ScopeIndex | None) -> bool:
+            # A scope too large to cache holds no rows here; any other entry either has the
+            # row or never will (an update keeps the row's scope).
+            return entry is not None and memory_id in entry.ids
+
+        async with self.cache.writing(touched):
+            await self.inner.update(memory_id, values)
+
+    async def delete(self, selection: Selection) -> None:
+        ids = selection.ids
+        plain = (
+            ids is not None
+            and selection.scope.is_empty
+            and not (selection.hashes or selection.filters or selection.window)
+        )
+
+        def touched(_scope: Scope, entry: ScopeIndex | None) -> bool:
+            return entry is not None and any(i in entry.ids for i in ids or ())
+
+        async with self.cache.writing(touched if plain else None):
+            await self.inner.delete(selection)
+
+    async def reset(self) -> None:
+        async with self.cache.writing(None):
+            await self.inner.reset()
+
+
+def with_scope_cache(store: ScanningStore, config: MemoryConfig) -> Store:
+    """``store`` behind a ``CachingStore`` when ``cache.enabled`` (and it has room)."""
+    cache = config.cache
+    if not cache.enabled or cache.max_bytes == 0:
+        return store
+    return CachingStore(store, cache)
+
+
+__all__ = ["CachingStore", "ScanningStore", "ScopeCache", "ScopeIndex", "with_scope_cache"]
