@@ -219,7 +219,9 @@ def score_user(
             score.recalled += 1
     correct = {i for fact in final for i in matcher.matches(fact)}
     score.correct += len(correct)
-    said = set().union(*(content_words(m["content"]) for e in exchanges for m in e.messages))
+    said = set().union(  # what the user said: the assistant's words are no source of facts
+        *(content_words(m["content"]) for e in exchanges for m in e.messages if m["role"] == "user")
+    )
     labelled = set().union(
         *(content_words(w) for e in exchanges for f in e.learn for w in f), set()
     )

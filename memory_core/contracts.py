@@ -54,6 +54,8 @@ REASONS = {
     "no_letters": "a fact without a single letter (punctuation, digits, '...')",
     "placeholder": "a placeholder such as 'fact 1', '<fact>', 'string' or 'etc.'",
     "prompt_example": "a fact copied from the prompt's worked examples",
+    "transcript_line": "a line copied from the conversation ('user: ...', 'assistant: ...')",
+    "question": "a question, which states no fact",
     "object_fact": "an object whose text is ambiguous (no single fact/text field)",
     "not_text": "a number, boolean, null or list where a fact string belongs",
     "malformed_entry": "an update entry that is not an object",
@@ -68,9 +70,11 @@ _PLACEHOLDER = re.compile(
     r"(?:fact|string|text|example|sample|memory|placeholder|value|item)(?:\s*(?:#\s*)?\d+)?"
     r"|(?:your|a|the|new|example)\s+(?:fact|text|memory)(?:\s+here)?"
     r"|n/?a|none|null|nil|undefined|todo|tbd|etc\.?|lorem ipsum.*"
+    r"|(?:the\s+)?(?:user|assistant|human|ai)"
     r"|<[^<>]*>|\[[^\[\]]*\]|\{[^{}]*\}",
     re.IGNORECASE,
 )
+_TRANSCRIPT_LINE = re.compile(r"(?:user|assistant|system|human|ai)\s*:", re.IGNORECASE)
 # Keys whose string value is, unambiguously, an object's fact ({"fact": "...", "tags": [...]}).
 TEXT_KEYS = frozenset({"fact", "text", "content", "memory", "statement", "sentence"})
 
@@ -112,6 +116,10 @@ def fact_problem(text: str, examples: frozenset[str]) -> str | None:
         return "placeholder"
     if comparable(text) in examples:
         return "prompt_example"
+    if _TRANSCRIPT_LINE.match(text):
+        return "transcript_line"
+    if text.rstrip().endswith("?"):
+        return "question"
     return None
 
 

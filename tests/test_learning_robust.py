@@ -104,6 +104,13 @@ CASES = [
         ["User lives in Paris"],
         {"prompt_example": 2},
     ),
+    # what SmolLM2-135M answered in the smoke run (BENCHMARKS.md "Learning")
+    Case(
+        "transcript-lines-bare-user-and-questions",
+        [ok("user: I'm 34", "user", "How about a stir-fry?", "User is 34 years old")],
+        ["User is 34 years old"],
+        {"placeholder": 1, "question": 1, "transcript_line": 1},
+    ),
     # 5. the update step inventing a text that is none of the new facts
     Case(
         "invented-update-text",

@@ -134,6 +134,34 @@ def test_enqueue_claim_complete(store: JobStore) -> None:
     assert job_row(store, "j1") is None
 
 
+def test_finished_jobs_are_logged_with_their_outcome(db_path: Path) -> None:
+    store = JobStore(db_path, results_kept=3)
+    try:
+        for n in range(5):
+            store.enqueue(f"j{n}", f"s{n}", {})
+        store.claim("o", 10, 60.0, [])
+        store.complete("o", "j0", {"status": "nothing_learned", "rejected": {"placeholder": 2}})
+        store.complete("o", "j1", {"status": "applied", "applied": {"ADD": 1}})
+        store.complete("other-owner", "j2", {"status": "applied"})  # not its job: no row
+        store.fail("o", "j3", "ExtractionError: provider down", None)
+        store.fail("o", "j4", "ExtractionError: retry me", time.time() + 60)  # not finished
+        rows = store.results()
+        assert [(r["id"], r["status"], r["error"]) for r in rows] == [
+            ("j3", "dead", "ExtractionError: provider down"),
+            ("j1", "applied", None),
+            ("j0", "nothing_learned", None),
+        ]
+        assert rows[2]["result"] == {"status": "nothing_learned", "rejected": {"placeholder": 2}}
+        assert rows[0]["result"] is None and rows[0]["attempts"] == 1
+        assert rows[0]["finished_at"] >= rows[0]["enqueued_at"]
+        assert [r["id"] for r in store.results(job_id="j1")] == ["j1"]
+        store.claim("o", 10, 60.0, [])
+        store.complete("o", "j2", {"status": "applied"})
+        assert [r["id"] for r in store.results()] == ["j2", "j3", "j1"]  # the newest 3 kept
+    finally:
+        store.close()
+
+
 def test_enqueue_is_idempotent_by_job_id(store: JobStore) -> None:
     assert store.enqueue("j1", "s", {"v": 1}) is True
     assert store.enqueue("j1", "s", {"v": 2}) is False

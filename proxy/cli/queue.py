@@ -51,7 +51,7 @@ def _run(args: argparse.Namespace, store: JobStore) -> int:
             for row in store.results(limit=10):
                 print(outcome_line(row))
         elif args.queue_command == "results":
-            rows = store.results(limit=args.limit, job_id=args.job_id)
+            rows = store.results(limit=max(1, min(args.limit, 10_000)), job_id=args.job_id)
             if args.json:
                 print(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
             for row in [] if args.json else rows:
