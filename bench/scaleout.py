@@ -227,6 +227,10 @@ def render(result: dict[str, Any]) -> str:
                 ]
             ],
         ),
+        "",
+        "The Redis rows run on the S3 store, the SQLite rows on a local data dir: they compare",
+        "the two deployments; the store's commit rate (`add/s`) bounds learning when the LLM is",
+        "fast.",
     ]
     return "\n".join(lines)
 

@@ -52,12 +52,21 @@ def replica_config(
     )
 
 
-def start_replicas(config: Path, directory: Path, count: int) -> list[ProxyProcess]:
+def start_replicas(
+    config: Path, directory: Path, count: int, *, timeout_s: float = 180.0
+) -> list[ProxyProcess]:
+    """``count`` replicas started at once (each loads the embedding model: slow on a busy
+    machine)."""
     replicas = [ProxyProcess(config, directory / f"replica-{n}.log") for n in range(count)]
     for replica in replicas:
         replica.start(wait=False)
-    for replica in replicas:
-        replica.wait_ready()
+    try:
+        for replica in replicas:
+            replica.wait_ready(timeout_s)
+    except BaseException:
+        for replica in replicas:
+            replica.stop()
+        raise
     return replicas
 
 

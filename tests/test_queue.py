@@ -78,14 +78,14 @@ def make_store(request: pytest.FixtureRequest, db_path: Path) -> Any:
     """Opens another handle on this test's queue (same file / same Redis prefix)."""
     opened: list[JobStore] = []
 
-    def make() -> JobStore:
+    def make(max_in_flight: int | None = None) -> JobStore:
         job_store: JobStore
         if request.param == "redis":
             server = request.getfixturevalue("redis_server")
             prefix = request.getfixturevalue("redis_prefix")
-            job_store = RedisJobStore(server.url, prefix=prefix)
+            job_store = RedisJobStore(server.url, prefix=prefix, max_in_flight=max_in_flight)
         else:
-            job_store = SqliteJobStore(db_path)
+            job_store = SqliteJobStore(db_path, max_in_flight=max_in_flight)
         opened.append(job_store)
         return job_store
 
@@ -257,6 +257,17 @@ def test_retry_dead_and_purge_dead(store: JobStore) -> None:
     assert store.purge_dead() == 2
     assert store.dead_jobs() == []
     assert store.stats()["leased"] == 1  # j2 is untouched
+
+
+def test_max_in_flight_bounds_all_processes_together(make_store: Any) -> None:
+    first, second = make_store(max_in_flight=2), make_store(max_in_flight=2)
+    for n in range(5):
+        first.enqueue(f"j{n}", f"scope-{n}", {})
+    assert len(first.claim("a", 10, 60.0, [])) == 2
+    assert second.claim("b", 10, 60.0, []) == []  # the cap is shared, not per process
+    first.complete("a", "j0")
+    assert [job.id for job in second.claim("b", 10, 60.0, [])] == ["j2"]
+    assert first.stats()["leased"] == 2
 
 
 def test_release_does_not_count_the_attempt(store: JobStore) -> None:
