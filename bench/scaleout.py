@@ -75,22 +75,26 @@ def learning_run(
     fake: FakeProcess,
     *,
     backend: str,
+    store: str,
     replicas: int,
     chats: int,
     s3: S3Server,
     redis: RedisServer,
 ) -> dict[str, Any]:
-    name = f"{backend}-{replicas}"
+    """Learning throughput of ``replicas`` on one queue ``backend`` and one ``store`` (s3 or
+    local): the queue compared alone on the local store, the deployment on S3."""
+    name = f"{backend}-{store}-{replicas}"
     directory = work / name
     directory.mkdir()
-    storage = s3.uri(f"bench-{uuid.uuid4().hex[:8]}") if backend == "redis" else directory / "data"
+    on_s3 = store == "s3"
+    storage = s3.uri(f"bench-{uuid.uuid4().hex[:8]}") if on_s3 else directory / "data"
     config = replica_config(
         directory / "proxy.yaml",
         fake_url=fake.url,
-        s3=s3 if backend == "redis" else None,
+        s3=s3 if on_s3 else None,
         redis=redis if backend == "redis" else None,
         storage=storage,
-        memory={"read_consistency_interval_s": 0 if backend == "sqlite" else READ_CONSISTENCY_S},
+        memory={"read_consistency_interval_s": READ_CONSISTENCY_S if on_s3 else 0},
     )
     servers = start_replicas(config, directory, replicas)
     try:
@@ -120,6 +124,7 @@ def learning_run(
             server.stop()
     return {
         "backend": backend,
+        "store": store,
         "replicas": replicas,
         "jobs": chats,
         "seconds": round(elapsed, 1),
@@ -198,7 +203,12 @@ def render(result: dict[str, Any]) -> str:
             ["queue (store)", "replicas", "jobs", "seconds", "jobs/s"],
             [
                 [
-                    "Redis (S3)" if r["backend"] == "redis" else "SQLite (local dir)",
+                    ("Redis" if r["backend"] == "redis" else "SQLite")
+                    + (
+                        " (S3)"
+                        if r.get("store", "s3" if r["backend"] == "redis" else "") == "s3"
+                        else " (local dir)"
+                    ),
                     r["replicas"],
                     r["jobs"],
                     r["seconds"],
@@ -270,12 +280,13 @@ def main(argv: list[str] | None = None) -> int:
                         work,
                         fake,
                         backend=backend,
+                        store=store,
                         replicas=int(n),
                         chats=args.chats,
                         s3=s3,
                         redis=redis,
                     )
-                    for backend in ("redis", "sqlite")
+                    for backend, store in (("redis", "s3"), ("redis", "local"), ("sqlite", "local"))
                     for n in args.replicas.split(",")
                 ]
                 result["visibility"] = visibility_run(
