@@ -35,7 +35,7 @@ from .maintenance_lock import MaintenanceLock
 from .media import find_media
 from .records import to_item
 from .retrieval import LiteLLMReranker, Reranker
-from .scope_cache import with_scope_cache
+from .scope_cache import CachingStore, with_scope_cache
 from .searcher import MemorySearcher
 from .storage import Selection, Store
 from .store import LanceStore
@@ -146,6 +146,8 @@ class AsyncMemory:
         """The LanceDB store's table versions and maintenance outcomes (empty for other
         stores)."""
         store = await self._ready()
+        if isinstance(store, CachingStore):  # the scope cache in front of the LanceDB store
+            store = store.inner
         if not isinstance(store, LanceStore):
             return {}
         try:

@@ -135,7 +135,7 @@ def test_enqueue_claim_complete(store: JobStore) -> None:
 
 
 def test_finished_jobs_are_logged_with_their_outcome(db_path: Path) -> None:
-    store = JobStore(db_path, results_kept=3)
+    store = SqliteJobStore(db_path, results_kept=3)
     try:
         for n in range(5):
             store.enqueue(f"j{n}", f"s{n}", {})
