@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
@@ -100,3 +101,11 @@ def conversation_of(request: Any) -> list[tuple[str, str]]:
     text = request.messages[-1]["content"]
     start = text.index("<conversation>") + len("<conversation>")
     return parse_conversation(text[start : text.rindex("</conversation>")].strip())
+
+
+def wait_for(check: Callable[[], bool], timeout: float = 60, pause: float = 0.1) -> None:
+    """Poll ``check`` until it is true; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(pause)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,7 +26,7 @@ from proxy.auth import hash_key
 from proxy.settings import Settings
 from tests.conftest import SharedEmbedder
 from tests.fake_upstream import FakeUpstream
-from tests.servers import ServerThread, metric
+from tests.servers import ServerThread, metric, wait_for
 
 KEYS = {"alice": "sk-mcp-alice", "bob": "sk-mcp-bob", "team": "sk-mcp-team"}
 SISTER = "I'm vegetarian and my sister lives in Lisbon"
@@ -283,13 +282,6 @@ def test_config_limits_the_tools(fake: FakeUpstream, tmp_path: Path) -> None:
     disabled = settings_for(fake.url, str(tmp_path / "db2"), mcp={"enabled": False})
     with ServerThread(create_app(disabled)) as server:
         assert httpx.post(server.base_url + "/mcp", json={}).status_code == 404
-
-
-def wait_for(check: Callable[[], bool], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.1)
 
 
 def test_chat_learned_memory_is_found_by_mcp(srv: ServerThread) -> None:

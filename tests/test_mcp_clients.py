@@ -13,7 +13,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from mcp.client.streamable_http import streamable_http_client
 from proxy.app import create_app
 from proxy.settings import Settings
 from tests.fake_upstream import FakeUpstream
-from tests.servers import ServerThread
+from tests.servers import ServerThread, wait_for
 from tests.test_mcp import (
     KEYS,
     REPO,
@@ -89,9 +89,8 @@ def http_params(url: str, headers: dict[str, str], srv: ServerThread) -> tuple[s
 
 
 @pytest.fixture(scope="module")
-def fake() -> Iterator[FakeUpstream]:
-    with FakeUpstream() as upstream:
-        yield upstream
+def fake(fake_upstream: FakeUpstream) -> FakeUpstream:
+    return fake_upstream  # the session's fake provider
 
 
 @pytest.fixture(scope="module")
@@ -250,13 +249,6 @@ def test_mcp_body_is_bounded_in_size_and_time(fake: FakeUpstream, tmp_path: Path
         assert answer.startswith("HTTP/1.1 408"), answer
         assert time.monotonic() - started < 5
         assert "body_timeout" in answer
-
-
-def wait_for(check: Callable[[], bool], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.2)
 
 
 def test_stdio_shares_a_data_dir_with_a_running_server(fake: FakeUpstream, tmp_path: Path) -> None:

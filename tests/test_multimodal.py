@@ -8,7 +8,7 @@ from __future__ import annotations
 import base64
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ from proxy.settings import Settings
 from tests.conftest import SharedEmbedder
 from tests.fake_media import pdf_with_pages, png_data_url, png_with_fact
 from tests.fake_upstream import FakeUpstream
-from tests.servers import ServerThread
+from tests.servers import ServerThread, wait_for
 
 KEYS = {"alice": "sk-mm-alice", "bob": "sk-mm-bob"}
 KESTREL = "My dog is a golden retriever named Kestrel."
@@ -54,9 +54,8 @@ def settings_for(fake: FakeUpstream, storage: str, **multimodal: Any) -> Setting
 
 
 @pytest.fixture(scope="module")
-def fake() -> Iterator[FakeUpstream]:
-    with FakeUpstream() as upstream:
-        yield upstream
+def fake(fake_upstream: FakeUpstream) -> FakeUpstream:
+    return fake_upstream  # the session's fake provider
 
 
 @pytest.fixture(scope="module")
@@ -80,13 +79,6 @@ def file_part(filename: str, data: bytes, *, data_url: str | None = None) -> dic
 
 def listed(client: httpx.Client) -> list[dict[str, Any]]:
     return list(client.get("/memories", params={"top_k": 1000}).json()["results"])
-
-
-def wait_for(check: Callable[[], bool], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.1)
 
 
 def test_documents_are_stored_as_passages_with_file_and_page(srv: ServerThread) -> None:
