@@ -238,9 +238,9 @@ def render(result: dict[str, Any]) -> str:
             ],
         ),
         "",
-        "The Redis rows run on the S3 store, the SQLite rows on a local data dir: they compare",
-        "the two deployments; the store's commit rate (`add/s`) bounds learning when the LLM is",
-        "fast.",
+        "Redis and SQLite on the same local data dir compare the two queues alone; Redis on S3 is",
+        "the scale-out deployment, where the store's commit rate (`add/s`) bounds learning when the",
+        "LLM is fast.",
     ]
     return "\n".join(lines)
 
