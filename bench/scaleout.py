@@ -239,8 +239,8 @@ def render(result: dict[str, Any]) -> str:
         ),
         "",
         "Redis and SQLite on the same local data dir compare the two queues alone; Redis on S3 is",
-        "the scale-out deployment, where the store's commit rate (`add/s`) bounds learning when the",
-        "LLM is fast.",
+        "the scale-out deployment, where the store's commit rate (`add/s`) bounds learning when",
+        "the LLM is fast.",
     ]
     return "\n".join(lines)
 
