@@ -31,6 +31,7 @@ log = logging.getLogger("memory_core.store")
 
 MEMORIES = "memories"
 HISTORY = "memory_history"
+INDEX_ATTEMPTS = 5  # replicas creating one new store's indexes at once: commit conflicts
 SCAN_LIMIT = 1_000_000  # LanceDB queries default to 10 rows; "all rows of a scope" needs a cap
 
 
@@ -161,6 +162,21 @@ class LanceStore:
             )
 
     async def _ensure_indexes(self) -> None:
+        """Create what is missing; replicas opening one new store at once race to create the
+        same index: the loser re-reads the latest version and finds it made."""
+        for attempt in range(INDEX_ATTEMPTS):
+            try:
+                await self._create_missing_indexes()
+                return
+            except RuntimeError as exc:
+                if "conflict" not in str(exc) or attempt == INDEX_ATTEMPTS - 1:
+                    raise
+                log.info("index creation raced another process (retrying): %s", exc)
+                await asyncio.sleep(0.2 * (attempt + 1))
+                for table in (self._memories, self._history):
+                    await table.checkout_latest()
+
+    async def _create_missing_indexes(self) -> None:
         schema = await self._memories.schema()
         if SEARCH_TEXT not in schema.names:  # a table written before the column existed
             await self._memories.add_columns({SEARCH_TEXT: "memory"})

@@ -4,6 +4,7 @@ the same code; only the ``Store`` differs."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -77,3 +78,16 @@ async def test_the_same_scenario_on_every_store(memory: AsyncMemory) -> None:
     assert await memory.import_memories(records) == ["exists"]
     assert (await memory.delete_all(user_id="u"))["deleted"] == 2
     assert (await memory.get_all(user_id="v"))["results"][0]["memory"] == "Other user's secret"
+
+
+async def test_stores_opening_one_new_data_dir_at_once_all_open(tmp_path: Path) -> None:
+    """Replicas starting together race to create the same indexes; every one opens."""
+    from memory_core.store import LanceStore
+
+    stores = [LanceStore(str(tmp_path / "shared"), 8) for _ in range(4)]
+    await asyncio.gather(*(store.open() for store in stores))
+    try:
+        assert all(store.is_open for store in stores)
+    finally:
+        for store in stores:
+            await store.close()
