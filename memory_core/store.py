@@ -31,7 +31,7 @@ log = logging.getLogger("memory_core.store")
 
 MEMORIES = "memories"
 HISTORY = "memory_history"
-INDEX_ATTEMPTS = 5  # replicas creating one new store's indexes at once: commit conflicts
+INDEX_ATTEMPTS = 5  # replicas creating one new store's tables and indexes at once
 SCAN_LIMIT = 1_000_000  # LanceDB queries default to 10 rows; "all rows of a scope" needs a cap
 
 
@@ -146,8 +146,18 @@ class LanceStore:
             raise
 
     async def _open_or_create(self, name: str, schema: pa.Schema) -> Any:
-        names = await self._db.table_names()
-        if name in names:
+        """Replicas opening one new store at once: a table another process is creating is
+        listed before its first version is committed, so opening it says "not found"."""
+        for attempt in range(INDEX_ATTEMPTS - 1):
+            try:
+                return await self._open_or_create_once(name, schema)
+            except (RuntimeError, ValueError) as exc:
+                log.info("table %s raced another process's creation (retrying): %s", name, exc)
+                await asyncio.sleep(0.2 * (attempt + 1))
+        return await self._open_or_create_once(name, schema)
+
+    async def _open_or_create_once(self, name: str, schema: pa.Schema) -> Any:
+        if name in await self._db.table_names():
             return await self._db.open_table(name)
         return await self._db.create_table(name, schema=schema, exist_ok=True)
 
