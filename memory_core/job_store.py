@@ -1,5 +1,5 @@
-"""The learning queue's durable half: the ``JobStore`` protocol and its embedded default, an
-SQLite (WAL) outbox of jobs in the data directory (``redis_job_store.py`` is the shared one).
+"""The learning queue's embedded durable half: an SQLite (WAL) outbox of jobs in the data
+directory (``redis_job_store.py`` is the shared one; ``jobs.py`` the protocol of both).
 
 Enqueue is one committed transaction (a job survives ``kill -9``); claims take the oldest job
 of each idle scope under a lease; a dead owner's leases are handed back; failures are
@@ -8,20 +8,18 @@ rescheduled or dead-lettered with their error. ``LearningQueue`` (``queue.py``) 
 
 from __future__ import annotations
 
-import os
 import socket
 import sqlite3
 import threading
 import time
-import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import orjson
 
 from .errors import QueueStoreError
+from .jobs import DEAD_KEYS, RESULTS_KEPT, Job, is_dead_local_owner
 
 T = TypeVar("T")
 
@@ -55,70 +53,7 @@ CREATE TABLE IF NOT EXISTS job_results (
 );
 CREATE INDEX IF NOT EXISTS job_results_id ON job_results(id);
 """
-# The learning log keeps the outcomes of this many most recent finished jobs.
-RESULTS_KEPT = 10_000
 RESULT_KEYS = ("id", "scope_key", "status", "attempts", "enqueued_at", "finished_at")
-
-
-# The fields of a dead letter, as ``dead_jobs()`` returns them.
-DEAD_KEYS = ("id", "scope_key", "attempts", "last_error", "enqueued_at", "finished_at")
-
-
-@dataclass(frozen=True, slots=True)
-class Job:
-    id: str
-    scope_key: str
-    payload: dict[str, Any]
-    attempts: int
-    enqueued_at: float
-
-
-def owner_identity() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def is_dead_local_owner(owner: str, host: str) -> bool:
-    """True for an ``owner_identity()`` of ``host`` whose process no longer exists."""
-    parts = owner.split(":")
-    return (
-        len(parts) == 3
-        and parts[0] == host
-        and parts[1].isdigit()
-        and not _pid_alive(int(parts[1]))
-    )
-
-
-class JobStore(Protocol):
-    """What ``LearningQueue`` needs from a queue backend. Synchronous: the queue calls it from
-    its one I/O thread. Times are epoch seconds; ``owner`` is an ``owner_identity()``.
-    Backend failures (I/O, connection) raise ``QueueStoreError``."""
-
-    backend: str  # "sqlite", "redis": the metrics' label
-    local: bool  # reads are cheap local file reads, safe to make on the event loop
-
-    def enqueue(self, job_id: str, scope_key: str, payload: dict[str, Any]) -> bool: ...
-    def claim(self, owner: str, limit: int, lease_s: float, busy: Sequence[str]) -> list[Job]: ...
-    def renew(self, owner: str, job_ids: Sequence[str], lease_s: float) -> None: ...
-    def complete(self, owner: str, job_id: str, result: dict[str, Any] | None = None) -> None: ...
-    def fail(self, owner: str, job_id: str, error: str, retry_at: float | None) -> None: ...
-    def release(self, owner: str, job_ids: Sequence[str]) -> None: ...
-    def recover_dead_owners(self) -> int: ...
-    def stats(self) -> dict[str, Any]: ...
-    def dead_jobs(self, limit: int = 100) -> list[dict[str, Any]]: ...
-    def results(self, limit: int = 20, job_id: str | None = None) -> list[dict[str, Any]]: ...
-    def retry_dead(self, job_id: str | None = None) -> int: ...
-    def purge_dead(self) -> int: ...
-    def close(self) -> None: ...
 
 
 class SqliteJobStore:
@@ -408,11 +343,4 @@ class SqliteJobStore:
         return self._tx(lambda conn: conn.execute("DELETE FROM jobs WHERE status='dead'").rowcount)
 
 
-__all__ = [
-    "DEAD_KEYS",
-    "Job",
-    "JobStore",
-    "SqliteJobStore",
-    "is_dead_local_owner",
-    "owner_identity",
-]
+__all__ = ["SqliteJobStore"]

@@ -24,7 +24,8 @@ from typing import Any, TypeVar
 
 from .config import QueueConfig
 from .errors import InvalidIdentity, InvalidInput, MemoryCoreError, QueueStoreError
-from .job_store import Job, JobStore, SqliteJobStore, owner_identity
+from .job_store import SqliteJobStore
+from .jobs import Job, JobStore, owner_identity
 
 log = logging.getLogger("memory_core.queue")
 T = TypeVar("T")

@@ -14,76 +14,31 @@ from typing import Any
 
 import lancedb
 import numpy as np
-import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
-from lancedb.index import FTS, BTree
 
 from .config import MemoryLimits
-from .errors import DimensionMismatch, StoreError
+from .errors import StoreError
 from .filters import CompiledFilter, compile_selection, ids_sql, sql_literal
 from .maintenance_lock import MaintenanceLock
 from .records import SEARCH_TEXT
 from .storage import Row, RowCheck, ScopeRows, Selection, TextHit
+from .store_schema import (
+    HISTORY,
+    HISTORY_SCHEMA,
+    MEMORIES,
+    ROW_COLUMNS,
+    decode_row,
+    encode_metadata,
+    encode_row,
+    memories_schema,
+)
+from .store_tables import open_tables
 from .types import HistoryItem
 
 log = logging.getLogger("memory_core.store")
 
-MEMORIES = "memories"
-HISTORY = "memory_history"
-INDEX_ATTEMPTS = 5  # replicas creating one new store's tables and indexes at once
 SCAN_LIMIT = 1_000_000  # LanceDB queries default to 10 rows; "all rows of a scope" needs a cap
-
-
-def memories_schema(dimension: int) -> pa.Schema:
-    return pa.schema(
-        [
-            pa.field("id", pa.string(), nullable=False),
-            pa.field("user_id", pa.string()),
-            pa.field("agent_id", pa.string()),
-            pa.field("run_id", pa.string()),
-            pa.field("memory", pa.string(), nullable=False),
-            pa.field("hash", pa.string(), nullable=False),
-            pa.field("vector", pa.list_(pa.float32(), dimension)),
-            pa.field("metadata", pa.string()),
-            pa.field("categories", pa.list_(pa.string())),
-            pa.field("created_at", pa.string(), nullable=False),
-            pa.field("updated_at", pa.string(), nullable=False),
-            # What the full-text index sees: the memory, after the conversation context it was
-            # said in when ``add(context=...)`` gave one (the vector is made from the same text).
-            pa.field(SEARCH_TEXT, pa.string()),
-        ]
-    )
-
-
-HISTORY_SCHEMA = pa.schema(
-    [
-        pa.field("id", pa.string(), nullable=False),
-        pa.field("memory_id", pa.string(), nullable=False),
-        pa.field("user_id", pa.string()),
-        pa.field("agent_id", pa.string()),
-        pa.field("run_id", pa.string()),
-        pa.field("old_memory", pa.string()),
-        pa.field("new_memory", pa.string()),
-        pa.field("event", pa.string(), nullable=False),
-        pa.field("job_id", pa.string()),
-        pa.field("created_at", pa.string(), nullable=False),
-        pa.field("updated_at", pa.string(), nullable=False),
-        pa.field("is_deleted", pa.bool_(), nullable=False),
-        pa.field("source", pa.string()),
-    ]
-)
-
-ROW_COLUMNS = [f.name for f in memories_schema(1) if f.name not in ("vector", SEARCH_TEXT)]
-
-
-def decode_row(row: Mapping[str, Any]) -> dict[str, Any]:
-    """A stored row as a plain dict with metadata parsed (vector dropped)."""
-    item = {key: row.get(key) for key in ROW_COLUMNS}
-    raw = row.get("metadata")
-    item["metadata"] = orjson.loads(raw) if raw else {}
-    item["categories"] = list(row.get("categories") or [])
-    return item
 
 
 class LanceStore:
@@ -133,73 +88,14 @@ class LanceStore:
                 storage_options=self._storage_options or None,
                 read_consistency_interval=self._consistency,
             )
-            self._memories = await self._open_or_create(MEMORIES, memories_schema(self.dimension))
-            self._history = await self._open_or_create(HISTORY, HISTORY_SCHEMA)
         except (OSError, RuntimeError, ValueError) as exc:
             raise StoreError(f"cannot open LanceDB at {self.uri}: {exc}") from exc
         try:
-            await self._check_dimension()
-            await self._ensure_indexes()
+            self._memories, self._history = await open_tables(self._db, self.uri, self.dimension)
         except BaseException:
             # A failed open must not leave the store looking open (is_open) to later calls.
-            self._memories = self._history = self._db = None
+            self._db = None
             raise
-
-    async def _open_or_create(self, name: str, schema: pa.Schema) -> Any:
-        """Replicas opening one new store at once: a table another process is creating is
-        listed before its first version is committed, so opening it says "not found"."""
-        for attempt in range(INDEX_ATTEMPTS - 1):
-            try:
-                return await self._open_or_create_once(name, schema)
-            except (RuntimeError, ValueError) as exc:
-                log.info("table %s raced another process's creation (retrying): %s", name, exc)
-                await asyncio.sleep(0.2 * (attempt + 1))
-        return await self._open_or_create_once(name, schema)
-
-    async def _open_or_create_once(self, name: str, schema: pa.Schema) -> Any:
-        if name in await self._db.table_names():
-            return await self._db.open_table(name)
-        return await self._db.create_table(name, schema=schema, exist_ok=True)
-
-    async def _check_dimension(self) -> None:
-        schema = await self._memories.schema()
-        stored = schema.field("vector").type.list_size
-        if stored != self.dimension:
-            raise DimensionMismatch(
-                f"the memories table at {self.uri} holds {stored}-dim vectors but the configured "
-                f"embedder makes {self.dimension}-dim vectors; use the embedder the data was "
-                "written with, or a new storage_uri"
-            )
-
-    async def _ensure_indexes(self) -> None:
-        """Create what is missing; replicas opening one new store at once race to create the
-        same index: the loser re-reads the latest version and finds it made."""
-        for attempt in range(INDEX_ATTEMPTS):
-            try:
-                await self._create_missing_indexes()
-                return
-            except RuntimeError as exc:
-                if "conflict" not in str(exc) or attempt == INDEX_ATTEMPTS - 1:
-                    raise
-                log.info("index creation raced another process (retrying): %s", exc)
-                await asyncio.sleep(0.2 * (attempt + 1))
-                for table in (self._memories, self._history):
-                    await table.checkout_latest()
-
-    async def _create_missing_indexes(self) -> None:
-        schema = await self._memories.schema()
-        if SEARCH_TEXT not in schema.names:  # a table written before the column existed
-            await self._memories.add_columns({SEARCH_TEXT: "memory"})
-        existing = {tuple(idx.columns) for idx in await self._memories.list_indices()}
-        if ("user_id",) not in existing:
-            await self._memories.create_index("user_id", config=BTree())
-        if (SEARCH_TEXT,) not in existing:
-            await self._memories.create_index(SEARCH_TEXT, config=FTS(with_position=False))
-        if "source" not in (await self._history.schema()).names:  # written before it existed
-            await self._history.add_columns({"source": "CAST(NULL AS STRING)"})
-        history_existing = {tuple(idx.columns) for idx in await self._history.list_indices()}
-        if ("memory_id",) not in history_existing:
-            await self._history.create_index("memory_id", config=BTree())
 
     @property
     def is_open(self) -> bool:
@@ -349,7 +245,7 @@ class LanceStore:
             await self._write(
                 self._table().add(
                     pa.Table.from_pylist(
-                        [_encode_row(r) for r in rows], schema=memories_schema(self.dimension)
+                        [encode_row(r) for r in rows], schema=memories_schema(self.dimension)
                     )
                 )
             )
@@ -383,9 +279,7 @@ class LanceStore:
         for name in (MEMORIES, HISTORY):
             if name in await self._db.table_names():
                 await self._db.drop_table(name)
-        self._memories = await self._open_or_create(MEMORIES, memories_schema(self.dimension))
-        self._history = await self._open_or_create(HISTORY, HISTORY_SCHEMA)
-        await self._ensure_indexes()
+        self._memories, self._history = await open_tables(self._db, self.uri, self.dimension)
 
     async def _write(self, operation: Any) -> None:
         try:
@@ -448,22 +342,6 @@ class LanceStore:
         self._memories = None
         self._history = None
         self._db = None
-
-
-def encode_metadata(metadata: Mapping[str, Any] | None) -> str | None:
-    """JSON text, or NULL when empty. Not ``"{}"``: a column of one repeated tiny value packs
-    ~1M rows per page, and fetching a search hit's row then decodes the whole page (+2-5 ms
-    per search at 1M rows, measured); NULLs cost nothing. ``decode_row`` reads NULL as {}."""
-    return orjson.dumps(metadata).decode() if metadata else None
-
-
-def _encode_row(row: Mapping[str, Any]) -> dict[str, Any]:
-    encoded = dict(row)
-    if not encoded.get(SEARCH_TEXT):
-        encoded[SEARCH_TEXT] = row["memory"]
-    encoded["metadata"] = encode_metadata(row.get("metadata"))
-    encoded["vector"] = np.asarray(row["vector"], dtype=np.float32)
-    return encoded
 
 
 async def _to_arrow(query: Any) -> pa.Table:

@@ -338,7 +338,7 @@ async def test_history_source_column_is_added_to_old_data_dirs(tmp_path: Path) -
     import pyarrow as pa
 
     from memory_core import MemoryConfig
-    from memory_core.store import HISTORY, HISTORY_SCHEMA
+    from memory_core.store_schema import HISTORY, HISTORY_SCHEMA
     from tests.conftest import HashEmbedder
 
     uri = str(tmp_path / "old")

@@ -401,7 +401,7 @@ async def test_table_without_search_text_is_upgraded(tmp_path: Path, embedder: A
     import lancedb
     import pyarrow as pa
 
-    from memory_core.store import memories_schema
+    from memory_core.store_schema import memories_schema
 
     old_schema = pa.schema(
         [f for f in memories_schema(embedder.dimension) if f.name != "search_text"]

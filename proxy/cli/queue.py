@@ -14,7 +14,7 @@ from memory_core.learning_report import summary
 from ..settings import Settings
 
 if TYPE_CHECKING:
-    from memory_core.job_store import JobStore
+    from memory_core.jobs import JobStore
 
 
 def _queue(args: argparse.Namespace) -> int:

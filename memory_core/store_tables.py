@@ -1,0 +1,95 @@
+"""Opening the LanceDB tables: created when missing, migrated (columns added since), indexed,
+and checked against the embedder's dimension. Replicas opening one new store at once race:
+a table another process is creating is listed before its first commit ("not found"), and
+two processes creating one index conflict; both are re-read and retried."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import pyarrow as pa
+from lancedb.index import FTS, BTree
+
+from .errors import DimensionMismatch, StoreError
+from .records import SEARCH_TEXT
+from .store_schema import HISTORY, HISTORY_SCHEMA, MEMORIES, memories_schema
+
+log = logging.getLogger("memory_core.store")
+
+ATTEMPTS = 5
+OPEN_ERRORS = (OSError, RuntimeError, ValueError)
+
+
+async def open_tables(db: Any, uri: str, dimension: int) -> tuple[Any, Any]:
+    """The memories and history tables of ``db``, ready for use."""
+    try:
+        memories = await _open_or_create(db, MEMORIES, memories_schema(dimension))
+        history = await _open_or_create(db, HISTORY, HISTORY_SCHEMA)
+    except OPEN_ERRORS as exc:
+        raise StoreError(f"cannot open LanceDB at {uri}: {exc}") from exc
+    await _check_dimension(memories, uri, dimension)
+    await _ensure_indexes(memories, history)
+    return memories, history
+
+
+async def _open_or_create(db: Any, name: str, schema: pa.Schema) -> Any:
+    for attempt in range(ATTEMPTS - 1):
+        try:
+            return await _open_or_create_once(db, name, schema)
+        except (RuntimeError, ValueError) as exc:
+            log.info("table %s raced another process's creation (retrying): %s", name, exc)
+            await asyncio.sleep(0.2 * (attempt + 1))
+    return await _open_or_create_once(db, name, schema)
+
+
+async def _open_or_create_once(db: Any, name: str, schema: pa.Schema) -> Any:
+    if name in await db.table_names():
+        return await db.open_table(name)
+    return await db.create_table(name, schema=schema, exist_ok=True)
+
+
+async def _check_dimension(memories: Any, uri: str, dimension: int) -> None:
+    stored = (await memories.schema()).field("vector").type.list_size
+    if stored != dimension:
+        raise DimensionMismatch(
+            f"the memories table at {uri} holds {stored}-dim vectors but the configured "
+            f"embedder makes {dimension}-dim vectors; use the embedder the data was "
+            "written with, or a new storage_uri"
+        )
+
+
+async def _ensure_indexes(memories: Any, history: Any) -> None:
+    """Create what is missing; the loser of a race re-reads the latest version and finds it
+    made."""
+    for attempt in range(ATTEMPTS):
+        try:
+            await _create_missing_indexes(memories, history)
+            return
+        except RuntimeError as exc:
+            if "conflict" not in str(exc) or attempt == ATTEMPTS - 1:
+                raise
+            log.info("index creation raced another process (retrying): %s", exc)
+            await asyncio.sleep(0.2 * (attempt + 1))
+            for table in (memories, history):
+                await table.checkout_latest()
+
+
+async def _create_missing_indexes(memories: Any, history: Any) -> None:
+    schema = await memories.schema()
+    if SEARCH_TEXT not in schema.names:  # a table written before the column existed
+        await memories.add_columns({SEARCH_TEXT: "memory"})
+    existing = {tuple(idx.columns) for idx in await memories.list_indices()}
+    if ("user_id",) not in existing:
+        await memories.create_index("user_id", config=BTree())
+    if (SEARCH_TEXT,) not in existing:
+        await memories.create_index(SEARCH_TEXT, config=FTS(with_position=False))
+    if "source" not in (await history.schema()).names:  # written before it existed
+        await history.add_columns({"source": "CAST(NULL AS STRING)"})
+    history_existing = {tuple(idx.columns) for idx in await history.list_indices()}
+    if ("memory_id",) not in history_existing:
+        await history.create_index("memory_id", config=BTree())
+
+
+__all__ = ["open_tables"]
