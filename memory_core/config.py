@@ -21,6 +21,7 @@ from .errors import ConfigError
 from .fusion_weights import FEATURES
 
 ENV_PREFIX = "os.environ/"
+MAX_TTL_S = 100 * 366 * 86400  # a century: a longer TTL is "never", i.e. no expiration at all
 MAX_LLM_ATTEMPTS = 10  # calls one extraction/update step may make (``llm.attempts``)
 
 
@@ -165,6 +166,8 @@ class SearchConfig(_Strict):
     weights: dict[str, float] | None = None
     date_weight: float = Field(default=2.0, ge=0)
     date_slack_days: int = Field(default=1, ge=0, le=366)
+    # How far feedback moves a memory (``fusion_weights.FEEDBACK_WEIGHTS``); 0 turns it off.
+    feedback_weight: float = Field(default=1.0, ge=0)
     reranker: RerankerConfig | None = None
 
     @field_validator("weights")
@@ -260,6 +263,24 @@ class ScopeCacheConfig(_Strict):
     query_vectors: int = Field(default=2048, ge=0, le=1_000_000)  # repeated query texts
 
 
+class ExpirationConfig(_Strict):
+    """When memories expire unless the add says (``expiration_date`` / ``ttl_s``): the TTL, in
+    seconds from when the memory was said, of each category (the shortest of a memory's
+    categories wins). ``purge``: maintenance deletes expired memories (a DELETE history row
+    each, source ``expired``); either way they are never searched or recalled."""
+
+    by_category: dict[str, int] = Field(default_factory=dict)
+    purge: bool = True
+
+    @field_validator("by_category")
+    @classmethod
+    def _bounded_ttls(cls, value: dict[str, int]) -> dict[str, int]:
+        bad = sorted(k for k, ttl in value.items() if not 1 <= ttl <= MAX_TTL_S or not k)
+        if bad:
+            raise ValueError(f"TTLs must be 1 to {MAX_TTL_S} seconds (categories: {bad})")
+        return value
+
+
 class MemoryConfig(_Strict):
     """Everything ``AsyncMemory`` needs. Only ``storage_uri`` matters for ``infer=False``."""
 
@@ -291,6 +312,7 @@ class MemoryConfig(_Strict):
     limits: MemoryLimits = Field(default_factory=MemoryLimits)
     multimodal: MultimodalConfig = Field(default_factory=MultimodalConfig)
     cache: ScopeCacheConfig = Field(default_factory=ScopeCacheConfig)
+    expiration: ExpirationConfig = Field(default_factory=ExpirationConfig)
 
     @classmethod
     def parse(cls, source: MemoryConfig | Mapping[str, Any] | str | Path | None) -> MemoryConfig:

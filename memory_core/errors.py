@@ -72,3 +72,7 @@ class UnusableAnswer(ExtractionError):
 
 class RerankError(MemoryCoreError):
     """The rerank provider failed; search falls back to the fused order."""
+
+
+class ImmutableMemory(MemoryCoreError):
+    """A change to an immutable memory's text that did not also lift its immutability."""

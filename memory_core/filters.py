@@ -15,6 +15,7 @@ from typing import Any
 from .config import MemoryLimits
 from .errors import InvalidFilter
 from .filter_shape import DEFAULT_LIMITS, LOGIC, OPERATORS, check_filter_shape
+from .lifecycle import HIDDEN_FEEDBACK
 from .storage import Selection
 from .timestamps import normalize_timestamp
 from .types import IDENTITY_FIELDS, Scope, validate_id
@@ -113,6 +114,11 @@ def compile_selection(
         parts.append(ids_sql("hash", selection.hashes))
     if selection.window:
         parts.append(_compile_node(selection.window).sql)
+    if selection.unexpired_at is not None:
+        at = sql_literal(normalize_timestamp(selection.unexpired_at))
+        parts.append(f"expires_at IS NULL OR expires_at > {at}")
+    if selection.hide_very_negative:
+        parts.append(f"feedback IS NULL OR feedback != {sql_literal(HIDDEN_FEEDBACK)}")
     return CompiledFilter(sql=combine_sql(*parts), predicate=compiled.predicate)
 
 

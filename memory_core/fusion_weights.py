@@ -26,6 +26,11 @@ FEATURES = (
     "digits",  # 1: it contains a digit (dates, amounts)
 )
 
+# What feedback on a memory adds to its fused score, in top ranks' worth (the unit recency uses
+# too), times ``search.feedback_weight``: negative lowers a memory, positive lifts it a little.
+# VERY_NEGATIVE never reaches the fusion: it hides the memory from search (``lifecycle.py``).
+FEEDBACK_WEIGHTS = {"POSITIVE": 0.25, "NEGATIVE": -1.0}
+
 WEIGHTS_FILE = Path(__file__).parent / "data" / "fusion_weights.json"
 
 

@@ -7,11 +7,16 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .checks import check_memory_id, check_metadata, memory_text
+from .lifecycle import check_feedback
 from .records import history_row, memory_row, scope_of
 from .storage import Selection
 from .timestamps import normalize_timestamp, now_stamp
 from .types import Scope
 from .writer import HASH_BATCH, MemoryWriter
+
+
+def _expiry(value: Any) -> str | None:
+    return normalize_timestamp(value) if value else None
 
 
 class MemoryImporter:
@@ -50,8 +55,14 @@ class MemoryImporter:
                             categories=list(record.get("categories") or []),
                             created_at=created,
                             updated_at=normalize_timestamp(record.get("updated_at") or created),
+                            expires_at=_expiry(record.get("expires_at")),
+                            immutable=record.get("immutable") is True,
                         )
                     )
+                    feedback, reason = check_feedback(
+                        record.get("feedback"), record.get("feedback_reason")
+                    )
+                    rows[-1].update(feedback=feedback, feedback_reason=reason)
                 await self._writer.store.insert(rows)
                 await self._writer.store.add_history(
                     [history_row(r["id"], scope, None, r["memory"], "ADD", now, None) for r in rows]

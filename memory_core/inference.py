@@ -28,6 +28,7 @@ from .prompts import (
     learnable_messages,
 )
 from .storage import Row, Selection
+from .timestamps import now_stamp
 from .types import Message
 
 if TYPE_CHECKING:
@@ -159,7 +160,7 @@ async def infer(
     if not new_facts:
         return None
     vectors = await writer.embed(new_facts)
-    scope_only = Selection(write.scope)
+    scope_only = Selection(write.scope, unexpired_at=now_stamp())  # expired: not offered
     neighbours = await asyncio.gather(
         *(writer.store.vector_search(v, scope_only, limit=cfg.similar_memories) for v in vectors)
     )

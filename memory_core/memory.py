@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -25,12 +25,13 @@ from .checks import (
 )
 from .config import MemoryConfig
 from .embedders import Embedder, create_embedder
-from .errors import InvalidInput, NotFound, StoreError
+from .errors import ImmutableMemory, InvalidInput, NotFound, StoreError
 from .exports import fill_schema, json_schema_of
 from .extraction import ChatLLM, LiteLLMChat
 from .importer import MemoryImporter
 from .ingest import MediaIngest
 from .learning_report import LearningReport
+from .lifecycle import check_categories, check_feedback, requested_expiry
 from .maintenance_lock import MaintenanceLock
 from .media import find_media
 from .records import to_item
@@ -39,7 +40,7 @@ from .scope_cache import CachingStore, with_scope_cache
 from .searcher import MemorySearcher
 from .storage import Selection, Store
 from .store import LanceStore
-from .timestamps import exchange_moment
+from .timestamps import exchange_moment, now_stamp
 from .types import AddResult, HistoryItem, MemoryItem, Scope
 from .writer import MemoryWriter, WriteContext
 
@@ -110,6 +111,7 @@ class AsyncMemory:
                             cleanup_retention_s=self.config.cleanup_retention_s,
                             limits=self.config.limits,
                             maintenance_lock=self._maintenance_lock,
+                            purge_expired=self.config.expiration.purge,
                         ),
                         self.config,
                     )
@@ -200,6 +202,10 @@ class AsyncMemory:
         context: str | None = None,
         source: str | None = None,
         report: LearningReport | None = None,
+        categories: Sequence[str] | None = None,
+        expiration_date: str | None = None,
+        ttl_s: int | None = None,
+        immutable: bool = False,
     ) -> dict[str, list[AddResult]]:
         """Learn from ``messages``. ``infer=False`` stores each non-system message verbatim.
 
@@ -212,8 +218,17 @@ class AsyncMemory:
         extractor sees it as background it must not learn from. ``source`` is recorded on the
         history rows this call writes (which way in: ``"mcp"``...). ``report``, when given, is
         filled with what happened: facts extracted, decisions applied, items rejected and why.
+
+        The memories this call stores get ``categories``, expire per ``expiration_date``
+        (``YYYY-MM-DD``, the day included) or ``ttl_s`` (seconds after ``timestamp``), else per
+        ``expiration.by_category``, and with ``immutable`` extraction may never change them.
         """
         scope = Scope(user_id, agent_id, run_id).require()
+        moment = exchange_moment(timestamp)
+        labels = check_categories(categories)
+        expires_at = requested_expiry(expiration_date, ttl_s, moment)
+        if not isinstance(immutable, bool):
+            raise InvalidInput("immutable must be true or false", param="immutable")
         extra = check_metadata(metadata)
         if context is not None and not isinstance(context, str):
             raise InvalidInput("context must be a string")
@@ -223,7 +238,9 @@ class AsyncMemory:
         # Images are learned from only with infer and multimodal on; otherwise left unread.
         see = self._vision_llm(chosen)
         refs = find_media(chat, self.config.multimodal, images=see is not None)
-        write = WriteContext(scope, exchange_moment(timestamp), extra, job_id, context, source)
+        write = WriteContext(
+            scope, moment, extra, job_id, context, source, labels, expires_at, immutable
+        )
         writer = await self._writes()
         if job_id is not None and await writer.store.job_applied(job_id):
             if report is not None:
@@ -260,15 +277,22 @@ class AsyncMemory:
         limit: int = 10,
         threshold: float | None = None,
         filters: Mapping[str, Any] | None = None,
+        include_expired: bool = False,
     ) -> dict[str, list[MemoryItem]]:
-        """Memories of the scope most relevant to ``query``, best first, with a ``score``."""
+        """Memories of the scope most relevant to ``query``, best first, with a ``score``;
+        expired ones only with ``include_expired``, never those very negative feedback hides."""
         scope = Scope(user_id, agent_id, run_id).require()
         if not isinstance(query, str) or not query.strip():
             raise InvalidInput("query must be a non-empty string")
         limit = check_limit(limit)
         await self._ready()
         results = await self.searcher.search(
-            query, scope, limit=limit, threshold=threshold, filters=filters
+            query,
+            scope,
+            limit=limit,
+            threshold=threshold,
+            filters=filters,
+            include_expired=include_expired,
         )
         return {"results": results}
 
@@ -289,14 +313,17 @@ class AsyncMemory:
         limit: int = 100,
         filters: Mapping[str, Any] | None = None,
         before: tuple[str, str] | None = None,
+        include_expired: bool = False,
     ) -> dict[str, list[MemoryItem]]:
-        """The scope's memories, newest first; ``before=(created_at, id)`` pages past an item."""
+        """The scope's memories, newest first; ``before=(created_at, id)`` pages past an item.
+        Expired memories only with ``include_expired`` (as Mem0's get_all)."""
         scope = Scope(user_id, agent_id, run_id).require()
         limit = check_limit(limit, maximum=1_000_000)
         store = await self._ready()
+        live = None if include_expired else now_stamp()
         rows = [
             row
-            for row in await store.fetch(Selection(scope, filters=filters))
+            for row in await store.fetch(Selection(scope, filters=filters, unexpired_at=live))
             if before is None or (row["created_at"], row["id"]) < before
         ]
         rows.sort(key=lambda r: (r["created_at"], r["id"]), reverse=True)
@@ -338,18 +365,65 @@ class AsyncMemory:
     async def update(
         self,
         memory_id: str,
-        text: str,
+        text: str | None = None,
         *,
         metadata: Mapping[str, Any] | None = None,
         source: str | None = None,
+        expiration_date: str | None = None,
+        ttl_s: int | None = None,
+        clear_expiration: bool = False,
+        immutable: bool | None = None,
     ) -> MemoryItem:
-        """Replace a memory's text (and optionally merge metadata); returns the new item."""
-        if not isinstance(text, str) or not text.strip():
+        """Replace a memory's text (None keeps it), merge metadata, set when it expires
+        (``expiration_date`` / ``ttl_s`` from now, ``clear_expiration``: never) and whether it
+        is ``immutable``; returns the new item. A new text for an immutable memory raises
+        ``ImmutableMemory`` unless this call also says ``immutable=False``."""
+        if text is not None and (not isinstance(text, str) or not text.strip()):
             raise InvalidInput("text must be a non-empty string")
+        if immutable is not None and not isinstance(immutable, bool):
+            raise InvalidInput("immutable must be true or false", param="immutable")
         extra = check_metadata(metadata)
+        lifecycle: dict[str, Any] = {}
+        expires_at = requested_expiry(expiration_date, ttl_s, datetime.now(UTC))
+        if clear_expiration or expires_at is not None:
+            if clear_expiration and expires_at is not None:
+                raise InvalidInput("an expiration and no expiration at once", param="ttl_s")
+            lifecycle["expires_at"] = expires_at
+        if immutable is not None:
+            lifecycle["immutable"] = immutable
+        if text is None and metadata is None and not lifecycle:
+            raise InvalidInput("nothing to update: give text, metadata, an expiration or immutable")
         current = await self.get(memory_id)
-        await (await self._writes()).update(current, memory_text(text), extra, source)
+        new_text = memory_text(text) if text is not None else None
+        if (
+            current["immutable"]
+            and immutable is not False
+            and new_text not in (None, current["memory"])
+        ):
+            raise ImmutableMemory(
+                f"memory {memory_id} is immutable; send immutable: false with the new text "
+                "to change it"
+            )
+        await (await self._writes()).update(current, new_text, extra, source, lifecycle)
         return await self.get(memory_id)
+
+    async def feedback(
+        self, memory_id: str, feedback: str | None, feedback_reason: str | None = None
+    ) -> dict[str, str | None]:
+        """Mem0's feedback on a memory (``POSITIVE`` / ``NEGATIVE`` / ``VERY_NEGATIVE``, None
+        takes it back): negative lowers it in search, very negative hides it from search and
+        recall."""
+        value, reason = check_feedback(feedback, feedback_reason)
+        current = await self.get(memory_id)
+        await (await self._writes()).set_feedback(current, value, reason)
+        return {"id": current["id"], "feedback": value, "feedback_reason": reason}
+
+    async def purge_expired(self) -> int:
+        """Delete every memory expired by now (a DELETE history row each, source
+        ``expired``); how many. Maintenance does it too (``expiration.purge``)."""
+        store = await self._ready()
+        purge = getattr(store, "purge_expired", None)
+        return int(await purge()) if callable(purge) else 0
 
     async def delete(self, memory_id: str, *, source: str | None = None) -> dict[str, str]:
         """Delete one memory (its history stays, with a DELETE row)."""

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from .lifecycle import expiration_day
 from .storage import Row
 from .types import Event, MemoryItem, Scope
 
@@ -36,8 +37,11 @@ def memory_row(
     memory_id: str | None = None,
     categories: Sequence[str] = (),
     context: str | None = None,
+    expires_at: str | None = None,
+    immutable: bool = False,
 ) -> Row:
-    """A new memory; ``vector`` was made from ``with_context(text, context)``."""
+    """A new memory; ``vector`` was made from ``with_context(text, context)``; ``expires_at``
+    and ``immutable`` as ``lifecycle.py`` defines them."""
     return {
         "id": memory_id or str(uuid.uuid4()),
         **scope.as_dict(),
@@ -49,6 +53,10 @@ def memory_row(
         "created_at": created_at,
         "updated_at": updated_at or created_at,
         SEARCH_TEXT: with_context(text, context),
+        "expires_at": expires_at,
+        "immutable": immutable,
+        "feedback": None,
+        "feedback_reason": None,
     }
 
 
@@ -112,6 +120,11 @@ def to_item(row: Mapping[str, Any], score: float | None = None) -> MemoryItem:
         user_id=row.get("user_id"),
         agent_id=row.get("agent_id"),
         run_id=row.get("run_id"),
+        expires_at=row.get("expires_at"),
+        expiration_date=expiration_day(row.get("expires_at")),
+        immutable=bool(row.get("immutable")),
+        feedback=row.get("feedback"),
+        feedback_reason=row.get("feedback_reason"),
     )
     if score is not None:
         item["score"] = round(score, 6)

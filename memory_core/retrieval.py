@@ -15,7 +15,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from .config import PIPELINE_KNOBS, RerankerConfig, SearchConfig
 from .errors import RerankError
-from .fusion_weights import FEATURES, LEARNED_WEIGHTS
+from .fusion_weights import FEATURES, FEEDBACK_WEIGHTS, LEARNED_WEIGHTS
 from .types import MemoryItem
 
 log = logging.getLogger("memory_core.retrieval")
@@ -187,6 +187,23 @@ def apply_recency(
         boosted.append((row, similarity, score + bonus))
     boosted.sort(key=lambda e: e[2], reverse=True)
     return boosted
+
+
+def apply_feedback(fused: Sequence[Fused], *, weight: float, unit: float) -> list[Fused]:
+    """Move memories with feedback by ``FEEDBACK_WEIGHTS`` top ranks' worth (``unit`` each,
+    times ``weight``), best first again; without any feedback the order is unchanged."""
+    if weight <= 0 or not any(row.get("feedback") in FEEDBACK_WEIGHTS for row, _s, _f in fused):
+        return list(fused)
+    moved = [
+        (
+            row,
+            similarity,
+            score + weight * unit * FEEDBACK_WEIGHTS.get(row.get("feedback") or "", 0),
+        )
+        for row, similarity, score in fused
+    ]
+    moved.sort(key=lambda e: e[2], reverse=True)
+    return moved
 
 
 def _parse(value: Any) -> datetime | None:

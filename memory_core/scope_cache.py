@@ -32,6 +32,7 @@ import numpy.typing as npt
 from .bm25 import Bm25Index
 from .config import MemoryConfig, ScopeCacheConfig
 from .errors import StoreError
+from .lifecycle import is_hidden
 from .storage import Row, RowCheck, ScopeRows, Selection, Store, TextHit
 from .types import HistoryItem, Scope
 
@@ -60,6 +61,8 @@ class ScopeIndex:
     bm25: Bm25Index
     ids: frozenset[str]
     nbytes: int
+    expires_at: npt.NDArray[np.str_]  # "" for never: judged at each search, not at load
+    hidden: npt.NDArray[np.bool_]  # very negative feedback
 
     @classmethod
     def build(cls, scanned: ScopeRows) -> ScopeIndex:
@@ -67,9 +70,13 @@ class ScopeIndex:
         texts = sum(len(r.get("memory") or "") for r in rows) + sum(map(len, scanned.texts))
         bm25 = Bm25Index.build(scanned.texts)
         created = np.array([r.get("created_at") or "" for r in rows], dtype=np.str_)
+        expires = np.array([r.get("expires_at") or "" for r in rows], dtype=np.str_)
+        hidden = np.array([is_hidden(r) for r in rows], dtype=np.bool_)
         size = (
             int(scanned.vectors.nbytes)
             + int(created.nbytes)
+            + int(expires.nbytes)
+            + int(hidden.nbytes)
             + bm25.nbytes
             + 2 * texts
             + ROW_OVERHEAD_BYTES * len(rows)
@@ -81,6 +88,8 @@ class ScopeIndex:
             bm25,
             frozenset(r["id"] for r in rows),
             size,
+            expires,
+            hidden,
         )
 
     def __len__(self) -> int:
@@ -92,6 +101,15 @@ class ScopeIndex:
         mask = np.zeros(len(self.rows), dtype=np.bool_)
         for first, last in bounds:
             mask |= (self.created_at >= first) & (self.created_at < last)
+        return mask
+
+    def visible(self, unexpired_at: str | None, hide_very_negative: bool) -> npt.NDArray[np.bool_]:
+        """Rows a ``Selection`` with these lifecycle conditions keeps (``lifecycle.py``)."""
+        mask = np.ones(len(self.rows), dtype=np.bool_)
+        if unexpired_at is not None:
+            mask &= (self.expires_at == "") | (self.expires_at > unexpired_at)
+        if hide_very_negative:
+            mask &= ~self.hidden
         return mask
 
     def vector_search(

@@ -9,9 +9,11 @@ import logging
 import re
 from collections import OrderedDict
 from collections.abc import Awaitable, Mapping
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from .config import MemoryConfig
 from .dates import DayRange, created_bounds, created_within, named_days
@@ -21,6 +23,7 @@ from .retrieval import (
     Candidate,
     Ranking,
     Reranker,
+    apply_feedback,
     apply_recency,
     collect_candidates,
     fusion_weights,
@@ -29,6 +32,7 @@ from .retrieval import (
 )
 from .scope_cache import CachingStore, ScopeIndex
 from .storage import Row, Selection, Store, TextHit
+from .timestamps import now_stamp
 from .types import MemoryItem, Scope
 
 log = logging.getLogger("memory_core.search")
@@ -64,9 +68,17 @@ class MemorySearcher:
         limit: int,
         threshold: float | None,
         filters: Mapping[str, Any] | None,
+        include_expired: bool = False,
     ) -> list[MemoryItem]:
-        """The ``limit`` best memories of ``scope`` for ``query``, each with its similarity."""
-        selection = Selection(scope, filters=filters)
+        """The ``limit`` best memories of ``scope`` for ``query``, each with its similarity;
+        never one very negative feedback hides, nor (unless ``include_expired``) an expired
+        one."""
+        selection = Selection(
+            scope,
+            filters=filters,
+            unexpired_at=None if include_expired else now_stamp(),
+            hide_very_negative=True,
+        )
         check = self._store.row_check(selection)  # also refuses bad filters before any I/O
         cfg = self._config.search
         reranker = self._reranker
@@ -81,14 +93,16 @@ class MemorySearcher:
         weights = fusion_weights(cfg, mode)
         learned = cfg.fusion == "learned" and mode == "hybrid"
         fused = [(c.row, c.similarity, c.score) for c in score_candidates(candidates, weights)]
+        # A top rank's worth: in the learned score's units, or RRF's 1 / (k + 1).
+        unit = (weights.get("vector_rank", 1.0) if learned else 1.0) / (cfg.rrf_k + 1.0)
         if cfg.recency_weight > 0 and (cfg.recency_always or is_time_sensitive(query)):
             fused = apply_recency(
                 fused,
                 weight=cfg.recency_weight,
                 half_life_days=cfg.recency_half_life_days,
-                # A top rank's worth: in the learned score's units, or RRF's 1 / (k + 1).
-                unit=(weights.get("vector_rank", 1.0) if learned else 1.0) / (cfg.rrf_k + 1.0),
+                unit=unit,
             )
+        fused = apply_feedback(fused, weight=cfg.feedback_weight, unit=unit)
         results: list[MemoryItem] = []
         for row, similarity, _fused in fused:
             if threshold is not None and similarity < threshold:
@@ -129,6 +143,7 @@ class MemorySearcher:
                 created_bounds(days, slack_days=cfg.date_slack_days) if days else [],
                 mode=mode,
                 depth=depth,
+                visible=index.visible(selection.unexpired_at, selection.hide_very_negative),
             )
         else:
             vector_rankings, text_rankings = await self._rank_in_store(
@@ -162,7 +177,8 @@ class MemorySearcher:
         return vector
 
     async def _scope_index(self, selection: Selection) -> ScopeIndex | None:
-        """The cached index of a plain scope selection (caller filters go to the store)."""
+        """The cached index of a plain scope selection (caller filters go to the store; the
+        lifecycle conditions are the index's ``visible`` mask)."""
         store = self._store
         if not isinstance(store, CachingStore) or selection.filters:
             return None
@@ -189,7 +205,7 @@ class MemorySearcher:
             text_searches["text"] = store.text_search(text_query, selection, limit=depth)
         if days:  # "what did I say on 8 May, 2023?": rank what was said around that date too
             around = created_within(days, slack_days=cfg.date_slack_days)
-            window = Selection(selection.scope, filters=selection.filters, window=around)
+            window = replace(selection, window=around)
             if mode != "text":
                 vector_searches["date"] = store.vector_search(vector, window, limit=depth)
             elif text_query:
@@ -209,16 +225,20 @@ def rank_in_index(
     *,
     mode: str,
     depth: int,
+    visible: npt.NDArray[np.bool_] | None = None,
 ) -> tuple[dict[str, list[tuple[Row, float]]], dict[str, list[TextHit]]]:
-    """The searches of ``MemorySearcher._rank_in_store``, run on a cached scope."""
+    """The searches of ``MemorySearcher._rank_in_store``, run on a cached scope (only its
+    ``visible`` rows, when given)."""
     vector_rankings: dict[str, list[tuple[Row, float]]] = {}
     text_rankings: dict[str, list[TextHit]] = {}
     if mode != "text":
-        vector_rankings["vector"] = index.vector_search(vector, limit=depth)
+        vector_rankings["vector"] = index.vector_search(vector, limit=depth, where=visible)
     if text_query:
-        text_rankings["text"] = index.text_search(text_query, limit=depth)
+        text_rankings["text"] = index.text_search(text_query, limit=depth, where=visible)
     if window:
         around = index.created_between(window)
+        if visible is not None:
+            around &= visible
         if mode != "text":
             vector_rankings["date"] = index.vector_search(vector, limit=depth, where=around)
         elif text_query:

@@ -24,13 +24,18 @@ TextHit = tuple[Row, np.ndarray[Any, Any], float]  # (row, its vector, BM25 scor
 class Selection:
     """Memories of ``scope`` (every scope when empty, for lookups by id), narrowed by ``ids``,
     by content ``hashes``, by the caller's Mem0-style ``filters`` (held to the store's filter
-    limits) and by a ``window`` filter of the library's own (e.g. a creation-date range)."""
+    limits) and by a ``window`` filter of the library's own (e.g. a creation-date range).
+
+    ``unexpired_at`` (a stored timestamp) keeps only memories not expired at that moment;
+    ``hide_very_negative`` drops those very negative feedback hides (``lifecycle.py``)."""
 
     scope: Scope = Scope()
     ids: tuple[str, ...] | None = None
     hashes: tuple[str, ...] | None = None
     filters: Mapping[str, Any] | None = None
     window: Mapping[str, Any] | None = None
+    unexpired_at: str | None = None
+    hide_very_negative: bool = False
 
     @classmethod
     def of_ids(cls, ids: Sequence[str]) -> Selection:

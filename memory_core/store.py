@@ -20,8 +20,9 @@ import pyarrow.compute as pc
 from .config import MemoryLimits
 from .errors import StoreError
 from .filters import CompiledFilter, compile_selection, ids_sql, sql_literal
+from .lifecycle import EXPIRED_SOURCE
 from .maintenance_lock import MaintenanceLock
-from .records import SEARCH_TEXT
+from .records import SEARCH_TEXT, history_row, scope_of
 from .storage import Row, RowCheck, ScopeRows, Selection, TextHit
 from .store_schema import (
     HISTORY,
@@ -34,6 +35,7 @@ from .store_schema import (
     memories_schema,
 )
 from .store_tables import open_tables
+from .timestamps import now_stamp
 from .types import HistoryItem
 
 log = logging.getLogger("memory_core.store")
@@ -57,8 +59,10 @@ class LanceStore:
         limits: MemoryLimits | None = None,
         maintenance_lock: MaintenanceLock | None = None,
         maintenance_ttl_s: float = 600.0,
+        purge_expired: bool = True,
     ) -> None:
         self.uri = uri
+        self._purge_expired = purge_expired
         self._lock = maintenance_lock
         self._lock_ttl_s = maintenance_ttl_s
         # optimize() outcomes since start ("ran", "skipped": another replica held the lock,
@@ -310,6 +314,15 @@ class LanceStore:
         log.info("store maintenance started")
         outcome = "ran"
         try:
+            if self._purge_expired:
+                try:
+                    purged = await self.purge_expired()
+                except StoreError as exc:  # best effort too: expired rows are never read
+                    log.warning("purging expired memories failed on %s: %s", self.uri, exc)
+                    outcome = "failed"
+                else:
+                    if purged:
+                        log.info("purged %d expired memories", purged)
             for table in (self._memories, self._history):
                 try:
                     await table.optimize(cleanup_older_than=self._retention)
@@ -325,6 +338,29 @@ class LanceStore:
                     await self._lock.release(f"optimize:{self.uri}", token)
                 except StoreError as exc:
                     log.warning("%s (it expires by itself)", exc)
+
+    async def purge_expired(self) -> int:
+        """Delete the memories expired by now, each with a DELETE history row whose source is
+        ``expired``; how many. A row whose expiry moved meanwhile stays, without a row."""
+        now = now_stamp()
+        where = f"expires_at IS NOT NULL AND expires_at <= {sql_literal(now)}"
+        query = self._table().query().where(where).select(ROW_COLUMNS).limit(SCAN_LIMIT)
+        rows = [decode_row(r) for r in await _to_rows(query)]
+        if not rows:
+            return 0
+        await self._write(self._table().delete(where))
+        left = await self.fetch(Selection.of_ids([r["id"] for r in rows]))
+        kept = {r["id"] for r in left}
+        gone = [r for r in rows if r["id"] not in kept]
+        await self.add_history(
+            [
+                history_row(
+                    r["id"], scope_of(r), r["memory"], None, "DELETE", now, None, EXPIRED_SOURCE
+                )
+                for r in gone
+            ]
+        )
+        return len(gone)
 
     async def table_versions(self) -> dict[str, int]:
         """The current version of each table (the proxy's metrics)."""

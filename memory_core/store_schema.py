@@ -33,8 +33,20 @@ def memories_schema(dimension: int) -> pa.Schema:
             # What the full-text index sees: the memory, after the conversation context it was
             # said in when ``add(context=...)`` gave one (the vector is made from the same text).
             pa.field(SEARCH_TEXT, pa.string()),
+            *LIFECYCLE_FIELDS,
         ]
     )
+
+
+# Appended after the first release (``store_tables`` adds them to older tables as NULLs):
+# when the memory expires, whether extraction may change it, and the feedback on it
+# (``lifecycle.py``).
+LIFECYCLE_FIELDS = (
+    pa.field("expires_at", pa.string()),
+    pa.field("immutable", pa.bool_()),
+    pa.field("feedback", pa.string()),
+    pa.field("feedback_reason", pa.string()),
+)
 
 
 HISTORY_SCHEMA = pa.schema(
@@ -64,6 +76,7 @@ def decode_row(row: Mapping[str, Any]) -> dict[str, Any]:
     raw = row.get("metadata")
     item["metadata"] = orjson.loads(raw) if raw else {}
     item["categories"] = list(row.get("categories") or [])
+    item["immutable"] = bool(row.get("immutable"))
     return item
 
 
@@ -86,6 +99,7 @@ def encode_row(row: Mapping[str, Any]) -> dict[str, Any]:
 __all__ = [
     "HISTORY",
     "HISTORY_SCHEMA",
+    "LIFECYCLE_FIELDS",
     "MEMORIES",
     "ROW_COLUMNS",
     "decode_row",

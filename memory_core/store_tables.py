@@ -14,11 +14,12 @@ from lancedb.index import FTS, BTree
 
 from .errors import DimensionMismatch, StoreError
 from .records import SEARCH_TEXT
-from .store_schema import HISTORY, HISTORY_SCHEMA, MEMORIES, memories_schema
+from .store_schema import HISTORY, HISTORY_SCHEMA, LIFECYCLE_FIELDS, MEMORIES, memories_schema
 
 log = logging.getLogger("memory_core.store")
 
 ATTEMPTS = 5
+_SQL_TYPES = {pa.string(): "STRING", pa.bool_(): "BOOLEAN"}
 OPEN_ERRORS = (OSError, RuntimeError, ValueError)
 
 
@@ -80,6 +81,9 @@ async def _create_missing_indexes(memories: Any, history: Any) -> None:
     schema = await memories.schema()
     if SEARCH_TEXT not in schema.names:  # a table written before the column existed
         await memories.add_columns({SEARCH_TEXT: "memory"})
+    missing = [f for f in LIFECYCLE_FIELDS if f.name not in schema.names]
+    if missing:  # written before expiration, immutability and feedback existed: all NULL
+        await memories.add_columns({f.name: f"CAST(NULL AS {_SQL_TYPES[f.type]})" for f in missing})
     existing = {tuple(idx.columns) for idx in await memories.list_indices()}
     if ("user_id",) not in existing:
         await memories.create_index("user_id", config=BTree())

@@ -66,6 +66,11 @@ class MemoryItem(TypedDict, total=False):
     user_id: str | None
     agent_id: str | None
     run_id: str | None
+    expires_at: str | None  # the instant it expires from (``lifecycle.py``); None: never
+    expiration_date: str | None  # Mem0's: the last UTC day it is visible
+    immutable: bool
+    feedback: str | None  # POSITIVE / NEGATIVE / VERY_NEGATIVE
+    feedback_reason: str | None
 
 
 class AddResult(TypedDict, total=False):
@@ -75,6 +80,7 @@ class AddResult(TypedDict, total=False):
     memory: str
     event: Event
     previous_memory: str
+    reason: str  # why a decision was not applied as asked (e.g. NONE for an immutable memory)
 
 
 class HistoryItem(TypedDict):

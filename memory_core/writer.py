@@ -24,6 +24,7 @@ from .embedders import Embedder
 from .extraction import Decision
 from .inference import infer
 from .learning_report import LearningReport
+from .lifecycle import default_expiry, protect_immutable
 from .llm_client import ChatLLM
 from .messages import message_text
 from .records import (
@@ -52,6 +53,11 @@ class WriteContext:
     job_id: str | None = None
     context: str | None = None
     source: str | None = None
+    # What the new rows carry (``lifecycle.py``): None expires_at falls back to the configured
+    # TTL of the categories, if any.
+    categories: tuple[str, ...] = ()
+    expires_at: str | None = None
+    immutable: bool = False
 
     def history(
         self, memory_id: str, old: str | None, new: str | None, event: Event, stamp: str
@@ -147,8 +153,11 @@ class MemoryWriter:
                 unique.setdefault(content_hash(clean), clean)
         known: dict[str, Row] = {}
         hashes = list(unique)
+        now = now_stamp()  # an expired memory is as good as gone: saying it again stores it
         for start in range(0, len(hashes), HASH_BATCH):
-            chunk = Selection(scope, hashes=tuple(hashes[start : start + HASH_BATCH]))
+            chunk = Selection(
+                scope, hashes=tuple(hashes[start : start + HASH_BATCH]), unexpired_at=now
+            )
             known.update((row["hash"], row) for row in await self._store.fetch(chunk))
         if job_id is not None and known:
             await self._repair_history(scope, list(known.values()), job_id)
@@ -177,6 +186,10 @@ class MemoryWriter:
         ``own`` adds each row's own metadata to the write's."""
         stamp = format_timestamp(write.when)
         now = now_stamp()
+        expiration = self._config.expiration
+        expires_at = write.expires_at or default_expiry(
+            write.categories, expiration.by_category, write.when
+        )
         rows = [
             memory_row(
                 write.scope,
@@ -185,6 +198,9 @@ class MemoryWriter:
                 {**write.metadata, **extra},
                 created_at=stamp,
                 context=write.context,
+                categories=write.categories,
+                expires_at=expires_at,
+                immutable=write.immutable,
             )
             for text, vector, extra in zip(texts, vectors, own or [{}] * len(texts), strict=True)
         ]
@@ -215,7 +231,9 @@ class MemoryWriter:
         known_vectors: Mapping[str, np.ndarray[Any, Any]],
         report: LearningReport,
     ) -> list[AddResult]:
-        """Apply validated decisions; every vector is computed before the first write."""
+        """Apply validated decisions (none changing an immutable memory); every vector is
+        computed before the first write."""
+        decisions, refused = protect_immutable(decisions, existing)
         adds = await self.without_known(
             write.scope, [d.text for d in decisions if d.event == "ADD"]
         )
@@ -236,7 +254,7 @@ class MemoryWriter:
             report.near_duplicates += before - len(adds)
             existing = {**existing, **{row["id"]: row for _d, row in refined}}
             updates += [decision for decision, _row in refined]
-        results: list[AddResult] = []
+        results: list[AddResult] = list(refused)
         if adds:
             add_vectors = np.stack([vectors[t] for t in adds])
             results += await self._insert(replace(write, context=None), adds, add_vectors)
@@ -285,7 +303,7 @@ class MemoryWriter:
         """
         threshold = self._config.duplicate_threshold
         assert threshold is not None
-        scope_only = Selection(scope)
+        scope_only = Selection(scope, unexpired_at=now_stamp())
         hits = await asyncio.gather(
             *(self._store.vector_search(vectors[t], scope_only, limit=3) for t in adds)
         )
@@ -309,6 +327,8 @@ class MemoryWriter:
             )
             if match is None:
                 kept.append(text)
+            elif match[1] == "refinement" and match[0].get("immutable"):
+                kept.append(text)  # an immutable memory is never refined: a memory of its own
             elif match[1] == "refinement":
                 row = match[0]
                 busy.add(row["id"])
@@ -320,25 +340,43 @@ class MemoryWriter:
     async def update(
         self,
         current: MemoryItem,
-        text: str,
+        text: str | None,
         metadata: Mapping[str, Any],
         source: str | None = None,
+        lifecycle: Mapping[str, Any] | None = None,
     ) -> None:
-        """Replace ``current``'s text (``text`` already checked), merging ``metadata``."""
+        """Replace ``current``'s text (``text`` already checked; None keeps it), merging
+        ``metadata`` and setting the ``lifecycle`` columns given (``expires_at``,
+        ``immutable``)."""
         scope = scope_of(current)
         async with self.lock(scope):
-            vector = (await self.embed([text]))[0]
             stamp = now_stamp()
-            await self._store.update(
-                current["id"],
-                updated_values(text, vector, current.get("metadata", {}), metadata, stamp),
-            )
+            values: dict[str, Any]
+            if text is None:
+                text = current["memory"]
+                values = {
+                    "metadata": {**current.get("metadata", {}), **metadata},
+                    "updated_at": stamp,
+                }
+            else:
+                vector = (await self.embed([text]))[0]
+                values = updated_values(text, vector, current.get("metadata", {}), metadata, stamp)
+            await self._store.update(current["id"], {**values, **(lifecycle or {})})
             await self._store.add_history(
                 [
                     history_row(
                         current["id"], scope, current["memory"], text, "UPDATE", stamp, None, source
                     )
                 ]
+            )
+
+    async def set_feedback(
+        self, current: MemoryItem, feedback: str | None, reason: str | None
+    ) -> None:
+        """Record (or, with None, take back) the feedback on ``current``."""
+        async with self.lock(scope_of(current)):
+            await self._store.update(
+                current["id"], {"feedback": feedback, "feedback_reason": reason}
             )
 
     async def delete(self, current: MemoryItem, source: str | None = None) -> None:

@@ -3,22 +3,26 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AliasChoices,
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
     StrictFloat,
     StrictInt,
     StrictStr,
     ValidationError,
+    field_validator,
 )
 from pydantic.json_schema import models_json_schema
 
 from memory_core.checks import check_metadata
+from memory_core.config import MAX_TTL_S
 from memory_core.errors import InvalidInput
+from memory_core.lifecycle import MAX_CATEGORIES, MAX_CATEGORY_CHARS, MAX_FEEDBACK_REASON_CHARS
 from memory_core.timestamps import normalize_timestamp
 from memory_core.types import ID_REGEX
 
@@ -26,6 +30,10 @@ from .export_models import ExportCreated, ExportRecord, ExportRequest
 
 IdField = Field(default=None, pattern=ID_REGEX, description="user/agent/run id")
 MessageIn = str | dict[str, Any]
+ExpirationDate = Annotated[str, Field(pattern=r"^\d{4}-\d{2}-\d{2}$")]
+TtlSeconds = Annotated[StrictInt, Field(ge=1, le=MAX_TTL_S)]
+Category = Annotated[StrictStr, Field(min_length=1, max_length=MAX_CATEGORY_CHARS)]
+EXPIRATION_HELP = "YYYY-MM-DD (UTC): the last day the memory is searched and recalled"
 
 
 class _Request(BaseModel):
@@ -50,6 +58,18 @@ class AddRequest(_Request):
     prompt: str | None = Field(
         default=None, description="accepted for Mem0 compatibility; the configured prompts apply"
     )
+    categories: list[Category] | None = Field(
+        default=None,
+        max_length=MAX_CATEGORIES,
+        description="labels of the memories stored (they pick memory.expiration.by_category)",
+    )
+    expiration_date: ExpirationDate | None = Field(default=None, description=EXPIRATION_HELP)
+    ttl_s: TtlSeconds | None = Field(
+        default=None, description="or: expire this many seconds after timestamp (default now)"
+    )
+    immutable: StrictBool = Field(
+        default=False, description="extraction may never update or delete these memories"
+    )
 
 
 class SearchRequest(_Request):
@@ -68,6 +88,7 @@ class SearchRequest(_Request):
         description="alias: limit",
     )
     threshold: float | None = Field(default=None, ge=-1, le=1)
+    include_expired: StrictBool = Field(default=False, description="also expired memories")
 
 
 class ListQuery(_Request):
@@ -84,6 +105,7 @@ class ListQuery(_Request):
         description="alias: limit",
     )
     cursor: str | None = Field(default=None, max_length=512)
+    include_expired: bool = Field(default=False, description="also expired memories")
 
 
 class ListRequest(ListQuery):
@@ -101,12 +123,46 @@ class ScopeQuery(_Request):
 
 
 class UpdateRequest(_Request):
-    """``PUT /memories/{id}``: new text, metadata merged into the old."""
+    """``PUT /memories/{id}``: new text, metadata merged into the old, when it expires
+    (``expiration_date: null`` never), whether it is immutable; at least one of them."""
 
-    text: str = Field(
-        min_length=1, max_length=10_000, validation_alias=AliasChoices("text", "memory", "data")
+    text: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=10_000,
+        validation_alias=AliasChoices("text", "memory", "data"),
     )
     metadata: dict[str, Any] | None = None
+    expiration_date: ExpirationDate | None = Field(
+        default=None, description=EXPIRATION_HELP + "; null: never expires"
+    )
+    ttl_s: TtlSeconds | None = Field(default=None, description="or: expire in this many seconds")
+    immutable: StrictBool | None = Field(
+        default=None, description="a new text for an immutable memory needs immutable: false"
+    )
+
+    @property
+    def clears_expiration(self) -> bool:
+        return "expiration_date" in self.model_fields_set and self.expiration_date is None
+
+
+class FeedbackRequest(_Request):
+    """``POST /memories/{id}/feedback`` (``POST /feedback`` names the memory in the body, as
+    Mem0's platform): null feedback takes it back."""
+
+    feedback: Literal["POSITIVE", "NEGATIVE", "VERY_NEGATIVE"] | None = Field(
+        default=None, description="negative lowers it in search; very negative hides it"
+    )
+    feedback_reason: str | None = Field(default=None, max_length=MAX_FEEDBACK_REASON_CHARS)
+
+    @field_validator("feedback", mode="before")
+    @classmethod
+    def _any_case(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+
+class MemoryFeedbackRequest(FeedbackRequest):
+    memory_id: str = Field(pattern=ID_REGEX)
 
 
 class ImportRecord(BaseModel):
@@ -123,6 +179,10 @@ class ImportRecord(BaseModel):
     categories: list[str] = Field(default_factory=list)
     created_at: str | None = None
     updated_at: str | None = None
+    expires_at: str | None = None
+    immutable: StrictBool = False
+    feedback: Literal["POSITIVE", "NEGATIVE", "VERY_NEGATIVE"] | None = None
+    feedback_reason: str | None = Field(default=None, max_length=MAX_FEEDBACK_REASON_CHARS)
 
     def checked(self) -> dict[str, Any]:
         """The record for ``AsyncMemory.import_memories``; raises ValueError when unusable."""
@@ -133,7 +193,7 @@ class ImportRecord(BaseModel):
         except InvalidInput as exc:
             raise ValueError(str(exc)) from exc
         record = self.model_dump()
-        for field in ("created_at", "updated_at"):
+        for field in ("created_at", "updated_at", "expires_at"):
             if record[field] is not None:
                 record[field] = normalize_timestamp(record[field])
         return record
@@ -154,6 +214,11 @@ class MemoryItemModel(BaseModel):
     user_id: str | None
     agent_id: str | None
     run_id: str | None
+    expires_at: str | None = Field(default=None, description="the instant it expires from")
+    expiration_date: str | None = Field(default=None, description="the last day it is visible")
+    immutable: bool = False
+    feedback: Literal["POSITIVE", "NEGATIVE", "VERY_NEGATIVE"] | None = None
+    feedback_reason: str | None = None
 
 
 class AddResultModel(BaseModel):
@@ -161,6 +226,13 @@ class AddResultModel(BaseModel):
     memory: str
     event: Literal["ADD", "UPDATE", "DELETE", "NONE"]
     previous_memory: str | None = None
+    reason: str | None = Field(default=None, description="why a decision was not applied")
+
+
+class FeedbackResponse(BaseModel):
+    id: str = Field(description="the memory's id")
+    feedback: Literal["POSITIVE", "NEGATIVE", "VERY_NEGATIVE"] | None
+    feedback_reason: str | None
 
 
 class AddResponse(BaseModel):
@@ -251,6 +323,15 @@ OPERATIONS: list[Operation] = [
     ("put", "/memories/{memory_id}", "Update a memory", UpdateRequest, MemoryItemModel, ""),
     ("delete", "/memories/{memory_id}", "Delete a memory", None, MessageResponse, ""),
     ("get", "/memories/{memory_id}/history", "A memory's history", None, HistoryItemModel, ""),
+    (
+        "post",
+        "/memories/{memory_id}/feedback",
+        "Feedback on a memory",
+        FeedbackRequest,
+        FeedbackResponse,
+        "",
+    ),
+    ("post", "/feedback", "Feedback (Mem0's route)", MemoryFeedbackRequest, FeedbackResponse, ""),
     ("post", "/search", "Search memories", SearchRequest, SearchResponse, ""),
     ("post", "/reset", "Delete every memory of every user (admin)", None, MessageResponse, ""),
     ("get", "/auth/me", "The calling key's rights", None, CallerResponse, ""),
@@ -263,6 +344,7 @@ ERROR_STATUSES = (
     (401, "missing or wrong API key"),
     (403, "the key may not act for that user, or a web page's origin is not allowed"),
     (404, "no such memory visible to this key"),
+    (409, "a new text for an immutable memory (send immutable: false with it)"),
     (408, "the request body did not arrive in time"),
     (413, "the request body is larger than the configured limit"),
     (415, "the body is not sent as application/json (application/x-ndjson for import)"),

@@ -97,6 +97,7 @@ _CORE_STATUS: list[tuple[type[core.MemoryCoreError], int, str]] = [
     (core.InvalidFilter, 400, "invalid_request_error"),
     (core.InvalidInput, 400, "invalid_request_error"),
     (core.NotFound, 404, "not_found_error"),
+    (core.ImmutableMemory, 409, "invalid_request_error"),
     (core.ExtractionError, 502, "upstream_error"),
     (core.EmbedderError, 503, "server_error"),
     (core.StoreError, 503, "server_error"),

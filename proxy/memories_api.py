@@ -26,8 +26,10 @@ from memory_core.types import MemoryItem
 from .api_docs import render_api_page
 from .api_models import (
     AddRequest,
+    FeedbackRequest,
     ListQuery,
     ListRequest,
+    MemoryFeedbackRequest,
     ScopeQuery,
     SearchRequest,
     UpdateRequest,
@@ -135,6 +137,10 @@ async def add_memories(request: Request) -> Response:
         infer=body.infer,
         llm=llm,
         timestamp=body.timestamp,
+        categories=body.categories,
+        expiration_date=body.expiration_date,
+        ttl_s=body.ttl_s,
+        immutable=body.immutable,
     )
     return json_response(result)
 
@@ -146,11 +152,16 @@ async def _list(
     filters: dict[str, Any] | None,
     top_k: int,
     cursor: str | None,
+    include_expired: bool,
 ) -> Response:
     scope = authorize_scope(caller, *ids, filters=filters)
     before = decode_cursor(cursor) if cursor else None
     result = await memory_of(request).get_all(
-        **scope.as_dict(), limit=top_k + 1, filters=filters, before=before
+        **scope.as_dict(),
+        limit=top_k + 1,
+        filters=filters,
+        before=before,
+        include_expired=include_expired,
     )
     items = result["results"]
     next_cursor = encode_cursor(items[top_k - 1]) if len(items) > top_k else None
@@ -161,14 +172,16 @@ async def list_memories(request: Request) -> Response:
     caller = caller_of(request)
     query = read_query(request, ListQuery)
     ids = (query.user_id, query.agent_id, query.run_id)
-    return await _list(request, caller, ids, None, query.top_k, query.cursor)
+    return await _list(request, caller, ids, None, query.top_k, query.cursor, query.include_expired)
 
 
 async def list_memories_filtered(request: Request) -> Response:
     caller = caller_of(request)
     body = await read_json(request, ListRequest)
     ids = (body.user_id, body.agent_id, body.run_id)
-    return await _list(request, caller, ids, body.filters, body.top_k, body.cursor)
+    return await _list(
+        request, caller, ids, body.filters, body.top_k, body.cursor, body.include_expired
+    )
 
 
 async def search_memories(request: Request) -> Response:
@@ -181,6 +194,7 @@ async def search_memories(request: Request) -> Response:
         limit=body.top_k,
         threshold=body.threshold,
         filters=body.filters,
+        include_expired=body.include_expired,
     )
     return json_response(result)
 
@@ -195,8 +209,37 @@ async def update_memory(request: Request) -> Response:
     memory_id = request.path_params["memory_id"]
     body = await read_json(request, UpdateRequest)
     await visible_item(request, caller, memory_id)
-    item = await memory_of(request).update(memory_id, body.text, metadata=body.metadata)
+    item = await memory_of(request).update(
+        memory_id,
+        body.text,
+        metadata=body.metadata,
+        expiration_date=body.expiration_date,
+        ttl_s=body.ttl_s,
+        clear_expiration=body.clears_expiration,
+        immutable=body.immutable,
+    )
     return json_response(item)
+
+
+async def _feedback(
+    request: Request, caller: Caller, memory_id: str, body: FeedbackRequest
+) -> Response:
+    await visible_item(request, caller, memory_id)  # another user's memory: 404 as absent
+    result = await memory_of(request).feedback(memory_id, body.feedback, body.feedback_reason)
+    return json_response(result)
+
+
+async def memory_feedback(request: Request) -> Response:
+    caller = caller_of(request)
+    body = await read_json(request, FeedbackRequest)
+    return await _feedback(request, caller, request.path_params["memory_id"], body)
+
+
+async def feedback(request: Request) -> Response:
+    """Mem0 platform's ``POST /v1/feedback/`` (the memory named in the body)."""
+    caller = caller_of(request)
+    body = await read_json(request, MemoryFeedbackRequest)
+    return await _feedback(request, caller, body.memory_id, body)
 
 
 async def delete_memory(request: Request) -> Response:
@@ -327,6 +370,8 @@ _MEMORY_ROUTES: list[tuple[str, Handler, list[str]]] = [
     ("/memories/{memory_id}", update_memory, ["PUT"]),
     ("/memories/{memory_id}", delete_memory, ["DELETE"]),
     ("/memories/{memory_id}/history", memory_history, ["GET"]),
+    ("/memories/{memory_id}/feedback", memory_feedback, ["POST"]),
+    ("/feedback", feedback, ["POST"]),
     ("/search", search_memories, ["POST"]),
     ("/reset", reset_memories, ["POST"]),
     ("/auth/me", whoami, ["GET"]),

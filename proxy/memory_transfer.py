@@ -30,7 +30,11 @@ MAX_IMPORT_DEPTH = RequestLimits().max_json_depth
 async def export_lines(memory: AsyncMemory, scope: Scope) -> tuple[int, AsyncIterator[bytes]]:
     """The scope's memories as JSONL chunks (newest first), and how many there are."""
     listing = await memory.get_all(
-        user_id=scope.user_id, agent_id=scope.agent_id, run_id=scope.run_id, limit=1_000_000
+        user_id=scope.user_id,
+        agent_id=scope.agent_id,
+        run_id=scope.run_id,
+        limit=1_000_000,
+        include_expired=True,  # an export loses nothing: expired memories go with theirs
     )
     items = listing["results"]
 

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from memory_core.errors import InvalidFilter
+from memory_core.lifecycle import is_expired, is_hidden
 from memory_core.storage import Row, RowCheck, Selection, TextHit
 from memory_core.types import HistoryItem
 
@@ -46,6 +47,8 @@ class InMemoryStore:
             if all(value is None or row.get(key) == value for key, value in scope.items())
             and (selection.ids is None or row["id"] in selection.ids)
             and (selection.hashes is None or row["hash"] in selection.hashes)
+            and (selection.unexpired_at is None or not is_expired(row, selection.unexpired_at))
+            and not (selection.hide_very_negative and is_hidden(row))
         ]
 
     @staticmethod
