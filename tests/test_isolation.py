@@ -75,6 +75,8 @@ ROUTES: list[tuple[str, str, dict[str, Any]]] = [
     ("PUT", "/memories/{id}", {"json": {"text": "changed"}}),
     ("DELETE", "/memories/{id}", {}),
     ("GET", "/memories/{id}/history", {}),
+    ("POST", "/memories/{id}/feedback", {"json": {"feedback": "VERY_NEGATIVE"}}),
+    ("POST", "/feedback", {"json": {"memory_id": "{id}", "feedback": "VERY_NEGATIVE"}}),
     ("POST", "/search", {"json": {"query": "secret", "user_id": "alice"}}),
     ("POST", "/reset", {}),
     ("GET", "/auth/me", {}),
@@ -103,6 +105,8 @@ def test_every_route_needs_a_valid_key(
     with httpx.Client(base_url=server.base_url, headers=headers, timeout=60) as c:
         for method, path, kwargs in ROUTES:
             url = prefix + path.replace("{id}", memory_id)
+            if "json" in kwargs and kwargs["json"].get("memory_id") == "{id}":
+                kwargs = {"json": {**kwargs["json"], "memory_id": memory_id}}
             r = c.request(method, url, **kwargs)
             assert status_of(r) == 401, (method, url, r.text)
             assert r.json()["error"]["type"] == "authentication_error"
@@ -225,7 +229,20 @@ def test_ids_of_other_users_are_404(world: dict[str, Any], key: str) -> None:
                 put = c.put(f"{prefix}/memories/{memory_id}", json={"text": "pwned"})
                 assert status_of(put) == 404
                 assert status_of(c.delete(f"{prefix}/memories/{memory_id}")) == 404
+                # Feedback on a foreign memory: the same 404 as on an absent id, both routes.
+                hide = {"feedback": "VERY_NEGATIVE", "feedback_reason": "pwned"}
+                for r in (
+                    c.post(f"{prefix}/memories/{memory_id}/feedback", json=hide),
+                    c.post(f"{prefix}/feedback", json={**hide, "memory_id": memory_id}),
+                ):
+                    assert status_of(r) == 404
+                    assert r.json()["error"]["type"] == absent.json()["error"]["type"]
+                    assert "secret" not in r.text
     assert snapshot(server) == before
+    with server.client("admin") as admin:  # nobody's memory got the feedback
+        for owner in (*USERS, "agent"):
+            item = admin.get(f"/memories/{ids[owner][0]}").json()
+            assert item["feedback"] is None and item["feedback_reason"] is None
 
 
 def test_allowed_key_can_change_and_delete_by_id(world: dict[str, Any]) -> None:
