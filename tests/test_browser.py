@@ -176,3 +176,78 @@ def test_api_page_renders(api_server: ApiServer, page: tuple[Any, list[str]]) ->
     assert tab.locator("section.op h2 code", has_text="/memories/{memory_id}/history").count() == 1
     assert tab.locator("td code", has_text="top_k").count() >= 2
     assert problems == []
+
+
+def test_expiration_immutable_and_feedback(
+    api_server: ApiServer, page: tuple[Any, list[str]]
+) -> None:
+    tab, problems = page
+    with api_server.client("team") as c:
+
+        def add(text: str, **fields: Any) -> str:
+            body = {"messages": [text], "user_id": "dora", "infer": False, **fields}
+            r = c.post("/memories", json=body)
+            assert r.status_code == 200, r.text
+            return str(r.json()["results"][0]["id"])
+
+        gone = add("Dora's old phone number was 555-0100", expiration_date="2020-01-31")
+        fixed = add("Dora is allergic to penicillin", immutable=True)
+        plain = add("Dora likes hiking")
+    tab.goto(api_server.base_url + "/ui/")
+    tab.fill("#api-key", API_KEYS["team"])
+    tab.click("#connect")
+    tab.wait_for_selector("#user-input:visible")
+    tab.fill("#user-input", "dora")
+    tab.click("#load")
+    tab.wait_for_selector(f"li.memory[data-id='{plain}']")
+    assert tab.locator(f"li.memory[data-id='{gone}']").count() == 0  # expired: hidden
+    fixed_row = tab.locator(f"li.memory[data-id='{fixed}']")
+    assert fixed_row.locator(".badge.immutable").inner_text() == "immutable"
+    tab.check("#show-expired")
+    tab.wait_for_selector(f"li.memory[data-id='{gone}'].expired")
+    gone_row = tab.locator(f"li.memory[data-id='{gone}']")
+    assert gone_row.locator(".badge.expired").inner_text() == "expired after 2020-01-31"
+
+    # Feedback from the picker, visible through the API and as a badge.
+    row = tab.locator(f"li.memory[data-id='{plain}']")
+    row.locator(".feedback").select_option("VERY_NEGATIVE")
+    tab.wait_for_selector("#status:has-text('Feedback saved: VERY_NEGATIVE.')")
+    assert "hidden from search and recall" in row.locator(".badges").inner_text()
+    with api_server.client("team") as c:
+        assert c.get(f"/v1/memories/{plain}").json()["feedback"] == "VERY_NEGATIVE"
+        found = c.post("/v1/search", json={"query": "hiking", "user_id": "dora"}).json()
+        assert plain not in {x["id"] for x in found["results"]}
+
+    # Editing an immutable memory's text is refused until it is unlocked; a date can be set.
+    fixed_row.locator(".edit-button").click()
+    assert fixed_row.locator(".edit .immutable").is_checked()
+    fixed_row.locator("textarea").fill("Dora is allergic to nothing")
+    fixed_row.locator(".save").click()
+    tab.wait_for_selector("#status.error:has-text('409')")
+    fixed_row.locator("textarea").fill("Dora is allergic to penicillin")
+    fixed_row.locator(".edit .expiry").fill("2099-12-31")
+    fixed_row.locator(".save").click()
+    tab.wait_for_selector("#status:has-text('Saved.')")
+    assert fixed_row.locator(".badge.expires").inner_text() == "visible until 2099-12-31"
+    fixed_row.locator(".edit-button").click()
+    fixed_row.locator(".edit .immutable").uncheck()
+    fixed_row.locator("textarea").fill("Dora is allergic to amoxicillin")
+    fixed_row.locator(".save").click()
+    tab.wait_for_selector(f"li.memory[data-id='{fixed}'] .text:has-text('amoxicillin')")
+    with api_server.client("team") as c:
+        item = c.get(f"/v1/memories/{fixed}").json()
+    assert item["memory"] == "Dora is allergic to amoxicillin"
+    assert item["immutable"] is False and item["expiration_date"] == "2099-12-31"
+
+    # Adding with an expiry date and immutable from the add form.
+    tab.fill("#add-input", "Dora's flight lands at 9")
+    tab.fill("#add-expiry", "2099-06-30")
+    tab.check("#add-immutable")
+    tab.click("#add")
+    tab.wait_for_selector("li.memory:has-text('flight lands') .badge.immutable")
+    with api_server.client("team") as c:
+        listed = c.get("/v1/memories", params={"user_id": "dora"}).json()["results"]
+    flight = next(x for x in listed if "flight" in x["memory"])
+    assert flight["immutable"] is True and flight["expiration_date"] == "2099-06-30"
+    # The 409 fetch itself is logged by Chromium; nothing else may be.
+    assert all("409" in p for p in problems), problems

@@ -119,6 +119,7 @@ async function loadUser(user) {
 
 async function loadPage() {
   const params = new URLSearchParams({ user_id: state.user, top_k: String(PAGE) });
+  if ($("show-expired").checked) params.set("include_expired", "true");
   if (state.cursor) params.set("cursor", state.cursor);
   try {
     const page = await api("GET", "/memories?" + params);
@@ -151,12 +152,17 @@ async function search(query) {
 async function addMemory(text) {
   if (!state.user || !text) return;
   try {
-    const result = await api("POST", "/memories", {
+    const body = {
       messages: [{ role: "user", content: text }],
       user_id: state.user,
       infer: false,
-    });
+      immutable: $("add-immutable").checked,
+    };
+    if ($("add-expiry").value) body.expiration_date = $("add-expiry").value;
+    const result = await api("POST", "/memories", body);
     $("add-input").value = "";
+    $("add-expiry").value = "";
+    $("add-immutable").checked = false;
     setStatus(result.results.length ? "Added." : "Already remembered.");
     await loadUser(state.user);
   } catch (error) {
@@ -188,6 +194,8 @@ function renderMemory(item) {
   const textarea = edit.querySelector("textarea");
   node.querySelector(".edit-button").addEventListener("click", () => {
     textarea.value = node.querySelector(".text").textContent;
+    edit.querySelector(".expiry").value = node.dataset.expirationDate || "";
+    edit.querySelector(".immutable").checked = node.dataset.immutable === "true";
     edit.hidden = false;
     textarea.focus();
   });
@@ -197,11 +205,28 @@ function renderMemory(item) {
   edit.querySelector(".save").addEventListener("click", async () => {
     const text = textarea.value.trim();
     if (!text) return;
+    const body = {
+      text,
+      expiration_date: edit.querySelector(".expiry").value || null,
+      immutable: edit.querySelector(".immutable").checked,
+    };
     try {
-      const updated = await api("PUT", "/memories/" + encodeURIComponent(item.id), { text });
+      const updated = await api("PUT", "/memories/" + encodeURIComponent(item.id), body);
       fillMemory(node, updated);
       edit.hidden = true;
       setStatus("Saved.");
+    } catch (error) {
+      showError(error);
+    }
+  });
+  const feedback = node.querySelector(".feedback");
+  feedback.addEventListener("change", async () => {
+    try {
+      const given = await api("POST", "/memories/" + encodeURIComponent(item.id) + "/feedback", {
+        feedback: feedback.value || null,
+      });
+      fillMemory(node, { ...node.item, ...given, id: item.id });
+      setStatus(given.feedback ? `Feedback saved: ${given.feedback}.` : "Feedback removed.");
     } catch (error) {
       showError(error);
     }
@@ -224,7 +249,9 @@ function renderMemory(item) {
 }
 
 function fillMemory(node, item) {
+  node.item = item;
   node.querySelector(".text").textContent = item.memory;
+  fillLifecycle(node, item);
   const parts = [`created ${formatDate(item.created_at)}`];
   if (item.updated_at && item.updated_at !== item.created_at) {
     parts.push(`updated ${formatDate(item.updated_at)}`);
@@ -237,6 +264,40 @@ function fillMemory(node, item) {
   if (label) parts.push(label);
   if (Object.keys(rest).length) parts.push("metadata " + JSON.stringify(rest));
   node.querySelector(".meta").textContent = parts.join(" · ");
+}
+
+// Expiration, immutability and feedback (the API's expiration_date, immutable, feedback).
+const FEEDBACK_LABELS = {
+  POSITIVE: "useful",
+  NEGATIVE: "not useful: ranked lower",
+  VERY_NEGATIVE: "wrong: hidden from search and recall",
+};
+
+function fillLifecycle(node, item) {
+  const expired = Boolean(item.expires_at) && new Date(item.expires_at) <= new Date();
+  node.dataset.expirationDate = item.expiration_date || "";
+  node.dataset.immutable = String(Boolean(item.immutable));
+  node.classList.toggle("expired", expired);
+  node.classList.toggle("hidden-by-feedback", item.feedback === "VERY_NEGATIVE");
+  const badges = [];
+  if (item.immutable) badges.push(["immutable", "immutable"]);
+  if (item.expiration_date) {
+    const text = `${expired ? "expired after" : "visible until"} ${item.expiration_date}`;
+    badges.push([expired ? "expired" : "expires", text]);
+  }
+  if (item.feedback) {
+    const reason = item.feedback_reason ? ` (${item.feedback_reason})` : "";
+    badges.push([item.feedback, FEEDBACK_LABELS[item.feedback] + reason]);
+  }
+  node.querySelector(".badges").replaceChildren(
+    ...badges.map(([kind, text]) => {
+      const span = document.createElement("span");
+      span.className = "badge " + kind;
+      span.textContent = text;
+      return span;
+    }),
+  );
+  node.querySelector(".feedback").value = item.feedback || "";
 }
 
 // Where a memory came from: an image, a document's page, or a way in (mcp...).
@@ -298,6 +359,7 @@ submit("key-form", () => {
   connect();
 });
 submit("user-form", () => loadUser(chosenUser()));
+$("show-expired").addEventListener("change", () => state.user && loadUser(state.user));
 submit("search-form", () => search($("search-input").value.trim()));
 submit("add-form", () => addMemory($("add-input").value.trim()));
 $("clear-search").addEventListener("click", () => state.user && loadUser(state.user));
