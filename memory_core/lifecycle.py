@@ -20,7 +20,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from .config import MAX_TTL_S
-from .errors import InvalidInput
+from .errors import ImmutableMemory, InvalidInput
 from .extraction import Decision
 from .storage import Row
 from .timestamps import format_timestamp
@@ -68,6 +68,41 @@ def requested_expiry(expiration_date: str | None, ttl_s: int | None, now: dateti
     if ttl_s is not None:
         return expiry_after(ttl_s, now)
     return None
+
+
+def lifecycle_changes(
+    expiration_date: str | None,
+    ttl_s: int | None,
+    clear_expiration: bool,
+    immutable: bool | None,
+    now: datetime,
+) -> dict[str, Any]:
+    """The lifecycle columns an update sets: ``expires_at`` (None when cleared) and
+    ``immutable``, each only when asked."""
+    if immutable is not None and not isinstance(immutable, bool):
+        raise InvalidInput("immutable must be true or false", param="immutable")
+    changes: dict[str, Any] = {}
+    expires_at = requested_expiry(expiration_date, ttl_s, now)
+    if clear_expiration and expires_at is not None:
+        raise InvalidInput("an expiration and no expiration at once", param="ttl_s")
+    if clear_expiration or expires_at is not None:
+        changes["expires_at"] = expires_at
+    if immutable is not None:
+        changes["immutable"] = immutable
+    return changes
+
+
+def check_text_change(current: Mapping[str, Any], text: str | None, immutable: bool | None) -> None:
+    """Refuse a new text for an immutable memory unless the same change lifts it."""
+    if (
+        current.get("immutable")
+        and immutable is not False
+        and text not in (None, current["memory"])
+    ):
+        raise ImmutableMemory(
+            f"memory {current['id']} is immutable; send immutable: false with the new text "
+            "to change it"
+        )
 
 
 def default_expiry(
@@ -164,11 +199,13 @@ __all__ = [
     "MAX_TTL_S",
     "check_categories",
     "check_feedback",
+    "check_text_change",
     "default_expiry",
     "expiration_day",
     "expiry_after",
     "is_expired",
     "is_hidden",
+    "lifecycle_changes",
     "parse_expiration_date",
     "protect_immutable",
     "requested_expiry",

@@ -25,13 +25,19 @@ from .checks import (
 )
 from .config import MemoryConfig
 from .embedders import Embedder, create_embedder
-from .errors import ImmutableMemory, InvalidInput, NotFound, StoreError
+from .errors import InvalidInput, NotFound, StoreError
 from .exports import fill_schema, json_schema_of
 from .extraction import ChatLLM, LiteLLMChat
 from .importer import MemoryImporter
 from .ingest import MediaIngest
 from .learning_report import LearningReport
-from .lifecycle import check_categories, check_feedback, requested_expiry
+from .lifecycle import (
+    check_categories,
+    check_feedback,
+    check_text_change,
+    lifecycle_changes,
+    requested_expiry,
+)
 from .maintenance_lock import MaintenanceLock
 from .media import find_media
 from .records import to_item
@@ -380,30 +386,14 @@ class AsyncMemory:
         ``ImmutableMemory`` unless this call also says ``immutable=False``."""
         if text is not None and (not isinstance(text, str) or not text.strip()):
             raise InvalidInput("text must be a non-empty string")
-        if immutable is not None and not isinstance(immutable, bool):
-            raise InvalidInput("immutable must be true or false", param="immutable")
         extra = check_metadata(metadata)
-        lifecycle: dict[str, Any] = {}
-        expires_at = requested_expiry(expiration_date, ttl_s, datetime.now(UTC))
-        if clear_expiration or expires_at is not None:
-            if clear_expiration and expires_at is not None:
-                raise InvalidInput("an expiration and no expiration at once", param="ttl_s")
-            lifecycle["expires_at"] = expires_at
-        if immutable is not None:
-            lifecycle["immutable"] = immutable
+        now = datetime.now(UTC)
+        lifecycle = lifecycle_changes(expiration_date, ttl_s, clear_expiration, immutable, now)
         if text is None and metadata is None and not lifecycle:
             raise InvalidInput("nothing to update: give text, metadata, an expiration or immutable")
         current = await self.get(memory_id)
         new_text = memory_text(text) if text is not None else None
-        if (
-            current["immutable"]
-            and immutable is not False
-            and new_text not in (None, current["memory"])
-        ):
-            raise ImmutableMemory(
-                f"memory {memory_id} is immutable; send immutable: false with the new text "
-                "to change it"
-            )
+        check_text_change(current, new_text, immutable)
         await (await self._writes()).update(current, new_text, extra, source, lifecycle)
         return await self.get(memory_id)
 
