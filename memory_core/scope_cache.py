@@ -24,6 +24,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
 import numpy as np
@@ -61,8 +62,11 @@ class ScopeIndex:
     bm25: Bm25Index
     ids: frozenset[str]
     nbytes: int
-    expires_at: npt.NDArray[np.str_]  # "" for never: judged at each search, not at load
-    hidden: npt.NDArray[np.bool_]  # very negative feedback
+    # When each row expires (epoch seconds, inf: never), judged at each search, not at load;
+    # None when no row of the scope expires. Floats: comparing the stored strings costs
+    # ~8 ms per search at 20,000 rows, the floats ~10 us.
+    expires_at: npt.NDArray[np.float64] | None
+    hidden: npt.NDArray[np.bool_] | None  # very negative feedback; None when no row has it
 
     @classmethod
     def build(cls, scanned: ScopeRows) -> ScopeIndex:
@@ -70,12 +74,13 @@ class ScopeIndex:
         texts = sum(len(r.get("memory") or "") for r in rows) + sum(map(len, scanned.texts))
         bm25 = Bm25Index.build(scanned.texts)
         created = np.array([r.get("created_at") or "" for r in rows], dtype=np.str_)
-        expires = np.array([r.get("expires_at") or "" for r in rows], dtype=np.str_)
+        expires = _expiry_seconds(rows)
         hidden = np.array([is_hidden(r) for r in rows], dtype=np.bool_)
+        hidden_or_none = hidden if hidden.any() else None
         size = (
             int(scanned.vectors.nbytes)
             + int(created.nbytes)
-            + int(expires.nbytes)
+            + (int(expires.nbytes) if expires is not None else 0)
             + int(hidden.nbytes)
             + bm25.nbytes
             + 2 * texts
@@ -89,7 +94,7 @@ class ScopeIndex:
             frozenset(r["id"] for r in rows),
             size,
             expires,
-            hidden,
+            hidden_or_none,
         )
 
     def __len__(self) -> int:
@@ -103,13 +108,16 @@ class ScopeIndex:
             mask |= (self.created_at >= first) & (self.created_at < last)
         return mask
 
-    def visible(self, unexpired_at: str | None, hide_very_negative: bool) -> npt.NDArray[np.bool_]:
-        """Rows a ``Selection`` with these lifecycle conditions keeps (``lifecycle.py``)."""
-        mask = np.ones(len(self.rows), dtype=np.bool_)
-        if unexpired_at is not None:
-            mask &= (self.expires_at == "") | (self.expires_at > unexpired_at)
-        if hide_very_negative:
-            mask &= ~self.hidden
+    def visible(
+        self, unexpired_at: str | None, hide_very_negative: bool
+    ) -> npt.NDArray[np.bool_] | None:
+        """Rows a ``Selection`` with these lifecycle conditions keeps (``lifecycle.py``);
+        None when it keeps them all."""
+        mask: npt.NDArray[np.bool_] | None = None
+        if unexpired_at is not None and self.expires_at is not None:
+            mask = self.expires_at > datetime.fromisoformat(unexpired_at).timestamp()
+        if hide_very_negative and self.hidden is not None:
+            mask = ~self.hidden if mask is None else mask & ~self.hidden
         return mask
 
     def vector_search(
@@ -144,6 +152,16 @@ class ScopeIndex:
         row["metadata"] = copy.deepcopy(metadata) if metadata else {}
         row["categories"] = list(row.get("categories") or [])
         return row
+
+
+def _expiry_seconds(rows: Sequence[Row]) -> npt.NDArray[np.float64] | None:
+    stamps = [r.get("expires_at") for r in rows]
+    if not any(stamps):
+        return None
+    return np.array(
+        [datetime.fromisoformat(s).timestamp() if s else np.inf for s in stamps],
+        dtype=np.float64,
+    )
 
 
 def _top(scores: npt.NDArray[np.float32], candidates: npt.NDArray[Any], limit: int) -> list[int]:

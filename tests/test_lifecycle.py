@@ -383,6 +383,10 @@ async def test_feedback_lowers_and_hides(lance: Any) -> None:
     assert lowered[1]["feedback"] == "NEGATIVE"
     await lance.feedback(a["id"], "VERY_NEGATIVE")
     assert [r["id"] for r in (await lance.search(query, user_id="f"))["results"]] == [b["id"]]
+    await lance.store.cache.loads()  # the scope is cached again, with the feedback
+    hits = lance.store.cache.hits
+    assert [r["id"] for r in (await lance.search(query, user_id="f"))["results"]] == [b["id"]]
+    assert lance.store.cache.hits == hits + 1
     listed = {r["id"]: r for r in (await lance.get_all(user_id="f"))["results"]}
     assert listed[a["id"]]["feedback"] == "VERY_NEGATIVE"  # still listed, so it can be undone
     await lance.feedback(a["id"], None)
