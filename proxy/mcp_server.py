@@ -26,7 +26,7 @@ from memory_core import errors as core
 from .auth import Caller
 from .errors import MemoryDisabled, ProxyError, error_response
 from .learning import ExtractionModels
-from .mcp_tools import MemoryTools, as_tool_error
+from .mcp_tools import Lifecycle, MemoryTools, as_tool_error
 from .request_body import read_body
 from .settings import MCP_WRITE_TOOLS, Settings
 from .state import state_of
@@ -89,9 +89,18 @@ def build_mcp_server(exposed: list[str], resolve: Resolver, *, resources: bool =
         messages: Annotated[list[dict[str, Any]] | None, Field(max_length=100)] = None,
         infer: bool = False,
         user_id: UserId = None,
+        expiration_date: Annotated[
+            str | None, Field(max_length=10, description="YYYY-MM-DD: last day it is recalled")
+        ] = None,
+        immutable: Annotated[
+            bool, Field(description="learning may never change or delete it")
+        ] = False,
     ) -> CallToolResult:
         tools, caller = await resolve(ctx)
-        return await as_tool_error(lambda: tools.add_memory(caller, text, messages, infer, user_id))
+        lifecycle = Lifecycle(expiration_date, immutable)
+        return await as_tool_error(
+            lambda: tools.add_memory(caller, text, messages, infer, user_id, lifecycle)
+        )
 
     async def update_memory(id: MemoryId, text: Text, ctx: Context) -> CallToolResult:
         tools, caller = await resolve(ctx)

@@ -37,6 +37,14 @@ _SERVER_ERRORS = (core.StoreError, core.EmbedderError)
 
 
 @dataclass(frozen=True, slots=True)
+class Lifecycle:
+    """What ``add_memory`` stores a memory with (infer=false): its last day, immutability."""
+
+    expiration_date: str | None = None
+    immutable: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class MemoryTools:
     """What the tools need: the memory, the learning queue and the extraction model."""
 
@@ -77,13 +85,25 @@ class MemoryTools:
         messages: list[dict[str, Any]] | None,
         infer: bool,
         user_id: str | None,
+        lifecycle: Lifecycle = Lifecycle(),
     ) -> CallToolResult:
         if (text is None) == (messages is None):
             raise ToolError("give exactly one of text or messages")
+        if infer and lifecycle != Lifecycle():
+            raise ToolError("expiration_date and immutable need infer=false")
         if messages is not None and not 0 < len(messages) <= MAX_MESSAGES:
             raise ToolError(f"messages must hold 1 to {MAX_MESSAGES} messages")
         given: Any = text if text is not None else messages
-        body = parse_model(AddRequest, {"messages": given, "user_id": user_id, "infer": infer})
+        body = parse_model(
+            AddRequest,
+            {
+                "messages": given,
+                "user_id": user_id,
+                "infer": infer,
+                "expiration_date": lifecycle.expiration_date,
+                "immutable": lifecycle.immutable,
+            },
+        )
         scope = user_scope(caller, body.user_id)
         chat = [m for m in normalize_messages(body.messages) if m.get("role") != "system"]
         if not chat:
@@ -91,7 +111,13 @@ class MemoryTools:
         if infer:
             return await self._enqueue(scope, chat)
         result = await self.memory.add(
-            chat, user_id=scope.user_id, infer=False, metadata={"source": SOURCE}, source=SOURCE
+            chat,
+            user_id=scope.user_id,
+            infer=False,
+            metadata={"source": SOURCE},
+            source=SOURCE,
+            expiration_date=body.expiration_date,
+            immutable=body.immutable,
         )
         added = result["results"]
         lines = [f"{r['event']} {r['id']}: {r['memory']}" for r in added]
@@ -187,4 +213,4 @@ async def as_tool_error(call: Callable[[], Awaitable[CallToolResult]]) -> CallTo
         raise ToolError(str(exc)) from None
 
 
-__all__ = ["SOURCE", "MemoryTools", "as_tool_error"]
+__all__ = ["SOURCE", "Lifecycle", "MemoryTools", "as_tool_error"]

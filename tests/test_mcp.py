@@ -424,3 +424,30 @@ def test_stdio_relays_to_a_running_server(srv: ServerThread) -> None:
     out, snoop = asyncio.run(main())
     check_roundtrip(out)
     assert snoop.is_error and "may not act for user 'alice'" in text_of(snoop)
+
+
+def test_add_memory_takes_expiration_and_immutable(srv: ServerThread) -> None:
+    async def run(c: Client) -> list[Any]:
+        fixed = await c.call_tool(
+            "add_memory",
+            {"text": "My seat at work is 4B", "immutable": True, "expiration_date": "2099-01-31"},
+        )
+        memory_id = fixed.structured_content["results"][0]["id"]
+        refused = await c.call_tool("update_memory", {"id": memory_id, "text": "My seat is 9C"})
+        expired = await c.call_tool(
+            "add_memory", {"text": "My old seat was 1A", "expiration_date": "2020-01-01"}
+        )
+        found = await c.call_tool("search_memories", {"query": "my seat at work"})
+        bad = await c.call_tool("add_memory", {"text": "x", "expiration_date": "31.01.2099"})
+        queued = await c.call_tool("add_memory", {"text": "x", "infer": True, "immutable": True})
+        return [memory_id, refused, expired, found, bad, queued]
+
+    memory_id, refused, expired, found, bad, queued = over_http(srv, "alice", run)
+    assert refused.is_error and "immutable" in text_of(refused)
+    assert not expired.is_error
+    texts = [r["memory"] for r in found.structured_content["results"]]
+    assert "My seat at work is 4B" in texts and "My old seat was 1A" not in texts
+    item = next(r for r in found.structured_content["results"] if r["id"] == memory_id)
+    assert item["immutable"] is True and item["expiration_date"] == "2099-01-31"
+    assert bad.is_error and "expiration_date" in text_of(bad)
+    assert queued.is_error and "infer=false" in text_of(queued)
