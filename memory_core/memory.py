@@ -192,6 +192,7 @@ class AsyncMemory:
         user_id: str | None = None,
         agent_id: str | None = None,
         run_id: str | None = None,
+        app_id: str | None = None,
         metadata: Mapping[str, Any] | None = None,
         infer: bool = True,
         timestamp: str | float | datetime | None = None,
@@ -213,7 +214,7 @@ class AsyncMemory:
         history rows this call writes (which way in: ``"mcp"``...). ``report``, when given, is
         filled with what happened: facts extracted, decisions applied, items rejected and why.
         """
-        scope = Scope(user_id, agent_id, run_id).require()
+        scope = Scope(user_id, agent_id, run_id, app_id).require()
         extra = check_metadata(metadata)
         if context is not None and not isinstance(context, str):
             raise InvalidInput("context must be a string")
@@ -257,12 +258,13 @@ class AsyncMemory:
         user_id: str | None = None,
         agent_id: str | None = None,
         run_id: str | None = None,
+        app_id: str | None = None,
         limit: int = 10,
         threshold: float | None = None,
         filters: Mapping[str, Any] | None = None,
     ) -> dict[str, list[MemoryItem]]:
         """Memories of the scope most relevant to ``query``, best first, with a ``score``."""
-        scope = Scope(user_id, agent_id, run_id).require()
+        scope = Scope(user_id, agent_id, run_id, app_id).require()
         if not isinstance(query, str) or not query.strip():
             raise InvalidInput("query must be a non-empty string")
         limit = check_limit(limit)
@@ -286,12 +288,13 @@ class AsyncMemory:
         user_id: str | None = None,
         agent_id: str | None = None,
         run_id: str | None = None,
+        app_id: str | None = None,
         limit: int = 100,
         filters: Mapping[str, Any] | None = None,
         before: tuple[str, str] | None = None,
     ) -> dict[str, list[MemoryItem]]:
         """The scope's memories, newest first; ``before=(created_at, id)`` pages past an item."""
-        scope = Scope(user_id, agent_id, run_id).require()
+        scope = Scope(user_id, agent_id, run_id, app_id).require()
         limit = check_limit(limit, maximum=1_000_000)
         store = await self._ready()
         rows = [
@@ -309,6 +312,7 @@ class AsyncMemory:
         user_id: str | None = None,
         agent_id: str | None = None,
         run_id: str | None = None,
+        app_id: str | None = None,
         instructions: str | None = None,
         filters: Mapping[str, Any] | None = None,
         limit: int = 500,
@@ -319,7 +323,12 @@ class AsyncMemory:
         ``ExportInvalid`` when the answer still fails validation after one corrected retry."""
         target = json_schema_of(schema)
         listed = await self.get_all(
-            user_id=user_id, agent_id=agent_id, run_id=run_id, limit=limit, filters=filters
+            user_id=user_id,
+            agent_id=agent_id,
+            run_id=run_id,
+            app_id=app_id,
+            limit=limit,
+            filters=filters,
         )
         texts = [item["memory"] for item in listed["results"]]
         model = schema if isinstance(schema, type) else None
@@ -363,16 +372,17 @@ class AsyncMemory:
         user_id: str | None = None,
         agent_id: str | None = None,
         run_id: str | None = None,
+        app_id: str | None = None,
     ) -> dict[str, Any]:
         """Delete every memory of the scope (all of them, however many)."""
-        scope = Scope(user_id, agent_id, run_id).require()
+        scope = Scope(user_id, agent_id, run_id, app_id).require()
         deleted = await (await self._writes()).delete_all(scope)
         return {"message": "Memories deleted successfully!", "deleted": deleted}
 
     async def import_memories(self, records: Sequence[Mapping[str, Any]]) -> list[str]:
         """Store exported memories under their own ids (idempotent by id).
 
-        Each record: ``id, memory, user_id/agent_id/run_id, metadata?, created_at?,
+        Each record: ``id, memory, user_id/agent_id/run_id/app_id, metadata?, created_at?,
         updated_at?``. Returns, per record, ``"imported"``, ``"exists"`` (that id is already
         stored) or ``"duplicate"`` (the scope already holds that exact text).
         """

@@ -97,7 +97,7 @@ def history_row(
 
 
 def scope_of(row: Mapping[str, Any]) -> Scope:
-    return Scope(row.get("user_id"), row.get("agent_id"), row.get("run_id"))
+    return Scope.of(row)
 
 
 def to_item(row: Mapping[str, Any], score: float | None = None) -> MemoryItem:
@@ -112,6 +112,7 @@ def to_item(row: Mapping[str, Any], score: float | None = None) -> MemoryItem:
         user_id=row.get("user_id"),
         agent_id=row.get("agent_id"),
         run_id=row.get("run_id"),
+        app_id=row.get("app_id"),
     )
     if score is not None:
         item["score"] = round(score, 6)

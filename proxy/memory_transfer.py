@@ -30,7 +30,11 @@ MAX_IMPORT_DEPTH = RequestLimits().max_json_depth
 async def export_lines(memory: AsyncMemory, scope: Scope) -> tuple[int, AsyncIterator[bytes]]:
     """The scope's memories as JSONL chunks (newest first), and how many there are."""
     listing = await memory.get_all(
-        user_id=scope.user_id, agent_id=scope.agent_id, run_id=scope.run_id, limit=1_000_000
+        user_id=scope.user_id,
+        agent_id=scope.agent_id,
+        run_id=scope.run_id,
+        app_id=scope.app_id,
+        limit=1_000_000,
     )
     items = listing["results"]
 
@@ -159,9 +163,7 @@ def import_authorizer(caller: Caller, target: ScopeQuery) -> Authorize:
                 record[key] = wanted
             elif record[key] != wanted:
                 raise InvalidInput(f"{key} {record[key]!r} differs from the import's {wanted!r}")
-        scope = authorize_scope(
-            caller, record.get("user_id"), record.get("agent_id"), record.get("run_id")
-        )
+        scope = authorize_scope(caller, record)
         record.update(scope.as_dict())  # a bound key's lines default to its user
 
     return authorize
