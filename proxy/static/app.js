@@ -190,9 +190,10 @@ async function deleteScope() {
   if (!state.user) return;
   try {
     const result = await api("DELETE", "/memories?" + new URLSearchParams(scoped()));
-    setStatus(`Deleted ${result.deleted} memories of ${scopeLabel()}.`);
     $("confirm-delete-scope").hidden = true;
+    const label = scopeLabel();
     await loadUser(state.user);
+    setStatus(`Deleted ${result.deleted} memories of ${label}.`);
   } catch (error) {
     showError(error);
   }
