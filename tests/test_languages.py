@@ -4,6 +4,7 @@ with the scripted fake writing facts as the rules ask (``tests/fake_languages.py
 
 from __future__ import annotations
 
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime, timedelta
@@ -15,9 +16,8 @@ import pytest
 
 from memory_core import AsyncMemory, MemoryConfig
 from memory_core.prompts import build_fact_extraction_messages, build_update_messages
-from proxy import Settings, create_app
 from tests.fake_upstream import FakeUpstream
-from tests.servers import ServerThread, learn_state, wait_learned
+from tests.servers import ServerThread, fake_model_proxy, learn_state, wait_learned
 
 SAID_AT = "2026-03-10T18:30:00Z"  # "yesterday" is 2026-03-09 in every language
 
@@ -94,24 +94,8 @@ async def test_facts_keep_the_language_and_the_exchange_date(
 
 @pytest.fixture(scope="module")
 def proxy() -> Iterator[ServerThread]:
-    import tempfile
-
-    with FakeUpstream() as fake, tempfile.TemporaryDirectory() as storage:
-        deployment = {
-            "model_name": "fake-model",
-            "litellm_params": {
-                "model": "openai/fake-model",
-                "api_base": fake.url,
-                "api_key": "sk-fake",
-            },
-        }
-        settings = Settings.from_dict(
-            {
-                "model_list": [deployment],
-                "memory": {"storage_uri": storage, "extraction_model": "fake-model"},
-            }
-        )
-        with ServerThread(create_app(settings)) as server:
+    with tempfile.TemporaryDirectory() as storage, FakeUpstream() as fake:
+        with ServerThread(fake_model_proxy(fake.url, storage)) as server:
             yield server
 
 

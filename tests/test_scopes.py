@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,10 +13,9 @@ import openai
 import orjson
 import pytest
 
-from proxy import Settings, create_app
 from tests.conftest import ApiServer
 from tests.fake_upstream import FakeUpstream
-from tests.servers import ServerThread, learn_state, wait_learned
+from tests.servers import ServerThread, fake_model_proxy, learn_state, wait_learned
 
 SCOPED = {
     "Erin studies Portuguese in the tutor app": {"app_id": "tutor"},
@@ -130,28 +128,9 @@ def test_bad_app_ids_are_400(api_server: ApiServer, value: str) -> None:
 
 @pytest.fixture(scope="module")
 def chat_proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerThread, Any]]:
-    with FakeUpstream() as fake:
-        deployment = {
-            "model_name": "fake-model",
-            "litellm_params": {
-                "model": "openai/fake-model",
-                "api_base": fake.url,
-                "api_key": "sk-fake",
-            },
-        }
-        storage: Path = tmp_path_factory.mktemp("scopes")
-        settings = Settings.from_dict(
-            {
-                "model_list": [deployment],
-                "memory": {
-                    "storage_uri": str(storage),
-                    "extraction_model": "fake-model",
-                    "queue": {"backoff_base_s": 0.05, "shutdown_grace_s": 1},
-                },
-            }
-        )
-        with ServerThread(create_app(settings)) as server:
-            yield server, fake
+    storage = str(tmp_path_factory.mktemp("scopes"))
+    with FakeUpstream() as fake, ServerThread(fake_model_proxy(fake.url, storage)) as server:
+        yield server, fake
 
 
 def test_chat_learns_into_its_app_and_recalls_only_from_it(
