@@ -15,6 +15,7 @@ import pyarrow as pa
 
 from .errors import NotFound, StoreError
 from .timestamps import now_stamp
+from .types import IDENTITY_FIELDS
 
 EXPORTS = "exports"
 Status = Literal["queued", "running", "retrying", "completed", "failed"]
@@ -33,6 +34,7 @@ EXPORTS_SCHEMA = pa.schema(
         pa.field("attempts", pa.int32(), nullable=False),
         pa.field("created_at", pa.string(), nullable=False),
         pa.field("updated_at", pa.string(), nullable=False),
+        pa.field("app_id", pa.string()),  # added since: ``_open`` migrates older tables
     ]
 )
 
@@ -55,6 +57,7 @@ def decode_export(row: Mapping[str, Any]) -> dict[str, Any]:
         "user_id": row["user_id"],
         "agent_id": row["agent_id"],
         "run_id": row["run_id"],
+        "app_id": row.get("app_id"),
         "status": row["status"],
         "schema": request.get("schema"),
         "instructions": request.get("instructions"),
@@ -94,7 +97,10 @@ class ExportStore:
                     storage_options=self._options or None,
                     read_consistency_interval=self._consistency,
                 )
-                self._table = await db.create_table(EXPORTS, schema=EXPORTS_SCHEMA, exist_ok=True)
+                table = await db.create_table(EXPORTS, schema=EXPORTS_SCHEMA, exist_ok=True)
+                if "app_id" not in (await table.schema()).names:
+                    await table.add_columns({"app_id": "CAST(NULL AS STRING)"})
+                self._table = table
             except (OSError, RuntimeError, ValueError) as exc:
                 raise StoreError(f"cannot open the exports table: {exc}") from exc
         return self._table
@@ -104,7 +110,7 @@ class ExportStore:
         stamp = now_stamp()
         row = {
             "id": export_id,
-            **{k: scope.get(k) for k in ("user_id", "agent_id", "run_id")},
+            **{k: scope.get(k) for k in IDENTITY_FIELDS},
             "status": "queued",
             "request": orjson.dumps(dict(request)).decode(),
             "result": None,

@@ -200,6 +200,7 @@ class AsyncMemory:
         user_id: str | None = None,
         agent_id: str | None = None,
         run_id: str | None = None,
+        app_id: str | None = None,
         metadata: Mapping[str, Any] | None = None,
         infer: bool = True,
         timestamp: str | float | datetime | None = None,
@@ -229,7 +230,7 @@ class AsyncMemory:
         (``YYYY-MM-DD``, the day included) or ``ttl_s`` (seconds after ``timestamp``), else per
         ``expiration.by_category``, and with ``immutable`` extraction may never change them.
         """
-        scope = Scope(user_id, agent_id, run_id).require()
+        scope = Scope(user_id, agent_id, run_id, app_id).require()
         moment = exchange_moment(timestamp)
         labels = check_categories(categories)
         expires_at = requested_expiry(expiration_date, ttl_s, moment)
@@ -280,6 +281,7 @@ class AsyncMemory:
         user_id: str | None = None,
         agent_id: str | None = None,
         run_id: str | None = None,
+        app_id: str | None = None,
         limit: int = 10,
         threshold: float | None = None,
         filters: Mapping[str, Any] | None = None,
@@ -287,7 +289,7 @@ class AsyncMemory:
     ) -> dict[str, list[MemoryItem]]:
         """Memories of the scope most relevant to ``query``, best first, with a ``score``;
         expired ones only with ``include_expired``, never those very negative feedback hides."""
-        scope = Scope(user_id, agent_id, run_id).require()
+        scope = Scope(user_id, agent_id, run_id, app_id).require()
         if not isinstance(query, str) or not query.strip():
             raise InvalidInput("query must be a non-empty string")
         limit = check_limit(limit)
@@ -316,6 +318,7 @@ class AsyncMemory:
         user_id: str | None = None,
         agent_id: str | None = None,
         run_id: str | None = None,
+        app_id: str | None = None,
         limit: int = 100,
         filters: Mapping[str, Any] | None = None,
         before: tuple[str, str] | None = None,
@@ -323,7 +326,7 @@ class AsyncMemory:
     ) -> dict[str, list[MemoryItem]]:
         """The scope's memories, newest first; ``before=(created_at, id)`` pages past an item.
         Expired memories only with ``include_expired`` (as Mem0's get_all)."""
-        scope = Scope(user_id, agent_id, run_id).require()
+        scope = Scope(user_id, agent_id, run_id, app_id).require()
         limit = check_limit(limit, maximum=1_000_000)
         store = await self._ready()
         live = None if include_expired else now_stamp()
@@ -342,6 +345,7 @@ class AsyncMemory:
         user_id: str | None = None,
         agent_id: str | None = None,
         run_id: str | None = None,
+        app_id: str | None = None,
         instructions: str | None = None,
         filters: Mapping[str, Any] | None = None,
         limit: int = 500,
@@ -352,7 +356,12 @@ class AsyncMemory:
         ``ExportInvalid`` when the answer still fails validation after one corrected retry."""
         target = json_schema_of(schema)
         listed = await self.get_all(
-            user_id=user_id, agent_id=agent_id, run_id=run_id, limit=limit, filters=filters
+            user_id=user_id,
+            agent_id=agent_id,
+            run_id=run_id,
+            app_id=app_id,
+            limit=limit,
+            filters=filters,
         )
         texts = [item["memory"] for item in listed["results"]]
         model = schema if isinstance(schema, type) else None
@@ -427,16 +436,17 @@ class AsyncMemory:
         user_id: str | None = None,
         agent_id: str | None = None,
         run_id: str | None = None,
+        app_id: str | None = None,
     ) -> dict[str, Any]:
         """Delete every memory of the scope (all of them, however many)."""
-        scope = Scope(user_id, agent_id, run_id).require()
+        scope = Scope(user_id, agent_id, run_id, app_id).require()
         deleted = await (await self._writes()).delete_all(scope)
         return {"message": "Memories deleted successfully!", "deleted": deleted}
 
     async def import_memories(self, records: Sequence[Mapping[str, Any]]) -> list[str]:
         """Store exported memories under their own ids (idempotent by id).
 
-        Each record: ``id, memory, user_id/agent_id/run_id, metadata?, created_at?,
+        Each record: ``id, memory, user_id/agent_id/run_id/app_id, metadata?, created_at?,
         updated_at?``. Returns, per record, ``"imported"``, ``"exists"`` (that id is already
         stored) or ``"duplicate"`` (the scope already holds that exact text).
         """

@@ -22,6 +22,7 @@ EXAMPLE_FACTS: tuple[str, ...] = (
     "User started learning the bassoon on 2031-04-12",
     "User is allergic to kiwi fruit",
     "User's cousin Ilse moved to Tromsø",
+    "Die Tochter Maren des Nutzers spielt seit 2031-04-12 Oboe",
 )
 EXAMPLE_KEYS = frozenset(comparable(fact) for fact in EXAMPLE_FACTS)
 
@@ -34,8 +35,11 @@ Rules:
 - Use only what the USER said in <conversation>; the assistant's lines are context only. Never \
 record the assistant's suggestions, greetings, generic knowledge or questions as facts.
 - Each fact is one short, self-contained sentence in the third person ("User's sister lives in \
-Lisbon"), in the language the user wrote in.
-- Resolve relative dates against the exchange date ({{today}}): "yesterday" becomes a date.
+Lisbon").
+- Write each fact in the language the user wrote it in: German stays German, Chinese stays \
+Chinese. Never translate.
+- Resolve relative dates against the exchange date ({{today}}), in any language: "yesterday", \
+"gestern", "ayer", "昨天" become that date.
 - Skip small talk, questions without information, and instructions about formatting or tasks.
 - Ignore recalled-memory blocks (<memories>...</memories>) and chat-UI task prompts ("### Task:"): \
 they are not the user speaking.
@@ -50,7 +54,9 @@ Answer: {{{{"facts": ["{EXAMPLE_FACTS[0]}", "{EXAMPLE_FACTS[1]}"]}}}}
 Exchange date 2031-04-13. user: What's the capital of Peru? assistant: Lima.
 Answer: {{{{"facts": []}}}}
 Exchange date 2031-04-13. user: Careful, I'm allergic to kiwi fruit.
-Answer: {{{{"facts": ["{EXAMPLE_FACTS[2]}"]}}}}"""
+Answer: {{{{"facts": ["{EXAMPLE_FACTS[2]}"]}}}}
+Exchange date 2031-04-13. user: Meine Tochter Maren spielt seit gestern Oboe.
+Answer: {{{{"facts": ["{EXAMPLE_FACTS[4]}"]}}}}"""
 
 UPDATE_MEMORY_PROMPT = f"""You are memproxy's memory manager. You keep a user's memory store \
 correct and free of duplicates. Compare the <new_facts> with the <existing_memories> (each has a \
@@ -63,7 +69,8 @@ corrected memory, made from the new fact.
 Keep its id.
 - NONE: the fact is already known. Keep the id of the memory that holds it.
 Never invent ids for UPDATE, DELETE or NONE; use only ids from <existing_memories>. Never \
-write text that is not in <new_facts> or <existing_memories>.
+write text that is not in <new_facts> or <existing_memories>, and never translate: a text keeps \
+the language of the fact it comes from.
 Prefer UPDATE over DELETE+ADD when a fact changed (e.g. a move to another city).
 
 Answer with one JSON object only: \

@@ -105,7 +105,7 @@ def history_row(
 
 
 def scope_of(row: Mapping[str, Any]) -> Scope:
-    return Scope(row.get("user_id"), row.get("agent_id"), row.get("run_id"))
+    return Scope.of(row)
 
 
 def to_item(row: Mapping[str, Any], score: float | None = None) -> MemoryItem:
@@ -120,6 +120,7 @@ def to_item(row: Mapping[str, Any], score: float | None = None) -> MemoryItem:
         user_id=row.get("user_id"),
         agent_id=row.get("agent_id"),
         run_id=row.get("run_id"),
+        app_id=row.get("app_id"),
         expires_at=row.get("expires_at"),
         expiration_date=expiration_day(row.get("expires_at")),
         immutable=bool(row.get("immutable")),

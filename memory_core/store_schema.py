@@ -33,6 +33,8 @@ def memories_schema(dimension: int) -> pa.Schema:
             # What the full-text index sees: the memory, after the conversation context it was
             # said in when ``add(context=...)`` gave one (the vector is made from the same text).
             pa.field(SEARCH_TEXT, pa.string()),
+            # Columns added since are appended (``store_tables`` migrates older tables).
+            pa.field("app_id", pa.string()),
             *LIFECYCLE_FIELDS,
         ]
     )
@@ -64,6 +66,7 @@ HISTORY_SCHEMA = pa.schema(
         pa.field("updated_at", pa.string(), nullable=False),
         pa.field("is_deleted", pa.bool_(), nullable=False),
         pa.field("source", pa.string()),
+        pa.field("app_id", pa.string()),
     ]
 )
 

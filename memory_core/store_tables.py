@@ -14,12 +14,13 @@ from lancedb.index import FTS, BTree
 
 from .errors import DimensionMismatch, StoreError
 from .records import SEARCH_TEXT
-from .store_schema import HISTORY, HISTORY_SCHEMA, LIFECYCLE_FIELDS, MEMORIES, memories_schema
+from .store_schema import HISTORY, HISTORY_SCHEMA, MEMORIES, memories_schema
 
 log = logging.getLogger("memory_core.store")
 
 ATTEMPTS = 5
-_SQL_TYPES = {pa.string(): "STRING", pa.bool_(): "BOOLEAN"}
+# Types a migrated column may have, as LanceDB's SQL names them.
+_SQL_TYPES = {pa.string(): "STRING", pa.bool_(): "BOOLEAN", pa.float64(): "DOUBLE"}
 OPEN_ERRORS = (OSError, RuntimeError, ValueError)
 
 
@@ -77,20 +78,27 @@ async def _ensure_indexes(memories: Any, history: Any) -> None:
                 await table.checkout_latest()
 
 
+async def _add_missing_columns(table: Any, schema: pa.Schema, fills: dict[str, str]) -> None:
+    """A table written before a column existed gets it, in schema order: NULL, or the SQL
+    expression ``fills`` gives (``search_text`` starts as the memory itself)."""
+    stored = set((await table.schema()).names)
+    missing = {
+        field.name: fills.get(field.name, f"CAST(NULL AS {_SQL_TYPES[field.type]})")
+        for field in schema
+        if field.name not in stored
+    }
+    if missing:
+        await table.add_columns(missing)
+
+
 async def _create_missing_indexes(memories: Any, history: Any) -> None:
-    schema = await memories.schema()
-    if SEARCH_TEXT not in schema.names:  # a table written before the column existed
-        await memories.add_columns({SEARCH_TEXT: "memory"})
-    missing = [f for f in LIFECYCLE_FIELDS if f.name not in schema.names]
-    if missing:  # written before expiration, immutability and feedback existed: all NULL
-        await memories.add_columns({f.name: f"CAST(NULL AS {_SQL_TYPES[f.type]})" for f in missing})
+    await _add_missing_columns(memories, memories_schema(1), {SEARCH_TEXT: "memory"})
+    await _add_missing_columns(history, HISTORY_SCHEMA, {})
     existing = {tuple(idx.columns) for idx in await memories.list_indices()}
     if ("user_id",) not in existing:
         await memories.create_index("user_id", config=BTree())
     if (SEARCH_TEXT,) not in existing:
         await memories.create_index(SEARCH_TEXT, config=FTS(with_position=False))
-    if "source" not in (await history.schema()).names:  # written before it existed
-        await history.add_columns({"source": "CAST(NULL AS STRING)"})
     history_existing = {tuple(idx.columns) for idx in await history.list_indices()}
     if ("memory_id",) not in history_existing:
         await history.create_index("memory_id", config=BTree())

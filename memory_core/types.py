@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypedDict
 
@@ -10,7 +11,9 @@ from .errors import InvalidIdentity
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9._:@+\-]{1,128}")
 ID_REGEX = f"^{ID_PATTERN.pattern}$"  # for validators that search (pydantic): match whole
-IDENTITY_FIELDS = ("user_id", "agent_id", "run_id")
+IDENTITY_FIELDS = ("user_id", "agent_id", "run_id", "app_id")
+
+MISSING_IDENTITY = "at least one of user_id, agent_id, run_id or app_id is required"
 
 Event = Literal["ADD", "UPDATE", "DELETE", "NONE"]
 
@@ -26,30 +29,37 @@ def validate_id(value: str, field: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Scope:
-    """Whose memories an operation touches: any combination of user, agent and run."""
+    """Whose memories an operation touches: any combination of user, agent, run and app
+    (Mem0's entities). Every id set must match; an id not set does not narrow."""
 
     user_id: str | None = None
     agent_id: str | None = None
     run_id: str | None = None
+    app_id: str | None = None
 
     def __post_init__(self) -> None:
-        for field in ("user_id", "agent_id", "run_id"):
+        for field in IDENTITY_FIELDS:
             value = getattr(self, field)
             if value is not None:
                 validate_id(value, field)
 
+    @classmethod
+    def of(cls, values: Mapping[str, Any]) -> Scope:
+        """The scope named by the identity fields of ``values`` (a row, a payload, a body)."""
+        return cls(**{field: values.get(field) or None for field in IDENTITY_FIELDS})
+
     @property
     def is_empty(self) -> bool:
-        return self.user_id is None and self.agent_id is None and self.run_id is None
+        return all(getattr(self, field) is None for field in IDENTITY_FIELDS)
 
     def require(self) -> Scope:
         """Return self, or raise when no id at all is set."""
         if self.is_empty:
-            raise InvalidIdentity("at least one of user_id, agent_id or run_id is required")
+            raise InvalidIdentity(MISSING_IDENTITY)
         return self
 
     def as_dict(self) -> dict[str, str | None]:
-        return {"user_id": self.user_id, "agent_id": self.agent_id, "run_id": self.run_id}
+        return {field: getattr(self, field) for field in IDENTITY_FIELDS}
 
 
 class MemoryItem(TypedDict, total=False):
@@ -66,6 +76,7 @@ class MemoryItem(TypedDict, total=False):
     user_id: str | None
     agent_id: str | None
     run_id: str | None
+    app_id: str | None
     expires_at: str | None  # the instant it expires from (``lifecycle.py``); None: never
     expiration_date: str | None  # Mem0's: the last UTC day it is visible
     immutable: bool

@@ -24,11 +24,11 @@ from memory_core.config import MAX_TTL_S
 from memory_core.errors import InvalidInput
 from memory_core.lifecycle import MAX_CATEGORIES, MAX_CATEGORY_CHARS, MAX_FEEDBACK_REASON_CHARS
 from memory_core.timestamps import normalize_timestamp
-from memory_core.types import ID_REGEX
+from memory_core.types import ID_REGEX, IDENTITY_FIELDS
 
 from .export_models import ExportCreated, ExportRecord, ExportRequest
 
-IdField = Field(default=None, pattern=ID_REGEX, description="user/agent/run id")
+IdField = Field(default=None, pattern=ID_REGEX, description="user/agent/run/app id")
 MessageIn = str | dict[str, Any]
 ExpirationDate = Annotated[str, Field(pattern=r"^\d{4}-\d{2}-\d{2}$")]
 TtlSeconds = Annotated[StrictInt, Field(ge=1, le=MAX_TTL_S)]
@@ -41,13 +41,23 @@ class _Request(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
-class AddRequest(_Request):
-    """``POST /memories``: learn from messages (``infer``) or store them verbatim."""
+class ScopeQuery(_Request):
+    """Whose memories (Mem0's entities; every id given must match): ``DELETE /memories``,
+    ``GET /memories/export``, ``POST .../import``, and part of every scoped request."""
 
-    messages: str | list[MessageIn] | dict[str, Any]
     user_id: str | None = IdField
     agent_id: str | None = IdField
     run_id: str | None = IdField
+    app_id: str | None = IdField
+
+    def ids(self) -> dict[str, str | None]:
+        return {field: getattr(self, field) for field in IDENTITY_FIELDS}
+
+
+class AddRequest(ScopeQuery):
+    """``POST /memories``: learn from messages (``infer``) or store them verbatim."""
+
+    messages: str | list[MessageIn] | dict[str, Any]
     metadata: dict[str, Any] | None = None
     infer: bool = True
     timestamp: StrictStr | StrictInt | StrictFloat | None = Field(
@@ -72,13 +82,10 @@ class AddRequest(_Request):
     )
 
 
-class SearchRequest(_Request):
+class SearchRequest(ScopeQuery):
     """``POST /search``: the scope's memories most relevant to ``query``."""
 
     query: str = Field(min_length=1, max_length=10_000)
-    user_id: str | None = IdField
-    agent_id: str | None = IdField
-    run_id: str | None = IdField
     filters: dict[str, Any] | None = None
     top_k: int = Field(
         default=10,
@@ -91,12 +98,9 @@ class SearchRequest(_Request):
     include_expired: StrictBool = Field(default=False, description="also expired memories")
 
 
-class ListQuery(_Request):
+class ListQuery(ScopeQuery):
     """``GET /memories`` query parameters."""
 
-    user_id: str | None = IdField
-    agent_id: str | None = IdField
-    run_id: str | None = IdField
     top_k: int = Field(
         default=100,
         ge=1,
@@ -112,14 +116,6 @@ class ListRequest(ListQuery):
     """``POST /memories/list``: like ``GET /memories`` with Mem0 filters in the body."""
 
     filters: dict[str, Any] | None = None
-
-
-class ScopeQuery(_Request):
-    """Whose memories: ``DELETE /memories``, ``GET /memories/export``, ``POST .../import``."""
-
-    user_id: str | None = IdField
-    agent_id: str | None = IdField
-    run_id: str | None = IdField
 
 
 class UpdateRequest(_Request):
@@ -175,6 +171,7 @@ class ImportRecord(BaseModel):
     user_id: str | None = IdField
     agent_id: str | None = IdField
     run_id: str | None = IdField
+    app_id: str | None = IdField
     metadata: dict[str, Any] = Field(default_factory=dict)
     categories: list[str] = Field(default_factory=list)
     created_at: str | None = None
@@ -214,6 +211,7 @@ class MemoryItemModel(BaseModel):
     user_id: str | None
     agent_id: str | None
     run_id: str | None
+    app_id: str | None = None
     expires_at: str | None = Field(default=None, description="the instant it expires from")
     expiration_date: str | None = Field(default=None, description="the last day it is visible")
     immutable: bool = False

@@ -7,6 +7,7 @@ from memory_core.errors import MemoryCoreError
 from memory_core.export_store import ExportStore
 from memory_core.extraction import ChatLLM
 from memory_core.queue import PERMANENT_ERRORS, Job
+from memory_core.types import Scope
 
 EXPORT_JOB = "export"  # the payload "kind" of an export job (learning jobs have none)
 
@@ -21,11 +22,14 @@ async def run_export(
     if record["status"] == "completed":
         return  # at-least-once delivery: a repeated job is a no-op
     await exports.set_status(export_id, "running", attempts=job.attempts)
-    scope = {k: record[k] for k in ("user_id", "agent_id", "run_id")}
+    scope = Scope.of(record)
     try:
         data = await memory.export_structured(
             record["schema"],
-            **scope,
+            user_id=scope.user_id,
+            agent_id=scope.agent_id,
+            run_id=scope.run_id,
+            app_id=scope.app_id,
             instructions=record["instructions"],
             filters=record["filters"],
             llm=llm,

@@ -17,6 +17,7 @@ class ExportRequest(BaseModel):
     user_id: str | None = Field(default=None, pattern=ID_REGEX)
     agent_id: str | None = Field(default=None, pattern=ID_REGEX)
     run_id: str | None = Field(default=None, pattern=ID_REGEX)
+    app_id: str | None = Field(default=None, pattern=ID_REGEX)
     json_schema: dict[str, Any] = Field(
         alias="schema", description="a JSON Schema of an object, as a Pydantic model emits it"
     )
@@ -34,6 +35,7 @@ class ExportRecord(BaseModel):
     user_id: str | None
     agent_id: str | None
     run_id: str | None
+    app_id: str | None = None
     status: str = Field(description="queued, running, retrying, completed or failed")
     json_schema: dict[str, Any] | None = Field(alias="schema")
     instructions: str | None

@@ -12,6 +12,7 @@ from starlette.routing import BaseRoute, Route
 from memory_core.errors import NotFound
 from memory_core.export_store import ExportStore
 from memory_core.exports import json_schema_of
+from memory_core.types import IDENTITY_FIELDS
 
 from .errors import BadRequest, MemoryDisabled
 from .export_jobs import EXPORT_JOB
@@ -31,7 +32,7 @@ def exports_of(request: Request) -> ExportStore:
 async def create_export(request: Request) -> Response:
     caller = caller_of(request)
     body = await read_json(request, ExportRequest)
-    scope = authorize_scope(caller, body.user_id, body.agent_id, body.run_id)
+    scope = authorize_scope(caller, body.model_dump(include=set(IDENTITY_FIELDS)))
     memory = memory_of(request)
     state = state_of(request)
     if state.queue is None or state.extraction.configured() is None:
@@ -44,6 +45,7 @@ async def create_export(request: Request) -> Response:
         user_id=scope.user_id,
         agent_id=scope.agent_id,
         run_id=scope.run_id,
+        app_id=scope.app_id,
         limit=1,
         filters=body.filters,
     )

@@ -23,7 +23,7 @@ from .ui_tasks import background_task
 Mode = Literal["off", "read", "write", "auto"]
 MODES: tuple[Mode, ...] = ("off", "read", "write", "auto")
 # Fields the proxy understands and removes before forwarding; everything else passes through.
-PROXY_FIELDS = ("user_id", "agent_id", "run_id", "memory")
+PROXY_FIELDS = ("user_id", "agent_id", "run_id", "app_id", "memory")
 DEFAULT_CHAT_UI = ChatUISettings()
 
 
@@ -32,10 +32,11 @@ class Identity:
     user_id: str
     agent_id: str | None = None
     run_id: str | None = None
+    app_id: str | None = None
 
     @property
     def scope(self) -> Scope:
-        return Scope(self.user_id, self.agent_id, self.run_id)
+        return Scope(self.user_id, self.agent_id, self.run_id, self.app_id)
 
     @property
     def queue_key(self) -> str:
@@ -184,6 +185,7 @@ def plan_memory(
         return MemoryPlan(identity=None, mode=mode)
     agent_id = _claim(body.get("agent_id") or headers.get("x-agent-id"), "agent_id")
     run_id = _claim(body.get("run_id") or headers.get("x-run-id"), "run_id")
+    app_id = _claim(body.get("app_id") or headers.get("x-app-id"), "app_id")
     openwebui = chat_ui.openwebui
     chat_id = headers.get(openwebui.chat_id_header.lower(), "")
     if chat_id.startswith(openwebui.temporary_chat_prefix):
@@ -198,7 +200,7 @@ def plan_memory(
         if isinstance(messages, list)
         else None
     )
-    return MemoryPlan(identity=Identity(user_id, agent_id, run_id), mode=mode, task=task)
+    return MemoryPlan(identity=Identity(user_id, agent_id, run_id, app_id), mode=mode, task=task)
 
 
 def strip_proxy_fields(body: Mapping[str, Any]) -> dict[str, Any]:

@@ -149,6 +149,7 @@ class Learner:
                 user_id=scope.get("user_id"),
                 agent_id=scope.get("agent_id"),
                 run_id=scope.get("run_id"),
+                app_id=scope.get("app_id"),
                 infer=True,
                 timestamp=payload.get("timestamp"),
                 job_id=job.id,

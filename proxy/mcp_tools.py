@@ -181,7 +181,7 @@ def user_scope(caller: Caller, user_id: str | None) -> Scope:
     """The user's scope, by the REST API's rules; MCP tools always act for one user."""
     if user_id is None and caller.bound_user is None:
         raise ToolError("this API key must name a user_id (the tool's user_id argument)")
-    return authorize_scope(caller, user_id, None, None)
+    return authorize_scope(caller, {"user_id": user_id})
 
 
 def listing(items: list[MemoryItem], *, empty: str) -> str:

@@ -21,7 +21,7 @@ from starlette.staticfiles import StaticFiles
 
 from memory_core import AsyncMemory
 from memory_core.errors import InvalidIdentity, NotFound
-from memory_core.types import MemoryItem
+from memory_core.types import MISSING_IDENTITY, MemoryItem, Scope
 
 from .api_docs import render_api_page
 from .api_models import (
@@ -124,7 +124,7 @@ def decode_cursor(cursor: str) -> tuple[str, str]:
 async def add_memories(request: Request) -> Response:
     caller = caller_of(request)
     body = await read_json(request, AddRequest, media=True)
-    scope = authorize_scope(caller, body.user_id, body.agent_id, body.run_id)
+    scope = authorize_scope(caller, body.ids())
     memory = memory_of(request)
     extraction = state_of(request).extraction
     llm = extraction.configured() if body.infer and memory.config.llm is None else None
@@ -133,6 +133,7 @@ async def add_memories(request: Request) -> Response:
         user_id=scope.user_id,
         agent_id=scope.agent_id,
         run_id=scope.run_id,
+        app_id=scope.app_id,
         metadata=body.metadata,
         infer=body.infer,
         llm=llm,
@@ -148,13 +149,13 @@ async def add_memories(request: Request) -> Response:
 async def _list(
     request: Request,
     caller: Caller,
-    ids: tuple[str | None, str | None, str | None],
+    ids: dict[str, str | None],
     filters: dict[str, Any] | None,
     top_k: int,
     cursor: str | None,
     include_expired: bool,
 ) -> Response:
-    scope = authorize_scope(caller, *ids, filters=filters)
+    scope = authorize_scope(caller, ids, filters=filters)
     before = decode_cursor(cursor) if cursor else None
     result = await memory_of(request).get_all(
         **scope.as_dict(),
@@ -171,23 +172,23 @@ async def _list(
 async def list_memories(request: Request) -> Response:
     caller = caller_of(request)
     query = read_query(request, ListQuery)
-    ids = (query.user_id, query.agent_id, query.run_id)
-    return await _list(request, caller, ids, None, query.top_k, query.cursor, query.include_expired)
+    return await _list(
+        request, caller, query.ids(), None, query.top_k, query.cursor, query.include_expired
+    )
 
 
 async def list_memories_filtered(request: Request) -> Response:
     caller = caller_of(request)
     body = await read_json(request, ListRequest)
-    ids = (body.user_id, body.agent_id, body.run_id)
     return await _list(
-        request, caller, ids, body.filters, body.top_k, body.cursor, body.include_expired
+        request, caller, body.ids(), body.filters, body.top_k, body.cursor, body.include_expired
     )
 
 
 async def search_memories(request: Request) -> Response:
     caller = caller_of(request)
     body = await read_json(request, SearchRequest)
-    scope = authorize_scope(caller, body.user_id, body.agent_id, body.run_id, body.filters)
+    scope = authorize_scope(caller, body.ids(), body.filters)
     result = await memory_of(request).search(
         body.query,
         **scope.as_dict(),
@@ -269,9 +270,9 @@ async def memory_history(request: Request) -> Response:
 async def delete_all_memories(request: Request) -> Response:
     caller = caller_of(request)
     query = read_query(request, ScopeQuery)
-    if query.user_id is None and query.agent_id is None and query.run_id is None:
-        raise InvalidIdentity("at least one of user_id, agent_id or run_id is required")
-    scope = authorize_scope(caller, query.user_id, query.agent_id, query.run_id)
+    if Scope.of(query.ids()).is_empty:
+        raise InvalidIdentity(MISSING_IDENTITY)
+    scope = authorize_scope(caller, query.ids())
     return json_response(await memory_of(request).delete_all(**scope.as_dict()))
 
 
@@ -301,7 +302,7 @@ async def whoami(request: Request) -> Response:
 async def export_memories(request: Request) -> Response:
     caller = caller_of(request)
     query = read_query(request, ScopeQuery)
-    scope = authorize_scope(caller, query.user_id, query.agent_id, query.run_id)
+    scope = authorize_scope(caller, query.ids())
     count, body = await export_lines(memory_of(request), scope)
     name = "-".join(v for v in scope.as_dict().values() if v) or "memories"
     return StreamingResponse(
@@ -317,8 +318,8 @@ async def export_memories(request: Request) -> Response:
 async def import_memories(request: Request) -> Response:
     caller = caller_of(request)
     target = read_query(request, ScopeQuery)
-    if target.user_id or target.agent_id or target.run_id:
-        authorize_scope(caller, target.user_id, target.agent_id, target.run_id)
+    if not Scope.of(target.ids()).is_empty:
+        authorize_scope(caller, target.ids())
     memory = memory_of(request)
     limits = limits_of(request)
     body = bounded_stream(

@@ -32,9 +32,7 @@ def may_see(caller: Caller, item: Mapping[str, Any]) -> bool:
 
 def authorize_scope(
     caller: Caller,
-    user_id: str | None,
-    agent_id: str | None,
-    run_id: str | None,
+    ids: Mapping[str, Any],
     filters: Mapping[str, Any] | None = None,
 ) -> Scope:
     """The scope a request may touch; filters can only narrow it (memory_core ANDs it in).
@@ -42,23 +40,23 @@ def authorize_scope(
     The key's rules are the chat route's: a bound key acts for its user alone, a key that
     may not assert users names none but its bound one, and ids the filters name must agree
     with the ones given (403 otherwise: conflicting claims are never resolved silently).
+    ``ids``: the request's identity fields (``user_id``, ``agent_id``, ``run_id``, ``app_id``).
     """
+    given = {key: ids.get(key) or None for key in IDENTITY_FIELDS}
     if filters:
         derived = identity_from_filters(filters)
-        given = {"user_id": user_id, "agent_id": agent_id, "run_id": run_id}
         for key, value in derived.items():
             if given[key] is not None and given[key] != value:
                 raise Forbidden(f"{key} {given[key]!r} conflicts with the filters' {value!r}")
-        if user_id is None and agent_id is None and run_id is None:
-            user_id, agent_id, run_id = (derived.get(k) for k in IDENTITY_FIELDS)
-    bound = caller.bound_user
-    if user_id is None and not sees_all_users(caller):
-        user_id = bound
-        if user_id is None:
+        if all(value is None for value in given.values()):
+            given = {key: derived.get(key) for key in IDENTITY_FIELDS}
+    if given["user_id"] is None and not sees_all_users(caller):
+        given["user_id"] = caller.bound_user
+        if given["user_id"] is None:
             raise Forbidden("this API key must name a user_id", param="user_id")
-    scope = Scope(user_id, agent_id, run_id).require()
-    if user_id is not None:
-        _check_names(caller, user_id, "user_id")
+    scope = Scope.of(given).require()
+    if scope.user_id is not None:
+        _check_names(caller, scope.user_id, "user_id")
     for value in filter_user_ids(filters or {}):
         if not isinstance(value, str):
             raise BadRequest("user_id filter values must be strings", param="filters")

@@ -33,6 +33,7 @@ async def export_lines(memory: AsyncMemory, scope: Scope) -> tuple[int, AsyncIte
         user_id=scope.user_id,
         agent_id=scope.agent_id,
         run_id=scope.run_id,
+        app_id=scope.app_id,
         limit=1_000_000,
         include_expired=True,  # an export loses nothing: expired memories go with theirs
     )
@@ -163,9 +164,7 @@ def import_authorizer(caller: Caller, target: ScopeQuery) -> Authorize:
                 record[key] = wanted
             elif record[key] != wanted:
                 raise InvalidInput(f"{key} {record[key]!r} differs from the import's {wanted!r}")
-        scope = authorize_scope(
-            caller, record.get("user_id"), record.get("agent_id"), record.get("run_id")
-        )
+        scope = authorize_scope(caller, record)
         record.update(scope.as_dict())  # a bound key's lines default to its user
 
     return authorize

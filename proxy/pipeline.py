@@ -112,6 +112,7 @@ async def recall_block(
                 query,
                 user_id=identity.user_id,
                 agent_id=identity.agent_id,
+                app_id=identity.app_id,  # apps are apart; runs of one user share memories
                 limit=recall.limit,
                 threshold=recall.threshold,
             ),

@@ -32,7 +32,7 @@ class TurnRecalls:
 
     @staticmethod
     def _key(identity: Identity, query: str) -> bytes:
-        parts = (identity.user_id, identity.agent_id or "", identity.run_id or "", query)
+        parts = (*(value or "" for value in identity.scope.as_dict().values()), query)
         return hashlib.sha256("\x00".join(parts).encode()).digest()
 
     def get(self, identity: Identity, query: str) -> RecalledBlock | None:

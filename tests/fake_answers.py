@@ -43,6 +43,7 @@ from typing import Any, Literal
 import orjson
 
 from tests.fake_extractor import STOPWORDS, WORD_RE, decide_updates, extract_conversation_facts
+from tests.fake_languages import exchange_date
 from tests.fake_media import media_kind
 
 Json = dict[str, Any]
@@ -290,7 +291,8 @@ def extraction_answer(prompt: str, *, fenced: bool) -> str:
     """``{"facts": [...]}`` for the prompt's ``<conversation>``; ``fenced`` wraps it in a
     Markdown code block after a line of prose, as real models sometimes do."""
     conversation = between(prompt, "<conversation>", "</conversation>") or ""
-    answer = orjson.dumps({"facts": extract_conversation_facts(conversation)}).decode()
+    facts = extract_conversation_facts(conversation, exchange_date(prompt))
+    answer = orjson.dumps({"facts": facts}).decode()
     if fenced:
         return f"Here you go:\n```json\n{answer}\n```"
     return answer

@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from datetime import date
 from typing import Any
+
+from tests.fake_languages import foreign_fact
 
 _ROLE_LINE_RE = re.compile(r"^(user|assistant|system|developer|tool|function): ?(.*)$")
 # The fake's magic strings are not facts, except ``[[bogus-id]]``, which must reach the update.
@@ -39,7 +42,7 @@ def parse_conversation(text: str) -> list[tuple[str, str]]:
 # Fact extraction
 # ---------------------------------------------------------------------------------------------
 
-_SENTENCE_SPLIT_RE = re.compile(r"(?<=[.!?])\s+|\s*\n+\s*")
+_SENTENCE_SPLIT_RE = re.compile(r"(?<=[.!?])\s+|(?<=[。！？])|\s*\n+\s*")
 _CLAUSE_SPLIT_RE = re.compile(r"\s*,\s*and\s+|\s+and\s+", re.IGNORECASE)
 _GREETING_PREFIX_RE = re.compile(
     r"^(?:(?:hi|hello|hey|greetings)(?:\s+there)?(?:\s*[,!.:;-]+\s*|\s+|$)"
@@ -203,8 +206,10 @@ def _clause_subject(clause: str) -> str | None:
     return None
 
 
-def extract_facts(user_text: str) -> list[str]:
-    """The scripted extractor: third-person facts from one user message, in order, unique."""
+def extract_facts(user_text: str, today: date | None = None) -> list[str]:
+    """The scripted extractor: third-person facts from one user message, in order, unique.
+    German, Spanish and Chinese statements keep their language (``fake_languages``), their
+    relative dates resolved against ``today``, the exchange date."""
     text = _CONTROL_MAGIC_RE.sub(" ", user_text.replace("\u2019", "'"))
     facts: list[str] = []
     seen: set[str] = set()
@@ -214,7 +219,13 @@ def extract_facts(user_text: str) -> list[str]:
             continue
         if "### Task:" in sentence:
             break  # a task prompt (title/tags generation...): nothing after it is about the user
-        if sentence.endswith("?"):
+        if sentence.endswith(("?", "？")):
+            continue
+        foreign = foreign_fact(sentence, today)
+        if foreign is not None:
+            if foreign.lower() not in seen:
+                seen.add(foreign.lower())
+                facts.append(foreign)
             continue
         subject: str | None = None
         for raw_clause in _CLAUSE_SPLIT_RE.split(sentence.rstrip(".!;:, ")):
@@ -237,14 +248,14 @@ def extract_facts(user_text: str) -> list[str]:
     return facts
 
 
-def extract_conversation_facts(conversation: str) -> list[str]:
+def extract_conversation_facts(conversation: str, today: date | None = None) -> list[str]:
     """Facts from the ``user:`` turns of a rendered conversation, unique across turns."""
     facts: list[str] = []
     seen: set[str] = set()
     for role, text in parse_conversation(conversation):
         if role != "user":
             continue
-        for fact in extract_facts(text):
+        for fact in extract_facts(text, today):
             if fact.lower() not in seen:
                 seen.add(fact.lower())
                 facts.append(fact)
@@ -257,6 +268,9 @@ def extract_conversation_facts(conversation: str) -> list[str]:
 
 KEY_MARKERS: tuple[str, ...] = (
     " lives in ",
+    " wohnt in ",
+    " vive en ",
+    "住在",
     " is ",
     " works at ",
     " works as ",

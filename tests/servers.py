@@ -109,3 +109,20 @@ def wait_for(check: Callable[[], bool], timeout: float = 60, pause: float = 0.1)
     while not check():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(pause)
+
+
+def fake_model_proxy(fake_url: str, storage: str) -> Any:
+    """A memproxy app with one deployment, ``fake-model``, on the fake upstream at
+    ``fake_url`` (also the extraction model), storing in ``storage``, retrying fast."""
+    from proxy import Settings, create_app
+
+    deployment = {
+        "model_name": "fake-model",
+        "litellm_params": {"model": "openai/fake-model", "api_base": fake_url, "api_key": "sk-f"},
+    }
+    memory = {
+        "storage_uri": storage,
+        "extraction_model": "fake-model",
+        "queue": {"backoff_base_s": 0.05, "shutdown_grace_s": 1},
+    }
+    return create_app(Settings.from_dict({"model_list": [deployment], "memory": memory}))

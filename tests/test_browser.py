@@ -43,6 +43,14 @@ def seed(server: ApiServer) -> dict[str, str]:
     return ids
 
 
+def connect_as_team(tab: Any, server: ApiServer) -> None:
+    """Open the browser with the all-users key, ready to type a user."""
+    tab.goto(server.base_url + "/ui/")
+    tab.fill("#api-key", API_KEYS["team"])
+    tab.click("#connect")
+    tab.wait_for_selector("#user-input:visible")
+
+
 def test_browse_edit_history_delete(api_server: ApiServer, page: tuple[Any, list[str]]) -> None:
     tab, problems = page
     ids = seed(api_server)
@@ -117,10 +125,7 @@ def test_memory_sources_are_shown(api_server: ApiServer, page: tuple[Any, list[s
         for text, metadata in sourced.items():
             body = {"messages": [text], "user_id": "carol", "infer": False, "metadata": metadata}
             assert c.post("/memories", json=body).status_code == 200
-    tab.goto(api_server.base_url + "/ui/")
-    tab.fill("#api-key", API_KEYS["team"])
-    tab.click("#connect")
-    tab.wait_for_selector("#user-input:visible")
+    connect_as_team(tab, api_server)
     tab.fill("#user-input", "carol")
     tab.click("#load")
     tab.wait_for_selector("li.memory:has-text('boiler')")
@@ -152,10 +157,7 @@ def test_any_user_key_types_a_user(api_server: ApiServer, page: tuple[Any, list[
     seed_bob = "Bob likes sailing"
     with api_server.client("team") as c:
         c.post("/memories", json={"messages": seed_bob, "user_id": "bob2", "infer": False})
-    tab.goto(api_server.base_url + "/ui/")
-    tab.fill("#api-key", API_KEYS["team"])
-    tab.click("#connect")
-    tab.wait_for_selector("#user-input:visible")
+    connect_as_team(tab, api_server)
     tab.fill("#user-input", "bob2")
     tab.click("#load")
     tab.wait_for_selector("li.memory")
@@ -166,6 +168,44 @@ def test_any_user_key_types_a_user(api_server: ApiServer, page: tuple[Any, list[
     with api_server.client("team") as c:
         listed = c.get("/v1/memories", params={"user_id": "bob2"}).json()["results"]
         assert {x["memory"] for x in listed} == {seed_bob, "Bob2 owns a red boat"}
+    assert problems == []
+
+
+def test_scopes_filter_add_and_delete_all(
+    api_server: ApiServer, page: tuple[Any, list[str]]
+) -> None:
+    """agent_id / run_id / app_id narrow what is shown, added and deleted; the rest stays."""
+    tab, problems = page
+    with api_server.client("team") as c:
+        for text, ids in {
+            "Dana's tutor app: she studies Portuguese": {"app_id": "tutor"},
+            "Dana's support app: her router is a Fritzbox": {"app_id": "support"},
+            "Dana likes hiking": {},
+        }.items():
+            body = {"messages": [text], "user_id": "dana", "infer": False, **ids}
+            assert c.post("/memories", json=body).status_code == 200
+    connect_as_team(tab, api_server)
+    tab.fill("#user-input", "dana")
+    tab.click("#scope summary")
+    tab.fill("#app-input", "tutor")
+    tab.click("#load")
+    tab.wait_for_selector("#results-title:has-text('app_id tutor')")
+    assert tab.locator("li.memory .text").all_inner_texts() == [
+        "Dana's tutor app: she studies Portuguese"
+    ]
+    assert "app_id tutor" in tab.locator("li.memory .meta").first.inner_text()
+    tab.fill("#add-input", "Dana's tutor app: she is at level B1")
+    tab.click("#add")
+    tab.wait_for_selector("li.memory:has-text('level B1')")
+    tab.click("#delete-scope")
+    tab.click("#confirm-delete-scope")
+    tab.wait_for_selector("#status:has-text('Deleted 2 memories')")
+    with api_server.client("team") as c:
+        left = c.get("/v1/memories", params={"user_id": "dana"}).json()["results"]
+    assert sorted(x["memory"] for x in left) == [
+        "Dana likes hiking",
+        "Dana's support app: her router is a Fritzbox",
+    ]
     assert problems == []
 
 

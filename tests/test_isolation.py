@@ -368,7 +368,7 @@ def test_hostile_strings_in_every_field(world: dict[str, Any], key: str, value: 
     before = snapshot(server)
     bob_id = world["ids"]["bob"][0]
     with server.client(key) as c:
-        for field in ("user_id", "agent_id", "run_id"):
+        for field in ("user_id", "agent_id", "run_id", "app_id"):
             scope = {"user_id": "alice", field: value} if field != "user_id" else {field: value}
             calls = [
                 c.get("/memories", params=scope),
@@ -427,7 +427,7 @@ def test_hostile_strings_in_every_field(world: dict[str, Any], key: str, value: 
         if key == "alice":
             assert status_of(c.put(f"/memories/{bob_id}", json={"text": value or "x"})) == 404
     with server.client("admin") as admin:  # what an accepted hostile id (e.g. "_") created
-        for field in ("user_id", "agent_id", "run_id"):
+        for field in ("user_id", "agent_id", "run_id", "app_id"):
             admin.delete("/memories", params={field: value})
             admin.delete("/memories", params={"user_id": "alice", field: value})
     after = snapshot(server)

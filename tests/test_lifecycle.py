@@ -38,10 +38,9 @@ from memory_core.records import SEARCH_TEXT, content_hash
 from memory_core.retrieval import apply_feedback
 from memory_core.scope_cache import CachingStore
 from memory_core.store_schema import HISTORY, HISTORY_SCHEMA, LIFECYCLE_FIELDS, MEMORIES
-from proxy import Settings, create_app
 from tests.conftest import ApiServer, HashEmbedder
 from tests.fake_upstream import FakeUpstream
-from tests.servers import ServerThread, learn_state, wait_learned
+from tests.servers import ServerThread, fake_model_proxy, learn_state, wait_learned
 
 NOW = datetime(2030, 5, 1, 12, 0, tzinfo=UTC)
 
@@ -402,8 +401,9 @@ async def test_a_store_written_before_the_columns_opens_and_keeps_its_data(tmp_p
     current = MemoryConfig(storage_uri=uri)
     from memory_core.store_schema import memories_schema
 
+    appended = new_fields | {"app_id"}  # the columns added since the first release
     old_schema = pa.schema(
-        [f for f in memories_schema(embedder.dimension) if f.name not in new_fields]
+        [f for f in memories_schema(embedder.dimension) if f.name not in appended]
     )
     texts = ["I live in Paris", "I like green tea"]
     vectors = await embedder.embed(texts)
@@ -451,7 +451,7 @@ async def test_a_store_written_before_the_columns_opens_and_keeps_its_data(tmp_p
     finally:
         await memory.close()
     table = await (await lancedb.connect_async(uri)).open_table(MEMORIES)
-    assert new_fields <= set((await table.schema()).names)
+    assert appended <= set((await table.schema()).names)
     assert await table.count_rows() == 3
 
 
@@ -610,26 +610,8 @@ def chat_proxy(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[ServerThread, FakeUpstream]]:
     with FakeUpstream() as fake:
-        settings = Settings.from_dict(
-            {
-                "model_list": [
-                    {
-                        "model_name": "fake-model",
-                        "litellm_params": {
-                            "model": "openai/fake-model",
-                            "api_base": fake.url,
-                            "api_key": "sk-fake",
-                        },
-                    }
-                ],
-                "memory": {
-                    "storage_uri": str(tmp_path_factory.mktemp("lifecycle-chat")),
-                    "extraction_model": "fake-model",
-                    "queue": {"backoff_base_s": 0.05, "shutdown_grace_s": 1},
-                },
-            }
-        )
-        with ServerThread(create_app(settings)) as server:
+        storage = str(tmp_path_factory.mktemp("lifecycle-chat"))
+        with ServerThread(fake_model_proxy(fake.url, storage)) as server:
             yield server, fake
 
 

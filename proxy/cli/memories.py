@@ -33,7 +33,7 @@ READ_CHUNK = 1 << 16
 
 
 def scope_of(args: argparse.Namespace, *, required: bool = True) -> Scope | None:
-    scope = Scope(args.user, args.agent, args.run)
+    scope = Scope(args.user, args.agent, args.run, args.app)
     if scope.is_empty:
         if required:
             raise CommandError("name whose memories: --user (or --agent / --run)")
@@ -207,6 +207,7 @@ def add_parsers(sub: Any) -> None:
     who.add_argument("--user", "-u", help="user_id")
     who.add_argument("--agent", help="agent_id")
     who.add_argument("--run", help="run_id")
+    who.add_argument("--app", help="app_id")
 
     memories = sub.add_parser("memories", help="list, search, add, delete, export, import")
     msub = memories.add_subparsers(dest="memories_command", required=True)

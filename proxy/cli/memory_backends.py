@@ -74,6 +74,7 @@ class LocalBackend:
             user_id=scope.user_id,
             agent_id=scope.agent_id,
             run_id=scope.run_id,
+            app_id=scope.app_id,
             metadata=metadata,
             infer=infer,
             llm=llm,

@@ -6,7 +6,9 @@ const KEY_STORAGE = "memproxy.apiKey";
 const PAGE = 50;
 
 const $ = (id) => document.getElementById(id);
-const state = { user: null, cursor: null, searching: false, me: null };
+const state = { user: null, scope: {}, cursor: null, searching: false, me: null };
+// Narrowing ids besides the user (Mem0's entities): every one given must match.
+const SCOPE_INPUTS = { agent_id: "agent-input", run_id: "run-input", app_id: "app-input" };
 
 function apiKey() {
   return sessionStorage.getItem(KEY_STORAGE) || "";
@@ -97,6 +99,25 @@ async function connect() {
   if (!anyUser && me.users.length === 1) await loadUser(me.users[0]);
 }
 
+function chosenScope() {
+  const scope = {};
+  for (const [field, id] of Object.entries(SCOPE_INPUTS)) {
+    const value = $(id).value.trim();
+    if (value) scope[field] = value;
+  }
+  return scope;
+}
+
+// The user and scope as request fields (query parameters or JSON body).
+function scoped() {
+  return { user_id: state.user, ...state.scope };
+}
+
+function scopeLabel() {
+  const extra = Object.entries(state.scope).map(([k, v]) => `${k} ${v}`);
+  return [state.user, ...extra].join(" · ");
+}
+
 function chosenUser() {
   return $("user-select").hidden ? $("user-input").value.trim() : $("user-select").value;
 }
@@ -109,6 +130,7 @@ async function loadUser(user) {
     return;
   }
   state.user = user;
+  state.scope = chosenScope();
   state.cursor = null;
   state.searching = false;
   $("memories").replaceChildren();
@@ -118,7 +140,7 @@ async function loadUser(user) {
 }
 
 async function loadPage() {
-  const params = new URLSearchParams({ user_id: state.user, top_k: String(PAGE) });
+  const params = new URLSearchParams({ ...scoped(), top_k: String(PAGE) });
   if ($("show-expired").checked) params.set("include_expired", "true");
   if (state.cursor) params.set("cursor", state.cursor);
   try {
@@ -127,7 +149,7 @@ async function loadPage() {
     state.cursor = page.next_cursor;
     $("more").hidden = !state.cursor;
     const count = $("memories").children.length;
-    showTitle(`${count}${state.cursor ? "+" : ""} memories of ${state.user}`);
+    showTitle(`${count}${state.cursor ? "+" : ""} memories of ${scopeLabel()}`);
     setStatus(count ? "" : "No memories yet.");
   } catch (error) {
     showError(error);
@@ -138,7 +160,7 @@ async function search(query) {
   if (!state.user) return;
   if (!query) return loadUser(state.user);
   try {
-    const result = await api("POST", "/search", { query, user_id: state.user, top_k: 50 });
+    const result = await api("POST", "/search", { query, ...scoped(), top_k: 50 });
     state.searching = true;
     $("more").hidden = true;
     $("memories").replaceChildren(...result.results.map(renderMemory));
@@ -154,7 +176,7 @@ async function addMemory(text) {
   try {
     const body = {
       messages: [{ role: "user", content: text }],
-      user_id: state.user,
+      ...scoped(),
       infer: false,
       immutable: $("add-immutable").checked,
     };
@@ -165,6 +187,19 @@ async function addMemory(text) {
     $("add-immutable").checked = false;
     setStatus(result.results.length ? "Added." : "Already remembered.");
     await loadUser(state.user);
+  } catch (error) {
+    showError(error);
+  }
+}
+
+async function deleteScope() {
+  if (!state.user) return;
+  try {
+    const result = await api("DELETE", "/memories?" + new URLSearchParams(scoped()));
+    $("confirm-delete-scope").hidden = true;
+    const label = scopeLabel();
+    await loadUser(state.user);
+    setStatus(`Deleted ${result.deleted} memories of ${label}.`);
   } catch (error) {
     showError(error);
   }
@@ -257,7 +292,7 @@ function fillMemory(node, item) {
     parts.push(`updated ${formatDate(item.updated_at)}`);
   }
   if (typeof item.score === "number") parts.push(`score ${item.score.toFixed(3)}`);
-  for (const field of ["agent_id", "run_id"]) {
+  for (const field of Object.keys(SCOPE_INPUTS)) {
     if (item[field]) parts.push(`${field} ${item[field]}`);
   }
   const { label, rest } = describeSource(item.metadata || {});
@@ -364,6 +399,10 @@ submit("search-form", () => search($("search-input").value.trim()));
 submit("add-form", () => addMemory($("add-input").value.trim()));
 $("clear-search").addEventListener("click", () => state.user && loadUser(state.user));
 $("more").addEventListener("click", loadPage);
+$("delete-scope").addEventListener("click", () => {
+  if (state.user) $("confirm-delete-scope").hidden = !$("confirm-delete-scope").hidden;
+});
+$("confirm-delete-scope").addEventListener("click", deleteScope);
 $("close-history").addEventListener("click", () => {
   $("history").hidden = true;
 });
