@@ -16,6 +16,7 @@ import numpy as np
 from .config import MemoryConfig
 from .dates import DayRange, created_bounds, created_within, named_days
 from .embedders import Embedder, Vectors
+from .graph import GraphMemory
 from .records import to_item
 from .retrieval import (
     Candidate,
@@ -45,7 +46,9 @@ class MemorySearcher:
         embedder: Embedder,
         config: MemoryConfig,
         reranker: Reranker | None = None,
+        graph: GraphMemory | None = None,
     ) -> None:
+        self._graph = graph
         self._store = store
         self._embedder = embedder
         self._config = config
@@ -64,8 +67,10 @@ class MemorySearcher:
         limit: int,
         threshold: float | None,
         filters: Mapping[str, Any] | None,
-    ) -> list[MemoryItem]:
-        """The ``limit`` best memories of ``scope`` for ``query``, each with its similarity."""
+        graph: bool = False,
+    ) -> tuple[list[MemoryItem], list[dict[str, Any]]]:
+        """The ``limit`` best memories of ``scope`` for ``query``, each with its similarity,
+        and, with ``graph`` (and graph memory on), the relations the graph walk used."""
         selection = Selection(scope, filters=filters)
         check = self._store.row_check(selection)  # also refuses bad filters before any I/O
         cfg = self._config.search
@@ -76,9 +81,13 @@ class MemorySearcher:
         depth = max(cfg.candidates, keep)
         if check is not None:  # metadata is checked after the search: go deeper
             depth = max(depth, limit * 20, 500)
-        candidates = await self.candidates(query, selection, depth)
+        walked = await self._walk(query, selection, depth) if graph else None
+        extra = {"graph": walked[0]} if walked else None
+        candidates = await self.candidates(query, selection, depth, extra=extra)
         mode = self.mode
         weights = fusion_weights(cfg, mode)
+        if walked is not None and self._graph is not None:  # in the vector rank's units
+            weights["graph_rank"] = self._graph.config.weight * weights.get("vector_rank", 1.0)
         learned = cfg.fusion == "learned" and mode == "hybrid"
         fused = [(c.row, c.similarity, c.score) for c in score_candidates(candidates, weights)]
         if cfg.recency_weight > 0 and (cfg.recency_always or is_time_sensitive(query)):
@@ -103,17 +112,43 @@ class MemorySearcher:
                 results = await reranker.rerank(query, results)
             except Exception as exc:  # a failing rerank provider must not fail the search
                 log.warning("rerank failed, using the fused order: %r", exc)
-        return results[:limit]
+        return results[:limit], walked[1] if walked else []
+
+    async def _walk(
+        self, query: str, selection: Selection, depth: int
+    ) -> tuple[Ranking, list[dict[str, Any]]] | None:
+        """The graph's ranking of the scope's memories (walk order) and its relations."""
+        if self._graph is None:
+            return None
+        vector = await self._query_vector(query)
+        recall = await self._graph.recall(query, vector, selection.scope)
+        reached = recall.memory_ids[:depth]
+        if not reached:
+            return [], recall.relations
+        found = await self._store.vector_search(
+            vector,
+            Selection(selection.scope, ids=tuple(reached), filters=selection.filters),
+            limit=len(reached),
+        )
+        order = {memory_id: index for index, memory_id in enumerate(reached)}
+        ranking = sorted(found, key=lambda hit: order[hit[0]["id"]])
+        return ranking, recall.relations
 
     async def candidates(
-        self, query: str, selection: Selection, depth: int | None = None
+        self,
+        query: str,
+        selection: Selection,
+        depth: int | None = None,
+        *,
+        extra: Mapping[str, Ranking] | None = None,
     ) -> list[Candidate]:
         """The union of the rankings (vector, full text, date window), unscored, each
         ``depth`` (default ``search.candidates``) deep under ``selection``'s prefilter; also
         what ``python -m bench locomo --fit`` fits the fusion weights on.
 
         A scope in the per-process cache (``scope_cache``) is ranked in process, with the
-        same searches; any other goes to the store's vector and full-text queries."""
+        same searches; any other goes to the store's vector and full-text queries. ``extra``:
+        more rankings (the graph's), fused like the others."""
         cfg = self._config.search
         depth = depth or cfg.candidates
         mode = self.mode
@@ -134,7 +169,7 @@ class MemorySearcher:
             vector_rankings, text_rankings = await self._rank_in_store(
                 vector, text_query, selection, days, depth
             )
-        rankings: dict[str, Ranking] = dict(vector_rankings)
+        rankings: dict[str, Ranking] = {**vector_rankings, **(extra or {})}
         text_scores: dict[str, float] = {}
         for name, hits in text_rankings.items():
             # One matrix-vector product for the cosines, not one Python call per hit.
