@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+import openai
 import pytest
 
 from memory_core import AsyncMemory, MemoryConfig
@@ -21,6 +23,8 @@ from memory_core.graph_store import VALID, exact_scope_sql
 from memory_core.learning_report import LearningReport
 from memory_core.memory_graph import learn_graph
 from memory_core.types import Scope
+from tests.fake_upstream import FakeUpstream
+from tests.servers import ServerThread, fake_model_proxy, learn_state, wait_learned
 
 FACTS = ["User's sister Maria lives in Lisbon", "Maria works at Acme"]
 
@@ -278,3 +282,30 @@ async def test_a_failing_graph_call_keeps_the_facts(graphed: AsyncMemory) -> Non
     assert report.to_dict()["graph"] == report.graph
     assert len((await graphed.get_all(user_id="gus"))["results"]) == 1
     assert await relations_of(graphed, "gus") == []
+
+
+# ---- through the proxy's recall -------------------------------------------------------------
+
+
+def test_chat_recall_adds_relation_lines(tmp_path: Path) -> None:
+    """With graph memory on, the chat's block carries a few relations after the memories."""
+    with (
+        FakeUpstream() as fake,
+        ServerThread(fake_model_proxy(fake.url, str(tmp_path), graph={"enabled": True})) as server,
+    ):
+        client = openai.OpenAI(base_url=server.url, api_key="sk-x", max_retries=0, timeout=20)
+        before = learn_state(server)
+        client.chat.completions.create(
+            model="fake-model",
+            messages=[{"role": "user", "content": "My sister Maria lives in Lisbon."}],
+            extra_body={"user_id": "hal"},
+        )
+        wait_learned(server, before)
+        reply = client.chat.completions.create(
+            model="fake-model",
+            messages=[{"role": "user", "content": "Where does my sister live?"}],
+            extra_body={"user_id": "hal"},
+        )
+        block = (reply.choices[0].message.content or "").split("| MEMORIES: ")[-1]
+        assert "Maria -[lives_in]-> Lisbon" in block, block
+        assert "User's sister Maria lives in Lisbon" in block
