@@ -5,6 +5,7 @@ through ``sql_literal`` (names are data, never SQL)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
@@ -21,8 +22,10 @@ from .types import IDENTITY_FIELDS, Scope
 ENTITIES = "graph_entities"
 RELATIONS = "graph_relations"
 SCAN_LIMIT = 1_000_000
+OPTIMIZE_EVERY = 100  # writes between compactions (as the memories table)
 STORE_ERRORS = (OSError, RuntimeError, ValueError)
 Vector = np.ndarray[Any, Any]
+log = logging.getLogger("memory_core.graph")
 VALID = "invalid_at IS NULL"  # a relation not superseded
 
 
@@ -114,6 +117,7 @@ class GraphStore:
         )
         self._entities: Any = None
         self._relations: Any = None
+        self._writes_since_optimize = 0
 
     async def open(self) -> None:
         try:
@@ -187,29 +191,53 @@ class GraphStore:
         entities, _ = self._tables()
         if rows:
             data = [_encoded(row) for row in rows]
-            await _write(entities.add(pa.Table.from_pylist(data, entities_schema(self.dimension))))
+            await self._write(
+                entities.add(pa.Table.from_pylist(data, entities_schema(self.dimension)))
+            )
 
     async def add_relations(self, rows: Sequence[Mapping[str, Any]]) -> None:
         _, relations = self._tables()
         if rows:
             data = [_encoded(row) for row in rows]
             schema = relations_schema(self.dimension)
-            await _write(relations.add(pa.Table.from_pylist(data, schema)))
+            await self._write(relations.add(pa.Table.from_pylist(data, schema)))
 
     async def update_relation(self, relation_id: str, values: Mapping[str, Any]) -> None:
         _, relations = self._tables()
         encoded = _encoded(values)
         if "vector" in encoded:
             encoded["vector"] = encoded["vector"].tolist()
-        await _write(relations.update(encoded, where=in_sql("id", [relation_id])))
+        await self._write(relations.update(encoded, where=in_sql("id", [relation_id])))
 
     async def delete_relations(self, where: str) -> None:
         _, relations = self._tables()
-        await _write(relations.delete(where))
+        await self._write(relations.delete(where))
 
     async def delete_entities(self, where: str) -> None:
         entities, _ = self._tables()
-        await _write(entities.delete(where))
+        await self._write(entities.delete(where))
+
+    async def _write(self, operation: Any) -> None:
+        try:
+            await operation
+        except STORE_ERRORS as exc:
+            raise StoreError(f"graph write failed: {exc}") from exc
+        self._writes_since_optimize += 1
+        if self._writes_since_optimize >= OPTIMIZE_EVERY:
+            self._writes_since_optimize = 0
+            try:
+                await self.optimize()
+            except StoreError as exc:  # the writes are done; the next round tries again
+                log.warning("%s", exc)
+
+    async def optimize(self) -> None:
+        """Compact both tables and fold new rows into their indexes (LanceDB scans rows an
+        index has not seen); old versions past an hour are dropped."""
+        for table in self._tables():
+            try:
+                await table.optimize(cleanup_older_than=timedelta(hours=1))
+            except STORE_ERRORS as exc:
+                raise StoreError(f"graph maintenance failed: {exc}") from exc
 
     async def reset(self) -> None:
         """Every user's graph gone (``AsyncMemory.reset``)."""
@@ -249,13 +277,6 @@ async def _nearest(
     )
     rows = await _rows(query)
     return [({k: r[k] for k in columns}, 1.0 - float(r["_distance"])) for r in rows]
-
-
-async def _write(operation: Any) -> None:
-    try:
-        await operation
-    except STORE_ERRORS as exc:
-        raise StoreError(f"graph write failed: {exc}") from exc
 
 
 __all__ = [

@@ -173,6 +173,11 @@ class AsyncMemory:
         return self._store
 
     @property
+    def graph(self) -> GraphMemory | None:
+        """Graph memory, once open with ``graph.enabled`` (docs/graph.md)."""
+        return self._graph
+
+    @property
     def searcher(self) -> MemorySearcher:
         """The search pipeline (its ``candidates`` are what ``bench locomo --fit`` fits on)."""
         if self._store is None or not self._store.is_open:

@@ -158,7 +158,7 @@ async def graphed(
 
 
 async def relations_of(memory: AsyncMemory, user: str, *, valid: bool = True) -> list[Any]:
-    graph = memory._graph
+    graph = memory.graph
     assert graph is not None
     where = f"user_id = '{user}'" + (f" AND {VALID}" if valid else "")
     return sorted(await graph.store.relations(where), key=lambda r: (r["source"], r["relation"]))
@@ -181,7 +181,7 @@ async def test_learn_resolve_supersede_recall_forget(graphed: AsyncMemory, fake_
     rows = await relations_of(graphed, "ana")
     maria = {r["source_id"] for r in rows if r["source"].startswith("Maria")}
     assert len(maria) == 1, rows
-    entities = await graphed._graph.store.entities("user_id = 'ana'")  # type: ignore[union-attr]
+    entities = await graphed.graph.store.entities("user_id = 'ana'")
     assert sorted(e["name"] for e in entities) == ["Acme", "Lisbon", "Maria", "User"]
 
     # A memory updated: a relation resting only on its old text is superseded.
@@ -223,7 +223,7 @@ async def test_learn_resolve_supersede_recall_forget(graphed: AsyncMemory, fake_
     )
     await graphed.delete(work["id"])
     assert ("Maria", "works_at", "Acme") not in triples(await relations_of(graphed, "ana"))
-    names = {e["name"] for e in await graphed._graph.store.entities("user_id = 'ana'")}  # type: ignore[union-attr]
+    names = {e["name"] for e in await graphed.graph.store.entities("user_id = 'ana'")}
     assert "Acme" not in names and "Maria" in names
 
 
@@ -266,7 +266,7 @@ async def test_a_failing_graph_call_keeps_the_facts(graphed: AsyncMemory) -> Non
     """The facts are stored before the graph call, and a queue retry would find the job
     applied: the failure is reported in the job's outcome, never raised."""
     result = await graphed.add("My sister Maria lives in Lisbon.", user_id="gus", infer=False)
-    graph = graphed._graph
+    graph = graphed.graph
     assert graph is not None
     report = LearningReport()
     await learn_graph(
