@@ -12,6 +12,7 @@ section of BENCHMARKS.md.
                (bench/learning.py; --model <LiteLLM model | OpenAI-compatible URL>)
     scaleout   S3 vs local store, Redis vs SQLite queue over 1-3 replicas (bench/scaleout.py)
     hotpath    recall search with/without the scope cache, encoder threads (bench/hotpath.py)
+    graph      graph memory: LoCoMo recall with the walk on/off, walk latency (bench/graph.py)
     lifecycle  search with/without the expiration and feedback conditions (bench/lifecycle.py)
     all        overhead, store, then chart
 """
@@ -32,6 +33,7 @@ COMMANDS = {
     "learning": "bench.learning",
     "scaleout": "bench.scaleout",
     "hotpath": "bench.hotpath",
+    "graph": "bench.graph",
     "lifecycle": "bench.lifecycle",
 }
 

@@ -252,6 +252,38 @@ class MultimodalConfig(_Strict):
     passage_chars: int = Field(default=1500, ge=200, le=10_000)
 
 
+class GraphConfig(_Strict):
+    """Graph memory (docs/graph.md): entities and relations learned beside the facts, walked
+    at recall. Off by default: one more LLM call per learned exchange.
+
+    Names of one scope merge when their embeddings' cosine is >= ``merge_threshold`` and one
+    name's words hold the other's (or the same type); between ``ambiguous_threshold`` and it,
+    the LLM is asked (one call per job for all such pairs). A new relation of an
+    ``exclusive_relations`` kind supersedes the source's other relation of that kind; any
+    relation resting only on memories the job updated or deleted is superseded too."""
+
+    enabled: bool = False
+    hops: int = Field(default=2, ge=1, le=2)
+    seed_relations: int = Field(default=5, ge=1, le=50)  # relations nearest the query
+    seed_entities: int = Field(default=3, ge=0, le=50)  # entities nearest the query
+    seed_threshold: float = Field(default=0.8, ge=-1, le=1)
+    max_edges_per_hop: int = Field(default=50, ge=1, le=1000)
+    weight: float = Field(default=1.0, ge=0)  # the graph ranking's weight in the fusion
+    block_relations: int = Field(default=3, ge=0, le=50)  # relation lines in the recall block
+    merge_threshold: float = Field(default=0.93, gt=0, le=1)
+    ambiguous_threshold: float = Field(default=0.85, gt=0, le=1)
+    exclusive_relations: list[str] = Field(
+        default_factory=lambda: [
+            "lives_in",
+            "works_at",
+            "works_as",
+            "married_to",
+            "engaged_to",
+            "age",
+        ]
+    )
+
+
 class ScopeCacheConfig(_Strict):
     """The per-process cache of hot scopes (``scope_cache.py``): their vectors and full-text
     postings in memory, LanceDB the source of truth. ``max_bytes`` bounds it (least recently
@@ -312,6 +344,7 @@ class MemoryConfig(_Strict):
     limits: MemoryLimits = Field(default_factory=MemoryLimits)
     multimodal: MultimodalConfig = Field(default_factory=MultimodalConfig)
     cache: ScopeCacheConfig = Field(default_factory=ScopeCacheConfig)
+    graph: GraphConfig = Field(default_factory=GraphConfig)
     expiration: ExpirationConfig = Field(default_factory=ExpirationConfig)
 
     @classmethod

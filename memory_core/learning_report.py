@@ -27,6 +27,7 @@ class LearningReport:
     applied: Counter[str] = field(default_factory=Counter)  # ADD / UPDATE / DELETE / NONE
     rejected: Rejections = field(default_factory=Rejections)
     skipped: str | None = None
+    graph: dict[str, Any] | None = None  # graph memory's outcome (``GraphReport``), if on
 
     @property
     def status(self) -> str:
@@ -47,6 +48,7 @@ class LearningReport:
             "rejected_examples": list(self.rejected.examples),
             "llm_calls": self.llm_calls,
             "skipped": self.skipped,
+            "graph": self.graph,
         }
 
 

@@ -28,6 +28,7 @@ from .embedders import Embedder, create_embedder
 from .errors import InvalidInput, NotFound, StoreError
 from .exports import fill_schema, json_schema_of
 from .extraction import ChatLLM, LiteLLMChat
+from .graph import GraphMemory, mem0_relation
 from .importer import MemoryImporter
 from .ingest import MediaIngest
 from .learning_report import LearningReport
@@ -40,14 +41,15 @@ from .lifecycle import (
 )
 from .maintenance_lock import MaintenanceLock
 from .media import find_media
-from .records import to_item
+from .memory_graph import learn_graph, open_graph
+from .records import scope_of, to_item
 from .retrieval import LiteLLMReranker, Reranker
 from .scope_cache import CachingStore, with_scope_cache
 from .searcher import MemorySearcher
 from .storage import Selection, Store
 from .store import LanceStore
 from .timestamps import exchange_moment, now_stamp
-from .types import AddResult, HistoryItem, MemoryItem, Scope
+from .types import AddResult, HistoryItem, MemoryItem, Scope, SearchResult
 from .writer import MemoryWriter, WriteContext
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -77,6 +79,7 @@ class AsyncMemory:
         self._writer: MemoryWriter | None = None
         self._importer: MemoryImporter | None = None
         self._searcher: MemorySearcher | None = None
+        self._graph: GraphMemory | None = None
         self._open_lock = asyncio.Lock()
 
     @classmethod
@@ -122,6 +125,8 @@ class AsyncMemory:
                         self.config,
                     )
                 await self._store.open()
+            if self.config.graph.enabled and self._graph is None:
+                self._graph = await open_graph(self.config, self.embedder)
             self._build_pipelines(self._store)
         return self
 
@@ -129,7 +134,9 @@ class AsyncMemory:
         if self._writer is None:
             self._writer = MemoryWriter(store, self.embedder, self.config)
             self._importer = MemoryImporter(self._writer)
-            self._searcher = MemorySearcher(store, self.embedder, self.config, self.reranker)
+            self._searcher = MemorySearcher(
+                store, self.embedder, self.config, self.reranker, graph=self._graph
+            )
 
     async def _ready(self) -> Store:
         if self._store is None or not self._store.is_open:
@@ -172,6 +179,11 @@ class AsyncMemory:
     @property
     def store(self) -> Store | None:
         return self._store
+
+    @property
+    def graph(self) -> GraphMemory | None:
+        """Graph memory, once open with ``graph.enabled`` (docs/graph.md)."""
+        return self._graph
 
     @property
     def searcher(self) -> MemorySearcher:
@@ -259,7 +271,12 @@ class AsyncMemory:
             results += await MediaIngest(writer, self.config).add(
                 write, chat, refs, llm=chosen, vision=see, report=report
             )
-        return {"results": results + await writer.add(write, chat, llm=chosen, report=report)}
+        results += await writer.add(write, chat, llm=chosen, report=report)
+        if self._graph is not None and chosen is not None:
+            await learn_graph(
+                self._graph, scope, results, chosen, when=write.when, job_id=job_id, report=report
+            )
+        return {"results": results}
 
     def _vision_llm(self, chosen: ChatLLM | None) -> ChatLLM | None:
         """The model that looks at images: ``multimodal.llm``, else the extraction LLM."""
@@ -285,24 +302,31 @@ class AsyncMemory:
         limit: int = 10,
         threshold: float | None = None,
         filters: Mapping[str, Any] | None = None,
+        graph: bool | None = None,
         include_expired: bool = False,
-    ) -> dict[str, list[MemoryItem]]:
+    ) -> SearchResult:
         """Memories of the scope most relevant to ``query``, best first, with a ``score``;
-        expired ones only with ``include_expired``, never those very negative feedback hides."""
+        with graph memory (``graph``, default: on when configured) the graph walk's memories
+        join the fusion and its ``relations`` come back too (Mem0's shape). Expired memories
+        only with ``include_expired``, never those very negative feedback hides."""
         scope = Scope(user_id, agent_id, run_id, app_id).require()
         if not isinstance(query, str) or not query.strip():
             raise InvalidInput("query must be a non-empty string")
         limit = check_limit(limit)
         await self._ready()
-        results = await self.searcher.search(
+        walk = self._graph is not None and graph is not False
+        results, relations = await self.searcher.search(
             query,
             scope,
             limit=limit,
             threshold=threshold,
             filters=filters,
+            graph=walk,
             include_expired=include_expired,
         )
-        return {"results": results}
+        if not walk:
+            return SearchResult(results=results)
+        return SearchResult(results=results, relations=[mem0_relation(r) for r in relations])
 
     async def get(self, memory_id: str) -> MemoryItem:
         """One memory by id; ``NotFound`` if absent."""
@@ -428,6 +452,8 @@ class AsyncMemory:
         """Delete one memory (its history stays, with a DELETE row)."""
         current = await self.get(memory_id)
         await (await self._writes()).delete(current, source)
+        if self._graph is not None:
+            await self._graph.forget(scope_of(current), [memory_id])
         return {"message": "Memory deleted successfully!"}
 
     async def delete_all(
@@ -441,6 +467,8 @@ class AsyncMemory:
         """Delete every memory of the scope (all of them, however many)."""
         scope = Scope(user_id, agent_id, run_id, app_id).require()
         deleted = await (await self._writes()).delete_all(scope)
+        if self._graph is not None:
+            await self._graph.delete_scope(scope)
         return {"message": "Memories deleted successfully!", "deleted": deleted}
 
     async def import_memories(self, records: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -458,6 +486,8 @@ class AsyncMemory:
         """Delete every memory and all history of every user."""
         store = await self._ready()
         await store.reset()
+        if self._graph is not None:
+            await self._graph.store.reset()
 
 
 __all__ = ["AsyncMemory"]

@@ -18,6 +18,7 @@ import numpy.typing as npt
 from .config import MemoryConfig
 from .dates import DayRange, created_bounds, created_within, named_days
 from .embedders import Embedder, Vectors
+from .graph import GraphMemory
 from .records import to_item
 from .retrieval import (
     Candidate,
@@ -49,7 +50,9 @@ class MemorySearcher:
         embedder: Embedder,
         config: MemoryConfig,
         reranker: Reranker | None = None,
+        graph: GraphMemory | None = None,
     ) -> None:
+        self._graph = graph
         self._store = store
         self._embedder = embedder
         self._config = config
@@ -68,11 +71,12 @@ class MemorySearcher:
         limit: int,
         threshold: float | None,
         filters: Mapping[str, Any] | None,
+        graph: bool = False,
         include_expired: bool = False,
-    ) -> list[MemoryItem]:
-        """The ``limit`` best memories of ``scope`` for ``query``, each with its similarity;
-        never one very negative feedback hides, nor (unless ``include_expired``) an expired
-        one."""
+    ) -> tuple[list[MemoryItem], list[dict[str, Any]]]:
+        """The ``limit`` best memories of ``scope`` for ``query``, each with its similarity,
+        and, with ``graph`` (and graph memory on), the relations the graph walk used; never a
+        memory very negative feedback hides, nor (unless ``include_expired``) an expired one."""
         selection = Selection(
             scope,
             filters=filters,
@@ -88,9 +92,13 @@ class MemorySearcher:
         depth = max(cfg.candidates, keep)
         if check is not None:  # metadata is checked after the search: go deeper
             depth = max(depth, limit * 20, 500)
-        candidates = await self.candidates(query, selection, depth)
+        walked = await self._walk(query, selection, depth) if graph else None
+        extra = {"graph": walked[0]} if walked else None
+        candidates = await self.candidates(query, selection, depth, extra=extra)
         mode = self.mode
         weights = fusion_weights(cfg, mode)
+        if walked is not None and self._graph is not None:  # in the vector rank's units
+            weights["graph_rank"] = self._graph.config.weight * weights.get("vector_rank", 1.0)
         learned = cfg.fusion == "learned" and mode == "hybrid"
         fused = [(c.row, c.similarity, c.score) for c in score_candidates(candidates, weights)]
         # A top rank's worth: in the learned score's units, or RRF's 1 / (k + 1).
@@ -117,17 +125,63 @@ class MemorySearcher:
                 results = await reranker.rerank(query, results)
             except Exception as exc:  # a failing rerank provider must not fail the search
                 log.warning("rerank failed, using the fused order: %r", exc)
-        return results[:limit]
+        return results[:limit], walked[1] if walked else []
+
+    async def _walk(
+        self, query: str, selection: Selection, depth: int
+    ) -> tuple[Ranking, list[dict[str, Any]]] | None:
+        """The graph's ranking of the scope's memories (walk order) and its relations."""
+        if self._graph is None:
+            return None
+        vector = await self._query_vector(query)
+        recall = await self._graph.recall(query, vector, selection.scope)
+        relations = await self._visible_relations(recall.relations, selection)
+        reached = recall.memory_ids[:depth]
+        if not reached:
+            return [], relations
+        found = await self._store.vector_search(
+            vector,
+            replace(selection, ids=tuple(reached)),  # the lifecycle conditions too
+            limit=len(reached),
+        )
+        order = {memory_id: index for index, memory_id in enumerate(reached)}
+        ranking = sorted(found, key=lambda hit: order[hit[0]["id"]])
+        return ranking, relations
+
+    async def _visible_relations(
+        self, relations: list[dict[str, Any]], selection: Selection
+    ) -> list[dict[str, Any]]:
+        """The relations resting on at least one memory the search may show: one whose
+        memories all expired, or were hidden by very negative feedback, is not recalled."""
+        if not relations or (selection.unexpired_at is None and not selection.hide_very_negative):
+            return relations
+        cited = {m for relation in relations for m in relation.get("memory_ids") or []}
+        lifecycle = Selection(
+            selection.scope,
+            ids=tuple(sorted(cited)),
+            unexpired_at=selection.unexpired_at,
+            hide_very_negative=selection.hide_very_negative,
+        )
+        shown = {row["id"] for row in await self._store.fetch(lifecycle)} if cited else set()
+        return [
+            r for r in relations if not r.get("memory_ids") or shown.intersection(r["memory_ids"])
+        ]
 
     async def candidates(
-        self, query: str, selection: Selection, depth: int | None = None
+        self,
+        query: str,
+        selection: Selection,
+        depth: int | None = None,
+        *,
+        extra: Mapping[str, Ranking] | None = None,
     ) -> list[Candidate]:
         """The union of the rankings (vector, full text, date window), unscored, each
         ``depth`` (default ``search.candidates``) deep under ``selection``'s prefilter; also
         what ``python -m bench locomo --fit`` fits the fusion weights on.
 
         A scope in the per-process cache (``scope_cache``) is ranked in process, with the
-        same searches; any other goes to the store's vector and full-text queries."""
+        same searches; any other goes to the store's vector and full-text queries. ``extra``:
+        more rankings (the graph's), fused like the others."""
         cfg = self._config.search
         depth = depth or cfg.candidates
         mode = self.mode
@@ -149,7 +203,7 @@ class MemorySearcher:
             vector_rankings, text_rankings = await self._rank_in_store(
                 vector, text_query, selection, days, depth
             )
-        rankings: dict[str, Ranking] = dict(vector_rankings)
+        rankings: dict[str, Ranking] = {**vector_rankings, **(extra or {})}
         text_scores: dict[str, float] = {}
         for name, hits in text_rankings.items():
             # One matrix-vector product for the cosines, not one Python call per hit.

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 from .checks import MessagesInput
 from .config import MemoryConfig
 from .memory import AsyncMemory
-from .types import AddResult, HistoryItem, MemoryItem
+from .types import AddResult, HistoryItem, MemoryItem, SearchResult
 
 T = TypeVar("T")
 
@@ -41,7 +41,7 @@ class Memory:
     def add(self, messages: MessagesInput, **kwargs: Any) -> dict[str, list[AddResult]]:
         return self._run(self._async.add(messages, **kwargs))
 
-    def search(self, query: str, **kwargs: Any) -> dict[str, list[MemoryItem]]:
+    def search(self, query: str, **kwargs: Any) -> SearchResult:
         return self._run(self._async.search(query, **kwargs))
 
     def get(self, memory_id: str) -> MemoryItem:

@@ -84,6 +84,14 @@ class MemoryItem(TypedDict, total=False):
     feedback_reason: str | None
 
 
+class SearchResult(TypedDict, total=False):
+    """``search()``'s answer: ``results``, and with graph memory the ``relations`` walked
+    (Mem0's ``{"source", "relationship", "destination"}``, plus ``id``)."""
+
+    results: list[MemoryItem]
+    relations: list[dict[str, Any]]
+
+
 class AddResult(TypedDict, total=False):
     """One entry of ``add()``'s results."""
 

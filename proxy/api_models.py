@@ -95,6 +95,12 @@ class SearchRequest(ScopeQuery):
         description="alias: limit",
     )
     threshold: float | None = Field(default=None, ge=-1, le=1)
+    enable_graph: bool | None = Field(
+        default=None,
+        validation_alias=AliasChoices("enable_graph", "graph"),
+        description="walk the graph memory too (default: when memory.graph.enabled); "
+        "the answer then has ``relations``",
+    )
     include_expired: StrictBool = Field(default=False, description="also expired memories")
 
 

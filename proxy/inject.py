@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -53,19 +53,30 @@ def memory_line(item: MemoryItem) -> str:
     return f"- [{date}] {text}" if date else f"- {text}"
 
 
+def relation_line(relation: Mapping[str, Any]) -> str:
+    """A graph relation (Mem0's shape) as an inert block line: ``- Maria -[lives_in]-> Porto``."""
+    parts = (relation.get(key) for key in ("source", "relationship", "destination"))
+    source, relationship, destination = (escape_memory_text(str(p or "")) for p in parts)
+    return f"- {source} -[{relationship}]-> {destination}"
+
+
 def build_memory_block(
-    memories: Sequence[MemoryItem], *, max_tokens: int, count_tokens: TokenCounter
+    memories: Sequence[MemoryItem],
+    *,
+    max_tokens: int,
+    count_tokens: TokenCounter,
+    relations: Sequence[Mapping[str, Any]] = (),
 ) -> tuple[str | None, int]:
     """The block for the most relevant memories that fit ``max_tokens``; (block, count).
 
     Memories arrive best first; one that does not fit is skipped so a smaller, less relevant
-    one may still fit. Returns (None, 0) when nothing fits.
+    one may still fit. ``relations`` (graph memory, best first) follow within the same budget.
+    Returns (None, 0) when no memory fits.
     """
     frame = f"{BLOCK_OPEN}\n{BLOCK_HEADER}\n{BLOCK_CLOSE}"
     used = count_tokens(frame)
     lines: list[str] = []
-    for item in memories:
-        line = memory_line(item)
+    for line in [memory_line(item) for item in memories]:
         cost = count_tokens(line) + 1
         if used + cost > max_tokens:
             continue
@@ -73,7 +84,13 @@ def build_memory_block(
         used += cost
     if not lines:
         return None, 0
-    return f"{BLOCK_OPEN}\n{BLOCK_HEADER}\n" + "\n".join(lines) + f"\n{BLOCK_CLOSE}", len(lines)
+    count = len(lines)
+    for line in [relation_line(relation) for relation in relations]:
+        cost = count_tokens(line) + 1
+        if used + cost <= max_tokens:
+            lines.append(line)
+            used += cost
+    return f"{BLOCK_OPEN}\n{BLOCK_HEADER}\n" + "\n".join(lines) + f"\n{BLOCK_CLOSE}", count
 
 
 def inject_memory_block(

@@ -191,8 +191,12 @@ async def search_memories(request: Request) -> Response:
     scope = authorize_scope(caller, body.ids(), body.filters)
     result = await memory_of(request).search(
         body.query,
-        **scope.as_dict(),
+        user_id=scope.user_id,
+        agent_id=scope.agent_id,
+        run_id=scope.run_id,
+        app_id=scope.app_id,
         limit=body.top_k,
+        graph=body.enable_graph,
         threshold=body.threshold,
         filters=body.filters,
         include_expired=body.include_expired,

@@ -124,8 +124,12 @@ async def recall_block(
     finally:
         embed_timings.reset(token)
     searched = time.perf_counter()
+    relations = found.get("relations", [])[: state.memory.config.graph.block_relations]
     block, count = build_memory_block(
-        found["results"], max_tokens=recall.max_tokens, count_tokens=state.count_tokens
+        found["results"],
+        max_tokens=recall.max_tokens,
+        count_tokens=state.count_tokens,
+        relations=relations,
     )
     state.turn_recalls.put(identity, query, RecalledBlock(block, count))
     embed_s = sum(embedding)

@@ -43,11 +43,14 @@ from typing import Any, Literal
 import orjson
 
 from tests.fake_extractor import STOPWORDS, WORD_RE, decide_updates, extract_conversation_facts
+from tests.fake_graph import graph_kind
 from tests.fake_languages import exchange_date
 from tests.fake_media import media_kind
 
 Json = dict[str, Any]
-RequestKind = Literal["chat", "extract", "update", "vision", "export", "embeddings", "models"]
+RequestKind = Literal[
+    "chat", "extract", "update", "vision", "export", "graph", "same", "embeddings", "models"
+]
 
 EXTRACTION_PREFIX = "You are memproxy's fact extractor."
 UPDATE_PREFIX = "You are memproxy's memory manager."
@@ -143,6 +146,9 @@ def classify(messages: Sequence[Mapping[str, Any]]) -> RequestKind:
             return "extract"
         if instructions.startswith(UPDATE_PREFIX):
             return "update"
+        graph = graph_kind(instructions)
+        if graph is not None:
+            return graph
         media = media_kind(instructions)
         if media == "vision":
             return "vision"

@@ -61,6 +61,7 @@ from tests.fake_answers import (
     update_answer,
 )
 from tests.fake_apis import chat_tools, response_events, response_object, responses_messages
+from tests.fake_graph import graph_reply
 from tests.fake_media import media_reply
 from tests.fake_state import FakeState, RecordedRequest
 
@@ -217,6 +218,8 @@ class FakeHandlers:
             reply = chat_reply(body, messages)
         elif kind in ("vision", "export"):
             reply = Reply(media_reply(kind, messages))
+        elif kind in ("graph", "same"):
+            reply = Reply(graph_reply(kind, messages))
         else:
             reply = bounded(self._memory_reply(kind, messages), body.get("max_tokens"))
 

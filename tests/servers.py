@@ -111,9 +111,10 @@ def wait_for(check: Callable[[], bool], timeout: float = 60, pause: float = 0.1)
         time.sleep(pause)
 
 
-def fake_model_proxy(fake_url: str, storage: str) -> Any:
+def fake_model_proxy(fake_url: str, storage: str, **memory_settings: Any) -> Any:
     """A memproxy app with one deployment, ``fake-model``, on the fake upstream at
-    ``fake_url`` (also the extraction model), storing in ``storage``, retrying fast."""
+    ``fake_url`` (also the extraction model), storing in ``storage``, retrying fast;
+    ``memory_settings`` are more ``memory:`` settings (e.g. ``graph={"enabled": True}``)."""
     from proxy import Settings, create_app
 
     deployment = {
@@ -124,5 +125,6 @@ def fake_model_proxy(fake_url: str, storage: str) -> Any:
         "storage_uri": storage,
         "extraction_model": "fake-model",
         "queue": {"backoff_base_s": 0.05, "shutdown_grace_s": 1},
+        **memory_settings,
     }
     return create_app(Settings.from_dict({"model_list": [deployment], "memory": memory}))

@@ -696,3 +696,31 @@ def test_chat_drops_a_memory_after_very_negative_feedback(
         assert r.status_code == 200
         block = _block(server, user, "Tell me my favourite colour and food")
         assert "teal" not in block and "ramen" in block
+
+
+async def test_graph_recall_respects_expiry_and_feedback(
+    storage_uri: str, embedder: Any, fake_llm_config: dict[str, Any]
+) -> None:
+    """Graph memory's walk is one more ranking, and its relations go into the chat block: a
+    memory expired or hidden by feedback comes back through neither."""
+    config = MemoryConfig(storage_uri=storage_uri, llm=fake_llm_config, graph={"enabled": True})
+    memory = AsyncMemory(config, embedder=embedder)
+    await memory.open()
+    try:
+        query = "Where does my sister live?"
+        await memory.add("My sister Maria lives in Lisbon.", user_id="g1")
+        found = await memory.search(query, user_id="g1")
+        assert found["relations"] and found["results"]  # the walk finds her, relations too
+        await memory.add(
+            "My sister Maria lives in Lisbon.", user_id="g2", expiration_date="2020-01-31"
+        )
+        expired = await memory.search(query, user_id="g2")
+        assert expired["results"] == [] and expired["relations"] == []
+        with_expired = await memory.search(query, user_id="g2", include_expired=True)
+        assert with_expired["results"] and with_expired["relations"]
+        for item in (await memory.get_all(user_id="g1"))["results"]:
+            await memory.feedback(item["id"], "VERY_NEGATIVE")
+        hidden = await memory.search(query, user_id="g1")
+        assert hidden["results"] == [] and hidden["relations"] == []
+    finally:
+        await memory.close()
