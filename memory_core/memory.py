@@ -8,6 +8,7 @@ extraction LLM and the reranker, and hands writes to ``MemoryWriter`` (imports t
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,7 +26,7 @@ from .checks import (
 )
 from .config import MemoryConfig
 from .embedders import Embedder, create_embedder
-from .errors import InvalidInput, NotFound, StoreError
+from .errors import InvalidInput, MemoryCoreError, NotFound, StoreError
 from .exports import fill_schema, json_schema_of
 from .extraction import ChatLLM, LiteLLMChat
 from .graph import GraphMemory, mem0_relation
@@ -53,6 +54,7 @@ from .types import AddResult, HistoryItem, MemoryItem, Scope, SearchResult
 from .writer import MemoryWriter, WriteContext
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
+log = logging.getLogger("memory_core.memory")
 
 
 class AsyncMemory:
@@ -127,6 +129,9 @@ class AsyncMemory:
                 await self._store.open()
             if self.config.graph.enabled and self._graph is None:
                 self._graph = await open_graph(self.config, self.embedder)
+            lance = self._store.inner if isinstance(self._store, CachingStore) else self._store
+            if self._graph is not None and isinstance(lance, LanceStore):
+                lance.on_purged = self._forget_purged
             self._build_pipelines(self._store)
         return self
 
@@ -447,6 +452,19 @@ class AsyncMemory:
         store = await self._ready()
         purge = getattr(store, "purge_expired", None)
         return int(await purge()) if callable(purge) else 0
+
+    async def _forget_purged(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Expired memories purged by maintenance leave the graph as deleted ones do."""
+        if self._graph is None:
+            return
+        by_scope: dict[Scope, list[str]] = {}
+        for row in rows:
+            by_scope.setdefault(scope_of(row), []).append(str(row["id"]))
+        for scope, ids in by_scope.items():
+            try:
+                await self._graph.forget(scope, ids)
+            except MemoryCoreError as exc:  # best effort: recall skips relations of gone rows
+                log.warning("graph memory kept relations of purged memories: %s", exc)
 
     async def delete(self, memory_id: str, *, source: str | None = None) -> dict[str, str]:
         """Delete one memory (its history stays, with a DELETE row)."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -63,6 +63,8 @@ class LanceStore:
     ) -> None:
         self.uri = uri
         self._purge_expired = purge_expired
+        # Told the rows each purge of expired memories deleted (graph memory forgets them).
+        self.on_purged: Callable[[Sequence[Row]], Awaitable[None]] | None = None
         self._lock = maintenance_lock
         self._lock_ttl_s = maintenance_ttl_s
         # optimize() outcomes since start ("ran", "skipped": another replica held the lock,
@@ -360,6 +362,8 @@ class LanceStore:
                 for r in gone
             ]
         )
+        if gone and self.on_purged is not None:
+            await self.on_purged(gone)
         return len(gone)
 
     async def table_versions(self) -> dict[str, int]:

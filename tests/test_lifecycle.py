@@ -718,6 +718,11 @@ async def test_graph_recall_respects_expiry_and_feedback(
         assert expired["results"] == [] and expired["relations"] == []
         with_expired = await memory.search(query, user_id="g2", include_expired=True)
         assert with_expired["results"] and with_expired["relations"]
+        graph = memory.graph
+        assert graph is not None and await graph.store.relations("user_id = 'g2'")
+        assert await memory.purge_expired() == 1  # the graph forgets it, as for a delete
+        assert await graph.store.relations("user_id = 'g2'") == []
+        assert await graph.store.relations("user_id = 'g1'")  # nobody else's
         for item in (await memory.get_all(user_id="g1"))["results"]:
             await memory.feedback(item["id"], "VERY_NEGATIVE")
         hidden = await memory.search(query, user_id="g1")
