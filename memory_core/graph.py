@@ -17,6 +17,7 @@ job stored and walked at recall (docs/graph.md).
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -98,20 +99,26 @@ class GraphMemory:
         cfg = self.config
         where = scope_sql(scope)
         valid = f"{where} AND {VALID}"
-        named = await self.store.entities(
-            f"{where} AND {in_sql('name_key', query_names(query))}", limit=cfg.max_edges_per_hop
+        # The three seed searches are independent: one round trip's time, not three.
+        named, near, seeds = await asyncio.gather(
+            self.store.entities(
+                f"{where} AND {in_sql('name_key', query_names(query))}",
+                limit=cfg.max_edges_per_hop,
+            ),
+            self.store.nearest_entities(vector, where, limit=cfg.seed_entities)
+            if cfg.seed_entities
+            else _nothing(),
+            self.store.nearest_relations(vector, valid, limit=cfg.seed_relations),
         )
-        frontier = {row["id"] for row in named if row["name_key"] != name_key(USER_ENTITY)}
-        if cfg.seed_entities:
-            for row, similarity in await self.store.nearest_entities(
-                vector, where, limit=cfg.seed_entities
-            ):
-                if similarity >= cfg.seed_threshold and row["name_key"] != name_key(USER_ENTITY):
-                    frontier.add(row["id"])
+        user = name_key(USER_ENTITY)
+        frontier = {row["id"] for row in named if row["name_key"] != user}
+        frontier |= {
+            row["id"]
+            for row, similarity in near
+            if similarity >= cfg.seed_threshold and row["name_key"] != user
+        }
         walked: dict[str, tuple[int, float, dict[str, Any]]] = {}
-        for row, similarity in await self.store.nearest_relations(
-            vector, valid, limit=cfg.seed_relations
-        ):
+        for row, similarity in seeds:
             if similarity >= cfg.seed_threshold:
                 walked[row["id"]] = (0, similarity, row)
                 frontier.update(_ends(row))
@@ -203,6 +210,10 @@ class GraphMemory:
         await self.store.delete_relations(in_sql("id", [relation_id]))
         await self._drop_orphans(scope_sql(Scope.of(row)), {row["source_id"], row["target_id"]})
         return row
+
+
+async def _nothing() -> list[tuple[dict[str, Any], float]]:
+    return []
 
 
 def _ends(row: dict[str, Any]) -> list[str]:
