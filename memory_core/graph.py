@@ -30,6 +30,7 @@ from .filters import scope_sql
 from .graph_learn import GraphLearner, GraphReport, StoredFact
 from .graph_prompts import USER_ENTITY, name_key
 from .graph_store import VALID, GraphStore, in_sql, rests_on_sql
+from .graph_transfer import export_relations, import_relations
 from .llm_client import ChatLLM
 from .types import Scope
 
@@ -76,6 +77,7 @@ class GraphMemory:
     def __init__(self, store: GraphStore, embed: Embed, config: GraphConfig) -> None:
         self.store = store
         self.config = config
+        self.embed = embed
         self._learner = GraphLearner(store, embed, config)
 
     async def learn(
@@ -159,6 +161,16 @@ class GraphMemory:
             limit=self.config.max_edges_per_hop,
         )
         return {m for row in superseded for m in row["memory_ids"] or []}
+
+    # ---- export / import ----------------------------------------------------------------
+
+    async def export(self, scope: Scope) -> list[dict[str, Any]]:
+        """``scope``'s relations as export records (``graph_transfer``)."""
+        return await export_relations(self.store, scope)
+
+    async def import_records(self, records: Sequence[dict[str, Any]]) -> list[str]:
+        """Store exported relation records; ``"imported"`` / ``"exists"`` per record."""
+        return await import_relations(self.store, self.embed, records)
 
     # ---- forget ------------------------------------------------------------------------
 
