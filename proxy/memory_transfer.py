@@ -60,14 +60,10 @@ class ImportReport:
     errors: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "imported": self.imported,
-            "exists": self.exists,
-            "duplicate": self.duplicate,
-            "relations": self.relations,
-            "relations_skipped": self.relations_skipped,
-            "errors": self.errors,
-        }
+        counts = {"imported": self.imported, "exists": self.exists, "duplicate": self.duplicate}
+        if self.relations or self.relations_skipped:  # a file with graph relation lines
+            counts |= {"relations": self.relations, "relations_skipped": self.relations_skipped}
+        return {**counts, "errors": self.errors}
 
 
 async def split_lines(chunks: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
