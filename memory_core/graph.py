@@ -28,7 +28,7 @@ import numpy as np
 from .config import GraphConfig
 from .filters import scope_sql
 from .graph_learn import GraphLearner, GraphReport, StoredFact
-from .graph_prompts import USER_ENTITY, name_key
+from .graph_prompts import MAX_NAME_CHARS, USER_ENTITY, name_key
 from .graph_store import VALID, GraphStore, in_sql, rests_on_sql
 from .graph_transfer import export_relations, import_relations
 from .llm_client import ChatLLM
@@ -65,7 +65,8 @@ def relation_line(row: dict[str, Any]) -> str:
 
 def query_names(query: str) -> list[str]:
     """Every run of 1-4 words of ``query`` as a name key: what the query may name."""
-    words = _WORD.findall(query.casefold())[:MAX_QUERY_WORDS]
+    words = [w for w in _WORD.findall(query.casefold()) if len(w) <= MAX_NAME_CHARS]
+    words = words[:MAX_QUERY_WORDS]
     return sorted(
         {" ".join(words[i : i + n]) for n in range(1, 5) for i in range(len(words) - n + 1)}
     )

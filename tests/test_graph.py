@@ -139,6 +139,12 @@ def test_relation_names_and_query_names() -> None:
     ]
 
 
+def test_query_names_are_bounded() -> None:
+    names = query_names("x" * 5000 + " Maria " + "word " * 500)
+    assert "maria" in names and all(len(n) <= 4 * 101 for n in names)
+    assert len(names) <= 4 * 64
+
+
 def test_exact_scope_sql_names_every_id() -> None:
     sql = exact_scope_sql(Scope("ana", app_id="a"))
     assert sql == "user_id = 'ana' AND agent_id IS NULL AND run_id IS NULL AND app_id = 'a'"
