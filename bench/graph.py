@@ -32,7 +32,9 @@ from bench.locomo import (
     Scores,
     cached_local_embedder,
     load_samples,
+    shipped_search_config,
     split_samples,
+    turn_context,
     turn_text,
 )
 from memory_core.graph_prompts import GRAPH_SCHEMA, build_graph_messages
@@ -82,6 +84,7 @@ class ScriptedGraphBuilder:
 
 async def locomo(samples: Sequence[Sample], embedder: Any, workdir: Path | None) -> dict[str, Any]:
     from memory_core import AsyncMemory, MemoryConfig
+    from memory_core.config import GraphConfig
     from memory_core.graph_learn import StoredFact
     from memory_core.types import Scope
     from proxy.inject import default_token_counter
@@ -92,7 +95,11 @@ async def locomo(samples: Sequence[Sample], embedder: Any, workdir: Path | None)
     single_turn_prompts: list[int] = []
     try:
         for sample in samples:
-            config = MemoryConfig(storage_uri=str(root / sample.sample_id), graph={"enabled": True})
+            config = MemoryConfig(
+                storage_uri=str(root / sample.sample_id),
+                search=MemoryConfig().search.model_copy(update=shipped_search_config()),
+                graph=GraphConfig(enabled=True),
+            )
             memory = AsyncMemory(config, embedder=embedder)
             await memory.open()
             graph = memory.graph
@@ -100,14 +107,16 @@ async def locomo(samples: Sequence[Sample], embedder: Any, workdir: Path | None)
             scope = Scope(sample.sample_id)
             for session in sample.sessions:
                 facts: list[StoredFact] = []
-                for turn in session:
-                    text = turn_text(turn)
+                for index, turn in enumerate(session):
+                    # Stored as ``bench locomo`` stores it: the shipped search, one turn of
+                    # context.
                     added = await memory.add(
-                        text,
+                        turn_text(turn),
                         user_id=sample.sample_id,
                         infer=False,
                         timestamp=turn.when,
                         metadata={"dia_id": turn.dia_id},
+                        context=turn_context(session, index, 1, caption=True),
                     )
                     facts += [StoredFact(r["memory"], r["id"]) for r in added["results"]]
                 for start in range(0, len(facts), FACTS_PER_JOB):

@@ -17,6 +17,7 @@ job stored and walked at recall (docs/graph.md).
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -27,8 +28,9 @@ import numpy as np
 from .config import GraphConfig
 from .filters import scope_sql
 from .graph_learn import GraphLearner, GraphReport, StoredFact
-from .graph_prompts import USER_ENTITY, name_key
+from .graph_prompts import MAX_NAME_CHARS, USER_ENTITY, name_key
 from .graph_store import VALID, GraphStore, in_sql, rests_on_sql
+from .graph_transfer import export_relations, import_relations
 from .llm_client import ChatLLM
 from .types import Scope
 
@@ -63,7 +65,8 @@ def relation_line(row: dict[str, Any]) -> str:
 
 def query_names(query: str) -> list[str]:
     """Every run of 1-4 words of ``query`` as a name key: what the query may name."""
-    words = _WORD.findall(query.casefold())[:MAX_QUERY_WORDS]
+    words = [w for w in _WORD.findall(query.casefold()) if len(w) <= MAX_NAME_CHARS]
+    words = words[:MAX_QUERY_WORDS]
     return sorted(
         {" ".join(words[i : i + n]) for n in range(1, 5) for i in range(len(words) - n + 1)}
     )
@@ -75,6 +78,7 @@ class GraphMemory:
     def __init__(self, store: GraphStore, embed: Embed, config: GraphConfig) -> None:
         self.store = store
         self.config = config
+        self.embed = embed
         self._learner = GraphLearner(store, embed, config)
 
     async def learn(
@@ -98,20 +102,26 @@ class GraphMemory:
         cfg = self.config
         where = scope_sql(scope)
         valid = f"{where} AND {VALID}"
-        named = await self.store.entities(
-            f"{where} AND {in_sql('name_key', query_names(query))}", limit=cfg.max_edges_per_hop
+        # The three seed searches are independent: one round trip's time, not three.
+        named, near, seeds = await asyncio.gather(
+            self.store.entities(
+                f"{where} AND {in_sql('name_key', query_names(query))}",
+                limit=cfg.max_edges_per_hop,
+            ),
+            self.store.nearest_entities(vector, where, limit=cfg.seed_entities)
+            if cfg.seed_entities
+            else _nothing(),
+            self.store.nearest_relations(vector, valid, limit=cfg.seed_relations),
         )
-        frontier = {row["id"] for row in named if row["name_key"] != name_key(USER_ENTITY)}
-        if cfg.seed_entities:
-            for row, similarity in await self.store.nearest_entities(
-                vector, where, limit=cfg.seed_entities
-            ):
-                if similarity >= cfg.seed_threshold and row["name_key"] != name_key(USER_ENTITY):
-                    frontier.add(row["id"])
+        user = name_key(USER_ENTITY)
+        frontier = {row["id"] for row in named if row["name_key"] != user}
+        frontier |= {
+            row["id"]
+            for row, similarity in near
+            if similarity >= cfg.seed_threshold and row["name_key"] != user
+        }
         walked: dict[str, tuple[int, float, dict[str, Any]]] = {}
-        for row, similarity in await self.store.nearest_relations(
-            vector, valid, limit=cfg.seed_relations
-        ):
+        for row, similarity in seeds:
             if similarity >= cfg.seed_threshold:
                 walked[row["id"]] = (0, similarity, row)
                 frontier.update(_ends(row))
@@ -152,6 +162,16 @@ class GraphMemory:
             limit=self.config.max_edges_per_hop,
         )
         return {m for row in superseded for m in row["memory_ids"] or []}
+
+    # ---- export / import ----------------------------------------------------------------
+
+    async def export(self, scope: Scope) -> list[dict[str, Any]]:
+        """``scope``'s relations as export records (``graph_transfer``)."""
+        return await export_relations(self.store, scope)
+
+    async def import_records(self, records: Sequence[dict[str, Any]]) -> list[str]:
+        """Store exported relation records; ``"imported"`` / ``"exists"`` per record."""
+        return await import_relations(self.store, self.embed, records)
 
     # ---- forget ------------------------------------------------------------------------
 
@@ -203,6 +223,10 @@ class GraphMemory:
         await self.store.delete_relations(in_sql("id", [relation_id]))
         await self._drop_orphans(scope_sql(Scope.of(row)), {row["source_id"], row["target_id"]})
         return row
+
+
+async def _nothing() -> list[tuple[dict[str, Any], float]]:
+    return []
 
 
 def _ends(row: dict[str, Any]) -> list[str]:

@@ -129,6 +129,8 @@ class AsyncMemory:
                 await self._store.open()
             if self.config.graph.enabled and self._graph is None:
                 self._graph = await open_graph(self.config, self.embedder)
+            elif self._graph is not None and not self._graph.store.is_open:
+                await self._graph.store.open()
             lance = self._store.inner if isinstance(self._store, CachingStore) else self._store
             if self._graph is not None and isinstance(lance, LanceStore):
                 lance.on_purged = self._forget_purged
@@ -158,6 +160,8 @@ class AsyncMemory:
     async def close(self) -> None:
         if self._store is not None:
             await self._store.close()
+        if self._graph is not None:
+            await self._graph.store.close()
         close = getattr(self._embedder, "close", None)
         if self._owns_embedder and callable(close):
             close()

@@ -22,9 +22,10 @@ from pydantic.json_schema import models_json_schema
 from memory_core.checks import check_metadata
 from memory_core.config import MAX_TTL_S
 from memory_core.errors import InvalidInput
+from memory_core.graph_prompts import entity_name, relation_name
 from memory_core.lifecycle import MAX_CATEGORIES, MAX_CATEGORY_CHARS, MAX_FEEDBACK_REASON_CHARS
 from memory_core.timestamps import normalize_timestamp
-from memory_core.types import ID_REGEX, IDENTITY_FIELDS
+from memory_core.types import ID_PATTERN, ID_REGEX, IDENTITY_FIELDS
 
 from .export_models import ExportCreated, ExportRecord, ExportRequest
 
@@ -197,6 +198,46 @@ class ImportRecord(BaseModel):
             raise ValueError(str(exc)) from exc
         record = self.model_dump()
         for field in ("created_at", "updated_at", "expires_at"):
+            if record[field] is not None:
+                record[field] = normalize_timestamp(record[field])
+        return record
+
+
+class RelationRecord(BaseModel):
+    """A graph relation line of an export/import file (``"type": "relation"``)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["relation"]
+    id: str = Field(pattern=ID_REGEX)
+    source: str = Field(min_length=1, max_length=200)
+    relation: str = Field(min_length=1, max_length=200)
+    target: str = Field(min_length=1, max_length=200)
+    source_type: str = Field(default="thing", max_length=60)
+    target_type: str = Field(default="thing", max_length=60)
+    memory_ids: list[str] = Field(default_factory=list, max_length=1000)
+    valid_from: str
+    invalid_at: str | None = None
+    created_at: str | None = None
+    user_id: str | None = IdField
+    agent_id: str | None = IdField
+    run_id: str | None = IdField
+    app_id: str | None = IdField
+
+    def checked(self) -> dict[str, Any]:
+        """The record for ``GraphMemory.import_records``, names and relation normalised the
+        way learned ones are; raises ValueError when unusable."""
+        source, target = entity_name(self.source), entity_name(self.target)
+        relation = relation_name(self.relation)
+        if source is None or target is None or relation is None:
+            raise ValueError("a relation needs a source, a relation and a target")
+        if any(not re.fullmatch(ID_PATTERN.pattern, m) for m in self.memory_ids):
+            raise ValueError("memory_ids must be memory ids")
+        record = self.model_dump()
+        record.update(source=source, target=target, relation=relation)
+        record["source_type"] = relation_name(self.source_type) or "thing"
+        record["target_type"] = relation_name(self.target_type) or "thing"
+        for field in ("valid_from", "invalid_at", "created_at"):
             if record[field] is not None:
                 record[field] = normalize_timestamp(record[field])
         return record

@@ -12,9 +12,10 @@ from pydantic import ValidationError
 
 from memory_core import AsyncMemory
 from memory_core.errors import InvalidInput, MemoryCoreError
+from memory_core.graph_transfer import RELATION_RECORD
 from memory_core.types import IDENTITY_FIELDS, Scope
 
-from .api_models import ImportRecord, ScopeQuery, validation_message
+from .api_models import ImportRecord, RelationRecord, ScopeQuery, validation_message
 from .auth import Caller
 from .errors import ProxyError
 from .memory_access import authorize_scope
@@ -28,7 +29,8 @@ MAX_IMPORT_DEPTH = RequestLimits().max_json_depth
 
 
 async def export_lines(memory: AsyncMemory, scope: Scope) -> tuple[int, AsyncIterator[bytes]]:
-    """The scope's memories as JSONL chunks (newest first), and how many there are."""
+    """The scope's memories as JSONL chunks (newest first), then, with graph memory on, its
+    relations (``"type": "relation"``); and how many lines there are."""
     listing = await memory.get_all(
         user_id=scope.user_id,
         agent_id=scope.agent_id,
@@ -37,7 +39,9 @@ async def export_lines(memory: AsyncMemory, scope: Scope) -> tuple[int, AsyncIte
         limit=1_000_000,
         include_expired=True,  # an export loses nothing: expired memories go with theirs
     )
-    items = listing["results"]
+    items: list[Any] = list(listing["results"])
+    if memory.graph is not None:  # the graph after the memories its relations rest on
+        items += await memory.graph.export(scope)
 
     async def chunks() -> AsyncIterator[bytes]:
         for start in range(0, len(items), EXPORT_CHUNK):
@@ -51,16 +55,16 @@ class ImportReport:
     imported: int = 0
     exists: int = 0
     duplicate: int = 0
+    relations: int = 0  # graph relation lines stored
+    relations_skipped: int = 0  # relation lines of a known id, or with graph memory off
     lines: int = 0
     errors: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "imported": self.imported,
-            "exists": self.exists,
-            "duplicate": self.duplicate,
-            "errors": self.errors,
-        }
+        counts = {"imported": self.imported, "exists": self.exists, "duplicate": self.duplicate}
+        if self.relations or self.relations_skipped:  # a file with graph relation lines
+            counts |= {"relations": self.relations, "relations_skipped": self.relations_skipped}
+        return {**counts, "errors": self.errors}
 
 
 async def split_lines(chunks: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
@@ -104,6 +108,7 @@ async def import_lines(
     """
     report = ImportReport()
     batch: list[dict[str, Any]] = []
+    relations: list[dict[str, Any]] = []  # stored last: they rest on the memories
 
     async def flush() -> None:
         if batch:
@@ -126,10 +131,18 @@ async def import_lines(
             message = exc.message if isinstance(exc, ProxyError) else str(exc)
             report.errors.append({"line": report.lines, "message": message})
             continue
+        if record.get("type") == RELATION_RECORD:
+            relations.append(record)
+            continue
         batch.append(record)
         if len(batch) >= IMPORT_BATCH:
             await flush()
     await flush()
+    for start in range(0, len(relations), IMPORT_BATCH):
+        chunk = relations[start : start + IMPORT_BATCH]
+        statuses = await memory.graph.import_records(chunk) if memory.graph is not None else []
+        report.relations += statuses.count("imported")
+        report.relations_skipped += len(chunk) - statuses.count("imported")
     return report
 
 
@@ -144,8 +157,9 @@ def _parse_import_line(raw: bytes, max_depth: int) -> dict[str, Any]:
         raise ValueError("each line must be a JSON object")
     if nesting_exceeds(data, max_depth):
         raise ValueError(f"the line nests arrays/objects deeper than {max_depth} levels")
+    model = RelationRecord if data.get("type") == RELATION_RECORD else ImportRecord
     try:
-        record = ImportRecord.model_validate(data)
+        record = model.model_validate(data)
     except ValidationError as exc:
         raise ValueError(validation_message(exc)) from exc
     return record.checked()

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import openai
+import orjson
 import pytest
 
 from memory_core import AsyncMemory, MemoryConfig
@@ -136,6 +137,12 @@ def test_relation_names_and_query_names() -> None:
         "1. User's sister Maria lives in Lisbon",
         "2. Maria works at Acme",
     ]
+
+
+def test_query_names_are_bounded() -> None:
+    names = query_names("x" * 5000 + " Maria " + "word " * 500)
+    assert "maria" in names and all(len(n) <= 4 * 101 for n in names)
+    assert len(names) <= 4 * 64
 
 
 def test_exact_scope_sql_names_every_id() -> None:
@@ -309,3 +316,111 @@ def test_chat_recall_adds_relation_lines(tmp_path: Path) -> None:
         block = (reply.choices[0].message.content or "").split("| MEMORIES: ")[-1]
         assert "Maria -[lives_in]-> Lisbon" in block, block
         assert "User's sister Maria lives in Lisbon" in block
+
+
+# ---- export / import ------------------------------------------------------------------------
+
+
+async def test_export_and_import_carry_the_graph(
+    graphed: AsyncMemory, embedder: Any, fake_llm_config: dict[str, Any], tmp_path: Path
+) -> None:
+    from proxy.memory_transfer import export_lines, import_lines
+
+    await graphed.add("My sister Maria lives in Lisbon.", user_id="ivy")
+    await graphed.add("My sister Maria moved to Porto.", user_id="ivy")
+    count, chunks = await export_lines(graphed, Scope("ivy"))
+    lines = [line async for chunk in chunks for line in chunk.splitlines()]
+    assert count == len(lines)
+    records = [orjson.loads(line) for line in lines]
+    relations = [r for r in records if r.get("type") == "relation"]
+    assert {(r["source"], r["relation"], r["target"]) for r in relations} >= {
+        ("Maria", "lives_in", "Lisbon"),
+        ("Maria", "lives_in", "Porto"),
+    }
+    assert any(r["invalid_at"] for r in relations)  # history travels too
+
+    config = MemoryConfig(
+        storage_uri=str(tmp_path / "copy"), llm=fake_llm_config, graph={"enabled": True}
+    )
+    copy = AsyncMemory(config, embedder=embedder)
+    await copy.open()
+    try:
+
+        async def replay() -> Any:
+            for line in lines:
+                yield line
+
+        report = await import_lines(copy, replay(), lambda record: None)
+        assert report.errors == [] and report.relations == len(relations)
+        assert report.imported == len(records) - len(relations)
+        again = await import_lines(copy, replay(), lambda record: None)
+        assert again.relations == 0 and again.relations_skipped == len(relations)
+        found = await copy.search("Where does my sister live?", user_id="ivy")
+        shapes = {(r["source"], r["relationship"], r["destination"]) for r in found["relations"]}
+        assert ("Maria", "lives_in", "Porto") in shapes
+        assert ("Maria", "lives_in", "Lisbon") not in shapes
+    finally:
+        await copy.close()
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        {
+            "type": "relation",
+            "id": "r1",
+            "source": "",
+            "relation": "x",
+            "target": "B",
+            "valid_from": "2026-01-01",
+            "user_id": "ivy",
+        },
+        {
+            "type": "relation",
+            "id": "r2",
+            "source": "A",
+            "relation": "!!",
+            "target": "B",
+            "valid_from": "2026-01-01",
+            "user_id": "ivy",
+        },
+        {
+            "type": "relation",
+            "id": "r3",
+            "source": "A",
+            "relation": "x",
+            "target": "B",
+            "valid_from": "not a date",
+            "user_id": "ivy",
+        },
+        {
+            "type": "relation",
+            "id": "r 4",
+            "source": "A",
+            "relation": "x",
+            "target": "B",
+            "valid_from": "2026-01-01",
+            "user_id": "ivy",
+        },
+        {
+            "type": "relation",
+            "id": "r5",
+            "source": "A",
+            "relation": "x",
+            "target": "B",
+            "valid_from": "2026-01-01",
+            "user_id": "ivy",
+            "memory_ids": ["a b"],
+        },
+    ],
+)
+async def test_bad_relation_lines_are_refused_by_line(
+    graphed: AsyncMemory, line: dict[str, Any]
+) -> None:
+    from proxy.memory_transfer import import_lines
+
+    async def one() -> Any:
+        yield orjson.dumps(line)
+
+    report = await import_lines(graphed, one(), lambda record: None)
+    assert report.relations == 0 and [e["line"] for e in report.errors] == [1]
