@@ -1,7 +1,10 @@
 """What one ``add(infer=True)`` did, so that "nothing was learned" is always explainable.
 
-``LearningReport.to_dict()`` is the stored result of a learning job (``memproxy queue recent``,
-the job store's ``result`` column); its shape is documented in docs/learning.md.
+``LearningReport.to_dict()`` is the stored result of a learning job, its entry in the learning
+log (``GET /v1/learning``, ``memproxy queue log``, the job store's ``result``); its shape is
+documented in docs/learning.md. The facts and decisions it keeps are bounded: texts cut at
+``LOGGED_TEXT_CHARS``, at most ``MAX_LOGGED_FACTS`` facts and ``MAX_LOGGED_DECISIONS``
+decisions (the counts stay exact).
 """
 
 from __future__ import annotations
@@ -12,7 +15,19 @@ from typing import Any
 
 from .contracts import EVENTS, Rejections
 
-RESULT_VERSION = 1
+# 2: ``facts`` and ``decisions`` (version 1 results, counts only, stay readable).
+RESULT_VERSION = 2
+LOGGED_TEXT_CHARS = 300
+MAX_LOGGED_FACTS = 30
+MAX_LOGGED_DECISIONS = 50
+# Who made a logged decision: the update answer; the extraction alone (nothing similar was
+# stored, so every new fact is an ADD); the exact-text guard (a fact stored word for word);
+# the near-duplicate guard (``duplicates.fold_target``).
+ORIGINS = ("update_answer", "extraction", "known", "near_duplicate")
+
+
+def _cut(text: str | None) -> str | None:
+    return None if text is None else text[:LOGGED_TEXT_CHARS]
 
 
 @dataclass(slots=True)
@@ -27,6 +42,40 @@ class LearningReport:
     applied: Counter[str] = field(default_factory=Counter)  # ADD / UPDATE / DELETE / NONE
     rejected: Rejections = field(default_factory=Rejections)
     skipped: str | None = None
+    facts: list[str] = field(default_factory=list)  # the usable facts, cut (see the module)
+    decisions: list[dict[str, Any]] = field(default_factory=list)
+    decisions_omitted: int = 0  # decisions past ``MAX_LOGGED_DECISIONS``
+
+    def extracted(self, facts: list[str]) -> None:
+        """The usable facts of the extraction answer."""
+        self.facts_extracted = len(facts)
+        self.facts = [text[:LOGGED_TEXT_CHARS] for text in facts[:MAX_LOGGED_FACTS]]
+
+    def decided(
+        self,
+        event: str,
+        memory_id: str | None,
+        *,
+        text: str | None,
+        old_memory: str | None = None,
+        reason: str | None = None,
+        origin: str = "update_answer",
+    ) -> None:
+        """Log one decision: the memory it touched (None for a fact not stored), the text it
+        stored (or the fact it was about), the text before, and why."""
+        if len(self.decisions) >= MAX_LOGGED_DECISIONS:
+            self.decisions_omitted += 1
+            return
+        self.decisions.append(
+            {
+                "event": event,
+                "memory_id": memory_id,
+                "text": _cut(text),
+                "old_memory": _cut(old_memory),
+                "reason": _cut(reason),
+                "origin": origin,
+            }
+        )
 
     @property
     def status(self) -> str:
@@ -47,6 +96,9 @@ class LearningReport:
             "rejected_examples": list(self.rejected.examples),
             "llm_calls": self.llm_calls,
             "skipped": self.skipped,
+            "facts": list(self.facts),
+            "decisions": [dict(decision) for decision in self.decisions],
+            "decisions_omitted": self.decisions_omitted,
         }
 
 
@@ -62,4 +114,12 @@ def summary(result: dict[str, Any]) -> str:
     return line
 
 
-__all__ = ["RESULT_VERSION", "LearningReport", "summary"]
+__all__ = [
+    "LOGGED_TEXT_CHARS",
+    "MAX_LOGGED_DECISIONS",
+    "MAX_LOGGED_FACTS",
+    "ORIGINS",
+    "RESULT_VERSION",
+    "LearningReport",
+    "summary",
+]
