@@ -14,24 +14,14 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-import yaml
 
-from proxy.auth import hash_key
 from tests.conftest import SharedEmbedder
 from tests.fake_answers import SCRIPTED_REASONS
 from tests.fake_upstream import FakeUpstream
-from tests.queue_procs import InProcessProxy, run_cli, wait_drained, wait_until, write_config
+from tests.learning_servers import KeyedProxy, keyed_config
+from tests.queue_procs import run_cli, wait_drained, wait_until
 
 MAX_ATTEMPTS = 2
-KEYS = {"alice": "sk-log-alice", "bob": "sk-log-bob", "admin": "sk-log-admin"}
-
-
-class KeyedProxy(InProcessProxy):
-    """The proxy with API keys: its queue counts in ``/ready`` need the admin key."""
-
-    def ready(self) -> dict[str, Any]:
-        headers = {"Authorization": f"Bearer {KEYS['admin']}"}
-        return dict(httpx.get(f"{self.url}/ready", headers=headers, timeout=10).json())
 
 
 @pytest.fixture
@@ -40,49 +30,32 @@ def setup(
     fake_llm: FakeUpstream,
     embedder: SharedEmbedder,
     queue_backend: dict[str, Any],
-) -> Iterator[tuple[InProcessProxy, FakeUpstream, Path]]:
-    config = write_config(
+) -> Iterator[tuple[KeyedProxy, FakeUpstream, Path]]:
+    config = keyed_config(
         tmp_path / "proxy.yaml",
         fake_url=fake_llm.url,
         storage=tmp_path / "data",
         queue={"max_attempts": MAX_ATTEMPTS, "backoff_base_s": 0.05, **queue_backend},
     )
-    settings = yaml.safe_load(config.read_text())
-    settings["auth"] = {
-        "keys": [
-            {"name": "alice-app", "key_sha256": hash_key(KEYS["alice"]), "users": ["alice"]},
-            {"name": "bob-app", "key_sha256": hash_key(KEYS["bob"]), "users": ["bob"]},
-            {"name": "ops", "key_sha256": hash_key(KEYS["admin"]), "admin": True},
-        ]
-    }
-    config.write_text(yaml.safe_dump(settings))
     with KeyedProxy(config, embedder) as proxy:
         yield proxy, fake_llm, config
 
 
-def client(proxy: InProcessProxy, key: str) -> httpx.Client:
-    headers = {"Authorization": f"Bearer {KEYS[key]}"}
-    return httpx.Client(base_url=proxy.url, headers=headers, timeout=30)
+def client(proxy: KeyedProxy, key: str) -> httpx.Client:
+    return proxy.client(key)
 
 
-def chat(proxy: InProcessProxy, user: str, text: str) -> None:
-    with client(proxy, "admin") as c:
-        body = {
-            "model": "fake-model",
-            "user_id": user,
-            "messages": [{"role": "user", "content": text}],
-        }
-        response = c.post("/v1/chat/completions", json=body)
-    assert response.status_code == 200, response.text
+def chat(proxy: KeyedProxy, user: str, text: str) -> None:
+    proxy.chat(user, text)
 
 
-def log_of(proxy: InProcessProxy, key: str, **params: Any) -> httpx.Response:
+def log_of(proxy: KeyedProxy, key: str, **params: Any) -> httpx.Response:
     with client(proxy, key) as c:
         return c.get("/v1/learning", params=params)
 
 
 def test_learned_chats_show_their_facts_and_decisions(
-    setup: tuple[InProcessProxy, FakeUpstream, Path],
+    setup: tuple[KeyedProxy, FakeUpstream, Path],
 ) -> None:
     proxy, _fake, config = setup
     chat(proxy, "alice", "I live in Paris and I have a dog named Biscuit.")
@@ -147,7 +120,7 @@ def test_learned_chats_show_their_facts_and_decisions(
 
 
 def test_a_dead_letter_shows_its_error_and_is_retried_through_the_api(
-    setup: tuple[InProcessProxy, FakeUpstream, Path],
+    setup: tuple[KeyedProxy, FakeUpstream, Path],
 ) -> None:
     proxy, fake, _config = setup
     fake.set_failures(invalid_json_next=1_000)  # prose to every memory prompt: the job dies
@@ -189,7 +162,7 @@ BAD_PARAMS: list[dict[str, Any]] = [
 
 
 def test_bad_parameters_are_400s_and_the_log_needs_a_key(
-    setup: tuple[InProcessProxy, FakeUpstream, Path],
+    setup: tuple[KeyedProxy, FakeUpstream, Path],
 ) -> None:
     proxy, _fake, _config = setup
     for params in BAD_PARAMS:
