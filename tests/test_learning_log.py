@@ -185,3 +185,84 @@ def test_a_queue_file_from_before_the_log_gets_its_columns(tmp_path: Path) -> No
         assert ids(store.results(5, scope_key="alice")) == ["v2", "v1"]
     finally:
         store.close()
+
+
+# ---- the report's bounds and the API's view of an entry (pure) ------------------------------
+
+
+def test_the_report_bounds_what_it_logs() -> None:
+    from memory_core.learning_report import (
+        LOGGED_TEXT_CHARS,
+        MAX_LOGGED_DECISIONS,
+        MAX_LOGGED_FACTS,
+        LearningReport,
+    )
+
+    report = LearningReport()
+    report.extracted([f"fact {n} " + "x" * 400 for n in range(MAX_LOGGED_FACTS + 5)])
+    for n in range(MAX_LOGGED_DECISIONS + 3):
+        report.decided("ADD", f"m{n}", text="t" * 400, reason="r" * 400, origin="extraction")
+    result = report.to_dict()
+    assert result["version"] == 2 and result["facts_extracted"] == MAX_LOGGED_FACTS + 5
+    assert len(result["facts"]) == MAX_LOGGED_FACTS
+    assert {len(fact) for fact in result["facts"]} == {LOGGED_TEXT_CHARS}
+    assert len(result["decisions"]) == MAX_LOGGED_DECISIONS
+    assert result["decisions_omitted"] == 3
+    first = result["decisions"][0]
+    assert first == {
+        "event": "ADD",
+        "memory_id": "m0",
+        "text": "t" * LOGGED_TEXT_CHARS,
+        "old_memory": None,
+        "reason": "r" * LOGGED_TEXT_CHARS,
+        "origin": "extraction",
+    }
+
+
+@pytest.mark.parametrize(
+    ("error", "restricted"),
+    [
+        (None, None),
+        ("ExtractionError: no JSON object", "ExtractionError: no JSON object"),
+        (
+            "ExtractionError: LLM call to http://10.0.0.5:8000/v1 failed",
+            "ExtractionError: LLM call to <hidden> failed",
+        ),
+        (
+            "StoreError: lance error at /srv/data/lancedb/memories.lance: busy",
+            "StoreError: lance error at <hidden>: busy",
+        ),
+        ("ratio 3/4 and and/or stay", "ratio 3/4 and and/or stay"),
+    ],
+)
+def test_errors_hide_urls_and_paths_from_restricted_keys(
+    error: str | None, restricted: str | None
+) -> None:
+    from proxy.auth import Caller
+    from proxy.learning_api import shown_error
+
+    bound = Caller(name="app", users=("alice",))
+    assert shown_error(error, bound) == restricted
+    assert shown_error(error, Caller(name="ops", admin=True)) == error
+
+
+def test_a_version_1_result_reads_as_counts_only() -> None:
+    from proxy.auth import OPEN_CALLER
+    from proxy.learning_api import log_entry
+
+    row = {
+        "id": "j",
+        "scope_key": "alice",
+        "kind": "",
+        "status": "applied",
+        "attempts": 1,
+        "enqueued_at": 0.0,
+        "finished_at": 1.5,
+        "result": {"version": 1, "status": "applied", "applied": {"ADD": 1}},
+        "error": None,
+        "cursor": "1",
+    }
+    entry = log_entry(row, OPEN_CALLER)
+    assert entry["facts"] == [] and entry["decisions"] == [] and entry["kind"] == "learn"
+    assert entry["result"] == row["result"]
+    assert entry["finished_at"] == "1970-01-01T00:00:01.500000+00:00"
