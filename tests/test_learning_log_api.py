@@ -117,6 +117,8 @@ def test_learned_chats_show_their_facts_and_decisions(
     assert "fact: User lives in Berlin" in text
     assert f"UPDATE {paris_id} 'User lives in Paris' -> 'User lives in Berlin'" in text
     assert f"(reason: {SCRIPTED_REASONS['UPDATE']})" in text and first["id"] not in text
+    nobody = run_cli("log", "--user-id", "carol", config=config)
+    assert nobody.returncode == 0 and nobody.stdout == "no finished learning jobs of carol\n"
 
 
 def test_a_dead_letter_shows_its_error_and_is_retried_through_the_api(

@@ -67,6 +67,8 @@ def _run(args: argparse.Namespace, store: JobStore) -> int:
                 print(orjson.dumps(entries, option=orjson.OPT_INDENT_2).decode())
             for entry in [] if args.json else entries:
                 print("\n".join(log_lines(entry)))
+            if not entries and not args.json:
+                print("no finished learning jobs" + (f" of {args.user_id}" if args.user_id else ""))
         elif args.queue_command == "retry":
             print(f"requeued {store.retry_dead(args.job_id)} dead jobs")
         elif args.queue_command == "purge":
