@@ -156,8 +156,7 @@ async def infer(
     new_facts, known = await writer.split_known(write.scope, facts, job_id=write.job_id)
     report.facts_known = len(facts) - len(new_facts)
     report.applied["NONE"] += report.facts_known
-    for row in known:
-        report.decided("NONE", row["id"], text=row["memory"], origin="known")
+    report.known(known)
     if not new_facts:
         return None
     vectors = await writer.embed(new_facts)

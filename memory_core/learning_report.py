@@ -10,10 +10,14 @@ decisions (the counts stay exact).
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .contracts import EVENTS, Rejections
+
+if TYPE_CHECKING:
+    from .extraction import Decision
 
 # 2: ``facts`` and ``decisions`` (version 1 results, counts only, stay readable).
 RESULT_VERSION = 2
@@ -82,6 +86,54 @@ class LearningReport:
         """``applied`` when the store changed, else ``nothing_learned``."""
         changed = sum(self.applied[event] for event in ("ADD", "UPDATE", "DELETE"))
         return "applied" if changed else "nothing_learned"
+
+    def known(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """NONE for facts the scope already holds word for word (``rows``: those memories)."""
+        for row in rows:
+            self.decided("NONE", row["id"], text=row["memory"], origin="known")
+
+    def log_applied(
+        self,
+        results: Sequence[Mapping[str, Any]],
+        decisions: Sequence[Decision],
+        existing: Mapping[str, Mapping[str, Any]],
+        *,
+        origin: str,
+        folded: Collection[str] = (),
+    ) -> None:
+        """Log what ``MemoryWriter._apply`` did: each change in ``results`` (an ``AddResult``)
+        with the reason of its decision, then the NONE decisions (``existing``: the memories
+        offered; ``folded``: texts the near-duplicate guard turned into UPDATEs)."""
+        reasons = {(d.event, d.memory_id or d.text): d.reason for d in decisions}
+        for result in results:
+            event, memory_id, text = result["event"], result["id"], result["memory"]
+            if event == "ADD":
+                reason = reasons.get(("ADD", text))
+                self.decided("ADD", memory_id, text=text, reason=reason, origin=origin)
+            elif event == "UPDATE":
+                self.decided(
+                    "UPDATE",
+                    memory_id,
+                    text=text,
+                    old_memory=result.get("previous_memory"),
+                    reason=reasons.get(("UPDATE", memory_id)),
+                    origin="near_duplicate" if text in folded else origin,
+                )
+            else:
+                reason = reasons.get((event, memory_id))
+                self.decided(event, memory_id, text=None, old_memory=text, reason=reason)
+        for decision in decisions:
+            if decision.event == "NONE":
+                row = existing.get(decision.memory_id or "")
+                stored = row["memory"] if row is not None else None
+                self.decided(
+                    "NONE",
+                    decision.memory_id,
+                    text=decision.text or stored,
+                    old_memory=stored,
+                    reason=decision.reason,
+                    origin=origin,
+                )
 
     def to_dict(self) -> dict[str, Any]:
         return {

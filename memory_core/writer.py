@@ -225,12 +225,10 @@ class MemoryWriter:
         """Apply validated decisions, each logged in ``report``; every vector is computed
         before the first write."""
         origin = "update_answer" if existing else "extraction"  # no update call without rows
-        add_reasons = {d.text: d.reason for d in decisions if d.event == "ADD"}
         adds, known = await self.split_known(
             write.scope, [d.text for d in decisions if d.event == "ADD"]
         )
-        for row in known:
-            report.decided("NONE", row["id"], text=row["memory"], origin="known")
+        report.known(known)
         updates = [
             d
             for d in decisions
@@ -258,9 +256,6 @@ class MemoryWriter:
         if adds:
             add_vectors = np.stack([vectors[t] for t in adds])
             results += await self._insert(replace(write, context=None), adds, add_vectors)
-        for added in results:
-            reason = add_reasons.get(added["memory"])
-            report.decided("ADD", added["id"], text=added["memory"], reason=reason, origin=origin)
         now = now_stamp()
         history = []
         for decision in updates:
@@ -280,15 +275,6 @@ class MemoryWriter:
             results.append(
                 AddResult(id=memory_id, memory=decision.text, event="UPDATE", previous_memory=old)
             )
-            by = "near_duplicate" if decision.text in folded else origin
-            report.decided(
-                "UPDATE",
-                memory_id,
-                text=decision.text,
-                old_memory=old,
-                reason=decision.reason,
-                origin=by,
-            )
         if deletes:
             await self._store.delete(Selection.of_ids([d.memory_id or "" for d in deletes]))
             for decision in deletes:
@@ -296,21 +282,7 @@ class MemoryWriter:
                 old = existing[memory_id]["memory"]
                 history.append(write.history(memory_id, old, None, "DELETE", now))
                 results.append(AddResult(id=memory_id, memory=old, event="DELETE"))
-                report.decided(
-                    "DELETE", memory_id, text=None, old_memory=old, reason=decision.reason
-                )
-        for decision in decisions:
-            if decision.event == "NONE":
-                memory_id = decision.memory_id or ""
-                stored = existing[memory_id]["memory"] if memory_id in existing else None
-                report.decided(
-                    "NONE",
-                    decision.memory_id,
-                    text=decision.text or stored,
-                    old_memory=stored,
-                    reason=decision.reason,
-                    origin=origin,
-                )
+        report.log_applied(results, decisions, existing, origin=origin, folded=folded)
         await self._store.add_history(history)
         return results
 
