@@ -24,6 +24,7 @@ from memory_core.timestamps import normalize_timestamp
 from memory_core.types import ID_PATTERN, ID_REGEX, IDENTITY_FIELDS
 
 from .export_models import ExportCreated, ExportRecord, ExportRequest
+from .learning_models import LearningPage, LearningQuery, RetryResponse
 
 IdField = Field(default=None, pattern=ID_REGEX, description="user/agent/run/app id")
 MessageIn = str | dict[str, Any]
@@ -301,8 +302,21 @@ OPERATIONS: list[Operation] = [
     ("get", "/auth/me", "The calling key's rights", None, CallerResponse, ""),
     ("post", "/exports", "Queue a structured export", ExportRequest, ExportCreated, ""),
     ("get", "/exports/{export_id}", "A structured export", None, ExportRecord, ""),
+    (
+        "get",
+        "/learning",
+        "The learning log: what a user's jobs did",
+        None,
+        LearningPage,
+        "LearningQuery",
+    ),
+    ("post", "/learning/{job_id}/retry", "Requeue a dead learning job", None, RetryResponse, ""),
 ]
-QUERY_MODELS: dict[str, type[BaseModel]] = {"ListQuery": ListQuery, "ScopeQuery": ScopeQuery}
+QUERY_MODELS: dict[str, type[BaseModel]] = {
+    "ListQuery": ListQuery,
+    "ScopeQuery": ScopeQuery,
+    "LearningQuery": LearningQuery,
+}
 ERROR_STATUSES = (
     (400, "invalid request"),
     (401, "missing or wrong API key"),
@@ -384,7 +398,8 @@ def build_openapi() -> dict[str, Any]:
             str(code): {"description": text, "content": {"application/json": {"schema": error_ref}}}
             for code, text in ERROR_STATUSES
         }
-        ok_status = "202" if (method, path) == ("post", "/exports") else "200"
+        accepted = {("post", "/exports"), ("post", "/learning/{job_id}/retry")}
+        ok_status = "202" if (method, path) in accepted else "200"
         op["responses"] = {ok_status: ok, **errors}
         op["operationId"] = operation_id(method, path)
         paths.setdefault(path, {})[method] = op

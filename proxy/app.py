@@ -32,6 +32,7 @@ from .exports_api import export_routes
 from .guard import BrowserGuard
 from .inject import TokenCounter, default_token_counter
 from .learning import ExtractionModels, Learner
+from .learning_api import learning_routes
 from .litellm_upstream import LiteLLMUpstream
 from .logs import RequestIds
 from .mcp_server import McpEndpoint
@@ -265,6 +266,7 @@ def create_app(
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         *memory_routes(),
         *export_routes(),
+        *learning_routes(),
     ]
     if mcp is not None:
         routes.append(Route("/mcp", mcp, methods=["GET", "POST", "DELETE"]))

@@ -100,12 +100,14 @@ _CORE_STATUS: list[tuple[type[core.MemoryCoreError], int, str]] = [
     (core.ExtractionError, 502, "upstream_error"),
     (core.EmbedderError, 503, "server_error"),
     (core.StoreError, 503, "server_error"),
+    (core.QueueStoreError, 503, "server_error"),
 ]
 
 
 _SERVER_MESSAGES: dict[type[core.MemoryCoreError], str] = {
     core.EmbedderError: "the embedder is unavailable (see the proxy's log)",
     core.StoreError: "the memory store is unavailable (see the proxy's log)",
+    core.QueueStoreError: "the learning queue is unavailable (see the proxy's log)",
 }
 
 

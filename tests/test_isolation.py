@@ -5,7 +5,9 @@ delete memories of a user it may not act for."""
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -13,7 +15,7 @@ import httpx
 import orjson
 import pytest
 
-from tests.conftest import API_KEYS, ApiServer
+from tests.conftest import API_KEYS, ApiServer, HashEmbedder, api_settings
 
 USERS = ("alice", "bob", "carol")
 KEYS = ("alice", "pair", "team", "admin")
@@ -78,6 +80,8 @@ ROUTES: list[tuple[str, str, dict[str, Any]]] = [
     ("POST", "/search", {"json": {"query": "secret", "user_id": "alice"}}),
     ("POST", "/reset", {}),
     ("GET", "/auth/me", {}),
+    ("GET", "/learning", {"params": {"user_id": "alice"}}),
+    ("POST", "/learning/{id}/retry", {}),
 ]
 
 
@@ -188,6 +192,81 @@ def test_scoped_routes_matrix(world: dict[str, Any], key: str, user: str) -> Non
             with server.client("admin") as admin:
                 admin.delete("/memories", params={"user_id": user, "run_id": "matrix"})
     assert snapshot(server) == others
+
+
+@pytest.fixture(scope="module")
+def log_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
+    """The API keys' proxy with a learning log: one dead job per user (no model to learn
+    with, one attempt: each dies at once), so that every user has log entries."""
+    from memory_core import AsyncMemory
+    from memory_core.job_store import SqliteJobStore
+    from proxy.app import create_app
+    from tests.servers import ServerThread
+
+    uri = str(tmp_path_factory.mktemp("learning-log") / "lancedb")
+    settings = api_settings(uri)
+    queue = settings.memory.queue.model_copy(update={"max_attempts": 1})
+    settings = settings.model_copy(
+        update={"memory": settings.memory.model_copy(update={"queue": queue})}
+    )
+    jobs = SqliteJobStore(Path(uri) / "queue.sqlite3")
+    for user in USERS:
+        payload = {"scope": {"user_id": user}, "messages": [{"role": "user", "content": "x"}]}
+        jobs.enqueue(f"dead-{user}", user, payload)
+    memory = AsyncMemory(settings.memory.core_config(), embedder=HashEmbedder())
+    with ServerThread(create_app(settings, memory=memory)) as thread:
+        server = ApiServer(thread.base_url, memory)
+        wait_dead(jobs, [f"dead-{user}" for user in USERS])
+        yield server
+    jobs.close()
+
+
+def wait_dead(jobs: Any, job_ids: list[str]) -> None:
+    deadline = time.monotonic() + 30
+    while any(jobs.dead_job(job_id) is None for job_id in job_ids):
+        assert time.monotonic() < deadline, f"{job_ids} did not die"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("key,user", list(itertools.product(KEYS, USERS)))
+def test_learning_log_matrix(log_server: ApiServer, key: str, user: str) -> None:
+    """A key reads and retries the learning log of the users it may name, nobody else's:
+    another user's dead job is as absent as one that never existed."""
+    allowed = user in ALLOWED[key]
+    job_id = f"dead-{user}"
+    with log_server.client(key) as c:
+        for prefix in ("", "/v1"):
+            r = c.get(f"{prefix}/learning", params={"user_id": user})
+            assert status_of(r) == (200 if allowed else 403), r.text
+            if allowed:
+                entries = r.json()["results"]
+                assert entries and {e["user_id"] for e in entries} == {user}
+                assert entries[0]["status"] == "dead" and entries[0]["error"]
+            else:
+                assert job_id not in r.text
+            # Without a user: a bound key's own log, the whole log for keys that see all.
+            r = c.get(f"{prefix}/learning")
+            if key == "pair":
+                assert status_of(r) == 403
+            else:
+                shown = {e["user_id"] for e in r.json()["results"]}
+                assert shown == (set(USERS) if key in SEES_ALL else {"alice"})
+        retry = c.post(f"/v1/learning/{job_id}/retry")
+        absent = c.post("/v1/learning/no-such-job/retry")
+        assert status_of(absent) == 404
+        if allowed:
+            assert status_of(retry) == 202, retry.text  # it dies again: no model to learn with
+        else:
+            assert status_of(retry) == 404
+            assert retry.json()["error"]["type"] == absent.json()["error"]["type"]
+    if allowed:
+        from memory_core.job_store import SqliteJobStore
+
+        jobs = SqliteJobStore(Path(log_server.memory.config.storage_uri) / "queue.sqlite3")
+        try:
+            wait_dead(jobs, [job_id])
+        finally:
+            jobs.close()
 
 
 def test_reset_matrix_non_admins_refused(world: dict[str, Any]) -> None:
