@@ -130,10 +130,17 @@ class GraphMemory:
             if not frontier:
                 break
             ends = sorted(frontier)
-            edges = await self.store.relations(
-                f"{valid} AND ({in_sql('source_id', ends)} OR {in_sql('target_id', ends)})",
-                limit=cfg.max_edges_per_hop,
+            # Two indexed lookups at once rather than one OR the indexes cannot serve.
+            outgoing, incoming = await asyncio.gather(
+                self.store.relations(
+                    f"{valid} AND {in_sql('source_id', ends)}", limit=cfg.max_edges_per_hop
+                ),
+                self.store.relations(
+                    f"{valid} AND {in_sql('target_id', ends)}", limit=cfg.max_edges_per_hop
+                ),
             )
+            edges = list({row["id"]: row for row in [*outgoing, *incoming]}.values())
+            edges = edges[: cfg.max_edges_per_hop]
             frontier = set()
             for row in edges:
                 if row["id"] not in walked:
