@@ -27,6 +27,7 @@ import numpy as np
 from .config import GraphConfig
 from .filters import scope_sql
 from .graph_learn import GraphLearner, GraphReport, StoredFact
+from .graph_pages import GraphPage, graph_page, relation_row, rename_relation
 from .graph_prompts import USER_ENTITY, name_key
 from .graph_store import VALID, GraphStore, in_sql, rests_on_sql
 from .llm_client import ChatLLM
@@ -75,6 +76,7 @@ class GraphMemory:
     def __init__(self, store: GraphStore, embed: Embed, config: GraphConfig) -> None:
         self.store = store
         self.config = config
+        self._embed = embed
         self._learner = GraphLearner(store, embed, config)
 
     async def learn(
@@ -194,12 +196,34 @@ class GraphMemory:
         await self.store.delete_relations(where)
         await self.store.delete_entities(where)
 
+    # ---- browse and edit (graph_pages) ---------------------------------------------------
+
+    async def page(
+        self,
+        scope: Scope,
+        *,
+        limit: int,
+        before: tuple[str, str] | None = None,
+        include_invalid: bool = False,
+    ) -> GraphPage:
+        """A page of ``scope``'s relations, newest first, with the entities they join."""
+        return await graph_page(
+            self.store, scope, limit=limit, before=before, include_invalid=include_invalid
+        )
+
+    async def relation(self, relation_id: str) -> dict[str, Any] | None:
+        """One relation's row (any scope: callers check whose it is), None if absent."""
+        return await relation_row(self.store, relation_id)
+
+    async def rename_relation(self, relation_id: str, relation: str) -> dict[str, Any] | None:
+        """Rename a relation (``relation``: a ``relation_name``); the row after, or None."""
+        return await rename_relation(self.store, self._embed, relation_id, relation)
+
     async def delete_relation(self, relation_id: str) -> dict[str, Any] | None:
         """Delete one relation (and entities it leaves alone); the row, None if absent."""
-        rows = await self.store.relations(in_sql("id", [relation_id]), limit=1)
-        if not rows:
+        row = await relation_row(self.store, relation_id)
+        if row is None:
             return None
-        row = rows[0]
         await self.store.delete_relations(in_sql("id", [relation_id]))
         await self._drop_orphans(scope_sql(Scope.of(row)), {row["source_id"], row["target_id"]})
         return row
@@ -217,6 +241,7 @@ def _ends(row: dict[str, Any]) -> list[str]:
 
 __all__ = [
     "GraphMemory",
+    "GraphPage",
     "GraphRecall",
     "GraphReport",
     "StoredFact",
