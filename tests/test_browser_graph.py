@@ -130,3 +130,42 @@ def test_graph_view_of_a_bound_key_and_an_empty_graph(
     assert tab.locator("#graph-svg g.edge").count() == 0
     assert "alice" in tab.locator("#graph-title").inner_text()
     assert problems == []
+
+
+def test_graph_view_says_when_graph_memory_is_off(
+    api_server: ApiServer, page: tuple[Any, list[str]]
+) -> None:
+    tab, problems = page
+    tab.goto(api_server.base_url + "/ui/")
+    tab.fill("#api-key", API_KEYS["team"])
+    tab.click("#connect")
+    tab.wait_for_selector("#user-input:visible")
+    tab.fill("#user-input", "alice")
+    tab.click("#show-graph")
+    tab.wait_for_selector("#status.error")
+    assert "409" in tab.locator("#status").inner_text()
+    assert "memory.graph.enabled" in tab.locator("#status").inner_text()
+    # The failed fetch itself is logged by Chromium; nothing else may be.
+    assert all("409" in p for p in problems), problems
+
+
+def test_relations_open_from_the_keyboard(
+    graph_server: ApiServer, page: tuple[Any, list[str]]
+) -> None:
+    tab, problems = page
+    with graph_server.client("team") as c:
+        body = {"messages": [{"role": "user", "content": "My brother Tom plays chess."}]}
+        assert c.post("/v1/memories", json={**body, "user_id": "milo"}).status_code == 200
+    tab.goto(graph_server.base_url + "/ui/")
+    tab.fill("#api-key", API_KEYS["team"])
+    tab.click("#connect")
+    tab.wait_for_selector("#user-input:visible")
+    tab.fill("#user-input", "milo")
+    tab.click("#show-graph")
+    tab.wait_for_selector("#graph-svg text.edge-label")
+    label = tab.locator("#graph-svg text.edge-label", has_text="plays")
+    label.focus()
+    tab.keyboard.press("Enter")
+    tab.wait_for_selector("#edge-panel:not([hidden])")
+    assert tab.locator("#edge-text").inner_text() == "Tom —plays→ chess"
+    assert problems == []

@@ -600,6 +600,14 @@ function drawEdge(edge, from, to, bend) {
     "text-anchor": "middle",
   });
   label.textContent = edge.relationship;
+  label.setAttribute("tabindex", "0");
+  label.setAttribute("role", "button");
+  label.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" || event.key === " ") {
+      event.preventDefault();
+      openEdgePanel(edge.id);
+    }
+  });
   for (const element of [group, label]) {
     element.addEventListener("click", () => openEdgePanel(edge.id));
   }
