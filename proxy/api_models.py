@@ -268,8 +268,8 @@ ERROR_STATUSES = (
     (401, "missing or wrong API key"),
     (403, "the key may not act for that user, or a web page's origin is not allowed"),
     (404, "no such memory visible to this key"),
-    (409, "the feature is off in this proxy's config (graph routes: memory.graph.enabled)"),
     (408, "the request body did not arrive in time"),
+    (409, "the feature is off in this proxy's config (graph routes: memory.graph.enabled)"),
     (413, "the request body is larger than the configured limit"),
     (415, "the body is not sent as application/json (application/x-ndjson for import)"),
 )
