@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from pydantic import (
@@ -323,6 +324,7 @@ ERROR_STATUSES = (
     (403, "the key may not act for that user, or a web page's origin is not allowed"),
     (404, "no such memory visible to this key"),
     (408, "the request body did not arrive in time"),
+    (409, "the feature is off in this proxy's config (graph routes: memory.graph.enabled)"),
     (413, "the request body is larger than the configured limit"),
     (415, "the body is not sent as application/json (application/x-ndjson for import)"),
 )
@@ -354,9 +356,12 @@ def operation_id(method: str, path: str) -> str:
     return "_".join([method, *words])
 
 
-def build_openapi() -> dict[str, Any]:
+def build_openapi(
+    operations: Sequence[Operation] = OPERATIONS,
+    query_models: Mapping[str, type[BaseModel]] = QUERY_MODELS,
+) -> dict[str, Any]:
     """The OpenAPI 3.1 document, schemas generated from the pydantic models."""
-    models = {m for op in OPERATIONS for m in (op[3], op[4]) if m is not None}
+    models = {m for op in operations for m in (op[3], op[4]) if m is not None}
     models |= {ErrorResponse, ImportRecord}
     _, defs = models_json_schema(
         [(m, "validation") for m in sorted(models, key=lambda m: m.__name__)],
@@ -365,7 +370,7 @@ def build_openapi() -> dict[str, Any]:
     schemas = defs.get("$defs", {})
     paths: dict[str, dict[str, Any]] = {}
     error_ref = {"$ref": "#/components/schemas/ErrorResponse"}
-    for method, path, summary, body, response, query in OPERATIONS:
+    for method, path, summary, body, response, query in operations:
         op: dict[str, Any] = {"summary": summary, "security": [{"bearer": []}, {"apiKey": []}]}
         params: list[dict[str, Any]] = []
         for name in re.findall(r"{(\w+)}", path):
@@ -373,7 +378,7 @@ def build_openapi() -> dict[str, Any]:
                 {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
             )
         if query:
-            params.extend(query_parameters(QUERY_MODELS[query]))
+            params.extend(query_parameters(query_models[query]))
         if params:
             op["parameters"] = params
         if body is not None:

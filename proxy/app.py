@@ -29,6 +29,7 @@ from .auth import Authenticator, presented_key
 from .chat import chat_completions
 from .errors import EXCEPTION_HANDLERS, Forbidden, error_response
 from .exports_api import export_routes
+from .graph_api import graph_routes
 from .guard import BrowserGuard
 from .inject import TokenCounter, default_token_counter
 from .learning import ExtractionModels, Learner
@@ -267,6 +268,7 @@ def create_app(
         *memory_routes(),
         *export_routes(),
         *learning_routes(),
+        *graph_routes(),
     ]
     if mcp is not None:
         routes.append(Route("/mcp", mcp, methods=["GET", "POST", "DELETE"]))

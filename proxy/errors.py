@@ -51,6 +51,13 @@ class NotFoundError(ProxyError):
     type = "not_found_error"
 
 
+class FeatureOff(ProxyError):
+    """A route of a feature this proxy's config turns off (e.g. ``memory.graph.enabled``)."""
+
+    status = 409
+    type = "invalid_request_error"
+
+
 class RequestTimeout(ProxyError):
     status = 408
     type = "invalid_request_error"
