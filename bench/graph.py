@@ -247,12 +247,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--sizes", default=",".join(str(s) for s in SIZES))
     parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--parts", default="locomo,latency", help="locomo, latency or both")
     parser.add_argument("--no-write", action="store_true", help="do not update BENCHMARKS.md")
     args = parser.parse_args(argv)
     samples = load_samples(args.data)
     embedder = cached_local_embedder()
     parts = []
-    for split in ("tune", "holdout"):
+    wanted = set(args.parts.split(","))
+    for split in ("tune", "holdout") if "locomo" in wanted else ():
         measured = asyncio.run(locomo(split_samples(samples, split), embedder, args.workdir))
         parts.append(f"LoCoMo {split} half, recall@10 (graph walk off vs on, same run):\n\n")
         parts.append(
@@ -266,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{measured['prompt_tokens_one_fact']:.0f} prompt tokens.\n\n"
         )
     rows = []
-    for size in [int(s) for s in args.sizes.split(",") if s]:
+    for size in [int(s) for s in args.sizes.split(",") if s] if "latency" in wanted else []:
         latency = asyncio.run(walk_latency(size, embedder.dimension, args.workdir))
         rows.append(
             [f"{size:,}", f"{2 * size:,}", f"{latency['p50']:.1f}", f"{latency['p99']:.1f}"]

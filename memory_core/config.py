@@ -19,6 +19,7 @@ from pydantic import (
 
 from .errors import ConfigError
 from .fusion_weights import FEATURES
+from .jobs import RESULTS_KEPT
 
 ENV_PREFIX = "os.environ/"
 MAX_TTL_S = 100 * 366 * 86400  # a century: a longer TTL is "never", i.e. no expiration at all
@@ -200,6 +201,10 @@ class QueueConfig(_Strict):
     lease_s: float = Field(default=60.0, gt=0)
     poll_s: float = Field(default=0.5, gt=0)
     shutdown_grace_s: float = Field(default=10.0, ge=0)
+    # The learning log (GET /v1/learning, memproxy queue log): the outcomes of this many
+    # newest finished jobs are kept, none older than ``results_max_age_s`` (null: no limit).
+    results_kept: int = Field(default=RESULTS_KEPT, ge=1, le=10_000_000)
+    results_max_age_s: float | None = Field(default=30 * 86_400.0, gt=0)
 
     @field_validator("redis_url")
     @classmethod

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, JsonValue, ValidationError
 from .errors import ExtractionError
 
 MAX_FACT_CHARS = 2000
+MAX_REASON_CHARS = 300  # the update answer's optional "reason", as the learning log keeps it
 EVENTS = ("ADD", "UPDATE", "DELETE", "NONE")
 
 FACTS_SCHEMA: dict[str, Any] = {
@@ -38,8 +39,10 @@ UPDATE_SCHEMA: dict[str, Any] = {
                     "id": {"type": "string"},
                     "text": {"type": "string"},
                     "event": {"type": "string", "enum": list(EVENTS)},
+                    # Why (optional: null or absent is fine; strict mode lists every property).
+                    "reason": {"type": ["string", "null"]},
                 },
-                "required": ["id", "text", "event"],
+                "required": ["id", "text", "event", "reason"],
                 "additionalProperties": False,
             },
         }
@@ -99,6 +102,13 @@ class Rejections:
 def normalize_text(text: str) -> str:
     """One line, single spaces, at most ``MAX_FACT_CHARS``."""
     return " ".join(text.split())[:MAX_FACT_CHARS]
+
+
+def reason_text(value: Any) -> str | None:
+    """An update entry's ``reason``: one line of at most ``MAX_REASON_CHARS``, else None."""
+    if not isinstance(value, str):
+        return None
+    return " ".join(value.split())[:MAX_REASON_CHARS] or None
 
 
 def comparable(text: str) -> str:
@@ -198,6 +208,7 @@ __all__ = [
     "EVENTS",
     "FACTS_SCHEMA",
     "MAX_FACT_CHARS",
+    "MAX_REASON_CHARS",
     "REASONS",
     "UPDATE_SCHEMA",
     "Rejections",
@@ -206,6 +217,7 @@ __all__ = [
     "fact_problem",
     "facts_items",
     "normalize_text",
+    "reason_text",
     "update_items",
     "validate_facts",
 ]

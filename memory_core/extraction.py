@@ -18,6 +18,7 @@ from .contracts import (
     Rejections,
     facts_items,
     normalize_text,
+    reason_text,
     update_items,
     validate_facts,
 )
@@ -73,11 +74,13 @@ def parse_facts(
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """One validated action: ``memory_id`` is a real id for UPDATE/DELETE/NONE, None for ADD."""
+    """One validated action: ``memory_id`` is a real id for UPDATE/DELETE/NONE, None for ADD;
+    ``reason`` the model's explanation, when it gave one (the learning log shows it)."""
 
     event: Event
     text: str
     memory_id: str | None = None
+    reason: str | None = None
 
 
 def parse_decisions(
@@ -113,7 +116,7 @@ def parse_decisions(
         if event == "ADD":
             if text.lower() not in added:
                 added.add(text.lower())
-                decisions.append(Decision("ADD", text))
+                decisions.append(Decision("ADD", text, reason=reason_text(entry.get("reason"))))
             continue
         if small_id not in offered:
             rejected.add("unknown_id", entry)
@@ -123,7 +126,9 @@ def parse_decisions(
             rejected.add("repeated_id", entry)
             continue
         touched.add(real_id)
-        decisions.append(Decision(cast(Event, event), text, real_id))
+        decisions.append(
+            Decision(cast(Event, event), text, real_id, reason_text(entry.get("reason")))
+        )
     return decisions
 
 

@@ -28,6 +28,7 @@ import numpy as np
 from .config import GraphConfig
 from .filters import scope_sql
 from .graph_learn import GraphLearner, GraphReport, StoredFact
+from .graph_pages import GraphPage, graph_page, relation_row, rename_relation
 from .graph_prompts import MAX_NAME_CHARS, USER_ENTITY, name_key
 from .graph_store import VALID, GraphStore, in_sql, rests_on_sql
 from .graph_transfer import export_relations, import_relations
@@ -130,10 +131,17 @@ class GraphMemory:
             if not frontier:
                 break
             ends = sorted(frontier)
-            edges = await self.store.relations(
-                f"{valid} AND ({in_sql('source_id', ends)} OR {in_sql('target_id', ends)})",
-                limit=cfg.max_edges_per_hop,
+            # Two indexed lookups at once rather than one OR the indexes cannot serve.
+            outgoing, incoming = await asyncio.gather(
+                self.store.relations(
+                    f"{valid} AND {in_sql('source_id', ends)}", limit=cfg.max_edges_per_hop
+                ),
+                self.store.relations(
+                    f"{valid} AND {in_sql('target_id', ends)}", limit=cfg.max_edges_per_hop
+                ),
             )
+            edges = list({row["id"]: row for row in [*outgoing, *incoming]}.values())
+            edges = edges[: cfg.max_edges_per_hop]
             frontier = set()
             for row in edges:
                 if row["id"] not in walked:
@@ -214,12 +222,34 @@ class GraphMemory:
         await self.store.delete_relations(where)
         await self.store.delete_entities(where)
 
+    # ---- browse and edit (graph_pages) ---------------------------------------------------
+
+    async def page(
+        self,
+        scope: Scope,
+        *,
+        limit: int,
+        before: tuple[str, str] | None = None,
+        include_invalid: bool = False,
+    ) -> GraphPage:
+        """A page of ``scope``'s relations, newest first, with the entities they join."""
+        return await graph_page(
+            self.store, scope, limit=limit, before=before, include_invalid=include_invalid
+        )
+
+    async def relation(self, relation_id: str) -> dict[str, Any] | None:
+        """One relation's row (any scope: callers check whose it is), None if absent."""
+        return await relation_row(self.store, relation_id)
+
+    async def rename_relation(self, relation_id: str, relation: str) -> dict[str, Any] | None:
+        """Rename a relation (``relation``: a ``relation_name``); the row after, or None."""
+        return await rename_relation(self.store, self.embed, relation_id, relation)
+
     async def delete_relation(self, relation_id: str) -> dict[str, Any] | None:
         """Delete one relation (and entities it leaves alone); the row, None if absent."""
-        rows = await self.store.relations(in_sql("id", [relation_id]), limit=1)
-        if not rows:
+        row = await relation_row(self.store, relation_id)
+        if row is None:
             return None
-        row = rows[0]
         await self.store.delete_relations(in_sql("id", [relation_id]))
         await self._drop_orphans(scope_sql(Scope.of(row)), {row["source_id"], row["target_id"]})
         return row
@@ -241,6 +271,7 @@ def _ends(row: dict[str, Any]) -> list[str]:
 
 __all__ = [
     "GraphMemory",
+    "GraphPage",
     "GraphRecall",
     "GraphReport",
     "StoredFact",

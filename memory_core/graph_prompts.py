@@ -92,8 +92,12 @@ class RelationClaim:
 
     @property
     def text(self) -> str:
-        """What is embedded and searched: ``"Maria lives in Lisbon"``."""
-        return f"{self.source} {self.relation.replace('_', ' ')} {self.target}"
+        return relation_text(self.source, self.relation, self.target)
+
+
+def relation_text(source: str, relation: str, target: str) -> str:
+    """What is embedded and searched of a relation: ``"Maria lives in Lisbon"``."""
+    return f"{source} {relation.replace('_', ' ')} {target}"
 
 
 def build_graph_messages(facts: Sequence[str]) -> list[Message]:
@@ -217,4 +221,5 @@ __all__ = [
     "name_key",
     "parse_graph",
     "relation_name",
+    "relation_text",
 ]

@@ -13,7 +13,7 @@ from typing import Any
 import lancedb
 import numpy as np
 import pyarrow as pa
-from lancedb.index import BTree
+from lancedb.index import BTree, LabelList
 
 from .errors import StoreError
 from .filters import scope_sql, sql_literal
@@ -23,6 +23,14 @@ ENTITIES = "graph_entities"
 RELATIONS = "graph_relations"
 SCAN_LIMIT = 1_000_000
 OPTIMIZE_EVERY = 100  # writes between compactions (as the memories table)
+# What the walk and the writes look rows up by (a user holding 100k entities is not scanned).
+INDEXED_ENTITY_COLUMNS: dict[str, Any] = {"user_id": BTree(), "name_key": BTree()}
+INDEXED_RELATION_COLUMNS: dict[str, Any] = {
+    "user_id": BTree(),
+    "source_id": BTree(),
+    "target_id": BTree(),
+    "memory_ids": LabelList(),  # array_has_any(memory_ids, ...): forgetting, stale memories
+}
 STORE_ERRORS = (OSError, RuntimeError, ValueError)
 Vector = np.ndarray[Any, Any]
 log = logging.getLogger("memory_core.graph")
@@ -133,13 +141,13 @@ class GraphStore:
                 RELATIONS, schema=relations_schema(self.dimension), exist_ok=True
             )
             for table, columns in (
-                (self._entities, ("user_id",)),
-                (self._relations, ("user_id", "source_id", "target_id")),
+                (self._entities, INDEXED_ENTITY_COLUMNS),
+                (self._relations, INDEXED_RELATION_COLUMNS),
             ):
                 indexed = {tuple(index.columns) for index in await table.list_indices()}
-                for column in columns:
+                for column, config in columns.items():
                     if (column,) not in indexed:
-                        await table.create_index(column, config=BTree())
+                        await table.create_index(column, config=config)
         except STORE_ERRORS as exc:
             raise StoreError(f"cannot open the graph tables at {self.uri}: {exc}") from exc
 

@@ -153,10 +153,11 @@ async def infer(
         attempts=attempts,
     )
     report.llm_calls += calls
-    report.facts_extracted = len(facts)
-    new_facts = await writer.without_known(write.scope, facts, job_id=write.job_id)
+    report.extracted(facts)
+    new_facts, known = await writer.split_known(write.scope, facts, job_id=write.job_id)
     report.facts_known = len(facts) - len(new_facts)
     report.applied["NONE"] += report.facts_known
+    report.known(known)
     if not new_facts:
         return None
     vectors = await writer.embed(new_facts)

@@ -18,8 +18,8 @@ from typing import Any, TypeVar
 
 import orjson
 
-from .errors import QueueStoreError
-from .jobs import DEAD_KEYS, RESULTS_KEPT, Job, is_dead_local_owner
+from .errors import InvalidInput, QueueStoreError
+from .jobs import DEAD_KEYS, RESULTS_KEPT, TRIM_BATCH, Job, is_dead_local_owner, job_kind
 
 T = TypeVar("T")
 
@@ -52,8 +52,18 @@ CREATE TABLE IF NOT EXISTS job_results (
     error TEXT
 );
 CREATE INDEX IF NOT EXISTS job_results_id ON job_results(id);
+CREATE INDEX IF NOT EXISTS job_results_scope ON job_results(scope_key, seq);
 """
-RESULT_KEYS = ("id", "scope_key", "status", "attempts", "enqueued_at", "finished_at")
+# Columns added after the first release (queue files made before get them on open).
+ADDED_COLUMNS = {"job_results": {"kind": "TEXT NOT NULL DEFAULT ''"}}
+RESULT_KEYS = ("id", "scope_key", "kind", "status", "attempts", "enqueued_at", "finished_at")
+
+
+def parse_cursor(cursor: str) -> int:
+    """A ``results()`` cursor of this store: the row's sequence number."""
+    if not cursor.isascii() or not cursor.isdigit() or len(cursor) > 19:
+        raise InvalidInput("invalid cursor", param="cursor")
+    return int(cursor)
 
 
 class SqliteJobStore:
@@ -71,9 +81,11 @@ class SqliteJobStore:
         *,
         max_in_flight: int | None = None,
         results_kept: int = RESULTS_KEPT,
+        results_max_age_s: float | None = None,
     ) -> None:
         self.path = Path(path)
         self.results_kept = results_kept
+        self.results_max_age_s = results_max_age_s
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._max_in_flight = max_in_flight
         self._conn = sqlite3.connect(
@@ -84,6 +96,11 @@ class SqliteJobStore:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.executescript(SCHEMA)
+            for table, columns in ADDED_COLUMNS.items():
+                present = {row[1] for row in self._conn.execute(f"PRAGMA table_info({table})")}
+                for name, declaration in columns.items():
+                    if name not in present:
+                        self._conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {declaration}")
 
     def close(self) -> None:
         with self._lock:
@@ -196,47 +213,93 @@ class SqliteJobStore:
         result: dict[str, Any] | None,
         error: str | None,
     ) -> None:
-        """One ``job_results`` row for a job this owner holds; the oldest rows past
-        ``RESULTS_KEPT`` go."""
-        cursor = conn.execute(
-            "INSERT INTO job_results (id, scope_key, status, attempts, enqueued_at, "
-            "finished_at, result, error) SELECT id, scope_key, ?, attempts, enqueued_at, ?, ?, ? "
-            "FROM jobs WHERE id=? AND lease_owner=?",
+        """One ``job_results`` row for a job this owner holds (``error``: a dead job's; a
+        finished one keeps the error of its last failed attempt, if any); then the retention:
+        the oldest rows past ``results_kept`` and those older than ``results_max_age_s`` go."""
+        held = conn.execute(
+            "SELECT payload FROM jobs WHERE id=? AND lease_owner=?", (job_id, owner)
+        ).fetchone()
+        if held is None:
+            return
+        now = time.time()
+        conn.execute(
+            "INSERT INTO job_results (id, scope_key, kind, status, attempts, enqueued_at, "
+            "finished_at, result, error) SELECT id, scope_key, ?, ?, attempts, enqueued_at, ?, ?, "
+            "COALESCE(?, last_error) FROM jobs WHERE id=? AND lease_owner=?",
             (
+                job_kind(orjson.loads(held[0])),
                 status,
-                time.time(),
+                now,
                 orjson.dumps(result) if result is not None else None,
                 error,
                 job_id,
                 owner,
             ),
         )
-        if cursor.rowcount:
+        conn.execute(
+            "DELETE FROM job_results WHERE seq <= (SELECT MAX(seq) FROM job_results) - ?",
+            (self.results_kept,),
+        )
+        if self.results_max_age_s is not None:
+            # Rows are appended in time order: only the oldest few can be past the age.
             conn.execute(
-                "DELETE FROM job_results WHERE seq <= (SELECT MAX(seq) FROM job_results) - ?",
-                (self.results_kept,),
+                "DELETE FROM job_results WHERE seq IN (SELECT seq FROM job_results ORDER BY seq "
+                "LIMIT ?) AND finished_at < ?",
+                (TRIM_BATCH, now - self.results_max_age_s),
             )
 
-    def results(self, limit: int = 20, job_id: str | None = None) -> list[dict[str, Any]]:
+    def results(
+        self,
+        limit: int = 20,
+        job_id: str | None = None,
+        *,
+        scope_key: str | None = None,
+        before: str | None = None,
+    ) -> list[dict[str, Any]]:
         """The newest finished jobs' outcomes, newest first (docs/learning.md): ``id,
-        scope_key, status`` (applied / nothing_learned / dead), ``attempts``, ``enqueued_at``,
-        ``finished_at``, ``result`` (the ``LearningReport`` dict, None for a dead job) and
-        ``error`` (a dead job's last error)."""
-        sql = f"SELECT {', '.join(RESULT_KEYS)}, result, error FROM job_results"
-        args: tuple[Any, ...] = ()
-        if job_id is not None:
-            sql += " WHERE id=?"
-            args = (job_id,)
-        with self._lock:
-            rows = self._conn.execute(sql + " ORDER BY seq DESC LIMIT ?", (*args, limit)).fetchall()
+        scope_key, kind, status`` (applied / nothing_learned / dead), ``attempts``,
+        ``enqueued_at``, ``finished_at``, ``result`` (the ``LearningReport`` dict, None for a
+        dead job), ``error`` (a dead job's last error, or a finished one's last failed
+        attempt's) and ``cursor`` (pass it as ``before`` for the next page). ``scope_key``:
+        only that scope's jobs."""
+        clauses: list[str] = []
+        args: list[Any] = []
+        for clause, value in (("id=?", job_id), ("scope_key=?", scope_key)):
+            if value is not None:
+                clauses.append(clause)
+                args.append(value)
+        if before is not None:
+            clauses.append("seq < ?")
+            args.append(parse_cursor(before))
+        if self.results_max_age_s is not None:
+            clauses.append("finished_at >= ?")
+            args.append(time.time() - self.results_max_age_s)
+        sql = f"SELECT seq, {', '.join(RESULT_KEYS)}, result, error FROM job_results"
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        rows = self._read(
+            lambda: self._conn.execute(
+                sql + " ORDER BY seq DESC LIMIT ?", (*args, limit)
+            ).fetchall()
+        )
         return [
             {
-                **dict(zip(RESULT_KEYS, row[:-2], strict=True)),
+                **dict(zip(RESULT_KEYS, row[1:-2], strict=True)),
                 "result": orjson.loads(row[-2]) if row[-2] is not None else None,
                 "error": row[-1],
+                "cursor": str(row[0]),
             }
             for row in rows
         ]
+
+    def dead_job(self, job_id: str) -> dict[str, Any] | None:
+        """One dead letter (``DEAD_KEYS``), or None."""
+        row = self._read(
+            lambda: self._conn.execute(
+                f"SELECT {', '.join(DEAD_KEYS)} FROM jobs WHERE status='dead' AND id=?", (job_id,)
+            ).fetchone()
+        )
+        return dict(zip(DEAD_KEYS, row, strict=True)) if row else None
 
     def fail(self, owner: str, job_id: str, error: str, retry_at: float | None) -> None:
         """Back to pending with a delay, or to dead-letter when ``retry_at`` is None."""

@@ -10,8 +10,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-# The learning log keeps the outcomes of this many most recent finished jobs.
+# The learning log keeps the outcomes of this many most recent finished jobs (by default:
+# ``queue.results_kept``, and ``queue.results_max_age_s`` bounds their age).
 RESULTS_KEPT = 10_000
+# At most this many log entries are dropped by one write (a lowered retention catches up).
+TRIM_BATCH = 1000
+KIND_CHARS = 32
 
 
 # The fields of a dead letter, as ``dead_jobs()`` returns them.
@@ -25,6 +29,13 @@ class Job:
     payload: dict[str, Any]
     attempts: int
     enqueued_at: float
+
+
+def job_kind(payload: dict[str, Any]) -> str:
+    """What a job does, as its payload's ``kind`` says ("" for a learning job, the first
+    kind; "export"...): the learning log shows it."""
+    kind = payload.get("kind")
+    return kind[:KIND_CHARS] if isinstance(kind, str) else ""
 
 
 def owner_identity() -> str:
@@ -69,10 +80,27 @@ class JobStore(Protocol):
     def recover_dead_owners(self) -> int: ...
     def stats(self) -> dict[str, Any]: ...
     def dead_jobs(self, limit: int = 100) -> list[dict[str, Any]]: ...
-    def results(self, limit: int = 20, job_id: str | None = None) -> list[dict[str, Any]]: ...
+    def results(
+        self,
+        limit: int = 20,
+        job_id: str | None = None,
+        *,
+        scope_key: str | None = None,
+        before: str | None = None,
+    ) -> list[dict[str, Any]]: ...
+    def dead_job(self, job_id: str) -> dict[str, Any] | None: ...
     def retry_dead(self, job_id: str | None = None) -> int: ...
     def purge_dead(self) -> int: ...
     def close(self) -> None: ...
 
 
-__all__ = ["DEAD_KEYS", "RESULTS_KEPT", "Job", "JobStore", "is_dead_local_owner", "owner_identity"]
+__all__ = [
+    "DEAD_KEYS",
+    "RESULTS_KEPT",
+    "TRIM_BATCH",
+    "Job",
+    "JobStore",
+    "is_dead_local_owner",
+    "job_kind",
+    "owner_identity",
+]

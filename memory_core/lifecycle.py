@@ -172,20 +172,22 @@ def check_categories(categories: Sequence[str] | None) -> tuple[str, ...]:
 def protect_immutable(
     decisions: Sequence[Decision], existing: Mapping[str, Row]
 ) -> tuple[list[Decision], list[AddResult]]:
-    """``decisions`` without any UPDATE or DELETE of an immutable memory of ``existing``
-    (whichever way they were made: the LLM's answer, the near-duplicate fold): an UPDATE's
-    text becomes an ADD, so the contradiction is kept as a memory of its own, and each refused
-    decision is a NONE result saying why."""
+    """``decisions`` with every UPDATE or DELETE of an immutable memory of ``existing``
+    (whichever way they were made: the LLM's answer, the near-duplicate fold) turned into a
+    NONE with ``IMMUTABLE_REASON`` (what the learning log shows); an UPDATE's text becomes an
+    ADD, so the contradiction is kept as a memory of its own. Also the refused ones as NONE
+    results for the add's answer."""
     kept: list[Decision] = []
     refused: list[AddResult] = []
     for decision in decisions:
         row = existing.get(decision.memory_id or "")
         if decision.event in ("UPDATE", "DELETE") and row is not None and row.get("immutable"):
+            kept.append(Decision("NONE", row["memory"], row["id"], reason=IMMUTABLE_REASON))
             refused.append(
                 AddResult(id=row["id"], memory=row["memory"], event="NONE", reason=IMMUTABLE_REASON)
             )
             if decision.event == "UPDATE":
-                kept.append(Decision("ADD", decision.text))
+                kept.append(Decision("ADD", decision.text, reason=decision.reason))
         else:
             kept.append(decision)
     return kept, refused

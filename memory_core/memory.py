@@ -137,6 +137,11 @@ class AsyncMemory:
             self._build_pipelines(self._store)
         return self
 
+    async def graph_memory(self) -> GraphMemory | None:
+        """The graph memory, opened, when ``graph.enabled``; else None."""
+        await self._ready()
+        return self._graph
+
     def _build_pipelines(self, store: Store) -> None:
         if self._writer is None:
             self._writer = MemoryWriter(store, self.embedder, self.config)

@@ -72,18 +72,22 @@ Never invent ids for UPDATE, DELETE or NONE; use only ids from <existing_memorie
 write text that is not in <new_facts> or <existing_memories>, and never translate: a text keeps \
 the language of the fact it comes from.
 Prefer UPDATE over DELETE+ADD when a fact changed (e.g. a move to another city).
+"reason" says in a few words why (the user can read it); null when there is nothing to say.
 
 Answer with one JSON object only: \
-{{{{"memory": [{{{{"id": <id>, "text": <text>, "event": <ADD|UPDATE|DELETE|NONE>}}}}]}}}}
+{{{{"memory": [{{{{"id": <id>, "text": <text>, "event": <ADD|UPDATE|DELETE|NONE>, \
+"reason": <why, or null>}}}}]}}}}
 
 Worked example (made up: never repeat it):
 <existing_memories> [{{{{"id": "0", "text": "User's cousin Ilse lives in Bergen"}}}}, \
 {{{{"id": "1", "text": "User is allergic to kiwi fruit"}}}}]
 <new_facts> ["{EXAMPLE_FACTS[3]}", "User is allergic to kiwi fruit", \
 "{EXAMPLE_FACTS[0]}"]
-Answer: {{{{"memory": [{{{{"id": "0", "text": "{EXAMPLE_FACTS[3]}", "event": "UPDATE"}}}}, \
-{{{{"id": "1", "text": "User is allergic to kiwi fruit", "event": "NONE"}}}}, \
-{{{{"id": "new-1", "text": "{EXAMPLE_FACTS[0]}", "event": "ADD"}}}}]}}}}"""
+Answer: {{{{"memory": [{{{{"id": "0", "text": "{EXAMPLE_FACTS[3]}", "event": "UPDATE", \
+"reason": "Ilse moved: the new city replaces Bergen"}}}}, \
+{{{{"id": "1", "text": "User is allergic to kiwi fruit", "event": "NONE", \
+"reason": "already known"}}}}, \
+{{{{"id": "new-1", "text": "{EXAMPLE_FACTS[0]}", "event": "ADD", "reason": null}}}}]}}}}"""
 
 
 def learnable_messages(messages: Sequence[Message]) -> list[Message]:

@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -51,9 +52,18 @@ def open_job_store(settings: QueueConfig, sqlite_path: str | Path) -> JobStore:
         from .redis_job_store import RedisJobStore
 
         return RedisJobStore(
-            settings.redis_url, prefix=settings.redis_prefix, max_in_flight=settings.max_in_flight
+            settings.redis_url,
+            prefix=settings.redis_prefix,
+            max_in_flight=settings.max_in_flight,
+            results_kept=settings.results_kept,
+            results_max_age_s=settings.results_max_age_s,
         )
-    return SqliteJobStore(sqlite_path, max_in_flight=settings.max_in_flight)
+    return SqliteJobStore(
+        sqlite_path,
+        max_in_flight=settings.max_in_flight,
+        results_kept=settings.results_kept,
+        results_max_age_s=settings.results_max_age_s,
+    )
 
 
 class LearningQueue:
@@ -69,7 +79,7 @@ class LearningQueue:
     ) -> None:
         self.settings = settings or QueueConfig()
         self._store = (
-            SqliteJobStore(store, max_in_flight=self.settings.max_in_flight)
+            open_job_store(self.settings.model_copy(update={"backend": "sqlite"}), store)
             if isinstance(store, str | Path)
             else store
         )
@@ -252,6 +262,29 @@ class LearningQueue:
             log.error("queue stats failed: %r", exc)
             return {**self.stats(), "stale": True}
         return self.stats()
+
+    async def results(
+        self,
+        limit: int = 20,
+        *,
+        scope_key: str | None = None,
+        before: str | None = None,
+        job_id: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """The learning log, newest first (``JobStore.results``), read off the event loop."""
+        return await self._db(
+            partial(self._store.results, limit, job_id, scope_key=scope_key, before=before)
+        )
+
+    async def dead_job(self, job_id: str) -> dict[str, Any] | None:
+        return await self._db(self._store.dead_job, job_id)
+
+    async def retry_dead(self, job_id: str) -> bool:
+        """Requeue one dead job (its attempts start again); False if it is not dead."""
+        retried = await self._db(self._store.retry_dead, job_id)
+        if retried:
+            self._wakeup.set()
+        return bool(retried)
 
     async def wait_idle(self, timeout: float = 30.0) -> bool:
         """Wait until no job is pending or leased (tests, benchmarks)."""

@@ -23,6 +23,7 @@ is synchronous on purpose: ``LearningQueue`` calls every backend from its own I/
 from __future__ import annotations
 
 import logging
+import re
 import socket
 import time
 from collections.abc import Sequence
@@ -31,18 +32,36 @@ from typing import Any
 import orjson
 
 from . import redis_scripts
-from .errors import QueueStoreError
-from .jobs import DEAD_KEYS, RESULTS_KEPT, Job, is_dead_local_owner
+from .errors import InvalidInput, QueueStoreError
+from .jobs import DEAD_KEYS, RESULTS_KEPT, Job, is_dead_local_owner, job_kind
 
 log = logging.getLogger("memory_core.queue")
 GROUP = "learners"
 ERROR_CHARS = 4000
 # A consumer left by a cleanly stopped process (nothing pending) is forgotten after this long.
 IDLE_CONSUMER_MS = 3_600_000
+CURSOR = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")  # a results-stream entry id
 
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _result_row(entry_id: str, fields: dict[str, str]) -> dict[str, Any]:
+    """A results-stream entry as ``results()`` returns it (entries of older versions lack
+    ``kind``)."""
+    return {
+        "id": fields["id"],
+        "scope_key": fields["scope_key"],
+        "kind": fields.get("kind", ""),
+        "status": fields["status"],
+        "attempts": int(fields["attempts"] or 0),
+        "enqueued_at": float(fields["enqueued_at"] or 0),
+        "finished_at": float(fields["finished_at"]),
+        "result": orjson.loads(fields["result"]) if fields.get("result") else None,
+        "error": fields.get("error") or None,
+        "cursor": entry_id,
+    }
 
 
 class RedisJobStore:
@@ -58,10 +77,12 @@ class RedisJobStore:
         prefix: str = "memproxy",
         max_in_flight: int | None = None,
         results_kept: int = RESULTS_KEPT,
+        results_max_age_s: float | None = None,
     ) -> None:
         import redis
 
         self._results_kept = results_kept
+        self._results_max_age_s = results_max_age_s
 
         self._errors: tuple[type[Exception], ...] = (redis.RedisError,)
         self._redis = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
@@ -103,7 +124,10 @@ class RedisJobStore:
         return self._call(self._scripts[name], [], [self._prefix, *args])
 
     def enqueue(self, job_id: str, scope_key: str, payload: dict[str, Any]) -> bool:
-        done = self._run("enqueue", job_id, scope_key, orjson.dumps(payload), repr(time.time()))
+        now = repr(time.time())
+        done = self._run(
+            "enqueue", job_id, scope_key, orjson.dumps(payload), now, job_kind(payload)
+        )
         return bool(done)
 
     def claim(self, owner: str, limit: int, lease_s: float, busy: Sequence[str]) -> list[Job]:
@@ -130,38 +154,69 @@ class RedisJobStore:
         status = str((result or {}).get("status") or "applied")
         encoded = orjson.dumps(result) if result is not None else b""
         now = repr(time.time())
-        self._run("complete", owner, job_id, status, encoded, now, self._results_kept)
+        self._run("complete", owner, job_id, status, encoded, now, *self._retention())
 
     def fail(self, owner: str, job_id: str, error: str, retry_at: float | None) -> None:
         when = "" if retry_at is None else repr(retry_at)
         now = repr(time.time())
-        self._run("fail", owner, job_id, error[:ERROR_CHARS], when, now, self._results_kept)
+        self._run("fail", owner, job_id, error[:ERROR_CHARS], when, now, *self._retention())
 
-    def results(self, limit: int = 20, job_id: str | None = None) -> list[dict[str, Any]]:
+    def _retention(self) -> tuple[int, str]:
+        return self._results_kept, repr(self._results_max_age_s or 0)
+
+    def results(
+        self,
+        limit: int = 20,
+        job_id: str | None = None,
+        *,
+        scope_key: str | None = None,
+        before: str | None = None,
+    ) -> list[dict[str, Any]]:
         """The newest finished jobs' outcomes, newest first, as ``SqliteJobStore.results``
-        (the stream keeps about ``results_kept`` of them)."""
+        (``cursor``: the entry's stream id). A scope's page reads its index stream, then
+        those entries; a job id is looked for among all kept entries (or the scope's)."""
+        if before is not None and not CURSOR.fullmatch(before):
+            raise InvalidInput("invalid cursor", param="cursor")
+        newest = "(" + before if before is not None else "+"
         count = self._results_kept if job_id is not None else limit
-        entries = self._call(self._redis.xrevrange, self._key("results"), "+", "-", count)
+        if scope_key is None:
+            entries = self._call(self._redis.xrevrange, self._key("results"), newest, "-", count)
+        else:
+            index = self._key(f"rscope:{scope_key}")
+            ids = [i for i, _ in self._call(self._redis.xrevrange, index, newest, "-", count)]
+            pipe = self._redis.pipeline(transaction=False)
+            for entry_id in ids:
+                pipe.xrange(self._key("results"), entry_id, entry_id)
+            entries = [found[0] for found in self._call(pipe.execute) if found]
+        oldest = time.time() - self._results_max_age_s if self._results_max_age_s else 0.0
         rows = []
-        for _entry_id, raw in entries:
-            fields = {_text(k): _text(v) for k, v in raw.items()}
-            if job_id is not None and fields.get("id") != job_id:
+        for entry_id, raw in entries:
+            row = _result_row(_text(entry_id), {_text(k): _text(v) for k, v in raw.items()})
+            if job_id is not None and row["id"] != job_id or row["finished_at"] < oldest:
                 continue
-            rows.append(
-                {
-                    "id": fields["id"],
-                    "scope_key": fields["scope_key"],
-                    "status": fields["status"],
-                    "attempts": int(fields["attempts"] or 0),
-                    "enqueued_at": float(fields["enqueued_at"] or 0),
-                    "finished_at": float(fields["finished_at"]),
-                    "result": orjson.loads(fields["result"]) if fields.get("result") else None,
-                    "error": fields.get("error") or None,
-                }
-            )
+            rows.append(row)
             if len(rows) >= limit:
                 break
         return rows
+
+    def dead_job(self, job_id: str) -> dict[str, Any] | None:
+        """One dead letter (``DEAD_KEYS``), or None."""
+        if self._call(self._redis.zscore, self._key("dead"), job_id) is None:
+            return None
+        fields = ("scope", "attempts", "last_error", "enqueued_at", "finished_at")
+        found = self._call(self._redis.hmget, self._key(f"job:{job_id}"), *fields)
+        if found[0] is None:
+            return None
+        scope, attempts, error, enqueued_at, finished_at = (_text(v or b"") for v in found)
+        values = (
+            job_id,
+            scope,
+            int(attempts or 0),
+            error,
+            float(enqueued_at or 0),
+            float(finished_at or 0),
+        )
+        return dict(zip(DEAD_KEYS, values, strict=True))
 
     def release(self, owner: str, job_ids: Sequence[str]) -> None:
         if job_ids:

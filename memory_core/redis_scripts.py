@@ -9,6 +9,7 @@ local DELAYED = P .. ':delayed'
 local LEASES = P .. ':leases'
 local DEAD = P .. ':dead'
 local GROUP = 'learners'
+local TRIM_BATCH = 1000
 local function jk(id) return P .. ':job:' .. id end
 local function sk(scope) return P .. ':scope:' .. scope end
 local function drop_token(token)
@@ -17,14 +18,43 @@ local function drop_token(token)
   redis.call('ZREM', LEASES, token)
 end
 local function add_token(scope) redis.call('XADD', READY, '*', 'scope', scope) end
-local function log_outcome(id, scope, status, attempts, enqueued_at, now, result, err, kept)
-  redis.call('XADD', P .. ':results', 'MAXLEN', '~', kept, '*', 'id', id, 'scope_key', scope,
-    'status', status, 'attempts', attempts, 'enqueued_at', enqueued_at, 'finished_at', now,
-    'result', result, 'error', err)
-end
+local RESULTS = P .. ':results'
+local function rk(scope) return P .. ':rscope:' .. scope end
 local function field(fields, name)
   for i = 1, #fields, 2 do if fields[i] == name then return fields[i + 1] end end
   return nil
+end
+local function forget_results(entries)
+  for _, entry in ipairs(entries) do
+    redis.call('XDEL', RESULTS, entry[1])
+    local scope = field(entry[2], 'scope_key')
+    if scope then
+      local index = rk(scope)
+      redis.call('XDEL', index, entry[1])
+      if redis.call('XLEN', index) == 0 then redis.call('DEL', index) end
+    end
+  end
+end
+-- The log entry in the results stream, its id in its scope's index stream (the per-user
+-- pages), then the retention: the oldest entries past ``kept``, and those older than
+-- ``max_age`` seconds by Redis's clock (0: no age limit), at most TRIM_BATCH of each per call.
+local function log_outcome(id, scope, status, attempts, enqueued_at, now, result, err, kind,
+    kept, max_age)
+  local entry = redis.call('XADD', RESULTS, '*', 'id', id, 'scope_key', scope,
+    'status', status, 'attempts', attempts, 'enqueued_at', enqueued_at, 'finished_at', now,
+    'result', result, 'error', err, 'kind', kind)
+  redis.pcall('XADD', rk(scope), entry, 'r', '')
+  local excess = redis.call('XLEN', RESULTS) - kept
+  if excess > 0 then
+    forget_results(redis.call('XRANGE', RESULTS, '-', '+', 'COUNT', math.min(excess, TRIM_BATCH)))
+  end
+  if max_age > 0 then
+    local clock = redis.call('TIME')  -- the clock that stamped the entry ids
+    local cutoff = math.floor((tonumber(clock[1]) - max_age) * 1000 + tonumber(clock[2]) / 1000)
+    if cutoff > 0 then
+      forget_results(redis.call('XRANGE', RESULTS, '-', tostring(cutoff - 1), 'COUNT', TRIM_BATCH))
+    end
+  end
 end
 local function scope_of(token)
   local entry = redis.call('XRANGE', READY, token, token)
@@ -34,12 +64,12 @@ end
 """
 
 _ENQUEUE = """
-local id, scope, payload, now = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local id, scope, payload, now, kind = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local key = jk(id)
 if redis.call('EXISTS', key) == 1 then return 0 end
 local seq = redis.call('INCR', P .. ':seq')
 redis.call('HSET', key, 'scope', scope, 'payload', payload, 'attempts', 0,
-  'enqueued_at', now, 'status', 'pending', 'seq', seq)
+  'enqueued_at', now, 'status', 'pending', 'seq', seq, 'kind', kind)
 redis.call('ZADD', LIVE, now, id)
 if redis.call('RPUSH', sk(scope), id) == 1 then add_token(scope) end
 return 1
@@ -109,11 +139,13 @@ return 0
 """
 
 _COMPLETE = """
-local owner, id, status, result, now, kept = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+local owner, id, status, result, now = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local kept, max_age = tonumber(ARGV[7]), tonumber(ARGV[8])
 local key = jk(id)
-local f = redis.call('HMGET', key, 'owner', 'status', 'token', 'scope', 'attempts', 'enqueued_at')
+local f = redis.call('HMGET', key, 'owner', 'status', 'token', 'scope', 'attempts', 'enqueued_at',
+  'last_error', 'kind')
 if f[1] ~= owner or f[2] ~= 'leased' then return 0 end
-log_outcome(id, f[4], status, f[5], f[6], now, result, '', kept)
+log_outcome(id, f[4], status, f[5], f[6], now, result, f[7] or '', f[8] or '', kept, max_age)
 drop_token(f[3])
 redis.call('DEL', key)
 redis.call('ZREM', LIVE, id)
@@ -123,15 +155,16 @@ return 1
 """
 
 _FAIL = """
-local owner, id, err, retry_at, now, kept = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+local owner, id, err, retry_at, now = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local kept, max_age = tonumber(ARGV[7]), tonumber(ARGV[8])
 local key = jk(id)
 local f = redis.call('HMGET', key, 'owner', 'status', 'token', 'scope', 'seq', 'attempts',
-  'enqueued_at')
+  'enqueued_at', 'kind')
 if f[1] ~= owner or f[2] ~= 'leased' then return 0 end
 drop_token(f[3])
 redis.call('HDEL', key, 'owner', 'token')
 if retry_at == '' then
-  log_outcome(id, f[4], 'dead', f[6], f[7], now, '', err, kept)
+  log_outcome(id, f[4], 'dead', f[6], f[7], now, '', err, f[8] or '', kept, max_age)
   redis.call('HSET', key, 'status', 'dead', 'last_error', err, 'finished_at', now)
   redis.call('ZREM', LIVE, id)
   redis.call('LREM', sk(f[4]), 1, id)

@@ -146,6 +146,12 @@ class MemoryWriter:
         For a queued job, a known text whose row has no history at all was inserted by an
         earlier run of this job that died before writing history: its ADD row is written now.
         """
+        return (await self.split_known(scope, texts, job_id=job_id))[0]
+
+    async def split_known(
+        self, scope: Scope, texts: Sequence[str], *, job_id: str | None = None
+    ) -> tuple[list[str], list[Row]]:
+        """``without_known``, and the stored rows of the known texts."""
         unique: dict[str, str] = {}
         for text in texts:
             clean = memory_text(text)
@@ -161,7 +167,8 @@ class MemoryWriter:
             known.update((row["hash"], row) for row in await self._store.fetch(chunk))
         if job_id is not None and known:
             await self._repair_history(scope, list(known.values()), job_id)
-        return [text for digest, text in unique.items() if digest not in known]
+        fresh = [text for digest, text in unique.items() if digest not in known]
+        return fresh, [known[digest] for digest in unique if digest in known]
 
     async def _repair_history(self, scope: Scope, rows: Sequence[Row], job_id: str) -> None:
         recorded = await self._store.memory_ids_with_history([row["id"] for row in rows])
@@ -231,12 +238,14 @@ class MemoryWriter:
         known_vectors: Mapping[str, np.ndarray[Any, Any]],
         report: LearningReport,
     ) -> list[AddResult]:
-        """Apply validated decisions (none changing an immutable memory); every vector is
-        computed before the first write."""
+        """Apply validated decisions, each logged in ``report`` (none changing an immutable
+        memory); every vector is computed before the first write."""
+        origin = "update_answer" if existing else "extraction"  # no update call without rows
         decisions, refused = protect_immutable(decisions, existing)
-        adds = await self.without_known(
+        adds, known = await self.split_known(
             write.scope, [d.text for d in decisions if d.event == "ADD"]
         )
+        report.known(known)
         updates = [
             d
             for d in decisions
@@ -245,16 +254,22 @@ class MemoryWriter:
         deletes = [d for d in decisions if d.event == "DELETE"]
         need = [t for t in adds + [d.text for d in updates] if t not in known_vectors]
         vectors = dict(known_vectors)
+        folded: set[str] = set()
         if need:
             vectors.update(zip(need, await self.embed(need), strict=True))
         if adds and self._config.duplicate_threshold is not None:
             busy = {d.memory_id or "" for d in updates + deletes}
             before = len(adds)
-            adds, refined = await self._near_duplicates(write.scope, adds, vectors, busy)
-            report.near_duplicates += before - len(adds)
+            kept, refined = await self._near_duplicates(write.scope, adds, vectors, busy)
+            report.near_duplicates += before - len(kept)
+            folded = {decision.text for decision, _row in refined}
+            for text in adds:
+                if text not in kept and text not in folded:  # the same as a stored memory
+                    report.decided("NONE", None, text=text, origin="near_duplicate")
+            adds = kept
             existing = {**existing, **{row["id"]: row for _d, row in refined}}
             updates += [decision for decision, _row in refined]
-        results: list[AddResult] = list(refused)
+        results: list[AddResult] = []
         if adds:
             add_vectors = np.stack([vectors[t] for t in adds])
             results += await self._insert(replace(write, context=None), adds, add_vectors)
@@ -284,8 +299,9 @@ class MemoryWriter:
                 old = existing[memory_id]["memory"]
                 history.append(write.history(memory_id, old, None, "DELETE", now))
                 results.append(AddResult(id=memory_id, memory=old, event="DELETE"))
+        report.log_applied(results, decisions, existing, origin=origin, folded=folded)
         await self._store.add_history(history)
-        return results
+        return refused + results
 
     async def _near_duplicates(
         self,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -28,6 +29,7 @@ from memory_core.timestamps import normalize_timestamp
 from memory_core.types import ID_PATTERN, ID_REGEX, IDENTITY_FIELDS
 
 from .export_models import ExportCreated, ExportRecord, ExportRequest
+from .learning_models import LearningPage, LearningQuery, RetryResponse
 
 IdField = Field(default=None, pattern=ID_REGEX, description="user/agent/run/app id")
 MessageIn = str | dict[str, Any]
@@ -382,8 +384,21 @@ OPERATIONS: list[Operation] = [
     ("get", "/auth/me", "The calling key's rights", None, CallerResponse, ""),
     ("post", "/exports", "Queue a structured export", ExportRequest, ExportCreated, ""),
     ("get", "/exports/{export_id}", "A structured export", None, ExportRecord, ""),
+    (
+        "get",
+        "/learning",
+        "The learning log: what a user's jobs did",
+        None,
+        LearningPage,
+        "LearningQuery",
+    ),
+    ("post", "/learning/{job_id}/retry", "Requeue a dead learning job", None, RetryResponse, ""),
 ]
-QUERY_MODELS: dict[str, type[BaseModel]] = {"ListQuery": ListQuery, "ScopeQuery": ScopeQuery}
+QUERY_MODELS: dict[str, type[BaseModel]] = {
+    "ListQuery": ListQuery,
+    "ScopeQuery": ScopeQuery,
+    "LearningQuery": LearningQuery,
+}
 ERROR_STATUSES = (
     (400, "invalid request"),
     (401, "missing or wrong API key"),
@@ -391,6 +406,7 @@ ERROR_STATUSES = (
     (404, "no such memory visible to this key"),
     (409, "a new text for an immutable memory (send immutable: false with it)"),
     (408, "the request body did not arrive in time"),
+    (409, "the feature is off in this proxy's config (graph routes: memory.graph.enabled)"),
     (413, "the request body is larger than the configured limit"),
     (415, "the body is not sent as application/json (application/x-ndjson for import)"),
 )
@@ -422,9 +438,12 @@ def operation_id(method: str, path: str) -> str:
     return "_".join([method, *words])
 
 
-def build_openapi() -> dict[str, Any]:
+def build_openapi(
+    operations: Sequence[Operation] = OPERATIONS,
+    query_models: Mapping[str, type[BaseModel]] = QUERY_MODELS,
+) -> dict[str, Any]:
     """The OpenAPI 3.1 document, schemas generated from the pydantic models."""
-    models = {m for op in OPERATIONS for m in (op[3], op[4]) if m is not None}
+    models = {m for op in operations for m in (op[3], op[4]) if m is not None}
     models |= {ErrorResponse, ImportRecord}
     _, defs = models_json_schema(
         [(m, "validation") for m in sorted(models, key=lambda m: m.__name__)],
@@ -433,7 +452,7 @@ def build_openapi() -> dict[str, Any]:
     schemas = defs.get("$defs", {})
     paths: dict[str, dict[str, Any]] = {}
     error_ref = {"$ref": "#/components/schemas/ErrorResponse"}
-    for method, path, summary, body, response, query in OPERATIONS:
+    for method, path, summary, body, response, query in operations:
         op: dict[str, Any] = {"summary": summary, "security": [{"bearer": []}, {"apiKey": []}]}
         params: list[dict[str, Any]] = []
         for name in re.findall(r"{(\w+)}", path):
@@ -441,7 +460,7 @@ def build_openapi() -> dict[str, Any]:
                 {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
             )
         if query:
-            params.extend(query_parameters(QUERY_MODELS[query]))
+            params.extend(query_parameters(query_models[query]))
         if params:
             op["parameters"] = params
         if body is not None:
@@ -466,7 +485,8 @@ def build_openapi() -> dict[str, Any]:
             str(code): {"description": text, "content": {"application/json": {"schema": error_ref}}}
             for code, text in ERROR_STATUSES
         }
-        ok_status = "202" if (method, path) == ("post", "/exports") else "200"
+        accepted = {("post", "/exports"), ("post", "/learning/{job_id}/retry")}
+        ok_status = "202" if (method, path) in accepted else "200"
         op["responses"] = {ok_status: ok, **errors}
         op["operationId"] = operation_id(method, path)
         paths.setdefault(path, {})[method] = op

@@ -29,9 +29,11 @@ from .auth import Authenticator, presented_key
 from .chat import chat_completions
 from .errors import EXCEPTION_HANDLERS, Forbidden, error_response
 from .exports_api import export_routes
+from .graph_api import graph_routes
 from .guard import BrowserGuard
 from .inject import TokenCounter, default_token_counter
 from .learning import ExtractionModels, Learner
+from .learning_api import learning_routes
 from .litellm_upstream import LiteLLMUpstream
 from .logs import RequestIds
 from .mcp_server import McpEndpoint
@@ -265,6 +267,8 @@ def create_app(
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         *memory_routes(),
         *export_routes(),
+        *learning_routes(),
+        *graph_routes(),
     ]
     if mcp is not None:
         routes.append(Route("/mcp", mcp, methods=["GET", "POST", "DELETE"]))

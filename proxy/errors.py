@@ -51,6 +51,13 @@ class NotFoundError(ProxyError):
     type = "not_found_error"
 
 
+class FeatureOff(ProxyError):
+    """A route of a feature this proxy's config turns off (e.g. ``memory.graph.enabled``)."""
+
+    status = 409
+    type = "invalid_request_error"
+
+
 class RequestTimeout(ProxyError):
     status = 408
     type = "invalid_request_error"
@@ -101,12 +108,14 @@ _CORE_STATUS: list[tuple[type[core.MemoryCoreError], int, str]] = [
     (core.ExtractionError, 502, "upstream_error"),
     (core.EmbedderError, 503, "server_error"),
     (core.StoreError, 503, "server_error"),
+    (core.QueueStoreError, 503, "server_error"),
 ]
 
 
 _SERVER_MESSAGES: dict[type[core.MemoryCoreError], str] = {
     core.EmbedderError: "the embedder is unavailable (see the proxy's log)",
     core.StoreError: "the memory store is unavailable (see the proxy's log)",
+    core.QueueStoreError: "the learning queue is unavailable (see the proxy's log)",
 }
 
 

@@ -22,7 +22,7 @@ Receive = Any
 Send = Any
 
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
-CORS_METHODS = "GET, POST, PUT, DELETE, OPTIONS"
+CORS_METHODS = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
 CORS_EXPOSED = (
     "x-memory-status, x-memory-recalled, x-memory-overhead-ms, x-memory-mode, "
     "x-memory-upstream, x-memory-task, x-memory-count, server-timing, x-request-id"

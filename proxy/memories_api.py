@@ -25,6 +25,8 @@ from memory_core.types import MISSING_IDENTITY, MemoryItem, Scope
 
 from .api_docs import render_api_page
 from .api_models import (
+    OPERATIONS,
+    QUERY_MODELS,
     AddRequest,
     FeedbackRequest,
     ListQuery,
@@ -38,6 +40,7 @@ from .api_models import (
 )
 from .auth import Caller
 from .errors import BadRequest, Forbidden, MemoryDisabled
+from .graph_models import GRAPH_OPERATIONS, GRAPH_QUERY_MODELS
 from .memory_access import authorize_scope, may_see, sees_all_users
 from .memory_transfer import export_lines, import_authorizer, import_lines, split_lines
 from .request_body import bounded_stream, parse_json, read_body
@@ -344,7 +347,9 @@ async def import_memories(request: Request) -> Response:
 def openapi_of(request: Request) -> dict[str, Any]:
     state = state_of(request)
     if state.openapi is None:
-        state.openapi = build_openapi()
+        state.openapi = build_openapi(
+            [*OPERATIONS, *GRAPH_OPERATIONS], {**QUERY_MODELS, **GRAPH_QUERY_MODELS}
+        )
     return state.openapi
 
 

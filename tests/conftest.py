@@ -127,13 +127,21 @@ class ApiServer:
         return httpx.Client(base_url=self.base_url, headers=headers, timeout=120)
 
 
-def api_settings(storage_uri: str) -> Any:
+def api_settings(storage_uri: str, fake_url: str | None = None, **memory: Any) -> Any:
+    """The four API_KEYS on ``storage_uri``; with ``fake_url``, the fake upstream's
+    ``fake-model`` is the extraction model (``infer: true`` learns); ``memory``: more of it."""
     from proxy.auth import hash_key
     from proxy.settings import Settings
 
+    models = []
+    if fake_url is not None:
+        params = {"model": "openai/fake-model", "api_base": fake_url, "api_key": "sk-f"}
+        models = [{"model_name": "fake-model", "litellm_params": params}]
+        memory = {"extraction_model": "fake-model", **memory}
     return Settings.from_dict(
         {
-            "memory": {"storage_uri": storage_uri},
+            "model_list": models,
+            "memory": {"storage_uri": storage_uri, **memory},
             "auth": {
                 "keys": [
                     {
@@ -167,13 +175,16 @@ class HashEmbedder:
 
 
 @contextlib.contextmanager
-def running_api(storage_uri: str, embedder: Any) -> Iterator[ApiServer]:
-    """The proxy with the four API_KEYS on ``storage_uri``, served by a real uvicorn."""
+def running_api(
+    storage_uri: str, embedder: Any, *options: Any, **memory: Any
+) -> Iterator[ApiServer]:
+    """The proxy with the four API_KEYS on ``storage_uri``, served by a real uvicorn
+    (``options``, ``memory``: ``api_settings``' further arguments)."""
     from memory_core import AsyncMemory
     from proxy.app import create_app
     from tests.servers import ServerThread
 
-    settings = api_settings(storage_uri)
+    settings = api_settings(storage_uri, *options, **memory)
     memory = AsyncMemory(settings.memory.core_config(), embedder=embedder)
     with ServerThread(create_app(settings, memory=memory)) as server:
         yield ApiServer(server.base_url, memory)
@@ -193,6 +204,18 @@ def api_server(
 def bulk_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
     """Like ``api_server`` with ``HashEmbedder``: for tests that store thousands of memories."""
     with running_api(str(tmp_path_factory.mktemp("bulk") / "lancedb"), HashEmbedder()) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def graph_server(
+    tmp_path_factory: pytest.TempPathFactory, local_embedder: Any, fake_upstream: Any
+) -> Iterator[ApiServer]:
+    """Like ``api_server`` with graph memory on, learning (``infer: true``) through the
+    session's scripted fake upstream (tests/fake_graph.py builds the relations)."""
+    uri = str(tmp_path_factory.mktemp("graph") / "lancedb")
+    embedder = SharedEmbedder(local_embedder)
+    with running_api(uri, embedder, fake_upstream.url, graph={"enabled": True}) as server:
         yield server
 
 

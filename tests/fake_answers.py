@@ -312,7 +312,18 @@ def update_answer(prompt: str) -> str:
         (item for item in existing if isinstance(item, dict)),
         (str(fact) for fact in facts if isinstance(fact, str)),
     )
+    for decision in decisions:  # a reason where a model would give one; none on ADD/NONE
+        if decision["event"] in SCRIPTED_REASONS:
+            decision["reason"] = SCRIPTED_REASONS[decision["event"]]
     return orjson.dumps({"memory": decisions}).decode()
+
+
+# The update answer's optional "reason" (memory_core.contracts.UPDATE_SCHEMA), as the scripted
+# memory manager gives it.
+SCRIPTED_REASONS = {
+    "UPDATE": "the new fact replaces the stored value",
+    "DELETE": "the user said it is no longer true",
+}
 
 
 def _json_list(text: str | None) -> list[Any]:

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from memory_core.config import LLMConfig
-from memory_core.contracts import FACTS_SCHEMA
+from memory_core.contracts import FACTS_SCHEMA, MAX_REASON_CHARS
 from memory_core.errors import ExtractionError
 from memory_core.extraction import (
     MAX_FACT_CHARS,
@@ -220,6 +220,27 @@ OFFERED = offer_ids(REAL)
         (
             [{"id": "n", "text": "y" * (MAX_FACT_CHARS + 1), "event": "ADD"}],
             [Decision("ADD", "y" * MAX_FACT_CHARS)],
+        ),
+        # The optional reason: kept as one line, cut; null, absent or not a string is None.
+        (
+            [
+                {"id": "0", "text": "User lives in Rome", "event": "UPDATE", "reason": " moved\n"},
+                {"id": "1", "text": "", "event": "NONE", "reason": None},
+                {"id": "n", "text": "User is vegetarian", "event": "ADD", "reason": ["x"]},
+            ],
+            [
+                Decision("UPDATE", "User lives in Rome", REAL[0], "moved"),
+                Decision("NONE", "", REAL[1]),
+                Decision("ADD", "User is vegetarian"),
+            ],
+        ),
+        (
+            [{"id": "1", "event": "DELETE", "reason": "r" * (MAX_REASON_CHARS + 50)}],
+            [Decision("DELETE", "", REAL[1], "r" * MAX_REASON_CHARS)],
+        ),
+        (
+            [{"id": "1", "event": "DELETE", "reason": "  \t "}],
+            [Decision("DELETE", "", REAL[1])],
         ),
     ],
 )

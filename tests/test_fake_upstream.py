@@ -643,6 +643,7 @@ def test_memory_core_prompts_are_understood(client: openai.OpenAI) -> None:
             "text": "User lives in Oslo",
             "event": "UPDATE",
             "old_memory": "User lives in Rome",
+            "reason": "the new fact replaces the stored value",
         },
     ]
 

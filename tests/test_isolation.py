@@ -5,7 +5,9 @@ delete memories of a user it may not act for."""
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -13,7 +15,7 @@ import httpx
 import orjson
 import pytest
 
-from tests.conftest import API_KEYS, ApiServer
+from tests.conftest import API_KEYS, ApiServer, HashEmbedder, api_settings
 
 USERS = ("alice", "bob", "carol")
 KEYS = ("alice", "pair", "team", "admin")
@@ -80,6 +82,11 @@ ROUTES: list[tuple[str, str, dict[str, Any]]] = [
     ("POST", "/search", {"json": {"query": "secret", "user_id": "alice"}}),
     ("POST", "/reset", {}),
     ("GET", "/auth/me", {}),
+    ("GET", "/learning", {"params": {"user_id": "alice"}}),
+    ("POST", "/learning/{id}/retry", {}),
+    ("GET", "/graph", {"params": {"user_id": "alice"}}),
+    ("PATCH", "/graph/relations/{id}", {"json": {"relationship": "x"}}),
+    ("DELETE", "/graph/relations/{id}", {}),
 ]
 
 
@@ -192,6 +199,81 @@ def test_scoped_routes_matrix(world: dict[str, Any], key: str, user: str) -> Non
             with server.client("admin") as admin:
                 admin.delete("/memories", params={"user_id": user, "run_id": "matrix"})
     assert snapshot(server) == others
+
+
+@pytest.fixture(scope="module")
+def log_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
+    """The API keys' proxy with a learning log: one dead job per user (no model to learn
+    with, one attempt: each dies at once), so that every user has log entries."""
+    from memory_core import AsyncMemory
+    from memory_core.job_store import SqliteJobStore
+    from proxy.app import create_app
+    from tests.servers import ServerThread
+
+    uri = str(tmp_path_factory.mktemp("learning-log") / "lancedb")
+    settings = api_settings(uri)
+    queue = settings.memory.queue.model_copy(update={"max_attempts": 1})
+    settings = settings.model_copy(
+        update={"memory": settings.memory.model_copy(update={"queue": queue})}
+    )
+    jobs = SqliteJobStore(Path(uri) / "queue.sqlite3")
+    for user in USERS:
+        payload = {"scope": {"user_id": user}, "messages": [{"role": "user", "content": "x"}]}
+        jobs.enqueue(f"dead-{user}", user, payload)
+    memory = AsyncMemory(settings.memory.core_config(), embedder=HashEmbedder())
+    with ServerThread(create_app(settings, memory=memory)) as thread:
+        server = ApiServer(thread.base_url, memory)
+        wait_dead(jobs, [f"dead-{user}" for user in USERS])
+        yield server
+    jobs.close()
+
+
+def wait_dead(jobs: Any, job_ids: list[str]) -> None:
+    deadline = time.monotonic() + 30
+    while any(jobs.dead_job(job_id) is None for job_id in job_ids):
+        assert time.monotonic() < deadline, f"{job_ids} did not die"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("key,user", list(itertools.product(KEYS, USERS)))
+def test_learning_log_matrix(log_server: ApiServer, key: str, user: str) -> None:
+    """A key reads and retries the learning log of the users it may name, nobody else's:
+    another user's dead job is as absent as one that never existed."""
+    allowed = user in ALLOWED[key]
+    job_id = f"dead-{user}"
+    with log_server.client(key) as c:
+        for prefix in ("", "/v1"):
+            r = c.get(f"{prefix}/learning", params={"user_id": user})
+            assert status_of(r) == (200 if allowed else 403), r.text
+            if allowed:
+                entries = r.json()["results"]
+                assert entries and {e["user_id"] for e in entries} == {user}
+                assert entries[0]["status"] == "dead" and entries[0]["error"]
+            else:
+                assert job_id not in r.text
+            # Without a user: a bound key's own log, the whole log for keys that see all.
+            r = c.get(f"{prefix}/learning")
+            if key == "pair":
+                assert status_of(r) == 403
+            else:
+                shown = {e["user_id"] for e in r.json()["results"]}
+                assert shown == (set(USERS) if key in SEES_ALL else {"alice"})
+        retry = c.post(f"/v1/learning/{job_id}/retry")
+        absent = c.post("/v1/learning/no-such-job/retry")
+        assert status_of(absent) == 404
+        if allowed:
+            assert status_of(retry) == 202, retry.text  # it dies again: no model to learn with
+        else:
+            assert status_of(retry) == 404
+            assert retry.json()["error"]["type"] == absent.json()["error"]["type"]
+    if allowed:
+        from memory_core.job_store import SqliteJobStore
+
+        jobs = SqliteJobStore(Path(log_server.memory.config.storage_uri) / "queue.sqlite3")
+        try:
+            wait_dead(jobs, [job_id])
+        finally:
+            jobs.close()
 
 
 def test_reset_matrix_non_admins_refused(world: dict[str, Any]) -> None:
@@ -474,3 +556,91 @@ def test_bound_key_writes_land_in_its_user(world: dict[str, Any]) -> None:
     with server.client("pair") as c:  # a list key must say which user
         report = c.post("/memories/import", content=orjson.dumps({**line, "id": "b2"})).json()
         assert report["imported"] == 0 and report["errors"][0]["line"] == 1
+
+
+# ---- graph memory: the same keys on the graph routes and tables ------------------------------
+
+
+@pytest.fixture(scope="module")
+def graph_world(graph_server: ApiServer) -> Iterator[dict[str, Any]]:
+    """Each user learns a sister living in a town of their own (relations via the fake LLM)."""
+    with graph_server.client("admin") as admin:
+        for user in USERS:
+            text = f"My sister Maria lives in {user.title()}ville."
+            body = {"messages": [{"role": "user", "content": text}], "user_id": user}
+            assert admin.post("/memories", json=body).status_code == 200
+    yield {"server": graph_server, "relations": graph_snapshot(graph_server)}
+
+
+def graph_snapshot(server: ApiServer) -> dict[str, list[tuple[str, str, str, str]]]:
+    with server.client("admin") as admin:
+        state = {}
+        for user in USERS:
+            page = admin.get("/graph", params={"user_id": user, "include_invalid": "true"}).json()
+            edges = (
+                (e["id"], e["source"], e["relationship"], e["destination"]) for e in page["edges"]
+            )
+            state[user] = sorted(edges)
+        return state
+
+
+@pytest.mark.parametrize("key,user", list(itertools.product(KEYS, USERS)))
+def test_graph_routes_matrix(graph_world: dict[str, Any], key: str, user: str) -> None:
+    """A key lists only graphs of users it may act for (403 otherwise), and a relation of a
+    user it may not act for is 404 to rename or delete, exactly like an absent one."""
+    server: ApiServer = graph_world["server"]
+    before = graph_snapshot(server)
+    allowed = user in ALLOWED[key]
+    town = f"{user.title()}ville"
+    theirs = before[user][0][0]
+    with server.client(key) as c:
+        for prefix in ("", "/v1"):
+            r = c.get(f"{prefix}/graph", params={"user_id": user})
+            assert status_of(r) == (200 if allowed else 403), r.text
+            if allowed:
+                assert town in {e["destination"] for e in r.json()["edges"]}
+                others = {f"{u.title()}ville" for u in USERS if u != user}
+                assert not others & {n["name"] for n in r.json()["nodes"]}
+            else:
+                assert town not in r.text
+            absent = c.delete(f"{prefix}/graph/relations/{'0' * 32}")
+            assert status_of(absent) == 404
+            if not allowed:
+                for r in (
+                    c.patch(f"{prefix}/graph/relations/{theirs}", json={"relationship": "pwned"}),
+                    c.delete(f"{prefix}/graph/relations/{theirs}"),
+                ):
+                    assert status_of(r) == 404, r.text
+                    assert r.json()["error"]["type"] == absent.json()["error"]["type"]
+                    assert town not in r.text
+    assert graph_snapshot(server) == before
+
+
+def test_bound_key_graph_defaults_to_its_user(graph_world: dict[str, Any]) -> None:
+    server: ApiServer = graph_world["server"]
+    with server.client("alice") as c:
+        page = c.get("/v1/graph").json()
+        assert "Aliceville" in {n["name"] for n in page["nodes"]}
+        assert "Bobville" not in str(page)
+    with server.client("pair") as c:  # a list key must say which user
+        assert status_of(c.get("/v1/graph")) == 403
+
+
+@pytest.mark.parametrize("value", HOSTILE, ids=[repr(v)[:30] for v in HOSTILE])
+def test_hostile_strings_on_the_graph_routes(graph_world: dict[str, Any], value: str) -> None:
+    server: ApiServer = graph_world["server"]
+    before = graph_snapshot(server)
+    with server.client("alice") as c:
+        for field in ("user_id", "agent_id", "run_id", "app_id"):
+            scope = {"user_id": "alice", field: value} if field != "user_id" else {field: value}
+            r = c.get("/graph", params=scope)
+            assert status_of(r) in (200, 400, 403), (field, r.text)
+            assert "Bobville" not in r.text
+        for r in (
+            c.get("/graph", params={"user_id": "alice", "cursor": value}),
+            c.patch("/graph/relations/" + quote(value, safe=""), json={"relationship": value}),
+            c.delete("/graph/relations/" + quote(value, safe="")),
+        ):
+            assert status_of(r) in (200, 400, 404, 405), (r.request.url, r.text)
+            assert "Bobville" not in r.text
+    assert graph_snapshot(server) == before

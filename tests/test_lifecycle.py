@@ -124,14 +124,19 @@ def _row(memory_id: str, text: str, *, immutable: bool) -> dict[str, Any]:
 
 
 BERLIN, PARIS, TEA = "User lives in Berlin", "User lives in Paris", "User likes tea"
+REFUSED = Decision("NONE", PARIS, "m1", reason=IMMUTABLE_REASON)  # what the learning log shows
 
 
 @pytest.mark.parametrize(
     ("decision", "kept", "refused"),
     [
         # A contradiction of an immutable memory: its text becomes a memory of its own.
-        (Decision("UPDATE", BERLIN, "m1"), [Decision("ADD", BERLIN)], ["m1"]),
-        (Decision("DELETE", PARIS, "m1"), [], ["m1"]),
+        (
+            Decision("UPDATE", BERLIN, "m1", "moved"),
+            [REFUSED, Decision("ADD", BERLIN, reason="moved")],
+            ["m1"],
+        ),
+        (Decision("DELETE", PARIS, "m1"), [REFUSED], ["m1"]),
         (Decision("NONE", PARIS, "m1"), [Decision("NONE", PARIS, "m1")], []),
         (Decision("UPDATE", TEA + " a lot", "m2"), [Decision("UPDATE", TEA + " a lot", "m2")], []),
         (Decision("DELETE", TEA, "m2"), [Decision("DELETE", TEA, "m2")], []),
@@ -312,6 +317,9 @@ async def test_extraction_never_changes_an_immutable_memory(lance: Any) -> None:
         assert (await lance.get(ids[text]))["memory"] == text
         assert [h["event"] for h in await lance.history(ids[text])] == ["ADD"]
     assert report.applied["NONE"] == 2 and report.applied["ADD"] == 1
+    logged = {(d["event"], d["memory_id"], d["reason"]) for d in report.decisions}
+    for text in ("User lives in Paris", "User likes green tea"):  # the learning log says why
+        assert ("NONE", ids[text], IMMUTABLE_REASON) in logged
     texts = sorted(r["memory"] for r in (await lance.get_all(user_id="i"))["results"])
     assert texts == ["User likes green tea", "User lives in Berlin", "User lives in Paris"]
 
@@ -679,6 +687,9 @@ def test_chat_contradiction_leaves_an_immutable_memory(
             texts["User lives in Paris"]["id"] == kept and texts["User lives in Paris"]["immutable"]
         )
         assert [h["event"] for h in c.get(f"/v1/memories/{kept}/history").json()] == ["ADD"]
+        (job,) = c.get("/v1/learning", params={"user_id": user}).json()["results"]
+        refused = [d for d in job["decisions"] if d["memory_id"] == kept]
+        assert [(d["event"], d["reason"]) for d in refused] == [("NONE", IMMUTABLE_REASON)]
         block = _block(server, user, "Where do I live?")
         assert "User lives in Paris" in block and "User lives in Berlin" in block
 

@@ -417,7 +417,7 @@ def test_browser_is_served(api_server: ApiServer) -> None:
         assert r.status_code in (302, 307) and r.headers["location"] == "/ui/"
         page = c.get("/ui/")
         assert page.status_code == 200 and "<script" in page.text
-        for asset in ("app.js", "style.css"):
+        for asset in ("app.js", "learning.js", "style.css"):
             assert c.get(f"/ui/{asset}").status_code == 200
 
 

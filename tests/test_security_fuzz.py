@@ -35,7 +35,8 @@ CHECKS = ",".join(
 
 @pytest.fixture(scope="module")
 def fuzz_server(tmp_path_factory: pytest.TempPathFactory, fake_upstream: Any) -> Iterator[str]:
-    """The proxy with the test keys, extraction through the fake upstream, the fast embedder."""
+    """The proxy with the test keys, extraction through the fake upstream, the fast embedder,
+    graph memory on."""
     from memory_core import AsyncMemory
     from proxy.app import create_app
     from proxy.http_server import uvicorn_options
@@ -51,6 +52,7 @@ def fuzz_server(tmp_path_factory: pytest.TempPathFactory, fake_upstream: Any) ->
         "api_base": fake_upstream.url,
         "api_key": "sk-fake",
     }
+    data["memory"]["graph"] = {"enabled": True}  # the graph routes answer, not only 409
     settings = Settings.from_dict(data)
     memory = AsyncMemory(settings.memory.core_config(), embedder=HashEmbedder())
     app = create_app(settings, memory=memory)

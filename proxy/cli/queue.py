@@ -1,5 +1,5 @@
-"""``memproxy queue status|retry|purge|results``: the learning queue's counts, dead letters
-and what finished jobs did."""
+"""``memproxy queue status|retry|purge|results|log``: the learning queue's counts, dead
+letters and what finished jobs did (``log``: the learning log, facts and decisions)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import orjson
 
 from memory_core.learning_report import summary
 
+from ..learning_models import MAX_PAGE
 from ..settings import Settings
 
 if TYPE_CHECKING:
@@ -56,6 +57,18 @@ def _run(args: argparse.Namespace, store: JobStore) -> int:
                 print(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
             for row in [] if args.json else rows:
                 print(outcome_line(row))
+        elif args.queue_command == "log":
+            from ..auth import OPEN_CALLER  # the CLI reads the queue as its operator
+            from ..learning_api import log_entry
+
+            rows = store.results(max(1, min(args.limit, MAX_PAGE)), scope_key=args.user_id)
+            entries = [log_entry(row, OPEN_CALLER) for row in rows]
+            if args.json:
+                print(orjson.dumps(entries, option=orjson.OPT_INDENT_2).decode())
+            for entry in [] if args.json else entries:
+                print("\n".join(log_lines(entry)))
+            if not entries and not args.json:
+                print("no finished learning jobs" + (f" of {args.user_id}" if args.user_id else ""))
         elif args.queue_command == "retry":
             print(f"requeued {store.retry_dead(args.job_id)} dead jobs")
         elif args.queue_command == "purge":
@@ -70,6 +83,30 @@ def outcome_line(row: dict[str, Any]) -> str:
     result = row.get("result")
     detail = summary(result) if result else f"{row['status']}: {row.get('error')}"
     return f"finished {row['id']} scope={row['scope_key']} attempts={row['attempts']}: {detail}"
+
+
+def log_lines(entry: dict[str, Any]) -> list[str]:
+    """One job of the learning log: a heading line, its facts, decisions and error."""
+    kind = "" if entry["kind"] == "learn" else f" {entry['kind']}"
+    lines = [
+        f"{entry['finished_at']} {entry['id']}{kind} user={entry['user_id']} "
+        f"{entry['status']} attempts={entry['attempts']}"
+    ]
+    lines += [f"  fact: {fact}" for fact in entry["facts"]]
+    for decision in entry["decisions"]:
+        line = f"  {decision['event']}"
+        if decision.get("memory_id"):
+            line += f" {decision['memory_id']}"
+        if decision.get("old_memory") and decision.get("old_memory") != decision.get("text"):
+            line += f" {decision['old_memory']!r} ->"
+        if decision.get("text"):
+            line += f" {decision['text']!r}"
+        if decision.get("reason"):
+            line += f" (reason: {decision['reason']})"
+        lines.append(line + f" [{decision['origin']}]")
+    if entry["error"]:
+        lines.append(f"  error: {entry['error']}")
+    return lines
 
 
 def add_parsers(sub: Any) -> None:
@@ -89,3 +126,10 @@ def add_parsers(sub: Any) -> None:
     results.add_argument("--limit", type=int, default=20)
     results.add_argument("--json", action="store_true", help="the stored results as JSON")
     results.set_defaults(func=_queue)
+    log = queue_sub.add_parser(
+        "log", help="the learning log: each job's facts, decisions (with reasons) and errors"
+    )
+    log.add_argument("--user-id", help="only this user's jobs")
+    log.add_argument("--limit", type=int, default=20, help=f"newest N jobs (at most {MAX_PAGE})")
+    log.add_argument("--json", action="store_true", help="the entries as GET /v1/learning has them")
+    log.set_defaults(func=_queue)
