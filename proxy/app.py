@@ -26,6 +26,7 @@ from memory_core.maintenance_lock import MaintenanceLock, RedisMaintenanceLock
 from memory_core.queue import LearningQueue, open_job_store
 
 from .auth import Authenticator, presented_key
+from .change_events import ChangeEvents, change_job_kinds
 from .chat import chat_completions
 from .errors import EXCEPTION_HANDLERS, Forbidden, error_response
 from .exports_api import export_routes
@@ -39,6 +40,7 @@ from .memories_api import memory_routes
 from .messages_api import create_message
 from .metrics import HttpMetrics, Metrics
 from .model_routing import ModelRouter
+from .profiles_api import profile_routes
 from .responses_api import create_response
 from .settings import Settings
 from .state import AppState, state_of
@@ -50,6 +52,7 @@ from .upstream import (
     UpstreamSet,
     deployment_timeout,
 )
+from .webhooks import WebhookSender
 
 log = logging.getLogger("proxy")
 EPOCH = "1970-01-01T00:00:00Z"
@@ -165,6 +168,7 @@ def create_app(
     metrics = Metrics()
     authenticator = Authenticator(settings.auth)
     mcp = McpEndpoint(settings) if settings.mcp.enabled else None
+    webhook_sender = WebhookSender(settings.webhooks)  # a missing secret fails here
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -199,6 +203,7 @@ def create_app(
         mem = memory
         learning_queue = queue
         exports = None
+        change_events: ChangeEvents | None = None
         if settings.memory.enabled:
             if mem is None:
                 maintenance_lock = shared_maintenance_lock(settings)
@@ -217,6 +222,9 @@ def create_app(
                     tracer,
                     exports=exports,
                     max_attempts=settings.memory.queue.max_attempts,
+                    kinds=change_job_kinds(
+                        mem, webhook_sender, extraction.configured(), settings.memory.profile
+                    ),
                 )
                 learning_queue = LearningQueue(
                     open_job_store(settings.memory.queue, queue_path(settings)),
@@ -225,6 +233,14 @@ def create_app(
                 )
                 await learning_queue.start()
                 metrics.watch_queue(learning_queue.stats)
+            change_events = ChangeEvents(
+                learning_queue,
+                metrics,
+                webhooks=settings.webhooks,
+                profiles=settings.memory.profile.enabled and extraction.configured() is not None,
+            )
+            if change_events.active:
+                mem.watch(change_events)
         app.state.memproxy = AppState(
             settings=settings,
             model_router=model_router,
@@ -243,6 +259,8 @@ def create_app(
         try:
             yield
         finally:
+            if change_events is not None and mem is not None:
+                mem.unwatch(change_events)
             if learning_queue is not None and queue is None:
                 await learning_queue.stop()
             await client.close()
@@ -265,6 +283,7 @@ def create_app(
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         *memory_routes(),
         *export_routes(),
+        *profile_routes(),
     ]
     if mcp is not None:
         routes.append(Route("/mcp", mcp, methods=["GET", "POST", "DELETE"]))

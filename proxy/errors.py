@@ -51,6 +51,13 @@ class NotFoundError(ProxyError):
     type = "not_found_error"
 
 
+class Conflict(ProxyError):
+    """The request is valid but this proxy's config cannot serve it (e.g. no model for it)."""
+
+    status = 409
+    type = "invalid_request_error"
+
+
 class RequestTimeout(ProxyError):
     status = 408
     type = "invalid_request_error"

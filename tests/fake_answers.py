@@ -46,10 +46,13 @@ from tests.fake_extractor import STOPWORDS, WORD_RE, decide_updates, extract_con
 from tests.fake_media import media_kind
 
 Json = dict[str, Any]
-RequestKind = Literal["chat", "extract", "update", "vision", "export", "embeddings", "models"]
+RequestKind = Literal[
+    "chat", "extract", "update", "vision", "export", "profile", "embeddings", "models"
+]
 
 EXTRACTION_PREFIX = "You are memproxy's fact extractor."
 UPDATE_PREFIX = "You are memproxy's memory manager."
+PROFILE_PREFIX = "You are memproxy's profile writer."
 DEFAULT_EMBEDDING_DIM = 64
 EXTRACT_INVALID_JSON = "[[extract-invalid-json]]"
 INVALID_JSON_PROSE = (
@@ -142,6 +145,8 @@ def classify(messages: Sequence[Mapping[str, Any]]) -> RequestKind:
             return "extract"
         if instructions.startswith(UPDATE_PREFIX):
             return "update"
+        if instructions.startswith(PROFILE_PREFIX):
+            return "profile"
         media = media_kind(instructions)
         if media == "vision":
             return "vision"
@@ -294,6 +299,18 @@ def extraction_answer(prompt: str, *, fenced: bool) -> str:
     if fenced:
         return f"Here you go:\n```json\n{answer}\n```"
     return answer
+
+
+def profile_answer(messages: Sequence[Mapping[str, Any]]) -> str:
+    """``{"profile": "PROFILE: <memory> ; <memory> ..."}``: the memories of the profile prompt's
+    ``<user_memories>`` block (newest first, dates dropped), joined in their order."""
+    block = between(message_text(messages[-1]), "<user_memories>", "</user_memories>") or ""
+    texts = [
+        re.sub(r"^- (\[[^\]]*\] )?", "", line.strip())
+        for line in block.splitlines()
+        if line.strip().startswith("- ")
+    ]
+    return orjson.dumps({"profile": "PROFILE: " + " ; ".join(texts)}).decode()
 
 
 def update_answer(prompt: str) -> str:

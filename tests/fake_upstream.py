@@ -57,6 +57,7 @@ from tests.fake_answers import (
     magic_requests,
     memory_prompt,
     message_text,
+    profile_answer,
     stream_events,
     update_answer,
 )
@@ -217,6 +218,8 @@ class FakeHandlers:
             reply = chat_reply(body, messages)
         elif kind in ("vision", "export"):
             reply = Reply(media_reply(kind, messages))
+        elif kind == "profile":
+            reply = Reply(profile_answer(messages))
         else:
             reply = bounded(self._memory_reply(kind, messages), body.get("max_tokens"))
 

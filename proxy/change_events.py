@@ -1,0 +1,75 @@
+"""What the proxy does when memories change: the ``ChangeObserver`` it gives ``AsyncMemory``
+queues a webhook delivery per subscribed endpoint and a profile rebuild per user touched.
+
+It runs after the write is stored, whichever way the write came in (REST, MCP, learning). A
+queue that stays unreachable past its enqueue retries loses those events (logged and counted
+in ``memproxy_change_events_lost_total``): the write itself stands.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from memory_core import AsyncMemory
+from memory_core.changes import MemoryChange
+from memory_core.config import ProfileConfig
+from memory_core.errors import QueueStoreError
+from memory_core.extraction import ChatLLM
+from memory_core.queue import Handler, LearningQueue
+
+from .metrics import Metrics
+from .profile_jobs import PROFILE_JOB, ProfileRebuilder, profile_job
+from .webhooks import WEBHOOK_JOB, WebhookSender, WebhookSettings, delivery_jobs
+
+log = logging.getLogger("proxy.change_events")
+
+
+class ChangeEvents:
+    """Queues the jobs a batch of changes asks for (``profiles``: rebuild after writes)."""
+
+    def __init__(
+        self,
+        queue: LearningQueue,
+        metrics: Metrics,
+        *,
+        webhooks: Sequence[WebhookSettings] = (),
+        profiles: bool = False,
+    ) -> None:
+        self._queue = queue
+        self._metrics = metrics
+        self._webhooks = list(webhooks)
+        self._profiles = profiles
+
+    @property
+    def active(self) -> bool:
+        return bool(self._webhooks) or self._profiles
+
+    async def memories_changed(self, changes: Sequence[MemoryChange]) -> None:
+        jobs: list[tuple[str, str, dict[str, Any]]] = delivery_jobs(self._webhooks, changes)
+        if self._profiles:
+            now = time.time()
+            users = dict.fromkeys(c.scope.user_id for c in changes if c.scope.user_id)
+            jobs += [profile_job(user, now) for user in users if user is not None]
+        for job_id, scope_key, payload in jobs:
+            try:
+                await self._queue.enqueue(scope_key, payload, job_id)
+            except QueueStoreError as exc:
+                log.error("could not queue %s job %s: %s", payload["kind"], job_id, exc)
+                self._metrics.change_events_lost.labels(payload["kind"]).inc()
+
+
+def change_job_kinds(
+    memory: AsyncMemory, sender: WebhookSender, llm: ChatLLM | None, config: ProfileConfig
+) -> dict[str, Handler]:
+    """The queue's handlers of the jobs ``ChangeEvents`` queues (always registered: jobs
+    queued under an earlier config still finish)."""
+    return {
+        WEBHOOK_JOB: sender.deliver,
+        PROFILE_JOB: ProfileRebuilder(memory, llm, config).rebuild,
+    }
+
+
+__all__ = ["ChangeEvents", "change_job_kinds"]
