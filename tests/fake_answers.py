@@ -302,7 +302,7 @@ def extraction_answer(prompt: str, *, fenced: bool) -> str:
 
 
 def profile_answer(messages: Sequence[Mapping[str, Any]]) -> str:
-    """``{"profile": "PROFILE: <memory> ; <memory> ..."}``: the memories of the profile prompt's
+    """``{"profile": "PROFILE: <memory> + <memory> ..."}``: the memories of the profile prompt's
     ``<user_memories>`` block (newest first, dates dropped), joined in their order."""
     block = between(message_text(messages[-1]), "<user_memories>", "</user_memories>") or ""
     texts = [
@@ -310,7 +310,7 @@ def profile_answer(messages: Sequence[Mapping[str, Any]]) -> str:
         for line in block.splitlines()
         if line.strip().startswith("- ")
     ]
-    return orjson.dumps({"profile": "PROFILE: " + " ; ".join(texts)}).decode()
+    return orjson.dumps({"profile": "PROFILE: " + " + ".join(texts)}).decode()
 
 
 def update_answer(prompt: str) -> str:
