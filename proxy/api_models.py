@@ -216,6 +216,22 @@ class CallerResponse(BaseModel):
     open_mode: bool
 
 
+class ProfileQuery(_Request):
+    """``GET /users/{user_id}/profile``."""
+
+    refresh: bool = Field(default=False, description="rebuild the profile now")
+
+
+class ProfileResponse(BaseModel):
+    """A user's profile (docs/api.md, "User profiles")."""
+
+    user_id: str
+    profile: str
+    memories: int = Field(description="how many memories it was built from")
+    created_at: str
+    updated_at: str
+
+
 class ErrorDetail(BaseModel):
     message: str
     type: str
@@ -256,8 +272,13 @@ OPERATIONS: list[Operation] = [
     ("get", "/auth/me", "The calling key's rights", None, CallerResponse, ""),
     ("post", "/exports", "Queue a structured export", ExportRequest, ExportCreated, ""),
     ("get", "/exports/{export_id}", "A structured export", None, ExportRecord, ""),
+    ("get", "/users/{user_id}/profile", "A user's profile", None, ProfileResponse, "ProfileQuery"),
 ]
-QUERY_MODELS: dict[str, type[BaseModel]] = {"ListQuery": ListQuery, "ScopeQuery": ScopeQuery}
+QUERY_MODELS: dict[str, type[BaseModel]] = {
+    "ListQuery": ListQuery,
+    "ScopeQuery": ScopeQuery,
+    "ProfileQuery": ProfileQuery,
+}
 ERROR_STATUSES = (
     (400, "invalid request"),
     (401, "missing or wrong API key"),
@@ -353,6 +374,10 @@ def build_openapi() -> dict[str, Any]:
             ("DeleteMemory", "delete", "/memories/{memory_id}"),
             ("MemoryHistory", "get", "/memories/{memory_id}/history"),
         )
+    }
+    paths["/users/{user_id}/profile"]["get"]["responses"]["409"] = {
+        "description": "profiles are off, or no extraction model is configured",
+        "content": {"application/json": {"schema": error_ref}},
     }
     paths["/exports"]["post"]["responses"]["202"]["links"] = {
         "GetExport": {

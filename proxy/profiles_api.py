@@ -11,8 +11,9 @@ from starlette.routing import BaseRoute, Route
 from memory_core.errors import NotFound
 from memory_core.profiles import Profile
 
-from .errors import BadRequest, Conflict
-from .memories_api import caller_of, json_response, memory_of
+from .api_models import ProfileQuery
+from .errors import Conflict
+from .memories_api import caller_of, json_response, memory_of, read_query
 from .memory_access import authorize_scope
 from .state import state_of
 
@@ -32,9 +33,7 @@ async def get_profile(request: Request) -> Response:
     scope = authorize_scope(caller, request.path_params["user_id"], None, None)
     user_id = scope.user_id
     assert user_id is not None
-    refresh = request.query_params.get("refresh", "false").lower()
-    if refresh not in ("true", "false", "1", "0"):
-        raise BadRequest("refresh must be true or false", param="refresh")
+    query = read_query(request, ProfileQuery)
     memory = memory_of(request)
     state = state_of(request)
     if not state.settings.memory.profile.enabled:
@@ -44,7 +43,7 @@ async def get_profile(request: Request) -> Response:
         raise Conflict(
             "user profiles need an extraction model: set memory.extraction_model or memory.llm"
         )
-    stored = None if refresh in ("true", "1") else await memory.profile(user_id=user_id)
+    stored = None if query.refresh else await memory.profile(user_id=user_id)
     profile = stored or await memory.build_profile(user_id=user_id, llm=llm)
     if profile is None:
         raise NotFound(f"user {user_id} has no memories to build a profile from")

@@ -376,6 +376,18 @@ def create_fake_app(state: FakeState | None = None) -> Starlette:
 # ---------------------------------------------------------------------------------------------
 
 
+def fake_deployment(api_base: str, name: str = "fake-model") -> dict[str, Any]:
+    """A ``model_list`` entry serving ``name`` from the fake at ``api_base`` (its ``url``)."""
+    return {
+        "model_name": name,
+        "litellm_params": {
+            "model": "openai/fake-model",
+            "api_base": api_base,
+            "api_key": "sk-fake",
+        },
+    }
+
+
 class FakeUpstream:
     """Runs the fake on loopback in a background thread: ``with FakeUpstream() as fake:``."""
 

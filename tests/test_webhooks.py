@@ -36,7 +36,7 @@ from proxy.app import create_app
 from proxy.settings import Settings
 from proxy.webhooks import WebhookSettings, delivery_jobs, event_of, sign, verify
 from tests.conftest import SharedEmbedder
-from tests.fake_upstream import FakeUpstream
+from tests.fake_upstream import FakeUpstream, fake_deployment
 from tests.servers import ServerThread, wait_for
 
 SECRET = "whsec-test-0123456789abcdef"
@@ -286,16 +286,7 @@ def hook_settings(fake_url: str, receiver_url: str, storage: Path) -> Settings:
     loopback = {"secret": SECRET, "allow_private": True, "timeout_s": 5}
     return Settings.from_dict(
         {
-            "model_list": [
-                {
-                    "model_name": "fake-model",
-                    "litellm_params": {
-                        "model": "openai/fake-model",
-                        "api_base": fake_url,
-                        "api_key": "sk-fake",
-                    },
-                }
-            ],
+            "model_list": [fake_deployment(fake_url)],
             "memory": {
                 "storage_uri": str(storage),
                 "extraction_model": "fake-model",
