@@ -26,7 +26,7 @@ from memory_core.maintenance_lock import MaintenanceLock, RedisMaintenanceLock
 from memory_core.queue import LearningQueue, open_job_store
 
 from .auth import Authenticator, presented_key
-from .change_events import ChangeEvents, change_job_kinds
+from .change_events import ChangeEvents, change_job_kinds, watch_changes
 from .chat import chat_completions
 from .errors import EXCEPTION_HANDLERS, Forbidden, error_response
 from .exports_api import export_routes
@@ -222,9 +222,7 @@ def create_app(
                     tracer,
                     exports=exports,
                     max_attempts=settings.memory.queue.max_attempts,
-                    kinds=change_job_kinds(
-                        mem, webhook_sender, extraction.configured(), settings.memory.profile
-                    ),
+                    kinds=change_job_kinds(mem, settings, extraction, webhook_sender),
                 )
                 learning_queue = LearningQueue(
                     open_job_store(settings.memory.queue, queue_path(settings)),
@@ -233,14 +231,7 @@ def create_app(
                 )
                 await learning_queue.start()
                 metrics.watch_queue(learning_queue.stats)
-            change_events = ChangeEvents(
-                learning_queue,
-                metrics,
-                webhooks=settings.webhooks,
-                profiles=settings.memory.profile.enabled and extraction.configured() is not None,
-            )
-            if change_events.active:
-                mem.watch(change_events)
+            change_events = watch_changes(mem, learning_queue, settings, extraction, metrics)
         app.state.memproxy = AppState(
             settings=settings,
             model_router=model_router,

@@ -15,13 +15,13 @@ from typing import Any
 
 from memory_core import AsyncMemory
 from memory_core.changes import MemoryChange
-from memory_core.config import ProfileConfig
 from memory_core.errors import QueueStoreError
-from memory_core.extraction import ChatLLM
 from memory_core.queue import Handler, LearningQueue
 
+from .learning import ExtractionModels
 from .metrics import Metrics
 from .profile_jobs import PROFILE_JOB, ProfileRebuilder, profile_job
+from .settings import Settings
 from .webhooks import WEBHOOK_JOB, WebhookSender, WebhookSettings, delivery_jobs
 
 log = logging.getLogger("proxy.change_events")
@@ -62,14 +62,37 @@ class ChangeEvents:
 
 
 def change_job_kinds(
-    memory: AsyncMemory, sender: WebhookSender, llm: ChatLLM | None, config: ProfileConfig
+    memory: AsyncMemory,
+    settings: Settings,
+    extraction: ExtractionModels,
+    sender: WebhookSender | None = None,
 ) -> dict[str, Handler]:
-    """The queue's handlers of the jobs ``ChangeEvents`` queues (always registered: jobs
-    queued under an earlier config still finish)."""
-    return {
-        WEBHOOK_JOB: sender.deliver,
-        PROFILE_JOB: ProfileRebuilder(memory, llm, config).rebuild,
-    }
+    """The queue's handlers of the jobs ``ChangeEvents`` queues, for every process that runs
+    a ``Learner`` on the shared queue (always registered: jobs queued under an earlier config
+    still finish)."""
+    sender = sender or WebhookSender(settings.webhooks)
+    rebuilder = ProfileRebuilder(memory, extraction.configured(), settings.memory.profile)
+    return {WEBHOOK_JOB: sender.deliver, PROFILE_JOB: rebuilder.rebuild}
 
 
-__all__ = ["ChangeEvents", "change_job_kinds"]
+def watch_changes(
+    memory: AsyncMemory,
+    queue: LearningQueue,
+    settings: Settings,
+    extraction: ExtractionModels,
+    metrics: Metrics,
+) -> ChangeEvents | None:
+    """Give ``memory`` the observer the config asks for (None: no webhooks, no profiles)."""
+    events = ChangeEvents(
+        queue,
+        metrics,
+        webhooks=settings.webhooks,
+        profiles=settings.memory.profile.enabled and extraction.configured() is not None,
+    )
+    if not events.active:
+        return None
+    memory.watch(events)
+    return events
+
+
+__all__ = ["ChangeEvents", "change_job_kinds", "watch_changes"]

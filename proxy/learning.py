@@ -141,6 +141,8 @@ class Learner:
             llm = self._llm("")
             await run_export(job, self._memory, self._exports, llm, self._max_attempts)
             return {"export_id": payload.get("export_id")}
+        if payload.get("kind") is not None:  # a kind this process has no handler for
+            raise InvalidInput(f"no handler for {str(payload.get('kind'))[:40]!r} jobs")
         scope = payload.get("scope") or {}
         messages = list(payload["messages"])
         images = payload.get("images") or []

@@ -5,6 +5,7 @@ learned from a chat, injected into the next chat's block within its token budget
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,12 +16,13 @@ import lancedb
 import openai
 import pytest
 
-from memory_core import AsyncMemory
-from memory_core.config import LLMConfig, ProfileConfig
+from memory_core import AsyncMemory, Memory, MemoryConfig
+from memory_core.config import LLMConfig, ProfileConfig, QueueConfig
 from memory_core.errors import ExtractionError
 from memory_core.extraction import LiteLLMChat
 from memory_core.profiles import parse_profile
 from memory_core.prompts import MAX_PROFILE_PROMPT_CHARS, PROFILE_PROMPT, build_profile_messages
+from memory_core.queue import Deferred, Job, LearningQueue, open_job_store
 from proxy.app import create_app
 from proxy.inject import (
     BLOCK_CLOSE,
@@ -190,6 +192,18 @@ async def test_profile_build_store_and_delete(
     assert await amem.build_profile(user_id="p2", llm=llm) is not None
     await amem.reset()
     assert await amem.profile(user_id="p2") is None
+
+
+def test_sync_memory_profiles(
+    storage_uri: str, embedder: SharedEmbedder, fake_llm_config: dict[str, Any]
+) -> None:
+    config = MemoryConfig(storage_uri=storage_uri, llm=LLMConfig.model_validate(fake_llm_config))
+    with Memory(config, embedder=embedder) as memory:
+        memory.add("User sings in a choir", user_id="s1", infer=False)
+        assert memory.profile(user_id="s1") is None
+        built = memory.build_profile(user_id="s1")  # the configured llm
+        assert built is not None and "User sings in a choir" in built["profile"]
+        assert memory.profile(user_id="s1") == built
 
 
 # ---- end to end ------------------------------------------------------------------------------
@@ -387,3 +401,35 @@ def test_profile_config_bounds() -> None:
     assert ProfileConfig().enabled is False and ProfileConfig().debounce_s == 30
     with pytest.raises(ValueError):
         ProfileConfig(max_chars=10)
+
+
+async def test_deferred_job_keeps_the_head_of_its_scope(
+    tmp_path: Path, queue_backend: dict[str, Any]
+) -> None:
+    """The debounce's mechanism on both queue backends: a job that defers itself runs again
+    at its time, without counting a failure, and the jobs behind it in its scope wait for it
+    while other scopes go on."""
+    settings = QueueConfig(poll_s=0.02, **queue_backend)
+    ran: list[tuple[str, int, float]] = []
+
+    async def handler(job: Job) -> dict[str, Any]:
+        ran.append((job.id, job.attempts, time.monotonic()))
+        if job.id == "first" and job.attempts == 1:
+            raise Deferred(time.time() + 0.6)
+        return {"ran": job.id}
+
+    queue = LearningQueue(open_job_store(settings, tmp_path / "q.sqlite3"), handler, settings)
+    await queue.start()
+    try:
+        for job_id, scope in (("first", "profile/u"), ("second", "profile/u"), ("other", "x")):
+            await queue.enqueue(scope, {}, job_id)
+        assert await queue.wait_idle(20)
+    finally:
+        await queue.stop()
+    order = [job_id for job_id, _, _ in ran]
+    assert [r for r in order if r != "other"] == ["first", "first", "second"]
+    assert order.index("other") < 2  # not held back by the deferred job of another scope
+    (_, _, deferred_at), (_, attempts, again_at) = [r for r in ran if r[0] == "first"]
+    assert again_at - deferred_at >= 0.5 and attempts == 2
+    assert queue.counters.retried == 0 and queue.counters.dead == 0
+    assert queue.counters.applied == 3

@@ -478,3 +478,20 @@ def test_secrets_never_in_apis_or_logs(
         assert SECRET not in httpx.get(server.base_url + path).text
     assert SECRET not in caplog.text and OTHER_SECRET not in caplog.text
     assert "/hook" not in caplog.text  # logs name the endpoint by scheme://host or its name
+
+
+async def test_learner_refuses_kinds_it_has_no_handler_for(amem: AsyncMemory) -> None:
+    """A job of a kind this process cannot run is a permanent error (a dead letter saying so),
+    never run as a learning job; a registered kind goes to its handler."""
+    from memory_core.errors import InvalidInput
+    from memory_core.queue import Job
+    from proxy.learning import Learner
+    from proxy.metrics import Metrics
+
+    async def deliver(job: Job) -> dict[str, Any]:
+        return {"delivered": job.id}
+
+    learner = Learner(amem, None, Metrics(), kinds={"webhook": deliver})  # type: ignore[arg-type]
+    assert await learner.handle(Job("j1", "s", {"kind": "webhook"}, 1, 0.0)) == {"delivered": "j1"}
+    with pytest.raises(InvalidInput, match="no handler for 'newer-kind' jobs"):
+        await learner.handle(Job("j2", "s", {"kind": "newer-kind"}, 1, 0.0))
