@@ -53,12 +53,16 @@ class ChangeEvents:
             now = time.time()
             users = dict.fromkeys(c.scope.user_id for c in changes if c.scope.user_id)
             jobs += [profile_job(user, now) for user in users if user is not None]
-        for job_id, scope_key, payload in jobs:
+        for number, (job_id, scope_key, payload) in enumerate(jobs):
             try:
                 await self._queue.enqueue(scope_key, payload, job_id)
             except QueueStoreError as exc:
-                log.error("could not queue %s job %s: %s", payload["kind"], job_id, exc)
-                self._metrics.change_events_lost.labels(payload["kind"]).inc()
+                # The enqueue already retried for enqueue_retry_s: the rest would wait as
+                # long each, under the scope's write lock. They are lost with this one.
+                log.error("could not queue %d change jobs: %s", len(jobs) - number, exc)
+                for _job_id, _scope, lost in jobs[number:]:
+                    self._metrics.change_events_lost.labels(lost["kind"]).inc()
+                return
 
 
 def change_job_kinds(

@@ -495,3 +495,41 @@ async def test_learner_refuses_kinds_it_has_no_handler_for(amem: AsyncMemory) ->
     assert await learner.handle(Job("j1", "s", {"kind": "webhook"}, 1, 0.0)) == {"delivered": "j1"}
     with pytest.raises(InvalidInput, match="no handler for 'newer-kind' jobs"):
         await learner.handle(Job("j2", "s", {"kind": "newer-kind"}, 1, 0.0))
+
+
+async def test_an_unreachable_queue_loses_the_events_not_the_write(amem: AsyncMemory) -> None:
+    """Events are queued after the write: a queue that stays down (past enqueue_retry_s)
+    loses them — counted, one wait, not one per event — and the write stands."""
+    from memory_core.config import QueueConfig
+    from memory_core.errors import QueueStoreError
+    from memory_core.queue import LearningQueue
+    from proxy.change_events import ChangeEvents
+    from proxy.metrics import Metrics
+
+    class DownStore:
+        backend, local, calls = "sqlite", True, 0
+
+        def enqueue(self, job_id: str, scope_key: str, payload: dict[str, Any]) -> bool:
+            self.calls += 1
+            raise QueueStoreError("queue database: disk I/O error")
+
+        def close(self) -> None:
+            pass
+
+    store = DownStore()
+    queue = LearningQueue(store, None, QueueConfig(enqueue_retry_s=0))  # type: ignore[arg-type]
+    metrics = Metrics()
+    hooks = [endpoint("https://a.example/h"), endpoint("https://b.example/h")]
+    events = ChangeEvents(queue, metrics, webhooks=hooks, profiles=True)
+    amem.watch(events)
+    try:
+        added = await amem.add(["I like tea", "I own a bike"], user_id="down", infer=False)
+    finally:
+        amem.unwatch(events)
+        await queue.stop()
+    assert len(added["results"]) == 2
+    assert len((await amem.get_all(user_id="down"))["results"]) == 2
+    assert store.calls == 1
+    lost = metrics.registry.get_sample_value
+    assert lost("memproxy_change_events_lost_total", {"kind": "webhook"}) == 4
+    assert lost("memproxy_change_events_lost_total", {"kind": "profile"}) == 1
