@@ -12,6 +12,7 @@ section of BENCHMARKS.md.
                (bench/learning.py; --model <LiteLLM model | OpenAI-compatible URL>)
     scaleout   S3 vs local store, Redis vs SQLite queue over 1-3 replicas (bench/scaleout.py)
     hotpath    recall search with/without the scope cache, encoder threads (bench/hotpath.py)
+    profiles   the profile read of recall.profile, with and without the search (bench/profiles.py)
     all        overhead, store, then chart
 """
 
@@ -31,6 +32,7 @@ COMMANDS = {
     "learning": "bench.learning",
     "scaleout": "bench.scaleout",
     "hotpath": "bench.hotpath",
+    "profiles": "bench.profiles",
 }
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any, TypedDict
@@ -24,6 +25,7 @@ from .types import MemoryItem, Scope
 
 log = logging.getLogger("memory_core.profiles")
 PROFILES = "profiles"
+CACHED_PROFILES = 4096  # users whose profile (or its absence) a process keeps (~5 MB typical)
 CHARS_PER_WORD = 6  # the word budget told to the model, from the configured characters
 PROFILE_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -106,6 +108,8 @@ class ProfileStore:
         self._maintenance: asyncio.Task[None] | None = None
         self._table: Any = None
         self._lock = asyncio.Lock()
+        self._cache: OrderedDict[str, Profile | None] = OrderedDict()  # LRU, one table version
+        self._cached_version: int | None = None
 
     async def _open(self) -> Any:
         async with self._lock:
@@ -124,22 +128,35 @@ class ProfileStore:
         return scope_sql(Scope(user_id=user_id))
 
     async def get(self, user_id: str) -> Profile | None:
+        """The user's profile. Reads are cached in process while the table's version stays
+        the same (any write, here or by another process the table sees, moves it on)."""
         table = await self._open()
         try:
+            version = await table.version()
+            if version != self._cached_version:
+                self._cache.clear()
+                self._cached_version = version
+            if user_id in self._cache:
+                self._cache.move_to_end(user_id)
+                return self._cache[user_id]
             rows = (await table.query().where(self._where(user_id)).limit(1).to_arrow()).to_pylist()
         except (OSError, RuntimeError, ValueError) as exc:
             raise StoreError(f"cannot read the profile: {exc}") from exc
-        if not rows:
-            return None
-        row = rows[0]
-        return Profile(
-            user_id=row["user_id"],
-            profile=row["profile"],
-            memories=row["memories"],
-            source_at=row["source_at"],
-            created_at=row["created_at"],
-            updated_at=row["updated_at"],
-        )
+        profile = None
+        if rows:
+            row = rows[0]
+            profile = Profile(
+                user_id=row["user_id"],
+                profile=row["profile"],
+                memories=row["memories"],
+                source_at=row["source_at"],
+                created_at=row["created_at"],
+                updated_at=row["updated_at"],
+            )
+        self._cache[user_id] = profile
+        while len(self._cache) > CACHED_PROFILES:
+            self._cache.popitem(last=False)
+        return profile
 
     async def put(self, user_id: str, text: str, memories: int, source_at: float) -> Profile:
         """Store the user's profile (replacing the one before); returns it."""

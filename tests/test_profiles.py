@@ -20,7 +20,7 @@ from memory_core import AsyncMemory, Memory, MemoryConfig
 from memory_core.config import LLMConfig, ProfileConfig, QueueConfig
 from memory_core.errors import ExtractionError
 from memory_core.extraction import LiteLLMChat
-from memory_core.profiles import parse_profile
+from memory_core.profiles import ProfileStore, parse_profile
 from memory_core.prompts import MAX_PROFILE_PROMPT_CHARS, PROFILE_PROMPT, build_profile_messages
 from memory_core.queue import Deferred, Job, LearningQueue, open_job_store
 from proxy.app import create_app
@@ -192,6 +192,28 @@ async def test_profile_build_store_and_delete(
     assert await amem.build_profile(user_id="p2", llm=llm) is not None
     await amem.reset()
     assert await amem.profile(user_id="p2") is None
+
+
+async def test_profile_reads_are_cached_but_never_stale(tmp_path: Path) -> None:
+    """A second store on the same table (another replica) writes: the first one's cached
+    read (of a profile, or of its absence) gives way to the new table version."""
+    here = ProfileStore(str(tmp_path), read_consistency_interval_s=0)
+    there = ProfileStore(str(tmp_path), read_consistency_interval_s=0)
+    assert await here.get("u1") is None
+    await there.put("u1", "first", 1, 1.0)
+    seen = await here.get("u1")
+    assert seen is not None and seen["profile"] == "first"
+    assert await here.get("u1") == seen  # cached: the same version
+    await there.put("u1", "second", 2, 2.0)
+    again = await here.get("u1")
+    assert again is not None and again["profile"] == "second"
+    await there.delete("u1")
+    assert await here.get("u1") is None
+    await here.put("u2", "mine", 1, 1.0)  # this process's own writes too
+    mine = await here.get("u2")
+    assert mine is not None and mine["profile"] == "mine"
+    await here.delete("u2")
+    assert await here.get("u2") is None
 
 
 def test_sync_memory_profiles(
