@@ -52,13 +52,15 @@ async def measure_reads(size: int, n: int) -> dict[str, Any]:
         for i in range(20):  # rebuilds: one new version each, as in production
             await store.put(f"user-{i:06d}", PROFILE_TEXT, 51, 2.0)
         await table_.optimize()
-        samples = []
-        for i in range(n):
-            started = time.perf_counter()
-            await store.get(f"user-{(i * 7919) % size:06d}")
-            samples.append(time.perf_counter() - started)
+        users = [f"user-{(i * 7919) % size:06d}" for i in range(n)]
+        timings: dict[str, list[float]] = {"first": [], "cached": []}
+        for kind in timings:  # each user once (a table query), then again (the cache)
+            for user in users:
+                started = time.perf_counter()
+                await store.get(user)
+                timings[kind].append(time.perf_counter() - started)
         await store.close()
-    return {"size": size, **_ms(samples)}
+    return {"size": size, **{kind: _ms(samples) for kind, samples in timings.items()}}
 
 
 async def measure_recall(embedder: Any, qvecs: dict[str, np.ndarray], n: int) -> dict[str, Any]:
@@ -103,9 +105,11 @@ async def measure_recall(embedder: Any, qvecs: dict[str, np.ndarray], n: int) ->
 
 def render(r: dict[str, Any]) -> str:
     read_rows = [
-        [f"{s['size']:,}", f"{s['p50']:.2f}", f"{s['p95']:.2f}", f"{s['p99']:.2f}"]
+        [f"{s['size']:,}", kind, f"{s[kind]['p50']:.2f}", f"{s[kind]['p95']:.2f}",
+         f"{s[kind]['p99']:.2f}"]
         for s in r["reads"]
-    ]
+        for kind in ("first", "cached")
+    ]  # fmt: skip
     recall_rows = [
         [name, f"{s['p50']:.2f}", f"{s['p95']:.2f}", f"{s['p99']:.2f}"]
         for name, s in r["recall"].items()
@@ -115,10 +119,11 @@ def render(r: dict[str, Any]) -> str:
             f"Run {r['date']}, commit `{r['commit']}`, {r['machine']}, load average at start "
             f"{r['load']}.",
             "",
-            f"One user's profile read (`AsyncMemory.profile`, a filtered query of the "
-            f"`profiles` table, ~900-character profiles), {r['n']} reads of random users:",
+            "One user's profile read (`AsyncMemory.profile`, ~900-character profiles): "
+            f"{r['n']} users read once (a filtered query of the `profiles` table), then again "
+            "(the per-process cache, checked against the table version):",
             "",
-            table(["profiles stored", "p50 ms", "p95 ms", "p99 ms"], read_rows),
+            table(["profiles stored", "read", "p50 ms", "p95 ms", "p99 ms"], read_rows),
             "",
             "The recall step for a user of the 10k-memory store (scope cache on, query vector "
             "pre-computed): the search alone, and the search with the profile read alongside "
