@@ -533,3 +533,30 @@ async def test_an_unreachable_queue_loses_the_events_not_the_write(amem: AsyncMe
     lost = metrics.registry.get_sample_value
     assert lost("memproxy_change_events_lost_total", {"kind": "webhook"}) == 4
     assert lost("memproxy_change_events_lost_total", {"kind": "profile"}) == 1
+
+
+def test_cli_local_writes_wait_in_the_queue_for_the_proxy(
+    receiver: tuple[Receiver, ServerThread], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`memproxy memories add --config` on the data dir queues its events in the proxy's
+    queue; the proxy, once it runs on that config, delivers them."""
+    import yaml
+
+    from proxy.cli import main
+    from tests.conftest import HashEmbedder
+
+    recorder, server = receiver
+    who = user()
+    config = tmp_path / "proxy.yaml"
+    hook = {"url": server.base_url + "/hook", "secret": SECRET, "allow_private": True}
+    memory_section = {"storage_uri": str(tmp_path / "db"), "queue": {"poll_s": 0.05}}
+    config.write_text(yaml.safe_dump({"memory": memory_section, "webhooks": [hook]}))
+    monkeypatch.setattr("memory_core.memory.create_embedder", lambda config: HashEmbedder())
+    assert main(["memories", "add", "--config", str(config), "--user", who, "I keep bees"]) == 0
+    assert not recorder.of_user("/hook", who)  # nobody delivers yet
+    settings = Settings.load(config)
+    memory = AsyncMemory(settings.memory.core_config(), embedder=HashEmbedder())
+    with ServerThread(create_app(settings, memory=memory)):
+        wait_for(lambda: len(recorder.of_user("/hook", who)) == 1, timeout=30)
+    event = recorder.of_user("/hook", who)[0]
+    assert event["type"] == "memory.added" and event["data"]["memory"] == "I keep bees"
