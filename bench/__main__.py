@@ -13,6 +13,7 @@ section of BENCHMARKS.md.
     scaleout   S3 vs local store, Redis vs SQLite queue over 1-3 replicas (bench/scaleout.py)
     hotpath    recall search with/without the scope cache, encoder threads (bench/hotpath.py)
     graph      graph memory: LoCoMo recall with the walk on/off, walk latency (bench/graph.py)
+    profiles   the profile read of recall.profile, with and without the search (bench/profiles.py)
     all        overhead, store, then chart
 """
 
@@ -33,6 +34,7 @@ COMMANDS = {
     "scaleout": "bench.scaleout",
     "hotpath": "bench.hotpath",
     "graph": "bench.graph",
+    "profiles": "bench.profiles",
 }
 
 

@@ -297,6 +297,18 @@ class ScopeCacheConfig(_Strict):
     query_vectors: int = Field(default=2048, ge=0, le=1_000_000)  # repeated query texts
 
 
+class ProfileConfig(_Strict):
+    """User profiles (``memory_core.profiles``, docs/api.md): a short summary of each user
+    built by the extraction model from their memories, rebuilt ``debounce_s`` after the first
+    write of a burst (in the proxy's queue) when ``enabled``."""
+
+    enabled: bool = False
+    debounce_s: float = Field(default=30.0, ge=0, le=86_400)
+    # What one build reads (newest first) and may answer.
+    max_memories: int = Field(default=200, ge=1, le=5000)
+    max_chars: int = Field(default=1200, ge=100, le=8000)
+
+
 class MemoryConfig(_Strict):
     """Everything ``AsyncMemory`` needs. Only ``storage_uri`` matters for ``infer=False``."""
 
@@ -329,6 +341,7 @@ class MemoryConfig(_Strict):
     multimodal: MultimodalConfig = Field(default_factory=MultimodalConfig)
     cache: ScopeCacheConfig = Field(default_factory=ScopeCacheConfig)
     graph: GraphConfig = Field(default_factory=GraphConfig)
+    profile: ProfileConfig = Field(default_factory=ProfileConfig)
 
     @classmethod
     def parse(cls, source: MemoryConfig | Mapping[str, Any] | str | Path | None) -> MemoryConfig:

@@ -53,7 +53,7 @@ class MemoryImporter:
                         )
                     )
                 await self._writer.store.insert(rows)
-                await self._writer.store.add_history(
+                await self._writer.record_history(
                     [history_row(r["id"], scope, None, r["memory"], "ADD", now, None) for r in rows]
                 )
         return statuses

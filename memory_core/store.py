@@ -33,7 +33,7 @@ from .store_schema import (
     encode_row,
     memories_schema,
 )
-from .store_tables import open_tables
+from .store_tables import consistency_interval, open_tables
 from .types import HistoryItem
 
 log = logging.getLogger("memory_core.store")
@@ -67,11 +67,7 @@ class LanceStore:
         self._limits = limits or MemoryLimits()
         self.dimension = dimension
         self._storage_options = dict(storage_options or {})
-        self._consistency = (
-            timedelta(seconds=read_consistency_interval_s)
-            if read_consistency_interval_s is not None
-            else None
-        )
+        self._consistency = consistency_interval(read_consistency_interval_s)
         self._optimize_every = optimize_every
         self._retention = timedelta(seconds=cleanup_retention_s)
         self._writes_since_optimize = 0
