@@ -14,6 +14,7 @@ section of BENCHMARKS.md.
     hotpath    recall search with/without the scope cache, encoder threads (bench/hotpath.py)
     graph      graph memory: LoCoMo recall with the walk on/off, walk latency (bench/graph.py)
     lifecycle  search with/without the expiration and feedback conditions (bench/lifecycle.py)
+    profiles   the profile read of recall.profile, with and without the search (bench/profiles.py)
     all        overhead, store, then chart
 """
 
@@ -35,6 +36,7 @@ COMMANDS = {
     "hotpath": "bench.hotpath",
     "graph": "bench.graph",
     "lifecycle": "bench.lifecycle",
+    "profiles": "bench.profiles",
 }
 
 

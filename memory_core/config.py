@@ -318,6 +318,18 @@ class ExpirationConfig(_Strict):
         return value
 
 
+class ProfileConfig(_Strict):
+    """User profiles (``memory_core.profiles``, docs/api.md): a short summary of each user
+    built by the extraction model from their memories, rebuilt ``debounce_s`` after the first
+    write of a burst (in the proxy's queue) when ``enabled``."""
+
+    enabled: bool = False
+    debounce_s: float = Field(default=30.0, ge=0, le=86_400)
+    # What one build reads (newest first) and may answer.
+    max_memories: int = Field(default=200, ge=1, le=5000)
+    max_chars: int = Field(default=1200, ge=100, le=8000)
+
+
 class MemoryConfig(_Strict):
     """Everything ``AsyncMemory`` needs. Only ``storage_uri`` matters for ``infer=False``."""
 
@@ -351,6 +363,7 @@ class MemoryConfig(_Strict):
     cache: ScopeCacheConfig = Field(default_factory=ScopeCacheConfig)
     graph: GraphConfig = Field(default_factory=GraphConfig)
     expiration: ExpirationConfig = Field(default_factory=ExpirationConfig)
+    profile: ProfileConfig = Field(default_factory=ProfileConfig)
 
     @classmethod
     def parse(cls, source: MemoryConfig | Mapping[str, Any] | str | Path | None) -> MemoryConfig:

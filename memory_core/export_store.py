@@ -6,14 +6,13 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Mapping
-from datetime import timedelta
 from typing import Any, Literal
 
-import lancedb
 import orjson
 import pyarrow as pa
 
-from .errors import NotFound, StoreError
+from .errors import NotFound
+from .store_tables import open_side_table
 from .timestamps import now_stamp
 from .types import IDENTITY_FIELDS
 
@@ -82,27 +81,18 @@ class ExportStore:
     ) -> None:
         self._uri = uri
         self._options = dict(storage_options or {})
-        self._consistency = (
-            timedelta(seconds=read_consistency_interval_s)
-            if read_consistency_interval_s is not None
-            else None
-        )
+        self._consistency_s = read_consistency_interval_s
         self._table: Any = None
 
     async def _open(self) -> Any:
         if self._table is None:
-            try:
-                db = await lancedb.connect_async(
-                    self._uri,
-                    storage_options=self._options or None,
-                    read_consistency_interval=self._consistency,
-                )
-                table = await db.create_table(EXPORTS, schema=EXPORTS_SCHEMA, exist_ok=True)
-                if "app_id" not in (await table.schema()).names:
-                    await table.add_columns({"app_id": "CAST(NULL AS STRING)"})
-                self._table = table
-            except (OSError, RuntimeError, ValueError) as exc:
-                raise StoreError(f"cannot open the exports table: {exc}") from exc
+            self._table = await open_side_table(
+                self._uri,
+                EXPORTS,
+                EXPORTS_SCHEMA,
+                storage_options=self._options,
+                read_consistency_interval_s=self._consistency_s,
+            )
         return self._table
 
     async def create(self, scope: Mapping[str, str | None], request: Mapping[str, Any]) -> str:

@@ -64,7 +64,7 @@ class MemoryImporter:
                     )
                     rows[-1].update(feedback=feedback, feedback_reason=reason)
                 await self._writer.store.insert(rows)
-                await self._writer.store.add_history(
+                await self._writer.record_history(
                     [history_row(r["id"], scope, None, r["memory"], "ADD", now, None) for r in rows]
                 )
         return statuses

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
+from .changes import ChangeObserver
 from .checks import (
     MessagesInput,
     check_limit,
@@ -43,12 +45,13 @@ from .lifecycle import (
 from .maintenance_lock import MaintenanceLock
 from .media import find_media
 from .memory_graph import learn_graph, open_graph
+from .profiles import Profile, ProfileStore, write_profile
 from .records import scope_of, to_item
 from .retrieval import LiteLLMReranker, Reranker
 from .scope_cache import CachingStore, with_scope_cache
 from .searcher import MemorySearcher
 from .storage import Selection, Store
-from .store import LanceStore
+from .store import LanceStore, expiry_history
 from .timestamps import exchange_moment, now_stamp
 from .types import AddResult, HistoryItem, MemoryItem, Scope, SearchResult
 from .writer import MemoryWriter, WriteContext
@@ -69,8 +72,11 @@ class AsyncMemory:
         store: Store | None = None,
         reranker: Reranker | None = None,
         maintenance_lock: MaintenanceLock | None = None,
+        profiles: ProfileStore | None = None,
     ) -> None:
         self.config = config or MemoryConfig()
+        self._profiles = profiles
+        self._observers: list[ChangeObserver] = []
         self._maintenance_lock = maintenance_lock
         self._embedder = embedder
         self._reranker = reranker
@@ -132,8 +138,8 @@ class AsyncMemory:
             elif self._graph is not None and not self._graph.store.is_open:
                 await self._graph.store.open()
             lance = self._store.inner if isinstance(self._store, CachingStore) else self._store
-            if self._graph is not None and isinstance(lance, LanceStore):
-                lance.on_purged = self._forget_purged
+            if isinstance(lance, LanceStore):
+                lance.on_purged = self._purged
             self._build_pipelines(self._store)
         return self
 
@@ -145,6 +151,7 @@ class AsyncMemory:
     def _build_pipelines(self, store: Store) -> None:
         if self._writer is None:
             self._writer = MemoryWriter(store, self.embedder, self.config)
+            self._writer.observers = self._observers  # one list: watch() works before open()
             self._importer = MemoryImporter(self._writer)
             self._searcher = MemorySearcher(
                 store, self.embedder, self.config, self.reranker, graph=self._graph
@@ -162,7 +169,31 @@ class AsyncMemory:
         assert self._writer is not None
         return self._writer
 
+    def watch(self, observer: ChangeObserver) -> None:
+        """Tell ``observer`` about every stored change (``memory_core.changes``)."""
+        self._observers.append(observer)
+
+    def unwatch(self, observer: ChangeObserver) -> None:
+        if observer in self._observers:
+            self._observers.remove(observer)
+
+    @property
+    def profiles(self) -> ProfileStore:
+        """The ``profiles`` table of this store (opened on first use)."""
+        if self._profiles is None:
+            config = self.config
+            self._profiles = ProfileStore(
+                config.storage_uri,
+                storage_options=config.storage_options,
+                read_consistency_interval_s=config.read_consistency_interval_s,
+                optimize_every=config.optimize_every,
+                cleanup_retention_s=config.cleanup_retention_s,
+            )
+        return self._profiles
+
     async def close(self) -> None:
+        if self._profiles is not None:
+            await self._profiles.close()
         if self._store is not None:
             await self._store.close()
         if self._graph is not None:
@@ -413,6 +444,29 @@ class AsyncMemory:
         store = await self._ready()
         return await store.history(check_memory_id(memory_id))
 
+    # ---- profiles ----------------------------------------------------------------------
+
+    async def profile(self, *, user_id: str) -> Profile | None:
+        """The user's stored profile (None before the first build)."""
+        Scope(user_id=user_id).require()
+        return await self.profiles.get(user_id)
+
+    async def build_profile(self, *, user_id: str, llm: ChatLLM | None = None) -> Profile | None:
+        """(Re)build the user's profile from their newest memories (``profile.max_memories``)
+        with ``llm`` (default: the configured one) and store it; a user without memories has
+        none (a stored one is deleted). The profile's ``source_at`` is when the memories were
+        read: every change stored before it is in it."""
+        Scope(user_id=user_id).require()
+        chosen = llm or self._chat_llm()
+        started = time.time()
+        listed = await self.get_all(user_id=user_id, limit=self.config.profile.max_memories)
+        memories = listed["results"]
+        if not memories:
+            await self.profiles.delete(user_id)
+            return None
+        text = await write_profile(chosen, memories, self.config.profile)
+        return await self.profiles.put(user_id, text, len(memories), started)
+
     # ---- change ------------------------------------------------------------------------
 
     async def update(
@@ -462,16 +516,21 @@ class AsyncMemory:
         purge = getattr(store, "purge_expired", None)
         return int(await purge()) if callable(purge) else 0
 
-    async def _forget_purged(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        """Expired memories purged by maintenance leave the graph as deleted ones do."""
-        if self._graph is None:
-            return
-        by_scope: dict[Scope, list[str]] = {}
+    async def _purged(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Expired memories purged by maintenance: their DELETE history goes through the writer
+        (change observers hear of it, as of any delete), and graph memory forgets them."""
+        writer = await self._writes()
+        stamp = now_stamp()
+        by_scope: dict[Scope, list[Mapping[str, Any]]] = {}
         for row in rows:
-            by_scope.setdefault(scope_of(row), []).append(str(row["id"]))
-        for scope, ids in by_scope.items():
+            by_scope.setdefault(scope_of(row), []).append(row)
+        for scope, purged in by_scope.items():
+            async with writer.lock(scope):  # observers are told under the scope's lock
+                await writer.record_history(expiry_history(purged, stamp))
+            if self._graph is None:
+                continue
             try:
-                await self._graph.forget(scope, ids)
+                await self._graph.forget(scope, [str(row["id"]) for row in purged])
             except MemoryCoreError as exc:  # best effort: recall skips relations of gone rows
                 log.warning("graph memory kept relations of purged memories: %s", exc)
 
@@ -496,6 +555,8 @@ class AsyncMemory:
         deleted = await (await self._writes()).delete_all(scope)
         if self._graph is not None:
             await self._graph.delete_scope(scope)
+        if user_id is not None and agent_id is None and run_id is None and app_id is None:
+            await self.profiles.delete(user_id)  # nothing of the user is left to summarise
         return {"message": "Memories deleted successfully!", "deleted": deleted}
 
     async def import_memories(self, records: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -515,6 +576,7 @@ class AsyncMemory:
         await store.reset()
         if self._graph is not None:
             await self._graph.store.reset()
+        await self.profiles.reset()
 
 
 __all__ = ["AsyncMemory"]

@@ -34,6 +34,16 @@ T = TypeVar("T")
 PERMANENT_ERRORS: tuple[type[Exception], ...] = (InvalidIdentity, InvalidInput)
 
 
+class Deferred(MemoryCoreError):
+    """Raised by a handler to run the job again at ``until`` (epoch s) without counting a
+    failure: a debounced job waits for the burst it covers to end. It keeps its place at the
+    head of its scope."""
+
+    def __init__(self, until: float) -> None:
+        super().__init__(f"deferred until {until:.3f}")
+        self.until = until
+
+
 @dataclass(slots=True)
 class QueueCounters:
     applied: int = 0
@@ -184,6 +194,8 @@ class LearningQueue:
             result = await self._handler(job)
         except asyncio.CancelledError:
             raise
+        except Deferred as exc:
+            await self._record(job, str(exc), exc.until)
         except Exception as exc:  # the queue's boundary: every failure is recorded on the job
             await self._record_failure(job, exc)
         else:
@@ -325,6 +337,7 @@ class LearningQueue:
 
 
 __all__ = [
+    "Deferred",
     "Handler",
     "Job",
     "JobStore",

@@ -34,7 +34,7 @@ from .store_schema import (
     encode_row,
     memories_schema,
 )
-from .store_tables import open_tables
+from .store_tables import consistency_interval, open_tables
 from .timestamps import now_stamp
 from .types import HistoryItem
 
@@ -63,7 +63,7 @@ class LanceStore:
     ) -> None:
         self.uri = uri
         self._purge_expired = purge_expired
-        # Told the rows each purge of expired memories deleted (graph memory forgets them).
+        # Told the rows each purge of expired memories deleted; it writes their history.
         self.on_purged: Callable[[Sequence[Row]], Awaitable[None]] | None = None
         self._lock = maintenance_lock
         self._lock_ttl_s = maintenance_ttl_s
@@ -73,11 +73,7 @@ class LanceStore:
         self._limits = limits or MemoryLimits()
         self.dimension = dimension
         self._storage_options = dict(storage_options or {})
-        self._consistency = (
-            timedelta(seconds=read_consistency_interval_s)
-            if read_consistency_interval_s is not None
-            else None
-        )
+        self._consistency = consistency_interval(read_consistency_interval_s)
         self._optimize_every = optimize_every
         self._retention = timedelta(seconds=cleanup_retention_s)
         self._writes_since_optimize = 0
@@ -342,8 +338,10 @@ class LanceStore:
                     log.warning("%s (it expires by itself)", exc)
 
     async def purge_expired(self) -> int:
-        """Delete the memories expired by now, each with a DELETE history row whose source is
-        ``expired``; how many. A row whose expiry moved meanwhile stays, without a row."""
+        """Delete the memories expired by now; how many. Each gets a DELETE history row whose
+        source is ``expired``: written by ``on_purged`` when set (``AsyncMemory``: through the
+        writer, so change observers and graph memory hear of it), else here. A row whose
+        expiry moved meanwhile stays, without a row."""
         now = now_stamp()
         where = f"expires_at IS NOT NULL AND expires_at <= {sql_literal(now)}"
         query = self._table().query().where(where).select(ROW_COLUMNS).limit(SCAN_LIMIT)
@@ -354,16 +352,10 @@ class LanceStore:
         left = await self.fetch(Selection.of_ids([r["id"] for r in rows]))
         kept = {r["id"] for r in left}
         gone = [r for r in rows if r["id"] not in kept]
-        await self.add_history(
-            [
-                history_row(
-                    r["id"], scope_of(r), r["memory"], None, "DELETE", now, None, EXPIRED_SOURCE
-                )
-                for r in gone
-            ]
-        )
         if gone and self.on_purged is not None:
             await self.on_purged(gone)
+        elif gone:
+            await self.add_history(expiry_history(gone, now))
         return len(gone)
 
     async def table_versions(self) -> dict[str, int]:
@@ -384,6 +376,14 @@ class LanceStore:
         self._db = None
 
 
+def expiry_history(rows: Sequence[Mapping[str, Any]], stamp: str) -> list[Row]:
+    """The DELETE history rows of expired memories a purge removed (source ``expired``)."""
+    return [
+        history_row(r["id"], scope_of(r), r["memory"], None, "DELETE", stamp, None, EXPIRED_SOURCE)
+        for r in rows
+    ]
+
+
 async def _to_arrow(query: Any) -> pa.Table:
     try:
         return await query.to_arrow()
@@ -396,4 +396,4 @@ async def _to_rows(query: Any) -> list[dict[str, Any]]:
     return rows
 
 
-__all__ = ["LanceStore", "decode_row"]
+__all__ = ["LanceStore", "decode_row", "expiry_history"]

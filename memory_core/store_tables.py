@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any
 
+import lancedb
 import pyarrow as pa
 from lancedb.index import FTS, BTree
 
@@ -20,7 +23,13 @@ log = logging.getLogger("memory_core.store")
 
 ATTEMPTS = 5
 # Types a migrated column may have, as LanceDB's SQL names them.
-_SQL_TYPES = {pa.string(): "STRING", pa.bool_(): "BOOLEAN", pa.float64(): "DOUBLE"}
+_SQL_TYPES = {
+    pa.string(): "STRING",
+    pa.bool_(): "BOOLEAN",
+    pa.float64(): "DOUBLE",
+    pa.int32(): "INT",
+    pa.int64(): "BIGINT",
+}
 OPEN_ERRORS = (OSError, RuntimeError, ValueError)
 
 
@@ -34,6 +43,35 @@ async def open_tables(db: Any, uri: str, dimension: int) -> tuple[Any, Any]:
     await _check_dimension(memories, uri, dimension)
     await _ensure_indexes(memories, history)
     return memories, history
+
+
+def consistency_interval(seconds: float | None) -> timedelta | None:
+    """LanceDB's ``read_consistency_interval`` for a configured number of seconds."""
+    return timedelta(seconds=seconds) if seconds is not None else None
+
+
+async def open_side_table(
+    uri: str,
+    name: str,
+    schema: pa.Schema,
+    *,
+    storage_options: Mapping[str, str] | None = None,
+    read_consistency_interval_s: float | None = None,
+) -> Any:
+    """A table of the library's own next to the memories (exports, profiles): same store,
+    created when missing (retried as the memories table when replicas race), columns added
+    since appended."""
+    try:
+        db = await lancedb.connect_async(
+            uri,
+            storage_options=dict(storage_options or {}) or None,
+            read_consistency_interval=consistency_interval(read_consistency_interval_s),
+        )
+        table = await _open_or_create(db, name, schema)
+        await _add_missing_columns(table, schema, {})  # e.g. app_id on an older exports table
+        return table
+    except OPEN_ERRORS as exc:
+        raise StoreError(f"cannot open the {name} table: {exc}") from exc
 
 
 async def _open_or_create(db: Any, name: str, schema: pa.Schema) -> Any:

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 from .checks import MessagesInput
 from .config import MemoryConfig
 from .memory import AsyncMemory
+from .profiles import Profile
 from .types import AddResult, HistoryItem, MemoryItem, SearchResult
 
 T = TypeVar("T")
@@ -64,6 +65,12 @@ class Memory:
 
     def import_memories(self, records: Sequence[Mapping[str, Any]]) -> list[str]:
         return self._run(self._async.import_memories(records))
+
+    def profile(self, *, user_id: str) -> Profile | None:
+        return self._run(self._async.profile(user_id=user_id))
+
+    def build_profile(self, *, user_id: str, **kwargs: Any) -> Profile | None:
+        return self._run(self._async.build_profile(user_id=user_id, **kwargs))
 
     def reset(self) -> None:
         self._run(self._async.reset())

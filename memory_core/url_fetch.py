@@ -22,6 +22,10 @@ class FetchRefused(InvalidInput):
     """The URL may not be fetched, or fetching it failed (the caller's input is at fault)."""
 
 
+class PrivateAddress(FetchRefused):
+    """The host resolves to a private (non-global) address the policy does not allow."""
+
+
 def is_public(address: str) -> bool:
     ip = ipaddress.ip_address(address)
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
@@ -71,7 +75,7 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
             raise FetchRefused(f"cannot resolve {host!r}") from exc
         addresses = [str(info[4][0]) for info in infos]
         if host.lower() not in self._private_ok and not all(is_public(a) for a in addresses):
-            raise FetchRefused(f"host {host!r} resolves to a private address")
+            raise PrivateAddress(f"host {host!r} resolves to a private address")
         return await self._inner.connect_tcp(
             addresses[0], port, timeout, local_address, socket_options
         )
@@ -120,4 +124,11 @@ def media_type_of(headers: Iterable[tuple[bytes, bytes]]) -> str:
     return ""
 
 
-__all__ = ["FetchRefused", "check_url", "fetch_url", "is_public"]
+__all__ = [
+    "FetchRefused",
+    "GuardedBackend",
+    "PrivateAddress",
+    "check_url",
+    "fetch_url",
+    "is_public",
+]

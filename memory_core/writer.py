@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from .changes import ChangeObserver, changes_of
 from .checks import memory_text
 from .config import MemoryConfig
 from .duplicates import fold_target, is_near_duplicate, refines
@@ -73,6 +74,7 @@ class MemoryWriter:
         self._store = store
         self._embedder = embedder
         self._config = config
+        self.observers: list[ChangeObserver] = []
         self._locks: weakref.WeakValueDictionary[Scope, asyncio.Lock] = (
             weakref.WeakValueDictionary()
         )
@@ -91,6 +93,16 @@ class MemoryWriter:
     @property
     def config(self) -> MemoryConfig:
         return self._config
+
+    async def record_history(self, rows: Sequence[Row]) -> None:
+        """Store history rows, then tell the observers what changed (every change of every
+        write path passes here)."""
+        if not rows:
+            return
+        await self._store.add_history(rows)
+        changes = changes_of(rows)
+        for observer in list(self.observers):
+            await observer.memories_changed(changes)
 
     async def embed(self, texts: Sequence[str]) -> np.ndarray[Any, Any]:
         return await self._embedder.embed(list(texts), purpose="passage")
@@ -175,7 +187,7 @@ class MemoryWriter:
         missing = [row for row in rows if row["id"] not in recorded]
         if missing:
             stamp = now_stamp()
-            await self._store.add_history(
+            await self.record_history(
                 [
                     history_row(row["id"], scope, None, row["memory"], "ADD", stamp, job_id)
                     for row in missing
@@ -212,7 +224,7 @@ class MemoryWriter:
             for text, vector, extra in zip(texts, vectors, own or [{}] * len(texts), strict=True)
         ]
         await self._store.insert(rows)
-        await self._store.add_history(
+        await self.record_history(
             [write.history(row["id"], None, row["memory"], "ADD", now) for row in rows]
         )
         return [AddResult(id=row["id"], memory=row["memory"], event="ADD") for row in rows]
@@ -300,7 +312,7 @@ class MemoryWriter:
                 history.append(write.history(memory_id, old, None, "DELETE", now))
                 results.append(AddResult(id=memory_id, memory=old, event="DELETE"))
         report.log_applied(results, decisions, existing, origin=origin, folded=folded)
-        await self._store.add_history(history)
+        await self.record_history(history)
         return refused + results
 
     async def _near_duplicates(
@@ -378,7 +390,7 @@ class MemoryWriter:
                 vector = (await self.embed([text]))[0]
                 values = updated_values(text, vector, current.get("metadata", {}), metadata, stamp)
             await self._store.update(current["id"], {**values, **(lifecycle or {})})
-            await self._store.add_history(
+            await self.record_history(
                 [
                     history_row(
                         current["id"], scope, current["memory"], text, "UPDATE", stamp, None, source
@@ -401,7 +413,7 @@ class MemoryWriter:
         async with self.lock(scope):
             await self._store.delete(Selection.of_ids([current["id"]]))
             stamp = now_stamp()
-            await self._store.add_history(
+            await self.record_history(
                 [
                     history_row(
                         current["id"], scope, current["memory"], None, "DELETE", stamp, None, source
@@ -417,7 +429,7 @@ class MemoryWriter:
             if rows:
                 await self._store.delete(selection)
                 stamp = now_stamp()
-                await self._store.add_history(
+                await self.record_history(
                     [
                         history_row(r["id"], scope, r["memory"], None, "DELETE", stamp, None)
                         for r in rows

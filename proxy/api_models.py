@@ -335,6 +335,22 @@ class CallerResponse(BaseModel):
     open_mode: bool
 
 
+class ProfileQuery(_Request):
+    """``GET /users/{user_id}/profile``."""
+
+    refresh: bool = Field(default=False, description="rebuild the profile now")
+
+
+class ProfileResponse(BaseModel):
+    """A user's profile (docs/api.md, "User profiles")."""
+
+    user_id: str
+    profile: str
+    memories: int = Field(description="how many memories it was built from")
+    created_at: str
+    updated_at: str
+
+
 class ErrorDetail(BaseModel):
     message: str
     type: str
@@ -393,11 +409,13 @@ OPERATIONS: list[Operation] = [
         "LearningQuery",
     ),
     ("post", "/learning/{job_id}/retry", "Requeue a dead learning job", None, RetryResponse, ""),
+    ("get", "/users/{user_id}/profile", "A user's profile", None, ProfileResponse, "ProfileQuery"),
 ]
 QUERY_MODELS: dict[str, type[BaseModel]] = {
     "ListQuery": ListQuery,
     "ScopeQuery": ScopeQuery,
     "LearningQuery": LearningQuery,
+    "ProfileQuery": ProfileQuery,
 }
 ERROR_STATUSES = (
     (400, "invalid request"),
@@ -500,6 +518,10 @@ def build_openapi(
             ("DeleteMemory", "delete", "/memories/{memory_id}"),
             ("MemoryHistory", "get", "/memories/{memory_id}/history"),
         )
+    }
+    paths["/users/{user_id}/profile"]["get"]["responses"]["409"] = {
+        "description": "profiles are off, or no extraction model is configured",
+        "content": {"application/json": {"schema": error_ref}},
     }
     paths["/exports"]["post"]["responses"]["202"]["links"] = {
         "GetExport": {

@@ -26,6 +26,7 @@ from memory_core.maintenance_lock import MaintenanceLock, RedisMaintenanceLock
 from memory_core.queue import LearningQueue, open_job_store
 
 from .auth import Authenticator, presented_key
+from .change_events import ChangeEvents, change_job_kinds, watch_changes
 from .chat import chat_completions
 from .errors import EXCEPTION_HANDLERS, Forbidden, error_response
 from .exports_api import export_routes
@@ -41,6 +42,7 @@ from .memories_api import memory_routes
 from .messages_api import create_message
 from .metrics import HttpMetrics, Metrics
 from .model_routing import ModelRouter
+from .profiles_api import profile_routes
 from .responses_api import create_response
 from .settings import Settings
 from .state import AppState, state_of
@@ -52,6 +54,7 @@ from .upstream import (
     UpstreamSet,
     deployment_timeout,
 )
+from .webhooks import WebhookSender
 
 log = logging.getLogger("proxy")
 EPOCH = "1970-01-01T00:00:00Z"
@@ -167,6 +170,7 @@ def create_app(
     metrics = Metrics()
     authenticator = Authenticator(settings.auth)
     mcp = McpEndpoint(settings) if settings.mcp.enabled else None
+    webhook_sender = WebhookSender(settings.webhooks)  # a missing secret fails here
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -201,6 +205,7 @@ def create_app(
         mem = memory
         learning_queue = queue
         exports = None
+        change_events: ChangeEvents | None = None
         if settings.memory.enabled:
             if mem is None:
                 maintenance_lock = shared_maintenance_lock(settings)
@@ -219,6 +224,7 @@ def create_app(
                     tracer,
                     exports=exports,
                     max_attempts=settings.memory.queue.max_attempts,
+                    kinds=change_job_kinds(mem, settings, extraction, webhook_sender),
                 )
                 learning_queue = LearningQueue(
                     open_job_store(settings.memory.queue, queue_path(settings)),
@@ -227,6 +233,7 @@ def create_app(
                 )
                 await learning_queue.start()
                 metrics.watch_queue(learning_queue.stats)
+            change_events = watch_changes(mem, learning_queue, settings, extraction, metrics)
         app.state.memproxy = AppState(
             settings=settings,
             model_router=model_router,
@@ -245,6 +252,8 @@ def create_app(
         try:
             yield
         finally:
+            if change_events is not None and mem is not None:
+                mem.unwatch(change_events)
             if learning_queue is not None and queue is None:
                 await learning_queue.stop()
             await client.close()
@@ -269,6 +278,7 @@ def create_app(
         *export_routes(),
         *learning_routes(),
         *graph_routes(),
+        *profile_routes(),
     ]
     if mcp is not None:
         routes.append(Route("/mcp", mcp, methods=["GET", "POST", "DELETE"]))

@@ -51,8 +51,8 @@ class NotFoundError(ProxyError):
     type = "not_found_error"
 
 
-class FeatureOff(ProxyError):
-    """A route of a feature this proxy's config turns off (e.g. ``memory.graph.enabled``)."""
+class Conflict(ProxyError):
+    """The request is valid but this proxy's config cannot serve it (e.g. no model for it)."""
 
     status = 409
     type = "invalid_request_error"

@@ -20,7 +20,7 @@ from memory_core.graph_prompts import relation_name
 from memory_core.types import ID_PATTERN
 
 from .auth import Caller
-from .errors import BadRequest, FeatureOff
+from .errors import BadRequest, Conflict
 from .graph_models import GraphQuery, RelationUpdate
 from .memories_api import (
     caller_of,
@@ -39,7 +39,7 @@ GRAPH_OFF = "graph memory is off: set memory.graph.enabled in the proxy's config
 async def graph_of(request: Request) -> GraphMemory:
     graph = await memory_of(request).graph_memory()
     if graph is None:
-        raise FeatureOff(GRAPH_OFF)
+        raise Conflict(GRAPH_OFF)
     return graph
 
 

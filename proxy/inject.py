@@ -60,23 +60,54 @@ def relation_line(relation: Mapping[str, Any]) -> str:
     return f"- {source} -[{relationship}]-> {destination}"
 
 
+PROFILE_LABEL = "- Profile of this user: "
+
+
+def profile_line(profile: str, *, max_tokens: int, count_tokens: TokenCounter) -> str | None:
+    """The profile as one escaped line of at most ``max_tokens`` (cut at a word, marked with
+    an ellipsis, when it is longer); None when not even its first words fit."""
+    if not profile.strip():
+        return None
+    words = escape_memory_text(profile).split(" ")
+    whole = PROFILE_LABEL + " ".join(words)
+    if count_tokens(whole) + 1 <= max_tokens:
+        return whole
+    low, high = 0, len(words) - 1  # the most words that fit, with the ellipsis
+    while low < high:
+        middle = (low + high + 1) // 2
+        if count_tokens(PROFILE_LABEL + " ".join(words[:middle]) + " …") + 1 <= max_tokens:
+            low = middle
+        else:
+            high = middle - 1
+    return PROFILE_LABEL + " ".join(words[:low]) + " …" if low else None
+
+
 def build_memory_block(
     memories: Sequence[MemoryItem],
     *,
     max_tokens: int,
     count_tokens: TokenCounter,
+    profile: str | None = None,
     relations: Sequence[Mapping[str, Any]] = (),
 ) -> tuple[str | None, int]:
     """The block for the most relevant memories that fit ``max_tokens``; (block, count).
 
-    Memories arrive best first; one that does not fit is skipped so a smaller, less relevant
-    one may still fit. ``relations`` (graph memory, best first) follow within the same budget.
-    Returns (None, 0) when no memory fits.
+    ``profile`` (the user's profile) comes first, within the same budget; the memories,
+    best first, fill what is left: one that does not fit is skipped so a smaller, less
+    relevant one may still fit; ``relations`` (graph memory, best first) follow in what is
+    left. ``count`` counts memories. Returns (None, 0) when nothing fits.
     """
     frame = f"{BLOCK_OPEN}\n{BLOCK_HEADER}\n{BLOCK_CLOSE}"
     used = count_tokens(frame)
     lines: list[str] = []
-    for line in [memory_line(item) for item in memories]:
+    first = None
+    if profile:
+        first = profile_line(profile, max_tokens=max_tokens - used, count_tokens=count_tokens)
+    if first is not None:
+        lines.append(first)
+        used += count_tokens(first) + 1
+    for item in memories:
+        line = memory_line(item)
         cost = count_tokens(line) + 1
         if used + cost > max_tokens:
             continue
@@ -84,7 +115,7 @@ def build_memory_block(
         used += cost
     if not lines:
         return None, 0
-    count = len(lines)
+    count = len(lines) - (1 if first is not None else 0)
     for line in [relation_line(relation) for relation in relations]:
         cost = count_tokens(line) + 1
         if used + cost <= max_tokens:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 from memory_core import AsyncMemory, LLMConfig
@@ -13,7 +14,7 @@ from memory_core.export_store import ExportStore
 from memory_core.extraction import ChatLLM, LiteLLMChat
 from memory_core.learning_report import LearningReport
 from memory_core.llm_client import ShiftedAttempts
-from memory_core.queue import Job
+from memory_core.queue import Handler, Job
 
 from .export_jobs import EXPORT_JOB, run_export
 from .logs import request_id
@@ -100,6 +101,7 @@ class Learner:
         *,
         exports: ExportStore | None = None,
         max_attempts: int = 10,
+        kinds: Mapping[str, Handler] | None = None,
     ) -> None:
         self._memory = memory
         self._extraction = extraction
@@ -107,6 +109,7 @@ class Learner:
         self._tracer = tracer
         self._exports = exports
         self._max_attempts = max_attempts
+        self._kinds = dict(kinds or {})  # other job kinds: webhook deliveries, profiles
 
     async def handle(self, job: Job) -> dict[str, Any]:
         token = request_id.set(job.payload.get("request_id") or f"job-{job.id}")
@@ -128,6 +131,9 @@ class Learner:
     async def _apply(self, job: Job) -> dict[str, Any]:
         """Learn from one queued exchange; its ``LearningReport`` is the job's stored result."""
         payload = job.payload
+        other = self._kinds.get(str(payload.get("kind")))
+        if other is not None:
+            return await other(job) or {}
         if payload.get("kind") == EXPORT_JOB:
             if self._exports is None:
                 raise InvalidInput("exports need the memory store's exports table")
@@ -135,6 +141,8 @@ class Learner:
             llm = self._llm("")
             await run_export(job, self._memory, self._exports, llm, self._max_attempts)
             return {"export_id": payload.get("export_id")}
+        if payload.get("kind") is not None:  # a kind this process has no handler for
+            raise InvalidInput(f"no handler for {str(payload.get('kind'))[:40]!r} jobs")
         scope = payload.get("scope") or {}
         messages = list(payload["messages"])
         images = payload.get("images") or []

@@ -97,6 +97,13 @@ class Metrics:
         self.enqueued = Counter(
             "memproxy_learning_enqueued", "exchanges queued for learning", registry=self.registry
         )
+        # Webhook deliveries and profile rebuilds a write could not queue (docs/webhooks.md).
+        self.change_events_lost = Counter(
+            "memproxy_change_events_lost",
+            "change jobs (webhook, profile) not queued: the queue was unreachable",
+            ["kind"],
+            registry=self.registry,
+        )
         self.extraction = Counter(
             "memproxy_extraction_jobs",
             "learning jobs by outcome",

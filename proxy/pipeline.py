@@ -14,7 +14,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -22,6 +22,7 @@ from starlette.responses import Response, StreamingResponse
 from memory_core.bm25 import has_content_words
 from memory_core.embedders import embed_timings
 from memory_core.media import new_turn_images
+from memory_core.types import MemoryItem
 
 from .auth import presented_key
 from .errors import BadRequest
@@ -40,6 +41,7 @@ log = logging.getLogger("proxy.pipeline")
 MAX_MODEL_CHARS = 256
 _MODEL_RE = re.compile(r"[^\x00-\x20\x7f]+")
 Conversation = list[dict[str, Any]]
+T = TypeVar("T")
 
 
 class ApiAdapter(Protocol):
@@ -103,38 +105,51 @@ async def recall_block(
         reused = state.turn_recalls.get(identity, query)
         if reused is not None:
             return RecallOutcome(reused.block, "ok", reused.count, "reused")
-    embedding: list[float] = []
-    token = embed_timings.set(embedding)
-    started = time.perf_counter()
-    try:
-        found = await asyncio.wait_for(
-            state.memory.search(
+    memory = state.memory
+    with_profile = recall.profile is not False and state.settings.memory.profile.enabled
+
+    async def recalled() -> tuple[list[MemoryItem], list[dict[str, Any]], str | None]:
+        searching = None
+        if recall.profile != "instead" or not with_profile:
+            searching = memory.search(
                 query,
                 user_id=identity.user_id,
                 agent_id=identity.agent_id,
                 app_id=identity.app_id,  # apps are apart; runs of one user share memories
                 limit=recall.limit,
                 threshold=recall.threshold,
-            ),
-            timeout=recall.timeout_s,
-        )
+            )
+        profile = memory.profile(user_id=identity.user_id) if with_profile else None
+        found, stored = await asyncio.gather(_or_none(searching), _or_none(profile))
+        relations = (found or {}).get("relations", [])[: memory.config.graph.block_relations]
+        return (found or {}).get("results", []), relations, stored["profile"] if stored else None
+
+    embedding: list[float] = []
+    token = embed_timings.set(embedding)
+    started = time.perf_counter()
+    try:
+        memories, relations, profile = await asyncio.wait_for(recalled(), timeout=recall.timeout_s)
     except Exception as exc:  # memory never breaks chat: degrade to passthrough, say so
         log.warning("recall failed for a request, forwarding without memory: %r", exc)
         return RecallOutcome(None, "degraded", 0, "search")
     finally:
         embed_timings.reset(token)
     searched = time.perf_counter()
-    relations = found.get("relations", [])[: state.memory.config.graph.block_relations]
     block, count = build_memory_block(
-        found["results"],
+        memories,
         max_tokens=recall.max_tokens,
         count_tokens=state.count_tokens,
+        profile=profile,
         relations=relations,
     )
     state.turn_recalls.put(identity, query, RecalledBlock(block, count))
     embed_s = sum(embedding)
     timings = {"embed": embed_s, "search": searched - started - embed_s}
     return RecallOutcome(block, "ok", count, "search", timings)
+
+
+async def _or_none(pending: Awaitable[T] | None) -> T | None:
+    return None if pending is None else await pending
 
 
 async def serve_api(request: Request, adapter: ApiAdapter) -> Response:

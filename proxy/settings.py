@@ -29,6 +29,7 @@ from memory_core.config import (
 from memory_core.errors import ConfigError
 
 from .guard import is_loopback_host
+from .webhooks import WebhookSettings
 
 UpstreamKind = Literal["auto", "passthrough", "litellm", "anthropic"]
 InjectionPosition = Literal["before_last_user", "system_prefix"]
@@ -88,6 +89,9 @@ class RecallSettings(BaseModel):
     recall_for_tasks: bool | list[TaskKind] = False
     # A turn of stop words and small talk only ("ok", "thanks!", "and?") recalls nothing.
     skip_small_talk: bool = True
+    # The user's profile in the block (memory.profile): true: first, then the memories that
+    # still fit the same max_tokens; "instead": the profile alone (no search).
+    profile: bool | Literal["instead"] = False
 
     def recalls_for_task(self, task: str) -> bool:
         if isinstance(self.recall_for_tasks, bool):
@@ -285,6 +289,7 @@ class Settings(BaseModel):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     chat_ui: ChatUISettings = Field(default_factory=ChatUISettings)
     mcp: McpSettings = Field(default_factory=McpSettings)
+    webhooks: list[WebhookSettings] = Field(default_factory=list, max_length=20)
 
     @classmethod
     def load(cls, path: str | Path | None = None, **overrides: Any) -> Settings:
@@ -298,6 +303,7 @@ class Settings(BaseModel):
         data = dict(data)
         # Provider keys may be left unset: the client's own key is forwarded instead.
         data["model_list"] = resolve_env_refs(data.get("model_list") or [], strict=False)
+        data["webhooks"] = resolve_env_refs(data.get("webhooks") or [])
         for section in ("memory", "server", "auth", "chat_ui"):
             if section in data:
                 data[section] = resolve_env_refs(data[section] or {})

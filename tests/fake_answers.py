@@ -49,11 +49,21 @@ from tests.fake_media import media_kind
 
 Json = dict[str, Any]
 RequestKind = Literal[
-    "chat", "extract", "update", "vision", "export", "graph", "same", "embeddings", "models"
+    "chat",
+    "extract",
+    "update",
+    "vision",
+    "export",
+    "graph",
+    "same",
+    "profile",
+    "embeddings",
+    "models",
 ]
 
 EXTRACTION_PREFIX = "You are memproxy's fact extractor."
 UPDATE_PREFIX = "You are memproxy's memory manager."
+PROFILE_PREFIX = "You are memproxy's profile writer."
 DEFAULT_EMBEDDING_DIM = 64
 EXTRACT_INVALID_JSON = "[[extract-invalid-json]]"
 INVALID_JSON_PROSE = (
@@ -149,6 +159,8 @@ def classify(messages: Sequence[Mapping[str, Any]]) -> RequestKind:
         graph = graph_kind(instructions)
         if graph is not None:
             return graph
+        if instructions.startswith(PROFILE_PREFIX):
+            return "profile"
         media = media_kind(instructions)
         if media == "vision":
             return "vision"
@@ -302,6 +314,18 @@ def extraction_answer(prompt: str, *, fenced: bool) -> str:
     if fenced:
         return f"Here you go:\n```json\n{answer}\n```"
     return answer
+
+
+def profile_answer(messages: Sequence[Mapping[str, Any]]) -> str:
+    """``{"profile": "PROFILE: <memory> + <memory> ..."}``: the memories of the profile prompt's
+    ``<user_memories>`` block (newest first, dates dropped), joined in their order."""
+    block = between(message_text(messages[-1]), "<user_memories>", "</user_memories>") or ""
+    texts = [
+        re.sub(r"^- (\[[^\]]*\] )?", "", line.strip())
+        for line in block.splitlines()
+        if line.strip().startswith("- ")
+    ]
+    return orjson.dumps({"profile": "PROFILE: " + " + ".join(texts)}).decode()
 
 
 def update_answer(prompt: str) -> str:

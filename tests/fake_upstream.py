@@ -57,6 +57,7 @@ from tests.fake_answers import (
     magic_requests,
     memory_prompt,
     message_text,
+    profile_answer,
     stream_events,
     update_answer,
 )
@@ -220,6 +221,8 @@ class FakeHandlers:
             reply = Reply(media_reply(kind, messages))
         elif kind in ("graph", "same"):
             reply = Reply(graph_reply(kind, messages))
+        elif kind == "profile":
+            reply = Reply(profile_answer(messages))
         else:
             reply = bounded(self._memory_reply(kind, messages), body.get("max_tokens"))
 
@@ -374,6 +377,18 @@ def create_fake_app(state: FakeState | None = None) -> Starlette:
 # ---------------------------------------------------------------------------------------------
 # Running it
 # ---------------------------------------------------------------------------------------------
+
+
+def fake_deployment(api_base: str, name: str = "fake-model") -> dict[str, Any]:
+    """A ``model_list`` entry serving ``name`` from the fake at ``api_base`` (its ``url``)."""
+    return {
+        "model_name": name,
+        "litellm_params": {
+            "model": "openai/fake-model",
+            "api_base": api_base,
+            "api_key": "sk-fake",
+        },
+    }
 
 
 class FakeUpstream:

@@ -87,6 +87,7 @@ ROUTES: list[tuple[str, str, dict[str, Any]]] = [
     ("GET", "/graph", {"params": {"user_id": "alice"}}),
     ("PATCH", "/graph/relations/{id}", {"json": {"relationship": "x"}}),
     ("DELETE", "/graph/relations/{id}", {}),
+    ("GET", "/users/alice/profile", {}),
 ]
 
 
@@ -190,6 +191,14 @@ def test_scoped_routes_matrix(world: dict[str, Any], key: str, user: str) -> Non
             assert (r.json()["errors"] == []) == allowed
             if not allowed:
                 assert r.json()["errors"][0]["line"] == 1
+
+            # Profiles are off on this server: a key that may act for the user learns that
+            # (409), any other key gets the same 403 as for the user's memories.
+            r = c.get(f"{prefix}/users/{user}/profile")
+            assert status_of(r) == (409 if allowed else 403), r.text
+            if not allowed:
+                listed = c.get(f"{prefix}/memories", params={"user_id": user})
+                assert r.json()["error"] == listed.json()["error"]
 
             if key != "admin":  # the admin reset is tested on its own server
                 assert status_of(c.post(f"{prefix}/reset")) == 403

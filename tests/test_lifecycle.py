@@ -228,7 +228,17 @@ async def test_expired_memories_are_never_searched_but_kept_until_purged(lance: 
 
     store = lance.store
     assert isinstance(store, CachingStore)
+    seen: list[Any] = []
+
+    class Watcher:  # what webhooks and profile rebuilds watch
+        async def memories_changed(self, changes: Any) -> None:
+            seen.extend(changes)
+
+    lance.watch(Watcher())
     await store.optimize()  # the maintenance: purges, each with a history row
+    assert sorted((c.memory_id, c.event, c.source) for c in seen) == sorted(
+        (memory_id, "DELETE", "expired") for memory_id in expired
+    )
     left = await lance.get_all(user_id="u", include_expired=True)
     assert {r["id"] for r in left["results"]} == {
         live["results"][0]["id"],

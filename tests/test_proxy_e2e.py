@@ -23,7 +23,7 @@ import pytest
 
 from memory_core import AsyncMemory, MemoryConfig
 from proxy import Settings, create_app
-from tests.fake_upstream import FakeUpstream, create_fake_app
+from tests.fake_upstream import FakeUpstream, create_fake_app, fake_deployment
 from tests.servers import ServerThread, conversation_of, learn_state, wait_learned
 
 MODELS = [("fake-model", "passthrough"), ("lite-model", "litellm")]
@@ -66,14 +66,10 @@ class StreamWatch:
 
 
 def deployment(name: str, api_base: str, upstream: str = "auto", **params: Any) -> dict[str, Any]:
+    entry = fake_deployment(api_base, name)
+    entry["litellm_params"].update(params)
     return {
-        "model_name": name,
-        "litellm_params": {
-            "model": "openai/fake-model",
-            "api_base": api_base,
-            "api_key": "sk-fake",
-            **params,
-        },
+        **entry,
         "upstream": upstream,
         # The fake's stream controls are no OpenAI parameters: the LiteLLM path needs them listed.
         "client_params": ["fake_chunks", "fake_chunk_delay_s"],

@@ -28,6 +28,7 @@ async def _serve(settings: Settings, user: str | None) -> None:
 
     from ..app import queue_path
     from ..auth import OPEN_CALLER, Caller
+    from ..change_events import change_job_kinds, watch_changes
     from ..learning import ExtractionModels, Learner
     from ..mcp_server import build_mcp_server, fixed_resolver
     from ..mcp_tools import MemoryTools
@@ -40,12 +41,16 @@ async def _serve(settings: Settings, user: str | None) -> None:
     extraction = ExtractionModels(settings, ModelRouter(settings.model_list))
     memory = AsyncMemory(settings.memory.core_config())
     await memory.open()
+    metrics = Metrics()
+    # The proxy's queue file: this process runs its jobs too, webhooks and profiles included.
+    kinds = change_job_kinds(memory, settings, extraction)
     queue = LearningQueue(
         open_job_store(settings.memory.queue, queue_path(settings)),
-        Learner(memory, extraction, Metrics()).handle,
+        Learner(memory, extraction, metrics, kinds=kinds).handle,
         settings.memory.queue,
     )
     await queue.start()
+    watch_changes(memory, queue, settings, extraction, metrics)  # its writes send events too
     try:
         tools = MemoryTools(memory, queue, extraction)
         server = build_mcp_server(

@@ -14,6 +14,7 @@ import httpx
 
 from memory_core import AsyncMemory, MemoryConfig
 from memory_core.extraction import ChatLLM
+from memory_core.queue import LearningQueue, open_job_store
 from memory_core.types import MemoryItem, Scope
 
 from ..api_models import ScopeQuery
@@ -49,9 +50,12 @@ class LocalBackend:
     """Works on the data dir directly (the proxy need not run; do not run both on one dir
     when writing)."""
 
-    def __init__(self, memory: AsyncMemory, llm: ChatLLM | None) -> None:
+    def __init__(
+        self, memory: AsyncMemory, llm: ChatLLM | None, queue: LearningQueue | None = None
+    ) -> None:
         self._memory = memory
         self._llm = llm
+        self._queue = queue  # where its writes' webhook and profile jobs go (the proxy runs them)
 
     async def list_memories(self, scope: Scope, limit: int) -> list[MemoryItem]:
         result = await self._memory.get_all(**_scope_kwargs(scope), limit=limit)
@@ -101,6 +105,8 @@ class LocalBackend:
 
     async def close(self) -> None:
         await self._memory.close()
+        if self._queue is not None:
+            await self._queue.stop()
 
 
 class HttpBackend:
@@ -224,4 +230,15 @@ def make_backend(args: argparse.Namespace) -> Backend:
         return LocalBackend(AsyncMemory(MemoryConfig(storage_uri=args.data)), None)
     settings = Settings.load(args.config)
     extraction = ExtractionModels(settings, ModelRouter(settings.model_list))
-    return LocalBackend(AsyncMemory(settings.memory.core_config()), extraction.configured())
+    memory = AsyncMemory(settings.memory.core_config())
+    queue = None
+    if settings.webhooks or settings.memory.profile.enabled:
+        from ..app import queue_path
+        from ..change_events import watch_changes
+        from ..metrics import Metrics
+
+        # The proxy's queue: these writes' events wait there for the proxy to deliver them.
+        store = open_job_store(settings.memory.queue, queue_path(settings))
+        queue = LearningQueue(store, None, settings.memory.queue)
+        watch_changes(memory, queue, settings, extraction, Metrics())
+    return LocalBackend(memory, extraction.configured(), queue)

@@ -89,6 +89,9 @@ def _check_config(args: argparse.Namespace) -> int:
     settings = Settings.load(args.config)
     settings.extraction_llm()
     settings.check_bind()
+    from ..webhooks import WebhookSender
+
+    WebhookSender(settings.webhooks)  # every webhook secret set and long enough
     names = ", ".join(d.model_name for d in settings.model_list) or "(none)"
     print(f"config OK: models {names}; storage {settings.memory.storage_uri}")
     return 0
