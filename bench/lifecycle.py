@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from memory_core.scope_cache import ScopeIndex
+from memory_core.scope_index import ScopeIndex
 from memory_core.searcher import rank_in_index
 from memory_core.storage import Selection
 from memory_core.store import LanceStore

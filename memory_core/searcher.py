@@ -31,7 +31,8 @@ from .retrieval import (
     is_time_sensitive,
     score_candidates,
 )
-from .scope_cache import CachingStore, ScopeIndex
+from .scope_cache import CachingStore
+from .scope_index import ScopeIndex
 from .storage import Row, Selection, Store, TextHit
 from .timestamps import now_stamp
 from .types import MemoryItem, Scope

@@ -20,7 +20,7 @@ import numpy as np
 from .changes import ChangeObserver, changes_of
 from .checks import memory_text
 from .config import MemoryConfig
-from .duplicates import fold_target, is_near_duplicate, refines
+from .duplicate_guard import near_duplicates
 from .embedders import Embedder
 from .extraction import Decision
 from .inference import infer
@@ -272,7 +272,9 @@ class MemoryWriter:
         if adds and self._config.duplicate_threshold is not None:
             busy = {d.memory_id or "" for d in updates + deletes}
             before = len(adds)
-            kept, refined = await self._near_duplicates(write.scope, adds, vectors, busy)
+            kept, refined = await near_duplicates(
+                self._store, self._config, write.scope, adds, vectors, busy
+            )
             report.near_duplicates += before - len(kept)
             folded = {decision.text for decision, _row in refined}
             for text in adds:
@@ -314,54 +316,6 @@ class MemoryWriter:
         report.log_applied(results, decisions, existing, origin=origin, folded=folded)
         await self.record_history(history)
         return refused + results
-
-    async def _near_duplicates(
-        self,
-        scope: Scope,
-        adds: Sequence[str],
-        vectors: Mapping[str, np.ndarray[Any, Any]],
-        busy: set[str],
-    ) -> tuple[list[str], list[tuple[Decision, Row]]]:
-        """Split new texts into real additions and near-duplicates of what the scope holds.
-
-        A text with cosine >= ``duplicate_threshold`` to a memory of the scope (one not already
-        updated or deleted in this call) or to an earlier new text of this call is not a new
-        row: it becomes an UPDATE of that memory when it only adds words to it, NONE when it
-        carries the same numbers, codes and names (``duplicates.fold_target``).
-        """
-        threshold = self._config.duplicate_threshold
-        assert threshold is not None
-        scope_only = Selection(scope, unexpired_at=now_stamp())
-        hits = await asyncio.gather(
-            *(self._store.vector_search(vectors[t], scope_only, limit=3) for t in adds)
-        )
-        kept: list[str] = []
-        refined: list[tuple[Decision, Row]] = []
-        for text, found in zip(adds, hits, strict=True):
-            vector = vectors[text]
-            if any(
-                is_near_duplicate(float(np.dot(vector, vectors[other])), text, other, threshold)
-                for other in kept
-            ):
-                continue
-            match = next(
-                (
-                    (row, kind)
-                    for row, sim in found
-                    if row["id"] not in busy
-                    and (kind := fold_target(sim, text, row["memory"], threshold)) is not None
-                ),
-                None,
-            )
-            if match is None:
-                kept.append(text)
-            elif match[1] == "refinement" and match[0].get("immutable"):
-                kept.append(text)  # an immutable memory is never refined: a memory of its own
-            elif match[1] == "refinement":
-                row = match[0]
-                busy.add(row["id"])
-                refined.append((Decision("UPDATE", text, row["id"]), row))
-        return kept, refined
 
     # ---- change --------------------------------------------------------------------------
 
@@ -438,4 +392,4 @@ class MemoryWriter:
         return len(rows)
 
 
-__all__ = ["MemoryWriter", "WriteContext", "is_near_duplicate", "refines"]
+__all__ = ["MemoryWriter", "WriteContext"]

@@ -28,6 +28,7 @@ from memory_core.queue import LearningQueue, open_job_store
 from .auth import Authenticator, presented_key
 from .change_events import ChangeEvents, change_job_kinds, watch_changes
 from .chat import chat_completions
+from .docs_routes import docs_routes
 from .errors import EXCEPTION_HANDLERS, Forbidden, error_response
 from .exports_api import export_routes
 from .graph_api import graph_routes
@@ -275,6 +276,7 @@ def create_app(
         Route("/ready", ready, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         *memory_routes(),
+        *docs_routes(),
         *export_routes(),
         *learning_routes(),
         *graph_routes(),

@@ -6,7 +6,8 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from memory_core.graph_pages import MAX_PAGE
 
-from .api_models import MessageResponse, Operation, ScopeQuery
+from .api_models import MessageResponse, ScopeQuery
+from .openapi_spec import Operation
 
 
 class GraphQuery(ScopeQuery):

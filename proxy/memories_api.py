@@ -9,24 +9,19 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Awaitable, Callable, Mapping
-from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
-from starlette.routing import BaseRoute, Mount, Route
-from starlette.staticfiles import StaticFiles
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import BaseRoute, Route
 
 from memory_core import AsyncMemory
 from memory_core.errors import InvalidIdentity, NotFound
 from memory_core.types import MISSING_IDENTITY, MemoryItem, Scope
 
-from .api_docs import render_api_page
 from .api_models import (
-    OPERATIONS,
-    QUERY_MODELS,
     AddRequest,
     FeedbackRequest,
     ListQuery,
@@ -35,12 +30,10 @@ from .api_models import (
     ScopeQuery,
     SearchRequest,
     UpdateRequest,
-    build_openapi,
     validation_message,
 )
 from .auth import Caller
 from .errors import BadRequest, Forbidden, MemoryDisabled
-from .graph_models import GRAPH_OPERATIONS, GRAPH_QUERY_MODELS
 from .memory_access import authorize_scope, may_see, sees_all_users
 from .memory_transfer import export_lines, import_authorizer, import_lines, split_lines
 from .request_body import bounded_stream, parse_json, read_body
@@ -48,7 +41,6 @@ from .settings import RequestLimits
 from .state import state_of
 
 M = TypeVar("M", bound=BaseModel)
-STATIC_DIR = Path(__file__).parent / "static"
 JSONL = "application/x-ndjson"
 
 
@@ -341,30 +333,6 @@ async def import_memories(request: Request) -> Response:
     return json_response(report.as_dict())
 
 
-# ---- OpenAPI and the API page ----------------------------------------------------------
-
-
-def openapi_of(request: Request) -> dict[str, Any]:
-    state = state_of(request)
-    if state.openapi is None:
-        state.openapi = build_openapi(
-            [*OPERATIONS, *GRAPH_OPERATIONS], {**QUERY_MODELS, **GRAPH_QUERY_MODELS}
-        )
-    return state.openapi
-
-
-async def openapi_json(request: Request) -> Response:
-    return JSONResponse(openapi_of(request))
-
-
-async def api_page(request: Request) -> Response:
-    return Response(render_api_page(openapi_of(request)), media_type="text/html; charset=utf-8")
-
-
-async def to_browser(request: Request) -> Response:
-    return RedirectResponse("/ui/", status_code=307)
-
-
 # ---- routes ----------------------------------------------------------------------------
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -390,18 +358,12 @@ _MEMORY_ROUTES: list[tuple[str, Handler, list[str]]] = [
 
 def memory_routes() -> list[BaseRoute]:
     """The memory API at ``/`` and ``/v1`` (with and without a trailing slash, as Mem0's
-    clients send both), ``/openapi.json``, ``/docs``, and the browser at ``/ui``."""
+    clients send both); ``docs_routes`` serves its documents and the browser."""
     routes: list[BaseRoute] = []
     for prefix in ("", "/v1"):
         for path, handler, methods in _MEMORY_ROUTES:
             routes.append(Route(prefix + path, handler, methods=methods))
             routes.append(Route(prefix + path + "/", handler, methods=methods))
-    routes += [
-        Route("/openapi.json", openapi_json, methods=["GET"]),
-        Route("/docs", api_page, methods=["GET"]),
-        Route("/", to_browser, methods=["GET"]),
-        Mount("/ui", StaticFiles(directory=STATIC_DIR, html=True), name="ui"),
-    ]
     return routes
 
 

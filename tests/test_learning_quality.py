@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from memory_core import AsyncMemory, MemoryConfig
-from memory_core.writer import is_near_duplicate
+from memory_core.duplicates import is_near_duplicate
 
 CORPUS = json.loads((Path(__file__).parent / "data" / "junk_corpus.json").read_text("utf-8"))
 CASES = CORPUS["cases"]

@@ -24,7 +24,8 @@ from bench.locomo import load_sample, load_samples
 from memory_core import AsyncMemory, MemoryConfig
 from memory_core.bm25 import Bm25Index, has_content_words, tokenize
 from memory_core.dates import created_bounds, created_within, named_days
-from memory_core.scope_cache import CachingStore, ScopeIndex
+from memory_core.scope_cache import CachingStore
+from memory_core.scope_index import ScopeIndex
 from memory_core.storage import ScopeRows, Selection
 from memory_core.store import LanceStore
 from memory_core.types import Scope
