@@ -82,6 +82,16 @@ def learn_state(srv: ServerThread) -> dict[str, float]:
     return {"enqueued": enqueued, "busy": queue["pending"] + queue["leased"], **queue}
 
 
+def settled_state(srv: ServerThread, *, timeout: float = 30) -> dict[str, float]:
+    """``learn_state`` once no job is pending or leased: a baseline no earlier test's job can
+    still move (under load, a job enqueued before may be running yet)."""
+    deadline = time.monotonic() + timeout
+    while (state := learn_state(srv))["busy"]:
+        assert time.monotonic() < deadline, f"the queue did not settle: {state}"
+        time.sleep(0.05)
+    return state
+
+
 def wait_learned(
     srv: ServerThread, before: dict[str, float], jobs: int = 1, *, timeout: float = 30
 ) -> dict[str, float]:

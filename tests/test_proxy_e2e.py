@@ -24,7 +24,13 @@ import pytest
 from memory_core import AsyncMemory, MemoryConfig
 from proxy import Settings, create_app
 from tests.fake_upstream import FakeUpstream, create_fake_app, fake_deployment
-from tests.servers import ServerThread, conversation_of, learn_state, wait_learned
+from tests.servers import (
+    ServerThread,
+    conversation_of,
+    learn_state,
+    settled_state,
+    wait_learned,
+)
 
 MODELS = [("fake-model", "passthrough"), ("lite-model", "litellm")]
 MODEL_IDS = ["passthrough", "litellm"]
@@ -409,7 +415,7 @@ def test_read_only_requests_learn_nothing(
     text = "My favourite colour is teal. Where does my sister live?"
     if way == "openwebui-background-task":
         text = "### Task:\nGenerate a title for: my favourite colour is teal, sister in Lisbon"
-    before = learn_state(srv)
+    before = settled_state(srv)
     extracts = len(fake.requests_of("extract"))
     raw = client.chat.completions.with_raw_response.create(
         model="fake-model",
@@ -441,7 +447,7 @@ def test_mode_off_touches_no_memory(
         extra["memory"] = False
     else:
         headers["X-Memory-Mode"] = "off"
-    before = learn_state(srv)
+    before = settled_state(srv)
     raw = client.chat.completions.with_raw_response.create(
         model="fake-model",
         messages=[{"role": "user", "content": "My car is a green Volvo. Where is my sister?"}],
