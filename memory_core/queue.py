@@ -320,7 +320,7 @@ class LearningQueue:
             # jobs it leased must be tracked (run or released below), not stranded.
             try:
                 await self._dispatcher
-            except Exception:
+            except Exception:  # shutting down: a dispatcher crash is logged, never re-raised
                 log.exception("queue dispatcher failed")
         grace = self.settings.shutdown_grace_s if grace_s is None else grace_s
         tasks = [task for _, task in self._running.values()]

@@ -167,7 +167,7 @@ class Learner:
                 llm=ShiftedAttempts(llm, (job.attempts - 1) * QUEUE_ATTEMPT_STRIDE),
                 report=report,
             )
-        except Exception:
+        except Exception:  # counted, then re-raised for the queue to retry or dead-letter
             self._metrics.extraction.labels("error").inc()
             self._metrics.record_learning(report, finished=False)
             raise
