@@ -29,7 +29,9 @@ def json_lines(text: str) -> list[dict[str, Any]]:
 @pytest.fixture
 def fast_local_embedder(monkeypatch: pytest.MonkeyPatch) -> None:
     """The local backend builds its own AsyncMemory: give it the fast embedder."""
-    monkeypatch.setattr("memory_core.memory.create_embedder", lambda config: HashEmbedder())
+    monkeypatch.setattr(
+        "memory_core.memory_resources.create_embedder", lambda config: HashEmbedder()
+    )
 
 
 def test_local_data_dir_roundtrip(

@@ -552,7 +552,9 @@ def test_cli_local_writes_wait_in_the_queue_for_the_proxy(
     hook = {"url": server.base_url + "/hook", "secret": SECRET, "allow_private": True}
     memory_section = {"storage_uri": str(tmp_path / "db"), "queue": {"poll_s": 0.05}}
     config.write_text(yaml.safe_dump({"memory": memory_section, "webhooks": [hook]}))
-    monkeypatch.setattr("memory_core.memory.create_embedder", lambda config: HashEmbedder())
+    monkeypatch.setattr(
+        "memory_core.memory_resources.create_embedder", lambda config: HashEmbedder()
+    )
     assert main(["memories", "add", "--config", str(config), "--user", who, "I keep bees"]) == 0
     assert not recorder.of_user("/hook", who)  # nobody delivers yet
     settings = Settings.load(config)
