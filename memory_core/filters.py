@@ -58,13 +58,19 @@ def scope_sql(scope: Scope) -> str:
     return " AND ".join(clauses)
 
 
-def ids_sql(column: str, values: Sequence[str]) -> str:
-    """``column IN (...)`` for a list of string values."""
-    if column not in COLUMN_FIELDS and column != "memory_id":
-        raise InvalidFilter(f"unknown column {column!r}")
+def in_sql(column: str, values: Sequence[str]) -> str:
+    """``column IN (...)`` for string values (``column`` is the caller's own name, never
+    input); FALSE for none."""
     if not values:
         return "FALSE"
     return f"{column} IN ({', '.join(sql_literal(v) for v in values)})"
+
+
+def ids_sql(column: str, values: Sequence[str]) -> str:
+    """``in_sql`` on a column of the memories or history table."""
+    if column not in COLUMN_FIELDS and column != "memory_id":
+        raise InvalidFilter(f"unknown column {column!r}")
+    return in_sql(column, values)
 
 
 @dataclass(frozen=True, slots=True)

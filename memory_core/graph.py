@@ -26,11 +26,11 @@ from typing import Any
 import numpy as np
 
 from .config import GraphConfig
-from .filters import scope_sql
+from .filters import in_sql, scope_sql
 from .graph_learn import GraphLearner, GraphReport, StoredFact
 from .graph_pages import GraphPage, graph_page, relation_row, rename_relation
 from .graph_prompts import MAX_NAME_CHARS, USER_ENTITY, name_key
-from .graph_store import VALID, GraphStore, in_sql, rests_on_sql
+from .graph_store import VALID, GraphStore, rests_on_sql
 from .graph_transfer import export_relations, import_relations
 from .llm_client import ChatLLM
 from .types import Scope

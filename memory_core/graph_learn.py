@@ -15,6 +15,7 @@ import numpy as np
 from .config import GraphConfig
 from .contracts import Rejections
 from .extraction import complete_validated
+from .filters import in_sql
 from .graph_prompts import (
     GRAPH_SCHEMA,
     USER_ENTITY,
@@ -24,7 +25,7 @@ from .graph_prompts import (
     parse_graph,
 )
 from .graph_resolve import SAME_SCHEMA, build_same_messages, name_overlap, parse_same
-from .graph_store import VALID, GraphStore, exact_scope_sql, in_sql, rests_on_sql
+from .graph_store import VALID, GraphStore, exact_scope_sql, rests_on_sql
 from .llm_client import ChatLLM
 from .types import Scope
 

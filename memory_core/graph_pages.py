@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from .filters import scope_sql, sql_literal
+from .filters import in_sql, scope_sql, sql_literal
 from .graph_prompts import relation_text
-from .graph_store import VALID, GraphStore, in_sql
+from .graph_store import VALID, GraphStore
 from .timestamps import format_timestamp
 from .types import Scope
 

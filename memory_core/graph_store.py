@@ -10,13 +10,13 @@ from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
-import lancedb
 import numpy as np
 import pyarrow as pa
 from lancedb.index import BTree, LabelList
 
 from .errors import StoreError
-from .filters import scope_sql, sql_literal
+from .filters import in_sql, scope_sql, sql_literal
+from .store_tables import open_side_table
 from .types import IDENTITY_FIELDS, Scope
 
 ENTITIES = "graph_entities"
@@ -92,12 +92,6 @@ def exact_scope_sql(scope: Scope) -> str:
     return " AND ".join(clauses)
 
 
-def in_sql(column: str, values: Sequence[str]) -> str:
-    if not values:
-        return "FALSE"
-    return f"{column} IN ({', '.join(sql_literal(v) for v in values)})"
-
-
 def rests_on_sql(memory_ids: Sequence[str]) -> str:
     """Relations resting on any of ``memory_ids``."""
     listed = ", ".join(sql_literal(m) for m in memory_ids)
@@ -118,38 +112,39 @@ class GraphStore:
         self.uri = uri
         self.dimension = dimension
         self._options = dict(storage_options or {})
-        self._consistency = (
-            timedelta(seconds=read_consistency_interval_s)
-            if read_consistency_interval_s is not None
-            else None
-        )
+        self._consistency_s = read_consistency_interval_s
         self._entities: Any = None
         self._relations: Any = None
         self._writes_since_optimize = 0
 
     async def open(self) -> None:
+        """Open (or create) both tables as the library's other side tables are opened, then
+        index what the walk and the writes look rows up by."""
+        tables = []
+        for name, schema in (
+            (ENTITIES, entities_schema(self.dimension)),
+            (RELATIONS, relations_schema(self.dimension)),
+        ):
+            tables.append(
+                await open_side_table(
+                    self.uri,
+                    name,
+                    schema,
+                    storage_options=self._options,
+                    read_consistency_interval_s=self._consistency_s,
+                )
+            )
         try:
-            db = await lancedb.connect_async(
-                self.uri,
-                storage_options=self._options or None,
-                read_consistency_interval=self._consistency,
-            )
-            self._entities = await db.create_table(
-                ENTITIES, schema=entities_schema(self.dimension), exist_ok=True
-            )
-            self._relations = await db.create_table(
-                RELATIONS, schema=relations_schema(self.dimension), exist_ok=True
-            )
-            for table, columns in (
-                (self._entities, INDEXED_ENTITY_COLUMNS),
-                (self._relations, INDEXED_RELATION_COLUMNS),
+            for table, columns in zip(
+                tables, (INDEXED_ENTITY_COLUMNS, INDEXED_RELATION_COLUMNS), strict=True
             ):
                 indexed = {tuple(index.columns) for index in await table.list_indices()}
                 for column, config in columns.items():
                     if (column,) not in indexed:
                         await table.create_index(column, config=config)
         except STORE_ERRORS as exc:
-            raise StoreError(f"cannot open the graph tables at {self.uri}: {exc}") from exc
+            raise StoreError(f"cannot index the graph tables at {self.uri}: {exc}") from exc
+        self._entities, self._relations = tables
 
     @property
     def is_open(self) -> bool:
@@ -293,6 +288,5 @@ __all__ = [
     "VALID",
     "GraphStore",
     "exact_scope_sql",
-    "in_sql",
     "rests_on_sql",
 ]

@@ -10,9 +10,9 @@ from typing import Any
 
 import numpy as np
 
-from .filters import scope_sql
-from .graph_prompts import name_key
-from .graph_store import GraphStore, exact_scope_sql, in_sql
+from .filters import in_sql, scope_sql
+from .graph_prompts import name_key, relation_text
+from .graph_store import GraphStore, exact_scope_sql
 from .timestamps import now_stamp
 from .types import IDENTITY_FIELDS, Scope
 
@@ -69,8 +69,7 @@ async def import_relations(
                 "relation": record["relation"],
                 "target_id": target_id,
                 "target": record["target"],
-                "text": f"{record['source']} {record['relation'].replace('_', ' ')} "
-                f"{record['target']}",
+                "text": relation_text(record["source"], record["relation"], record["target"]),
                 "memory_ids": list(record["memory_ids"]),
                 "valid_from": record["valid_from"],
                 "invalid_at": record.get("invalid_at"),
