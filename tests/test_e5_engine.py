@@ -7,6 +7,7 @@ vector never depending on what it is embedded with.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -209,3 +210,13 @@ def test_outlier_channels_leave_the_int8_matmul() -> None:
     assert [o.name for o in calibration.output][1:] == [
         f"l{i}.gelu" for i in range(model.shape.layers)
     ]
+
+
+async def test_a_query_does_not_wait_behind_passages(local_embedder: LocalEmbedder) -> None:
+    long_text = " ".join(locomo_turns(120))
+    passages = asyncio.ensure_future(local_embedder.embed([long_text] * 4, purpose="passage"))
+    await asyncio.sleep(0)  # the passages are on their engine thread now
+    [query] = await local_embedder.embed(["where does my sister live?"], purpose="query")
+    assert not passages.done()
+    stored = await passages
+    assert stored.shape == (4, 384) and np.isfinite(query).all()
