@@ -80,35 +80,45 @@ CHITCHAT = frozenset(
 
 @dataclass(frozen=True, slots=True)
 class Bm25Index:
-    """Postings of a fixed list of documents: per term, the documents holding it and how often."""
+    """Postings of a fixed list of documents, compressed rows: term ``t`` (``terms[t]``) is in
+    documents ``docs[starts[t]:starts[t + 1]]``, ``tfs`` times each (built with a few numpy
+    calls, not two small arrays per term: ~1 ms instead of ~15 ms for 1,000 memories)."""
 
-    postings: dict[str, tuple[npt.NDArray[np.int32], npt.NDArray[np.float32]]]
+    terms: dict[str, int]
+    starts: npt.NDArray[np.int64]
+    docs: npt.NDArray[np.int32]
+    tfs: npt.NDArray[np.float32]
     lengths: npt.NDArray[np.float32]
 
     @classmethod
     def build(cls, texts: Sequence[str]) -> Bm25Index:
-        counts: dict[str, dict[int, int]] = {}
+        terms: dict[str, int] = {}
+        term_of_token: list[int] = []
         lengths = np.zeros(len(texts), dtype=np.float32)
         for doc, text in enumerate(texts):
-            terms = tokenize(text)
-            lengths[doc] = len(terms)
-            for term in terms:
-                per_doc = counts.setdefault(term, {})
-                per_doc[doc] = per_doc.get(doc, 0) + 1
-        postings = {
-            term: (
-                np.fromiter(per_doc.keys(), dtype=np.int32, count=len(per_doc)),
-                np.fromiter(per_doc.values(), dtype=np.float32, count=len(per_doc)),
-            )
-            for term, per_doc in counts.items()
-        }
-        return cls(postings, lengths)
+            tokens = tokenize(text)
+            lengths[doc] = len(tokens)
+            term_of_token.extend(terms.setdefault(t, len(terms)) for t in tokens)
+        width = max(len(texts), 1)
+        doc_of_token = np.repeat(np.arange(len(texts), dtype=np.int64), lengths.astype(np.int64))
+        pairs = np.asarray(term_of_token, dtype=np.int64) * width + doc_of_token
+        unique, counts = np.unique(pairs, return_counts=True)  # sorted: by term, then document
+        starts = np.searchsorted(unique // width, np.arange(len(terms) + 1)).astype(np.int64)
+        docs = (unique % width).astype(np.int32)
+        return cls(terms, starts, docs, counts.astype(np.float32), lengths)
 
     @property
     def nbytes(self) -> int:
-        return int(self.lengths.nbytes) + sum(
-            64 + len(term) + docs.nbytes + tfs.nbytes for term, (docs, tfs) in self.postings.items()
-        )
+        arrays = self.starts.nbytes + self.docs.nbytes + self.tfs.nbytes + self.lengths.nbytes
+        return int(arrays) + sum(100 + len(term) for term in self.terms)  # dict entry + str
+
+    def postings(self, term: str) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.float32]]:
+        """The documents holding ``term`` and how often (empty when none does)."""
+        index = self.terms.get(term)
+        if index is None:
+            return self.docs[:0], self.tfs[:0]
+        first, last = self.starts[index], self.starts[index + 1]
+        return self.docs[first:last], self.tfs[first:last]
 
     def scores(self, query: str) -> npt.NDArray[np.float32]:
         """Each document's BM25 score for ``query`` (0 where no term matches); a term the
@@ -120,10 +130,9 @@ class Bm25Index:
         average = float(self.lengths.mean()) or 1.0
         norm = K1 * (1.0 - B + B * self.lengths / average)
         for term in tokenize(query):
-            found = self.postings.get(term)
-            if found is None:
+            docs, tfs = self.postings(term)
+            if not len(docs):
                 continue
-            docs, tfs = found
             idf = np.log1p((count - len(docs) + 0.5) / (len(docs) + 0.5))
             total[docs] += (idf * (K1 + 1.0) * tfs / (tfs + norm[docs])).astype(np.float32)
         return total

@@ -7,7 +7,8 @@ Correctness, in order of how it is kept:
   scope's memories, and a search only uses the entry of exactly its own scope.
 - A write through this process (``CachingStore``) drops every entry it can touch before it
   returns, and a load that overlapped a write is not kept. Loads run in the background: a
-  scope's first search goes to the store, as without a cache.
+  scope's first search goes to the store, as without a cache, and the searcher starts the
+  load once the store has answered it.
 - Every search first reads the table version (LanceDB re-reads it per
   ``read_consistency_interval_s``). The cache knows which versions its own writes made; any
   other change (another process's write, a compaction) empties it.
@@ -70,10 +71,11 @@ class ScopeCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    async def get(self, scope: Scope) -> ScopeIndex | None:
+    async def get(self, scope: Scope, *, load: bool = True) -> ScopeIndex | None:
         """The scope's index when it is cached and current; else None (the caller searches
-        the store), and the scope is loaded in the background for the next search. A scope
-        too large to cache stays None."""
+        the store), and, with ``load``, the scope is loaded in the background for the next
+        search (``load`` later, once the store has answered, keeps the scan off that
+        search's cores). A scope too large to cache stays None."""
         version = await self._source.version()
         if version != self._version:
             self.clear()
@@ -84,13 +86,21 @@ class ScopeCache:
             self.hits += 1
             return entry if isinstance(entry, ScopeIndex) else None
         self.misses += 1
+        if load:
+            self.load(scope)
+        return None
+
+    def load(self, scope: Scope) -> None:
+        """Start loading ``scope`` in the background, unless it is cached, being loaded for
+        the current table version, or a write is under way (then the next search asks)."""
+        if scope in self._entries or self._writing:
+            return
         stamp = (self._version, self._generation)
         loading = self._loading.get(scope)
-        if not self._writing and (loading is None or loading[1] != stamp):
+        if loading is None or loading[1] != stamp:
             task = asyncio.get_running_loop().create_task(self._load(scope, stamp))
             self._loading[scope] = (task, stamp)
             task.add_done_callback(lambda done: self._loaded(scope, done))
-        return None
 
     async def loads(self) -> None:
         """Wait for the loads under way (tests and benchmarks)."""
@@ -193,8 +203,8 @@ class CachingStore:
         # What the store offers beyond the protocol (``optimize``, ``uri``...) for its callers.
         return getattr(self.inner, name)
 
-    async def scope_index(self, scope: Scope) -> ScopeIndex | None:
-        return await self.cache.get(scope)
+    async def scope_index(self, scope: Scope, *, load: bool = True) -> ScopeIndex | None:
+        return await self.cache.get(scope, load=load)
 
     # ---- passed through ---------------------------------------------------------------------
 

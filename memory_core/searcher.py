@@ -187,23 +187,32 @@ class MemorySearcher:
         depth = depth or cfg.candidates
         mode = self.mode
         text_query = _FTS_UNSAFE.sub(" ", query).strip() if mode != "vector" else ""
-        vector = await self._query_vector(query)
         days = named_days(query) if cfg.date_weight > 0 else []
-        index = await self._scope_index(selection)
-        if index is not None:
-            vector_rankings, text_rankings = rank_in_index(
-                index,
-                vector,
-                text_query,
-                created_bounds(days, slack_days=cfg.date_slack_days) if days else [],
-                mode=mode,
-                depth=depth,
-                visible=index.visible(selection.unexpired_at, selection.hide_very_negative),
-            )
-        else:
-            vector_rankings, text_rankings = await self._rank_in_store(
-                vector, text_query, selection, days, depth
-            )
+        # The embedding runs in its thread while the cache is asked (and, for a scope it does
+        # not hold, while the store's full-text search runs).
+        embedding = asyncio.ensure_future(self._query_vector(query))
+        try:
+            index = await self._scope_index(selection)
+            if index is not None:
+                vector = await embedding
+                vector_rankings, text_rankings = rank_in_index(
+                    index,
+                    vector,
+                    text_query,
+                    created_bounds(days, slack_days=cfg.date_slack_days) if days else [],
+                    mode=mode,
+                    depth=depth,
+                    visible=index.visible(selection.unexpired_at, selection.hide_very_negative),
+                )
+            else:
+                vector_rankings, text_rankings = await self._rank_in_store(
+                    embedding, text_query, selection, days, depth
+                )
+                vector = await embedding
+                self._start_loading(selection)
+        finally:
+            if not embedding.done():
+                embedding.cancel()
         rankings: dict[str, Ranking] = {**vector_rankings, **(extra or {})}
         text_scores: dict[str, float] = {}
         for name, hits in text_rankings.items():
@@ -235,41 +244,63 @@ class MemorySearcher:
         """The cached index of a plain scope selection (caller filters go to the store; the
         lifecycle conditions are the index's ``visible`` mask)."""
         store = self._store
-        if not isinstance(store, CachingStore) or selection.filters:
+        if not isinstance(store, CachingStore) or not _plain(selection):
             return None
-        if selection.ids is not None or selection.hashes is not None or selection.window:
-            return None
-        return await store.scope_index(selection.scope)
+        return await store.scope_index(selection.scope, load=False)
+
+    def _start_loading(self, selection: Selection) -> None:
+        """After the store answered a plain scope selection, load the scope for the next."""
+        if isinstance(self._store, CachingStore) and _plain(selection):
+            self._store.cache.load(selection.scope)
 
     async def _rank_in_store(
         self,
-        vector: Vectors,
+        embedding: Awaitable[Vectors],
         text_query: str,
         selection: Selection,
         days: list[DayRange],
         depth: int,
     ) -> tuple[dict[str, list[tuple[Row, float]]], dict[str, list[TextHit]]]:
+        """The store's searches; the full-text ones start before ``embedding`` is done."""
         cfg = self._config.search
         mode = self.mode
         store = self._store
-        vector_searches: dict[str, Awaitable[list[tuple[Row, float]]]] = {}
         text_searches: dict[str, Awaitable[list[TextHit]]] = {}
-        if mode != "text":
-            vector_searches["vector"] = store.vector_search(vector, selection, limit=depth)
+        around = created_within(days, slack_days=cfg.date_slack_days) if days else None
         if text_query:
             text_searches["text"] = store.text_search(text_query, selection, limit=depth)
-        if days:  # "what did I say on 8 May, 2023?": rank what was said around that date too
-            around = created_within(days, slack_days=cfg.date_slack_days)
-            window = replace(selection, window=around)
-            if mode != "text":
-                vector_searches["date"] = store.vector_search(vector, window, limit=depth)
-            elif text_query:
+            if around is not None and mode == "text":
+                window = replace(selection, window=around)
                 text_searches["date"] = store.text_search(text_query, window, limit=depth)
-        found: list[Any] = await asyncio.gather(*vector_searches.values(), *text_searches.values())
-        return (
-            dict(zip(vector_searches, found, strict=False)),
-            dict(zip(text_searches, found[len(vector_searches) :], strict=True)),
+        texts = asyncio.gather(*text_searches.values())
+        vector_searches: dict[str, Awaitable[list[tuple[Row, float]]]] = {}
+        try:
+            vector = await embedding
+        except BaseException:
+            texts.cancel()
+            raise
+        if mode != "text":
+            vector_searches["vector"] = store.vector_search(vector, selection, limit=depth)
+            if around is not None:  # "what did I say on 8 May, 2023?": around that date too
+                window = replace(selection, window=around)
+                vector_searches["date"] = store.vector_search(vector, window, limit=depth)
+        vectors, found_texts = await asyncio.gather(
+            asyncio.gather(*vector_searches.values()), texts
         )
+        return (
+            dict(zip(vector_searches, vectors, strict=True)),
+            dict(zip(text_searches, found_texts, strict=True)),
+        )
+
+
+def _plain(selection: Selection) -> bool:
+    """A whole scope, no caller filters: what the scope cache can answer."""
+    return not (
+        selection.filters
+        or selection.ids is not None
+        or selection.hashes is not None
+        or selection.window
+    )
 
 
 def rank_in_index(

@@ -345,6 +345,95 @@ async def test_a_repeated_query_is_embedded_once(tmp_path: Path) -> None:
     await memory.close()
 
 
+class RecordingStore(LanceStore):
+    """Notes when the store's searches and the cache's scan start and end."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.events: list[str] = []
+
+    async def text_search(self, text: str, selection: Selection, *, limit: int) -> Any:
+        self.events.append("text search")
+        found = await super().text_search(text, selection, limit=limit)
+        self.events.append("text search done")
+        return found
+
+    async def vector_search(self, vector: Any, selection: Selection, *, limit: int) -> Any:
+        self.events.append("vector search")
+        found = await super().vector_search(vector, selection, limit=limit)
+        self.events.append("vector search done")
+        return found
+
+    async def scan(self, selection: Selection, *, limit: int) -> ScopeRows:
+        self.events.append("scan")
+        return await super().scan(selection, limit=limit)
+
+
+class SlowQueries(HashEmbedder):
+    """A query embedding that takes a while, noting when it starts and ends."""
+
+    def __init__(self, events: list[str]) -> None:
+        super().__init__()
+        self.events = events
+
+    async def embed(self, texts: Any, *, purpose: str = "passage") -> np.ndarray:
+        if purpose != "query":
+            return await super().embed(texts, purpose=purpose)
+        self.events.append("embedding")
+        await asyncio.sleep(0.2)
+        self.events.append("embedding done")
+        return await super().embed(texts, purpose=purpose)
+
+
+async def test_a_cold_scope_overlaps_the_embedding_and_loads_after_the_answer(
+    tmp_path: Path,
+) -> None:
+    inner = RecordingStore(str(tmp_path / "db"), 384)
+    store = CachingStore(inner, MemoryConfig().cache)
+    memory = AsyncMemory(
+        MemoryConfig(storage_uri=str(tmp_path / "db"), cache={"query_vectors": 0}),
+        embedder=SlowQueries(inner.events),
+        store=store,
+    )
+    await memory.open()
+    await memory.add(["User likes green tea", "User lives in Lisbon"], user_id="u", infer=False)
+    inner.events.clear()
+    assert "User likes green tea" in await ids_found(memory, "green tea", user_id="u")
+    events = inner.events
+    # The full-text search ran while the query was being embedded; the vector search needs
+    # the vector; the scope's scan came only after the store had answered.
+    assert events.index("text search") < events.index("embedding done")
+    assert events.index("text search done") < events.index("embedding done")
+    assert events.index("vector search") > events.index("embedding done")
+    assert "scan" not in events
+    await store.cache.loads()
+    assert events[-1] == "scan" and len(store.cache) == 1
+    events.clear()
+    assert "User likes green tea" in await ids_found(memory, "green tea", user_id="u")
+    assert events == ["embedding", "embedding done"]  # from the cache: no store query
+    assert store.cache.hits == 1
+    await memory.close()
+
+
+@pytest.mark.parametrize(
+    ("texts", "term", "docs", "tfs"),
+    [
+        (["tea tea", "coffee", "green tea"], "tea", [0, 2], [2, 1]),
+        (["tea tea", "coffee", "green tea"], "coffe", [1], [1]),
+        (["tea tea", "coffee", "green tea"], "milk", [], []),
+        (["", "the and of", "tea"], "tea", [2], [1]),  # empty and stop-word-only documents
+        ([], "tea", [], []),
+    ],
+)
+def test_postings_are_compressed_rows(
+    texts: list[str], term: str, docs: list[int], tfs: list[float]
+) -> None:
+    index = Bm25Index.build(texts)
+    found_docs, found_tfs = index.postings(term)
+    assert found_docs.tolist() == docs and found_tfs.tolist() == tfs
+    assert len(index.lengths) == len(texts) and int(index.starts[-1]) == len(index.docs)
+
+
 # ---- two processes on one store ---------------------------------------------------------------
 
 OTHER_PROCESS = textwrap.dedent(
