@@ -26,6 +26,7 @@ BLOCK_HEADER = (
 # Stored text is hostile: it may not open or close the block, nor start lines of its own.
 _ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
 TokenCounter = Callable[[str], int]
+MAX_CACHED_COUNT_CHARS = 1000
 DEFAULT_LIMITS = MemoryLimits()
 
 
@@ -38,7 +39,19 @@ def default_token_counter() -> TokenCounter:
     import tiktoken
 
     encoding = tiktoken.get_encoding("cl100k_base")
-    return lambda text: len(encoding.encode_ordinary(text))
+
+    # The same memory lines come back request after request: their counts are kept (short
+    # texts only, so the cache stays within ~16 MB).
+    @lru_cache(maxsize=16384)
+    def count_short(text: str) -> int:
+        return len(encoding.encode_ordinary(text))
+
+    def count(text: str) -> int:
+        if len(text) <= MAX_CACHED_COUNT_CHARS:
+            return count_short(text)
+        return len(encoding.encode_ordinary(text))
+
+    return count
 
 
 def escape_memory_text(text: str) -> str:

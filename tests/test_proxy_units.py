@@ -893,3 +893,15 @@ def test_error_mapping(exc: BaseException, status: int, type_: str) -> None:
         assert (payload["error"]["param"], payload["error"]["code"]) == (exc.param, exc.code)
     if isinstance(exc, RuntimeError):
         assert "secret" not in payload["error"]["message"]  # internals stay in the log
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "- [2024-05-01] User likes green tea", "日本語のテキスト 🎉", "word " * 199, "x" * 1001],
+)
+def test_token_counts_are_the_same_cached_or_not(text: str) -> None:
+    import tiktoken
+
+    count = default_token_counter()
+    expected = len(tiktoken.get_encoding("cl100k_base").encode_ordinary(text))
+    assert count(text) == expected and count(text) == expected  # second call: from the cache
