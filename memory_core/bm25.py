@@ -81,8 +81,9 @@ CHITCHAT = frozenset(
 @dataclass(frozen=True, slots=True)
 class Bm25Index:
     """Postings of a fixed list of documents, compressed rows: term ``t`` (``terms[t]``) is in
-    documents ``docs[starts[t]:starts[t + 1]]``, ``tfs`` times each (built with a few numpy
-    calls, not two small arrays per term: ~1 ms instead of ~15 ms for 1,000 memories)."""
+    documents ``docs[starts[t]:starts[t + 1]]``, ``tfs`` times each: a few numpy calls, not
+    two small arrays per term (1,000 memories: 11.7 ms instead of 13.3, the analyser's 8.9 ms
+    included)."""
 
     terms: dict[str, int]
     starts: npt.NDArray[np.int64]
