@@ -27,6 +27,7 @@ from memory_core.retrieval import (
     speaker_of,
     text_features,
 )
+from memory_core.scope_cache import CachingStore
 from memory_core.storage import Selection
 from memory_core.types import MemoryItem, Scope
 from proxy.inject import build_memory_block, memory_line
@@ -168,10 +169,14 @@ async def test_recency_weight_prefers_the_newer_fact(tmp_path: Path, embedder: A
         top_recent = (await recent.search(query, user_id="u", limit=2))["results"]
         assert top_recent[0]["memory"] == "User lives in Porto"
         # The same first search on the plain memory: both rankings below then come from the
-        # scope cache (a scope's first search ranks in LanceDB while the cache loads, whose
-        # BM25 can order near-ties of unrelated memories differently).
+        # scope cache (a scope's first search ranks in LanceDB, whose BM25 can order
+        # near-ties of unrelated memories differently; the cache loads after it).
         top_plain = (await plain.search(query, user_id="u", limit=2))["results"]
         assert top_plain[0]["memory"] != "User lives in Porto"
+        for memory in (plain, recent):  # the loads start after a first search: wait for both
+            store = memory.store
+            assert isinstance(store, CachingStore)
+            await store.cache.loads()
         # Not time-sensitive: no boost, the plain ranking.
         other = "Which city does the user live in?"
         assert [m["memory"] for m in (await recent.search(other, user_id="u"))["results"]] == [
