@@ -272,25 +272,21 @@ class MemorySearcher:
             if around is not None and mode == "text":
                 window = replace(selection, window=around)
                 text_searches["date"] = store.text_search(text_query, window, limit=depth)
-        texts = asyncio.gather(*text_searches.values())
-        vector_searches: dict[str, Awaitable[list[tuple[Row, float]]]] = {}
-        try:
+
+        async def vector_rankings() -> dict[str, list[tuple[Row, float]]]:
             vector = await embedding
-        except BaseException:
-            texts.cancel()
-            raise
-        if mode != "text":
-            vector_searches["vector"] = store.vector_search(vector, selection, limit=depth)
-            if around is not None:  # "what did I say on 8 May, 2023?": around that date too
-                window = replace(selection, window=around)
-                vector_searches["date"] = store.vector_search(vector, window, limit=depth)
-        vectors, found_texts = await asyncio.gather(
-            asyncio.gather(*vector_searches.values()), texts
+            searches: dict[str, Awaitable[list[tuple[Row, float]]]] = {}
+            if mode != "text":
+                searches["vector"] = store.vector_search(vector, selection, limit=depth)
+                if around is not None:  # "what did I say on 8 May, 2023?": around that date too
+                    window = replace(selection, window=around)
+                    searches["date"] = store.vector_search(vector, window, limit=depth)
+            return dict(zip(searches, await asyncio.gather(*searches.values()), strict=True))
+
+        vectors, texts = await asyncio.gather(
+            vector_rankings(), asyncio.gather(*text_searches.values())
         )
-        return (
-            dict(zip(vector_searches, vectors, strict=True)),
-            dict(zip(text_searches, found_texts, strict=True)),
-        )
+        return vectors, dict(zip(text_searches, texts, strict=True))
 
 
 def _plain(selection: Selection) -> bool:
