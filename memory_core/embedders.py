@@ -130,28 +130,47 @@ class LocalEmbedder(_TimedEmbed):
         future: asyncio.Future[Vectors] = loop.create_future()
         self._pending[purpose].append((texts[0], future))
         if not self._running[purpose]:
-            self._running[purpose] = True
-            loop.create_task(self._drain(purpose))
+            # Handed to the engine's thread before this coroutine first yields, so work the
+            # caller does meanwhile (the full-text ranking) overlaps the embedding.
+            self._next_batch(loop, purpose)
         return await future
 
-    async def _drain(self, purpose: Purpose) -> None:
-        """Embed everything queued for ``purpose`` in batches until the queue is empty."""
+    def _next_batch(self, loop: asyncio.AbstractEventLoop, purpose: Purpose) -> None:
+        """Start embedding up to ``batch_size`` of the queued texts; each batch's completion
+        starts the next, until the queue is empty."""
+        pending = self._pending[purpose]
+        self._running[purpose] = bool(pending)
+        if not pending:
+            return
+        batch = pending[: self._batch_size]
+        del pending[: self._batch_size]
         try:
-            while self._pending[purpose]:
-                batch = self._pending[purpose][: self._batch_size]
-                del self._pending[purpose][: self._batch_size]
-                try:
-                    vectors = await self._run([text for text, _ in batch], purpose)
-                except Exception as exc:  # handed to every waiting caller, not swallowed
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(EmbedderError(f"local embedder failed: {exc}"))
-                    continue
-                for row, (_, future) in enumerate(batch):
-                    if not future.done():
-                        future.set_result(vectors[row : row + 1])
-        finally:
-            self._running[purpose] = False
+            work = loop.run_in_executor(
+                self._executors[purpose], self._encode, [text for text, _ in batch], purpose
+            )
+        except RuntimeError as exc:  # the executor was shut down (closing)
+            _fail(batch, exc)
+            self._next_batch(loop, purpose)
+            return
+        work.add_done_callback(lambda done: self._deliver(loop, purpose, batch, done))
+
+    def _deliver(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        purpose: Purpose,
+        batch: list[tuple[str, asyncio.Future[Vectors]]],
+        done: asyncio.Future[Vectors],
+    ) -> None:
+        if done.cancelled():
+            _fail(batch, RuntimeError("cancelled"))
+        elif (exc := done.exception()) is not None:
+            _fail(batch, exc)  # handed to every waiting caller, not swallowed
+        else:
+            vectors = done.result()
+            for row, (_, future) in enumerate(batch):
+                if not future.done():
+                    future.set_result(vectors[row : row + 1])
+        self._next_batch(loop, purpose)
 
     async def _run_chunks(self, texts: list[str], purpose: Purpose) -> Vectors:
         parts = []
@@ -171,6 +190,12 @@ class LocalEmbedder(_TimedEmbed):
     def close(self) -> None:
         for executor in self._executors.values():
             executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _fail(batch: list[tuple[str, asyncio.Future[Vectors]]], exc: BaseException) -> None:
+    for _, future in batch:
+        if not future.done():
+            future.set_exception(EmbedderError(f"local embedder failed: {exc}"))
 
 
 class LiteLLMEmbedder(_TimedEmbed):

@@ -96,31 +96,35 @@ class ScopeIndex:
         limit: int,
         where: npt.NDArray[np.bool_] | None = None,
     ) -> list[tuple[Row, float]]:
-        """Exact cosine search (the vectors are unit length): (row, similarity) best first."""
+        """Exact cosine search (the vectors are unit length): (row, similarity) best first.
+        The rows are the cache's own: read them, never change them (``detached`` copies)."""
         if not self.rows:
             return []
         similarities = self.vectors @ vector
         candidates = np.arange(len(self.rows)) if where is None else np.flatnonzero(where)
         return [
-            (self.row(i), float(similarities[i])) for i in _top(similarities, candidates, limit)
+            (self.rows[i], float(similarities[i])) for i in _top(similarities, candidates, limit)
         ]
 
     def text_search(
         self, text: str, *, limit: int, where: npt.NDArray[np.bool_] | None = None
     ) -> list[TextHit]:
-        """BM25 search (``bm25.Bm25Index``): (row, its vector, score) in score order."""
+        """BM25 search (``bm25.Bm25Index``): (row, its vector, score) in score order; the rows
+        are the cache's own, as in ``vector_search``."""
         scores = self.bm25.scores(text)
         matched = scores > 0 if where is None else (scores > 0) & where
         found = _top(scores, np.flatnonzero(matched), limit)
-        return [(self.row(i), self.vectors[i], float(scores[i])) for i in found]
+        return [(self.rows[i], self.vectors[i], float(scores[i])) for i in found]
 
-    def row(self, index: int) -> Row:
-        """A copy of a row that callers may change without touching the cache."""
-        row = dict(self.rows[index])
-        metadata = row.get("metadata")
-        row["metadata"] = copy.deepcopy(metadata) if metadata else {}
-        row["categories"] = list(row.get("categories") or [])
-        return row
+
+def detached(row: Row) -> Row:
+    """A copy of a row that its caller may change without touching the cache (only the few
+    rows a search returns are copied, not every candidate)."""
+    copied = dict(row)
+    metadata = copied.get("metadata")
+    copied["metadata"] = copy.deepcopy(metadata) if metadata else {}
+    copied["categories"] = list(copied.get("categories") or [])
+    return copied
 
 
 def _expiry_seconds(rows: Sequence[Row]) -> npt.NDArray[np.float64] | None:
@@ -142,4 +146,4 @@ def _top(scores: npt.NDArray[np.float32], candidates: npt.NDArray[Any], limit: i
     return [int(i) for i in candidates[order]]
 
 
-__all__ = ["ROW_OVERHEAD_BYTES", "ScopeIndex"]
+__all__ = ["ROW_OVERHEAD_BYTES", "ScopeIndex", "detached"]

@@ -32,7 +32,7 @@ from .retrieval import (
     score_candidates,
 )
 from .scope_cache import CachingStore
-from .scope_index import ScopeIndex
+from .scope_index import ScopeIndex, detached
 from .storage import Row, Selection, Store, TextHit
 from .timestamps import now_stamp
 from .types import MemoryItem, Scope
@@ -118,7 +118,7 @@ class MemorySearcher:
                 continue
             if check is not None and not check(row):
                 continue
-            results.append(to_item(row, similarity))
+            results.append(to_item(detached(row), similarity))
             if len(results) >= keep:
                 break
         if reranker is not None and len(results) > 1:
@@ -182,7 +182,8 @@ class MemorySearcher:
 
         A scope in the per-process cache (``scope_cache``) is ranked in process, with the
         same searches; any other goes to the store's vector and full-text queries. ``extra``:
-        more rankings (the graph's), fused like the others."""
+        more rankings (the graph's), fused like the others. A candidate's row may be the
+        cache's own: read it, or copy it (``scope_index.detached``) before changing it."""
         cfg = self._config.search
         depth = depth or cfg.candidates
         mode = self.mode
@@ -194,15 +195,15 @@ class MemorySearcher:
         try:
             index = await self._scope_index(selection)
             if index is not None:
+                window = created_bounds(days, slack_days=cfg.date_slack_days) if days else []
+                visible = index.visible(selection.unexpired_at, selection.hide_very_negative)
+                # On this thread while the query is embedded on the engine's.
+                text_rankings = rank_text_in_index(
+                    index, text_query, window, mode=mode, depth=depth, visible=visible
+                )
                 vector = await embedding
-                vector_rankings, text_rankings = rank_in_index(
-                    index,
-                    vector,
-                    text_query,
-                    created_bounds(days, slack_days=cfg.date_slack_days) if days else [],
-                    mode=mode,
-                    depth=depth,
-                    visible=index.visible(selection.unexpired_at, selection.hide_very_negative),
+                vector_rankings = rank_vectors_in_index(
+                    index, vector, window, mode=mode, depth=depth, visible=visible
                 )
             else:
                 vector_rankings, text_rankings = await self._rank_in_store(
@@ -311,21 +312,60 @@ def rank_in_index(
 ) -> tuple[dict[str, list[tuple[Row, float]]], dict[str, list[TextHit]]]:
     """The searches of ``MemorySearcher._rank_in_store``, run on a cached scope (only its
     ``visible`` rows, when given)."""
-    vector_rankings: dict[str, list[tuple[Row, float]]] = {}
-    text_rankings: dict[str, list[TextHit]] = {}
-    if mode != "text":
-        vector_rankings["vector"] = index.vector_search(vector, limit=depth, where=visible)
-    if text_query:
-        text_rankings["text"] = index.text_search(text_query, limit=depth, where=visible)
-    if window:
-        around = index.created_between(window)
-        if visible is not None:
-            around &= visible
-        if mode != "text":
-            vector_rankings["date"] = index.vector_search(vector, limit=depth, where=around)
-        elif text_query:
-            text_rankings["date"] = index.text_search(text_query, limit=depth, where=around)
+    text_rankings = rank_text_in_index(
+        index, text_query, window, mode=mode, depth=depth, visible=visible
+    )
+    vector_rankings = rank_vectors_in_index(
+        index, vector, window, mode=mode, depth=depth, visible=visible
+    )
     return vector_rankings, text_rankings
 
 
-__all__ = ["MemorySearcher", "rank_in_index"]
+def rank_text_in_index(
+    index: ScopeIndex,
+    text_query: str,
+    window: list[tuple[str, str]],
+    *,
+    mode: str,
+    depth: int,
+    visible: npt.NDArray[np.bool_] | None,
+) -> dict[str, list[TextHit]]:
+    """``rank_in_index``'s full-text rankings (they need no query vector)."""
+    rankings: dict[str, list[TextHit]] = {}
+    if text_query:
+        rankings["text"] = index.text_search(text_query, limit=depth, where=visible)
+        if window and mode == "text":
+            around = _window_mask(index, window, visible)
+            rankings["date"] = index.text_search(text_query, limit=depth, where=around)
+    return rankings
+
+
+def rank_vectors_in_index(
+    index: ScopeIndex,
+    vector: Vectors,
+    window: list[tuple[str, str]],
+    *,
+    mode: str,
+    depth: int,
+    visible: npt.NDArray[np.bool_] | None,
+) -> dict[str, list[tuple[Row, float]]]:
+    """``rank_in_index``'s vector rankings."""
+    rankings: dict[str, list[tuple[Row, float]]] = {}
+    if mode != "text":
+        rankings["vector"] = index.vector_search(vector, limit=depth, where=visible)
+        if window:
+            around = _window_mask(index, window, visible)
+            rankings["date"] = index.vector_search(vector, limit=depth, where=around)
+    return rankings
+
+
+def _window_mask(
+    index: ScopeIndex, window: list[tuple[str, str]], visible: npt.NDArray[np.bool_] | None
+) -> npt.NDArray[np.bool_]:
+    around = index.created_between(window)
+    if visible is not None:
+        around &= visible
+    return around
+
+
+__all__ = ["MemorySearcher", "rank_in_index", "rank_text_in_index", "rank_vectors_in_index"]

@@ -23,6 +23,7 @@ from memory_core.e5_graph import OUTLIER_CHANNELS, build_e5_graph, signed_weight
 from memory_core.e5_model_file import E5ModelFile, default_model_path
 from memory_core.e5_tokenizer import METASPACE, UnigramTokenizer
 from memory_core.embedders import ENGINE_NAMES, LocalEmbedder, create_embedder
+from memory_core.errors import EmbedderError
 
 TEXTS = [
     "",
@@ -235,3 +236,39 @@ async def test_a_query_does_not_wait_behind_passages(local_embedder: LocalEmbedd
     assert not passages.done()
     stored = await passages
     assert stored.shape == (4, 384) and np.isfinite(query).all()
+
+
+async def test_concurrent_queries_each_get_their_own_vector(local_embedder: LocalEmbedder) -> None:
+    texts = [f"what did I say about topic number {i}?" for i in range(12)]
+    alone = [await local_embedder.embed([text], purpose="query") for text in texts]
+    together = await asyncio.gather(
+        *(local_embedder.embed([text], purpose="query") for text in texts)
+    )
+    for one, queued in zip(alone, together, strict=True):
+        np.testing.assert_allclose(one, queued, atol=1e-6)
+
+
+async def test_a_failing_engine_call_fails_its_callers_and_the_next_call_works(
+    local_embedder: LocalEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    encode = local_embedder._encode
+    calls = 0
+
+    def fails_once(texts: list[str], purpose: Any) -> np.ndarray:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("engine broke")
+        return encode(texts, purpose)
+
+    monkeypatch.setattr(local_embedder, "_encode", fails_once)
+    first, second = await asyncio.gather(
+        local_embedder.embed(["first question"], purpose="query"),
+        local_embedder.embed(["second question"], purpose="query"),
+        return_exceptions=True,
+    )
+    assert isinstance(first, EmbedderError) and "engine broke" in str(first)
+    # The second was queued behind the failed call and embedded by the next one.
+    assert isinstance(second, np.ndarray) and second.shape == (1, 384)
+    [again] = await local_embedder.embed(["first question"], purpose="query")
+    assert np.isfinite(again).all()

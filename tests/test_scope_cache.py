@@ -415,6 +415,63 @@ async def test_a_cold_scope_overlaps_the_embedding_and_loads_after_the_answer(
     await memory.close()
 
 
+async def test_changing_a_result_does_not_change_the_cache(tmp_path: Path) -> None:
+    memory = AsyncMemory(config(tmp_path / "db"), embedder=HashEmbedder())
+    await memory.add(
+        "User likes green tea", user_id="u", infer=False, metadata={"tags": ["drinks"]}
+    )
+    await memory.search("green tea", user_id="u")
+    store = memory.store
+    assert isinstance(store, CachingStore)
+    await store.cache.loads()
+    for _ in range(2):
+        [hit] = (await memory.search("green tea", user_id="u"))["results"]
+        assert hit["metadata"] == {"tags": ["drinks"]} and hit["categories"] == []
+        assert hit["memory"] == "User likes green tea"
+        hit["metadata"]["tags"].append("changed by the caller")
+        hit["metadata"]["new"] = 1
+        hit["categories"].append("changed")
+        hit["memory"] = "changed"
+    assert store.cache.hits == 2
+    await memory.close()
+
+
+async def test_a_cached_scope_ranks_full_text_while_the_query_is_embedded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events: list[str] = []
+    memory = AsyncMemory(
+        MemoryConfig(storage_uri=str(tmp_path / "db"), cache={"query_vectors": 0}),
+        embedder=SlowQueries(events),
+    )
+    await memory.add(["User likes green tea", "User lives in Lisbon"], user_id="u", infer=False)
+    assert "User likes green tea" in await ids_found(memory, "green tea", user_id="u")
+    store = memory.store
+    assert isinstance(store, CachingStore)
+    await store.cache.loads()
+    searches = {"text": ScopeIndex.text_search, "vector": ScopeIndex.vector_search}
+
+    def recording(kind: str) -> Any:
+        def search(index: ScopeIndex, *args: Any, **kwargs: Any) -> Any:
+            events.append(f"cached {kind} search")
+            return searches[kind](index, *args, **kwargs)
+
+        return search
+
+    for kind in searches:
+        monkeypatch.setattr(ScopeIndex, f"{kind}_search", recording(kind))
+    events.clear()
+    assert "User likes green tea" in await ids_found(memory, "green tea", user_id="u")
+    assert events == [
+        "embedding",
+        "cached text search",  # needs no vector: ranked while the query is embedded
+        "embedding done",
+        "cached vector search",
+    ]
+    assert store.cache.hits == 1
+    await memory.close()
+
+
 @pytest.mark.parametrize(
     ("texts", "term", "docs", "tfs"),
     [
