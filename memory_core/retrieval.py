@@ -82,23 +82,25 @@ def collect_candidates(
     their BM25 score."""
     candidates: dict[str, Candidate] = {}
     for name, ranking in rankings.items():
+        key = f"{name}_rank"
         for rank, (row, similarity) in enumerate(ranking):
             found = candidates.get(row["id"])
             if found is None:
                 found = candidates[row["id"]] = Candidate(
                     row, similarity, dict.fromkeys(FEATURES, 0.0)
                 )
-            found.features[f"{name}_rank"] = 1.0 / (k + rank + 1)
+            found.features[key] = 1.0 / (k + rank + 1)
     scores = text_scores or {}
     best = max(scores.values(), default=0.0)
-    named = mentioned_speakers(query, [c.row.get("memory") or "" for c in candidates.values()])
-    for memory_id, candidate in candidates.items():
-        text = candidate.row.get("memory") or ""
+    texts = [c.row.get("memory") or "" for c in candidates.values()]
+    labels = [speaker_of(text) for text in texts]
+    named = mentioned_speakers(query, texts, labels)
+    for (memory_id, candidate), text, label in zip(candidates.items(), texts, labels, strict=True):
         features = candidate.features
         features["similarity"] = candidate.similarity
         if best > 0:
             features["text_score"] = scores.get(memory_id, 0.0) / best
-        features["speaker"] = float(speaker_of(text) in named)
+        features["speaker"] = float(label in named)
         features.update(text_features(text))
     return list(candidates.values())
 
@@ -147,10 +149,15 @@ def speaker_of(text: str) -> str | None:
     return match.group(1) if match else None
 
 
-def mentioned_speakers(query: str, texts: Sequence[str]) -> set[str]:
-    """Speaker labels among ``texts`` that ``query`` names; empty when none is named or when
-    every label is (then naming a speaker tells no memory apart)."""
-    distinct = {label for label in map(speaker_of, texts) if label}
+def mentioned_speakers(
+    query: str, texts: Sequence[str], labels: Sequence[str | None] | None = None
+) -> set[str]:
+    """Speaker labels among ``texts`` (``labels``: their ``speaker_of``, when the caller has
+    them) that ``query`` names; empty when none is named or when every label is (then naming
+    a speaker tells no memory apart)."""
+    distinct = {
+        label for label in (labels if labels is not None else map(speaker_of, texts)) if label
+    }
     named = {
         label
         for label in distinct
