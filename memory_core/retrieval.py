@@ -94,7 +94,7 @@ def collect_candidates(
     best = max(scores.values(), default=0.0)
     texts = [c.row.get("memory") or "" for c in candidates.values()]
     labels = [speaker_of(text) for text in texts]
-    named = mentioned_speakers(query, texts, labels)
+    named = mentioned_speakers(query, labels)
     for (memory_id, candidate), text, label in zip(candidates.items(), texts, labels, strict=True):
         features = candidate.features
         features["similarity"] = candidate.similarity
@@ -149,15 +149,10 @@ def speaker_of(text: str) -> str | None:
     return match.group(1) if match else None
 
 
-def mentioned_speakers(
-    query: str, texts: Sequence[str], labels: Sequence[str | None] | None = None
-) -> set[str]:
-    """Speaker labels among ``texts`` (``labels``: their ``speaker_of``, when the caller has
-    them) that ``query`` names; empty when none is named or when every label is (then naming
-    a speaker tells no memory apart)."""
-    distinct = {
-        label for label in (labels if labels is not None else map(speaker_of, texts)) if label
-    }
+def mentioned_speakers(query: str, labels: Sequence[str | None]) -> set[str]:
+    """Speaker labels (``speaker_of`` of the candidates' texts) that ``query`` names; empty
+    when none is named or when every label is (then naming a speaker tells no memory apart)."""
+    distinct = {label for label in labels if label}
     named = {
         label
         for label in distinct

@@ -342,11 +342,11 @@ def test_speaker_labels_and_mentions() -> None:
     assert speaker_of("Mary Ann: hi") == "Mary Ann"
     assert speaker_of("User lives in Lisbon: a nice city") is None
     assert speaker_of("12:30 is lunch") is None
-    texts = ["Caroline: I paint", "Melanie: I swim", "A note"]
-    assert mentioned_speakers("What did Melanie paint?", texts) == {"Melanie"}
+    labels = [speaker_of(t) for t in ["Caroline: I paint", "Melanie: I swim", "A note"]]
+    assert mentioned_speakers("What did Melanie paint?", labels) == {"Melanie"}
     # No speaker named, or every speaker named: no signal.
-    assert mentioned_speakers("What was painted?", texts) == set()
-    assert mentioned_speakers("Did Caroline and Melanie paint?", texts) == set()
+    assert mentioned_speakers("What was painted?", labels) == set()
+    assert mentioned_speakers("Did Caroline and Melanie paint?", labels) == set()
 
 
 @pytest.mark.parametrize(
