@@ -254,8 +254,10 @@ class MemoryWriter:
         memory); every vector is computed before the first write."""
         origin = "update_answer" if existing else "extraction"  # no update call without rows
         decisions, refused = protect_immutable(decisions, existing)
+        # With the job id: an ADD an earlier run of this job stored without its history (its
+        # history write failed) gets that history now, as the extracted facts do.
         adds, known = await self.split_known(
-            write.scope, [d.text for d in decisions if d.event == "ADD"]
+            write.scope, [d.text for d in decisions if d.event == "ADD"], job_id=write.job_id
         )
         report.known(known)
         updates = [

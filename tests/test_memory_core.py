@@ -24,6 +24,8 @@ from memory_core import (
     NotFound,
 )
 from memory_core.embedders import Embedder
+from memory_core.errors import StoreError
+from memory_core.scope_cache import CachingStore
 from memory_core.llm_client import CallOptions
 from memory_core.records import content_hash
 
@@ -948,6 +950,54 @@ async def test_update_step_applies_mixed_decisions(storage_uri: str, embedder: A
         assert [h["event"] for h in await memory.history(sushi_id)] == ["ADD", "DELETE"]
         hits = await memory.search("which city?", user_id="u1", limit=1)
         assert texts_of(hits) == ["User lives in Rome"]
+    finally:
+        await memory.close()
+
+
+@pytest.mark.parametrize("decided", ["User is vegetarian", "User is a vegetarian"])
+async def test_a_learning_job_that_died_before_its_history_writes_it_when_retried(
+    storage_uri: str, embedder: Any, monkeypatch: pytest.MonkeyPatch, decided: str
+) -> None:
+    """The memory row was stored, the history write failed (LanceDB's "too many concurrent
+    writers" on a shared store): the retried job finds the text already stored and must still
+    record its ADD, under its own job id, once. ``decided``: the update step's ADD text, the
+    extracted fact itself or its rewording (then only the decision's text is stored)."""
+    await seeded(storage_uri, embedder, ["User likes tea"])
+
+    def add_it(_prompt: str) -> dict[str, Any]:
+        return {"memory": [{"id": "new", "text": decided, "event": "ADD"}]}
+
+    chat = ScriptedChat(["User is vegetarian"], add_it, add_it, add_it)
+    memory = await scripted(storage_uri, embedder, chat)
+    await memory.open()
+    store = memory.store
+    inner = store.inner if isinstance(store, CachingStore) else store
+    write_history = inner.add_history
+    failures = ["once"]
+
+    async def failing_once(rows: Any) -> None:
+        if failures:
+            failures.pop()
+            raise StoreError("LanceDB write failed: Too many concurrent writers")
+        await write_history(rows)
+
+    monkeypatch.setattr(inner, "add_history", failing_once)
+    try:
+        with pytest.raises(StoreError):
+            await memory.add("I'm vegetarian", user_id="u1", job_id="job-1")
+        stored = {i["memory"]: i["id"] for i in (await memory.get_all(user_id="u1"))["results"]}
+        assert set(stored) == {"User likes tea", decided}
+        assert await memory.history(stored[decided]) == []
+        assert not await inner.job_applied("job-1")
+
+        again = await memory.add("I'm vegetarian", user_id="u1", job_id="job-1")
+        assert again["results"] == []  # stored by the first run
+        assert await inner.job_applied("job-1")
+        history = await memory.history(stored[decided])
+        assert [(h["event"], h["new_memory"]) for h in history] == [("ADD", decided)]
+        assert (await memory.add("I'm vegetarian", user_id="u1", job_id="job-1"))["results"] == []
+        assert len(await memory.history(stored[decided])) == 1
+        assert sorted(texts_of(await memory.get_all(user_id="u1"))) == sorted(stored)
     finally:
         await memory.close()
 
