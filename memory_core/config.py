@@ -296,11 +296,13 @@ class GraphConfig(_Strict):
 class ScopeCacheConfig(_Strict):
     """The per-process cache of hot scopes (``scope_cache.py``): their vectors and full-text
     postings in memory, LanceDB the source of truth. ``max_bytes`` bounds it (least recently
-    used first out); a scope of more than ``max_scope_rows`` memories is searched in LanceDB."""
+    used first out); a scope of more than ``max_scope_rows`` memories is searched in LanceDB;
+    ``max_loads``: scopes loaded at once (in the background, after their first search)."""
 
     enabled: bool = True
     max_bytes: int = Field(default=256 * 1024 * 1024, ge=0)
     max_scope_rows: int = Field(default=20_000, ge=1, le=1_000_000)
+    max_loads: int = Field(default=1, ge=1, le=64)
     query_vectors: int = Field(default=2048, ge=0, le=1_000_000)  # repeated query texts
 
 

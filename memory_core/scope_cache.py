@@ -13,7 +13,10 @@ Correctness, in order of how it is kept:
   ``read_consistency_interval_s``). The cache knows which versions its own writes made; any
   other change (another process's write, a compaction) empties it.
 - Bounded: least recently used entries go first past ``max_bytes``; a scope of more than
-  ``max_scope_rows`` memories is never cached (its searches go to LanceDB).
+  ``max_scope_rows`` memories is never cached (its searches go to LanceDB); at most
+  ``max_loads`` scans run at once (a scope asked for while they do loads on a later search:
+  many new users at once must not turn into as many scans competing for the cores with
+  their own searches).
 """
 
 from __future__ import annotations
@@ -61,8 +64,11 @@ class ScopeCache:
         self._writing = 0
         self._write_lock = asyncio.Lock()
         self._loading: dict[Scope, tuple[asyncio.Task[None], tuple[int | None, int]]] = {}
+        self._max_loads = config.max_loads
+        self._scanning: set[asyncio.Task[None]] = set()  # every load task not yet done
         self.hits = 0
         self.misses = 0
+        self.loads_deferred = 0
 
     @property
     def nbytes(self) -> int:
@@ -92,15 +98,21 @@ class ScopeCache:
 
     def load(self, scope: Scope) -> None:
         """Start loading ``scope`` in the background, unless it is cached, being loaded for
-        the current table version, or a write is under way (then the next search asks)."""
+        the current table version, a write is under way or ``max_loads`` loads are (then
+        a later search asks again)."""
         if scope in self._entries or self._writing:
             return
         stamp = (self._version, self._generation)
         loading = self._loading.get(scope)
-        if loading is None or loading[1] != stamp:
-            task = asyncio.get_running_loop().create_task(self._load(scope, stamp))
-            self._loading[scope] = (task, stamp)
-            task.add_done_callback(lambda done: self._loaded(scope, done))
+        if loading is not None and loading[1] == stamp:
+            return
+        if len(self._scanning) >= self._max_loads:
+            self.loads_deferred += 1
+            return
+        task = asyncio.get_running_loop().create_task(self._load(scope, stamp))
+        self._loading[scope] = (task, stamp)
+        self._scanning.add(task)
+        task.add_done_callback(lambda done: self._loaded(scope, done))
 
     async def loads(self) -> None:
         """Wait for the loads under way (tests and benchmarks)."""
@@ -108,6 +120,7 @@ class ScopeCache:
             await asyncio.gather(*(t for t, _ in self._loading.values()), return_exceptions=True)
 
     def _loaded(self, scope: Scope, task: asyncio.Task[None]) -> None:
+        self._scanning.discard(task)
         loading = self._loading.get(scope)
         if loading is not None and loading[0] is task:
             del self._loading[scope]

@@ -228,17 +228,22 @@ async def test_a_scope_sees_only_its_own_memories(memory: AsyncMemory) -> None:
     await memory.add("Alice's agent note about tea", user_id="alice", agent_id="a1", infer=False)
     store = memory.store
     assert isinstance(store, CachingStore)
-    for _ in range(2):  # cold (the store answers while the scopes load), then from the cache
-        await store.cache.loads()
-        assert set(await ids_found(memory, "green tea", user_id="bob")) == {
+
+    async def found(query: str, **scope: str) -> list[str]:
+        result = await ids_found(memory, query, **scope)
+        await store.cache.loads()  # one load at a time (cache.max_loads): each scope in turn
+        return result
+
+    for _ in range(2):  # cold (the store answers, then the scope loads), then from the cache
+        assert set(await found("green tea", user_id="bob")) == {
             "Bob likes green tea",
             "Bob lives in Porto",
         }
-        assert "Alice's agent note about tea" in await ids_found(memory, "tea", user_id="alice")
-        assert await ids_found(memory, "tea", user_id="alice", agent_id="a1") == [
+        assert "Alice's agent note about tea" in await found("tea", user_id="alice")
+        assert await found("tea", user_id="alice", agent_id="a1") == [
             "Alice's agent note about tea"
         ]
-        assert await ids_found(memory, "tea", user_id="carol") == []
+        assert await found("tea", user_id="carol") == []
     assert store.cache.hits >= 4
 
 
@@ -296,6 +301,41 @@ async def test_a_load_overlapping_a_write_is_not_kept(tmp_path: Path) -> None:
     assert len(store.cache) == 1
     assert await ids_found(memory, "coffee", user_id="u") == ["User likes black coffee"]
     assert store.cache.hits == 1
+    await memory.close()
+
+
+@pytest.mark.parametrize("max_loads", [1, 2])
+async def test_at_most_max_loads_scopes_load_at_once(tmp_path: Path, max_loads: int) -> None:
+    inner = SlowScanStore(str(tmp_path / "db"), 384)
+    cfg = MemoryConfig(storage_uri=str(tmp_path / "db"), cache={"max_loads": max_loads})
+    store = CachingStore(inner, cfg.cache)
+    memory = AsyncMemory(cfg, embedder=HashEmbedder(), store=store)
+    await memory.open()
+    users = ["u1", "u2", "u3"]
+    for user in users:
+        await memory.add(f"{user} likes green tea", user_id=user, infer=False)
+    scans = 0
+    scan = inner.scan
+
+    async def counted(selection: Selection, *, limit: int) -> ScopeRows:
+        nonlocal scans
+        scans += 1
+        return await scan(selection, limit=limit)
+
+    inner.scan = counted  # type: ignore[method-assign]
+    for user in users:  # three new users at once: their searches answer, max_loads scans start
+        assert await ids_found(memory, "tea", user_id=user) == [f"{user} likes green tea"]
+    await inner.started.wait()
+    assert scans == max_loads and store.cache.loads_deferred == len(users) - max_loads
+    inner.release.set()
+    await store.cache.loads()
+    assert len(store.cache) == max_loads
+    for user in users:  # the deferred ones load after their next search
+        assert await ids_found(memory, "tea", user_id=user) == [f"{user} likes green tea"]
+        await store.cache.loads()
+    assert len(store.cache) == len(users) and scans == len(users)
+    assert await ids_found(memory, "tea", user_id="u3") == ["u3 likes green tea"]
+    assert store.cache.hits == max_loads + 1  # the loaded ones in the second round, then u3
     await memory.close()
 
 
