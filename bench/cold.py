@@ -141,7 +141,11 @@ def render(r: dict[str, Any]) -> str:
             f"Run {r['date']}, commit `{r['commit']}`, {r['machine']}. `python -m bench cold`: "
             f"a fresh `memproxy serve` per variant on the {size:,}-memory store, concurrency 1, "
             f"{r['users_per_run']} users per run, each searched for the first time in that "
-            "process (its own users per run); variants in turn, then in reverse order.",
+            "process (its own users per run); variants in turn, then in reverse order. "
+            "`recalled` is 0: the other users' memories are word salad with random vectors "
+            "and none passes the similarity threshold, but every search runs in full. The "
+            "store's queries and scans run on LanceDB's threads, a load's scan competes with "
+            "the next user's search for the two cores: compare the variants within a round.",
             table(
                 [
                     "variant",

@@ -44,13 +44,29 @@ def commit() -> str:
         return "unknown"
 
 
+_SIMD = (
+    ("avx2", "AVX2"),
+    ("avx512f", "AVX-512"),
+    ("avx512_vnni", "VNNI"),
+    ("avx_vnni", "AVX-VNNI"),
+    ("amx_int8", "AMX"),
+)
+
+
 def machine() -> str:
     cpu = platform.processor() or "cpu"
+    flags: set[str] = set()
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
                 break
+    # The query embedding's speed depends on these more than on the model name (hosts differ).
+    simd = [n for f, n in _SIMD if f in flags]
+    if simd:
+        cpu = f"{cpu} ({' '.join(simd)})"
     mem_gib = 0.0
     with contextlib.suppress(OSError, ValueError, IndexError):
         for line in Path("/proc/meminfo").read_text().splitlines():
