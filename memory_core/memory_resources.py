@@ -19,12 +19,12 @@ from .importer import MemoryImporter
 from .maintenance_lock import MaintenanceLock
 from .memory_graph import open_graph
 from .profiles import ProfileStore
-from .records import scope_of
+from .records import expiry_history, scope_of
 from .retrieval import LiteLLMReranker, Reranker
 from .scope_cache import CachingStore, with_scope_cache
 from .searcher import MemorySearcher
 from .storage import Store
-from .store import LanceStore, expiry_history
+from .store import LanceStore
 from .timestamps import now_stamp
 from .types import Scope
 from .writer import MemoryWriter

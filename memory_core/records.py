@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .lifecycle import expiration_day
+from .lifecycle import EXPIRED_SOURCE, expiration_day
 from .storage import Row
 from .types import Event, MemoryItem, Scope
 
@@ -132,7 +132,16 @@ def to_item(row: Mapping[str, Any], score: float | None = None) -> MemoryItem:
     return item
 
 
+def expiry_history(rows: Sequence[Mapping[str, Any]], stamp: str) -> list[Row]:
+    """The DELETE history rows of expired memories a purge removed (source ``expired``)."""
+    return [
+        history_row(r["id"], scope_of(r), r["memory"], None, "DELETE", stamp, None, EXPIRED_SOURCE)
+        for r in rows
+    ]
+
+
 __all__ = [
+    "expiry_history",
     "SEARCH_TEXT",
     "content_hash",
     "history_row",

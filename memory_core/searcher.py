@@ -193,6 +193,7 @@ class MemorySearcher:
         # not hold, while the store's full-text search runs).
         embedding = asyncio.ensure_future(self._query_vector(query))
         try:
+            await asyncio.sleep(0)  # its first step hands the query to the engine thread
             index = await self._scope_index(selection)
             if index is not None:
                 window = created_bounds(days, slack_days=cfg.date_slack_days) if days else []

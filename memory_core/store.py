@@ -20,9 +20,8 @@ import pyarrow.compute as pc
 from .config import MemoryLimits
 from .errors import StoreError
 from .filters import CompiledFilter, compile_selection, ids_sql, sql_literal
-from .lifecycle import EXPIRED_SOURCE
 from .maintenance_lock import MaintenanceLock
-from .records import SEARCH_TEXT, history_row, scope_of
+from .records import SEARCH_TEXT, expiry_history
 from .storage import Row, RowCheck, ScopeRows, Selection, TextHit
 from .store_schema import (
     HISTORY,
@@ -34,7 +33,8 @@ from .store_schema import (
     encode_row,
     memories_schema,
 )
-from .store_tables import consistency_interval, open_tables
+from .store_tables import consistency_interval, open_tables, query_arrow, query_rows
+from .table_version import KnownVersion
 from .timestamps import now_stamp
 from .types import HistoryItem
 
@@ -78,6 +78,7 @@ class LanceStore:
         self._retention = timedelta(seconds=cleanup_retention_s)
         self._writes_since_optimize = 0
         self._maintenance: asyncio.Task[None] | None = None
+        self._version = KnownVersion(self._read_version, keep=self._consistency is None)
         self._db: Any = None
         self._memories: Any = None
         self._history: Any = None
@@ -92,6 +93,7 @@ class LanceStore:
             )
         except (OSError, RuntimeError, ValueError) as exc:
             raise StoreError(f"cannot open LanceDB at {self.uri}: {exc}") from exc
+        self._version.may_change()
         try:
             self._memories, self._history = await open_tables(self._db, self.uri, self.dimension)
         except BaseException:
@@ -122,7 +124,7 @@ class LanceStore:
         query = self._table().query().select(ROW_COLUMNS).limit(limit or SCAN_LIMIT)
         if compiled.sql:
             query = query.where(compiled.sql)
-        rows = [decode_row(r) for r in await _to_rows(query)]
+        rows = [decode_row(r) for r in await query_rows(query)]
         return rows if compiled.predicate is None else [r for r in rows if compiled.matches(r)]
 
     async def count(self, selection: Selection | None = None) -> int:
@@ -146,7 +148,7 @@ class LanceStore:
         )
         if where:
             query = query.where(where)
-        rows = await _to_rows(query)
+        rows = await query_rows(query)
         return [(decode_row(r), 1.0 - float(r["_distance"])) for r in rows]
 
     async def text_search(self, text: str, selection: Selection, *, limit: int) -> list[TextHit]:
@@ -162,7 +164,7 @@ class LanceStore:
         )
         if where:
             query = query.where(where)
-        table = await _to_arrow(query)
+        table = await query_arrow(query)
         if table.num_rows == 0:
             return []
         column = table.column("vector")
@@ -182,7 +184,10 @@ class LanceStore:
         ]
 
     async def version(self) -> int:
-        """The memories table's version (re-read per ``read_consistency_interval_s``)."""
+        """The memories table's version (``table_version.KnownVersion``)."""
+        return await self._version.get()
+
+    async def _read_version(self) -> int:
         try:
             return int(await self._table().version())
         except (OSError, RuntimeError, ValueError) as exc:
@@ -195,7 +200,7 @@ class LanceStore:
         query = self._table().query().select([*ROW_COLUMNS, "vector", SEARCH_TEXT]).limit(limit)
         if where:
             query = query.where(where)
-        table = await _to_arrow(query)
+        table = await query_arrow(query)
         if table.num_rows and table.column("vector").null_count:
             table = table.filter(pc.is_valid(table.column("vector")))
         flat = table.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
@@ -206,7 +211,7 @@ class LanceStore:
 
     async def history(self, memory_id: str) -> list[HistoryItem]:
         query = self._history.query().where(ids_sql("memory_id", [memory_id])).limit(SCAN_LIMIT)
-        rows = await _to_rows(query)
+        rows = await query_rows(query)
         rows.sort(key=lambda r: (r["created_at"], r["id"]))
         return [
             HistoryItem(
@@ -233,7 +238,7 @@ class LanceStore:
             .select(["memory_id"])
             .limit(SCAN_LIMIT)
         )
-        return {row["memory_id"] for row in await _to_rows(query)}
+        return {row["memory_id"] for row in await query_rows(query)}
 
     async def job_applied(self, job_id: str) -> bool:
         """True when a history row records that ``job_id`` was already applied."""
@@ -278,16 +283,21 @@ class LanceStore:
     async def reset(self) -> None:
         """Drop both tables and create them empty."""
         await self._wait_maintenance()
+        self._version.may_change()
         for name in (MEMORIES, HISTORY):
             if name in await self._db.table_names():
                 await self._db.drop_table(name)
         self._memories, self._history = await open_tables(self._db, self.uri, self.dimension)
+        self._version.may_change()
 
     async def _write(self, operation: Any) -> None:
+        self._version.may_change()
         try:
             await operation
         except (OSError, RuntimeError, ValueError) as exc:
             raise StoreError(f"LanceDB write failed: {exc}") from exc
+        finally:
+            self._version.may_change()
         self._writes_since_optimize += 1
         if self._writes_since_optimize >= self._optimize_every and (
             self._maintenance is None or self._maintenance.done()
@@ -322,12 +332,15 @@ class LanceStore:
                     if purged:
                         log.info("purged %d expired memories", purged)
             for table in (self._memories, self._history):
+                self._version.may_change()
                 try:
                     await table.optimize(cleanup_older_than=self._retention)
                 except (OSError, RuntimeError, ValueError) as exc:
                     # Maintenance is best effort: the data stays correct, only slower to read.
                     log.warning("LanceDB optimize failed on %s: %s", self.uri, exc)
                     outcome = "failed"
+                finally:
+                    self._version.may_change()
         finally:
             log.info("store maintenance finished: %s", outcome)
             self.maintenance_runs[outcome] += 1
@@ -345,7 +358,7 @@ class LanceStore:
         now = now_stamp()
         where = f"expires_at IS NOT NULL AND expires_at <= {sql_literal(now)}"
         query = self._table().query().where(where).select(ROW_COLUMNS).limit(SCAN_LIMIT)
-        rows = [decode_row(r) for r in await _to_rows(query)]
+        rows = [decode_row(r) for r in await query_rows(query)]
         if not rows:
             return 0
         await self._write(self._table().delete(where))
@@ -371,29 +384,10 @@ class LanceStore:
 
     async def close(self) -> None:
         await self._wait_maintenance()
+        self._version.may_change()
         self._memories = None
         self._history = None
         self._db = None
 
 
-def expiry_history(rows: Sequence[Mapping[str, Any]], stamp: str) -> list[Row]:
-    """The DELETE history rows of expired memories a purge removed (source ``expired``)."""
-    return [
-        history_row(r["id"], scope_of(r), r["memory"], None, "DELETE", stamp, None, EXPIRED_SOURCE)
-        for r in rows
-    ]
-
-
-async def _to_arrow(query: Any) -> pa.Table:
-    try:
-        return await query.to_arrow()
-    except (OSError, RuntimeError, ValueError) as exc:
-        raise StoreError(f"LanceDB query failed: {exc}") from exc
-
-
-async def _to_rows(query: Any) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = (await _to_arrow(query)).to_pylist()
-    return rows
-
-
-__all__ = ["LanceStore", "decode_row", "expiry_history"]
+__all__ = ["LanceStore", "decode_row"]

@@ -90,6 +90,19 @@ async def _open_or_create_once(db: Any, name: str, schema: pa.Schema) -> Any:
     return await db.create_table(name, schema=schema, exist_ok=True)
 
 
+async def query_arrow(query: Any) -> pa.Table:
+    """A LanceDB query's result, its failures as ``StoreError``."""
+    try:
+        return await query.to_arrow()
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise StoreError(f"LanceDB query failed: {exc}") from exc
+
+
+async def query_rows(query: Any) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = (await query_arrow(query)).to_pylist()
+    return rows
+
+
 async def _check_dimension(memories: Any, uri: str, dimension: int) -> None:
     stored = (await memories.schema()).field("vector").type.list_size
     if stored != dimension:
@@ -142,4 +155,4 @@ async def _create_missing_indexes(memories: Any, history: Any) -> None:
         await history.create_index("memory_id", config=BTree())
 
 
-__all__ = ["open_tables"]
+__all__ = ["open_tables", "query_arrow", "query_rows"]

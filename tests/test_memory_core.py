@@ -25,9 +25,9 @@ from memory_core import (
 )
 from memory_core.embedders import Embedder
 from memory_core.errors import StoreError
-from memory_core.scope_cache import CachingStore
 from memory_core.llm_client import CallOptions
 from memory_core.records import content_hash
+from memory_core.scope_cache import CachingStore
 
 STAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}\+00:00$")
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
