@@ -90,6 +90,7 @@ class Bm25Index:
     docs: npt.NDArray[np.int32]
     tfs: npt.NDArray[np.float32]
     lengths: npt.NDArray[np.float32]
+    norms: npt.NDArray[np.float32]  # BM25's length normalisation of each document, once
 
     @classmethod
     def build(cls, texts: Sequence[str]) -> Bm25Index:
@@ -106,11 +107,14 @@ class Bm25Index:
         unique, counts = np.unique(pairs, return_counts=True)  # sorted: by term, then document
         starts = np.searchsorted(unique // width, np.arange(len(terms) + 1)).astype(np.int64)
         docs = (unique % width).astype(np.int32)
-        return cls(terms, starts, docs, counts.astype(np.float32), lengths)
+        average = float(lengths.mean()) if len(texts) else 1.0
+        norms = (K1 * (1.0 - B + B * lengths / (average or 1.0))).astype(np.float32)
+        return cls(terms, starts, docs, counts.astype(np.float32), lengths, norms)
 
     @property
     def nbytes(self) -> int:
-        arrays = self.starts.nbytes + self.docs.nbytes + self.tfs.nbytes + self.lengths.nbytes
+        arrays = self.starts.nbytes + self.docs.nbytes + self.tfs.nbytes
+        arrays += self.lengths.nbytes + self.norms.nbytes
         return int(arrays) + sum(100 + len(term) for term in self.terms)  # dict entry + str
 
     def postings(self, term: str) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.float32]]:
@@ -128,8 +132,7 @@ class Bm25Index:
         count = len(self.lengths)
         if count == 0:
             return total
-        average = float(self.lengths.mean()) or 1.0
-        norm = K1 * (1.0 - B + B * self.lengths / average)
+        norm = self.norms
         for term in tokenize(query):
             docs, tfs = self.postings(term)
             if not len(docs):

@@ -52,6 +52,7 @@ _PATTERNS = (
 # inside the stored timestamps' four-digit years.
 _YEARS = (1900, 2999)
 _MONTH_YEAR = re.compile(rf"\b{_MONTH},? {_YEAR}\b", re.IGNORECASE)  # June 2023
+_FOUR_DIGITS = re.compile(r"\d{4}")  # every pattern needs a year: most queries have none
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +69,8 @@ def named_days(text: str) -> list[DayRange]:
     A month with a year ("in June 2023") is the whole month, unless the same words are part
     of a full date ("8 June 2023"). Impossible dates ("31 February 2023") are ignored.
     """
+    if _FOUR_DIGITS.search(text) is None:
+        return []
     found: list[tuple[int, DayRange]] = []
     taken: list[tuple[int, int]] = []
     for pattern in _PATTERNS:
