@@ -141,9 +141,9 @@ def expiry_history(rows: Sequence[Mapping[str, Any]], stamp: str) -> list[Row]:
 
 
 __all__ = [
-    "expiry_history",
     "SEARCH_TEXT",
     "content_hash",
+    "expiry_history",
     "history_row",
     "memory_row",
     "scope_of",
