@@ -6,17 +6,17 @@ Correctness, in order of how it is kept:
 - An entry is one scope's rows as a scan of that scope returned them: it can hold no other
   scope's memories, and a search only uses the entry of exactly its own scope.
 - A write through this process (``CachingStore``) drops every entry it can touch before it
-  returns, and a load that overlapped a write is not kept. Loads run in the background: a
-  scope's first search goes to the store, as without a cache, and the searcher starts the
-  load once the store has answered it.
+  returns, and a load that overlapped a write is not kept (the searches waiting for it use
+  it: they overlapped that write too). A scope's first search waits for its load, one read
+  of the scope's packed records (``store_rows``), while its query is embedded.
 - Every search first reads the table version (LanceDB re-reads it per
   ``read_consistency_interval_s``). The cache knows which versions its own writes made; any
   other change (another process's write, a compaction) empties it.
 - Bounded: least recently used entries go first past ``max_bytes``; a scope of more than
   ``max_scope_rows`` memories is never cached (its searches go to LanceDB); at most
-  ``max_loads`` scans run at once (a scope asked for while they do loads on a later search:
-  many new users at once must not turn into as many scans competing for the cores with
-  their own searches).
+  ``max_loads`` scans run at once (a scope asked for while they do is searched in the store
+  and loads after it answered: many new users at once must not turn into as many scans
+  competing for the cores).
 """
 
 from __future__ import annotations
@@ -63,9 +63,12 @@ class ScopeCache:
         self._generation = 0  # bumped when a write starts and ends: loads across one are dropped
         self._writing = 0
         self._write_lock = asyncio.Lock()
-        self._loading: dict[Scope, tuple[asyncio.Task[None], tuple[int | None, int]]] = {}
+        self._loading: dict[
+            Scope, tuple[asyncio.Task[ScopeIndex | None], tuple[int | None, int]]
+        ] = {}
         self._max_loads = config.max_loads
-        self._scanning: set[asyncio.Task[None]] = set()  # every load task not yet done
+        # Every load task not yet done.
+        self._scanning: set[asyncio.Task[ScopeIndex | None]] = set()
         self.hits = 0
         self.misses = 0
         self.loads_deferred = 0
@@ -77,11 +80,11 @@ class ScopeCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    async def get(self, scope: Scope, *, load: bool = True) -> ScopeIndex | None:
-        """The scope's index when it is cached and current; else None (the caller searches
-        the store), and, with ``load``, the scope is loaded in the background for the next
-        search (``load`` later, once the store has answered, keeps the scan off that
-        search's cores). A scope too large to cache stays None."""
+    async def get(self, scope: Scope) -> ScopeIndex | None:
+        """The scope's index, cached or loaded now (the caller waits for one read of the
+        scope's records); None for a scope too large to cache, while a write through this
+        process is under way, or while ``max_loads`` other loads run (the caller searches the
+        store, and loads the scope after it answered: ``load``)."""
         version = await self._source.version()
         if version != self._version:
             self.clear()
@@ -92,34 +95,42 @@ class ScopeCache:
             self.hits += 1
             return entry if isinstance(entry, ScopeIndex) else None
         self.misses += 1
-        if load:
-            self.load(scope)
-        return None
+        loading = self.load(scope)
+        if loading is None:
+            return None
+        try:
+            # Shielded: a search given up (a client gone) does not cancel a load others wait on.
+            return await asyncio.shield(loading)
+        except (
+            Exception
+        ):  # boundary: a failed load (logged by _loaded) sends this search to the store
+            return None
 
-    def load(self, scope: Scope) -> None:
-        """Start loading ``scope`` in the background, unless it is cached, being loaded for
-        the current table version, a write is under way or ``max_loads`` loads are (then
-        a later search asks again)."""
+    def load(self, scope: Scope) -> asyncio.Task[ScopeIndex | None] | None:
+        """The load of ``scope`` for the current table version: the one under way, or a new
+        one; None when it is cached, a write is under way or ``max_loads`` loads are (then a
+        later search asks again)."""
         if scope in self._entries or self._writing:
-            return
+            return None
         stamp = (self._version, self._generation)
         loading = self._loading.get(scope)
         if loading is not None and loading[1] == stamp:
-            return
+            return loading[0]
         if len(self._scanning) >= self._max_loads:
             self.loads_deferred += 1
-            return
+            return None
         task = asyncio.get_running_loop().create_task(self._load(scope, stamp))
         self._loading[scope] = (task, stamp)
         self._scanning.add(task)
         task.add_done_callback(lambda done: self._loaded(scope, done))
+        return task
 
     async def loads(self) -> None:
         """Wait for the loads under way (tests and benchmarks)."""
         while self._loading:
             await asyncio.gather(*(t for t, _ in self._loading.values()), return_exceptions=True)
 
-    def _loaded(self, scope: Scope, task: asyncio.Task[None]) -> None:
+    def _loaded(self, scope: Scope, task: asyncio.Task[ScopeIndex | None]) -> None:
         self._scanning.discard(task)
         loading = self._loading.get(scope)
         if loading is not None and loading[0] is task:
@@ -128,15 +139,17 @@ class ScopeCache:
             # A failed load only means the next searches go to the store, as without a cache.
             log.warning("loading a scope into the cache failed: %r", task.exception())
 
-    async def _load(self, scope: Scope, stamp: tuple[int | None, int]) -> None:
+    async def _load(self, scope: Scope, stamp: tuple[int | None, int]) -> ScopeIndex | None:
         scanned = await self._source.scan(Selection(scope), limit=self._max_rows + 1)
         index = None
         if len(scanned.rows) <= self._max_rows:
             # Off the event loop: postings of a large scope take a while to build.
             index = await asyncio.to_thread(ScopeIndex.build, scanned)
-        # Kept only if nothing was written, by anyone, since the scan started.
+        # Kept only if nothing was written, by anyone, since the scan started; either way
+        # the searches waiting for it use it (they overlapped that write).
         if not self._writing and stamp == (self._version, self._generation):
             self._put(scope, index)
+        return index
 
     def _put(self, scope: Scope, index: ScopeIndex | None) -> None:
         self._drop(scope)
@@ -216,8 +229,8 @@ class CachingStore:
         # What the store offers beyond the protocol (``optimize``, ``uri``...) for its callers.
         return getattr(self.inner, name)
 
-    async def scope_index(self, scope: Scope, *, load: bool = True) -> ScopeIndex | None:
-        return await self.cache.get(scope, load=load)
+    async def scope_index(self, scope: Scope) -> ScopeIndex | None:
+        return await self.cache.get(scope)
 
     # ---- passed through ---------------------------------------------------------------------
 

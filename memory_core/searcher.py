@@ -180,8 +180,9 @@ class MemorySearcher:
         ``depth`` (default ``search.candidates``) deep under ``selection``'s prefilter; also
         what ``python -m bench locomo --fit`` fits the fusion weights on.
 
-        A scope in the per-process cache (``scope_cache``) is ranked in process, with the
-        same searches; any other goes to the store's vector and full-text queries. ``extra``:
+        A scope the per-process cache (``scope_cache``) holds, or loads while the query is
+        embedded, is ranked in process with the same searches; any other goes to the store's
+        vector and full-text queries. ``extra``:
         more rankings (the graph's), fused like the others. A candidate's row may be the
         cache's own: read it, or copy it (``scope_index.detached``) before changing it."""
         cfg = self._config.search
@@ -189,8 +190,8 @@ class MemorySearcher:
         mode = self.mode
         text_query = _FTS_UNSAFE.sub(" ", query).strip() if mode != "vector" else ""
         days = named_days(query) if cfg.date_weight > 0 else []
-        # The embedding runs in its thread while the cache is asked (and, for a scope it does
-        # not hold, while the store's full-text search runs).
+        # The embedding runs in its thread while the cache is asked (and loads the scope, or,
+        # for a scope it cannot hold, while the store's full-text search runs).
         embedding = asyncio.ensure_future(self._query_vector(query))
         try:
             await asyncio.sleep(0)  # its first step hands the query to the engine thread
@@ -243,15 +244,16 @@ class MemorySearcher:
         return vector
 
     async def _scope_index(self, selection: Selection) -> ScopeIndex | None:
-        """The cached index of a plain scope selection (caller filters go to the store; the
-        lifecycle conditions are the index's ``visible`` mask)."""
+        """The cached (or just loaded) index of a plain scope selection (caller filters go to
+        the store; the lifecycle conditions are the index's ``visible`` mask)."""
         store = self._store
         if not isinstance(store, CachingStore) or not _plain(selection):
             return None
-        return await store.scope_index(selection.scope, load=False)
+        return await store.scope_index(selection.scope)
 
     def _start_loading(self, selection: Selection) -> None:
-        """After the store answered a plain scope selection, load the scope for the next."""
+        """After the store answered a plain scope selection the cache had no room to load
+        (``cache.max_loads``), load the scope for the next search."""
         if isinstance(self._store, CachingStore) and _plain(selection):
             self._store.cache.load(selection.scope)
 

@@ -15,7 +15,6 @@ from typing import Any
 import lancedb
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from .config import MemoryLimits
 from .errors import StoreError
@@ -23,13 +22,13 @@ from .filters import CompiledFilter, compile_selection, ids_sql, sql_literal
 from .maintenance_lock import MaintenanceLock
 from .records import SEARCH_TEXT, expiry_history
 from .storage import Row, RowCheck, ScopeRows, Selection, TextHit
+from .store_rows import scan_scope, update_row
 from .store_schema import (
     HISTORY,
     HISTORY_SCHEMA,
     MEMORIES,
     ROW_COLUMNS,
     decode_row,
-    encode_metadata,
     encode_row,
     memories_schema,
 )
@@ -195,19 +194,9 @@ class LanceStore:
 
     async def scan(self, selection: Selection, *, limit: int) -> ScopeRows:
         """Up to ``limit`` rows of ``selection`` (SQL part only) with their vectors and
-        full-text input, in table order: what the per-process scope cache holds."""
+        full-text input, from their records (one column read): what the scope cache holds."""
         where = self._compiled(selection).sql
-        query = self._table().query().select([*ROW_COLUMNS, "vector", SEARCH_TEXT]).limit(limit)
-        if where:
-            query = query.where(where)
-        table = await query_arrow(query)
-        if table.num_rows and table.column("vector").null_count:
-            table = table.filter(pc.is_valid(table.column("vector")))
-        flat = table.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
-        vectors = flat.astype(np.float32, copy=False).reshape(table.num_rows, self.dimension)
-        texts = [t or "" for t in table.column(SEARCH_TEXT).to_pylist()]
-        rows = [decode_row(r) for r in table.drop_columns(["vector", SEARCH_TEXT]).to_pylist()]
-        return ScopeRows(rows, vectors, texts)
+        return await scan_scope(self._table(), where, limit=limit, dimension=self.dimension)
 
     async def history(self, memory_id: str) -> list[HistoryItem]:
         query = self._history.query().where(ids_sql("memory_id", [memory_id])).limit(SCAN_LIMIT)
@@ -258,14 +247,8 @@ class LanceStore:
             )
 
     async def update(self, memory_id: str, values: Mapping[str, Any]) -> None:
-        encoded = dict(values)
-        if "memory" in encoded:  # a new text drops the old context from the full-text index
-            encoded.setdefault(SEARCH_TEXT, encoded["memory"])
-        if "metadata" in encoded:
-            encoded["metadata"] = encode_metadata(encoded["metadata"])
-        if "vector" in encoded:
-            encoded["vector"] = np.asarray(encoded["vector"], dtype=np.float32).tolist()
-        await self._write(self._table().update(encoded, where=ids_sql("id", [memory_id])))
+        """Set ``values`` on one memory, its record and revision with them (``store_rows``)."""
+        await update_row(self._table(), memory_id, values, self._write)
 
     async def delete(self, selection: Selection) -> None:
         compiled = self._compiled(selection)
@@ -290,10 +273,10 @@ class LanceStore:
         self._memories, self._history = await open_tables(self._db, self.uri, self.dimension)
         self._version.may_change()
 
-    async def _write(self, operation: Any) -> None:
+    async def _write(self, operation: Awaitable[Any]) -> Any:
         self._version.may_change()
         try:
-            await operation
+            result = await operation
         except (OSError, RuntimeError, ValueError) as exc:
             raise StoreError(f"LanceDB write failed: {exc}") from exc
         finally:
@@ -304,6 +287,7 @@ class LanceStore:
         ):
             self._writes_since_optimize = 0
             self._maintenance = asyncio.get_running_loop().create_task(self.optimize())
+        return result
 
     async def optimize(self) -> None:
         """Compact files, fold new rows into the indexes, drop versions past the retention;

@@ -1,9 +1,9 @@
 """The LanceDB tables' schemas: memories (one row per memory, its vector and full-text column)
-and their history (one row per change), and how a stored row reads back."""
+and their history (one row per change), how a stored row reads back, and its packed record."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -11,9 +11,14 @@ import orjson
 import pyarrow as pa
 
 from .records import SEARCH_TEXT
+from .storage import ScopeRows
 
 MEMORIES = "memories"
 HISTORY = "memory_history"
+# The whole row in one binary value, so a scope loads in one column read (``pack_record``),
+# and the row's revision, which every update of the row checks and moves on.
+RECORD = "record"
+REVISION = "revision"
 
 
 def memories_schema(dimension: int) -> pa.Schema:
@@ -36,6 +41,8 @@ def memories_schema(dimension: int) -> pa.Schema:
             # Columns added since are appended (``store_tables`` migrates older tables).
             pa.field("app_id", pa.string()),
             *LIFECYCLE_FIELDS,
+            pa.field(RECORD, pa.binary()),
+            pa.field(REVISION, pa.int64()),
         ]
     )
 
@@ -70,7 +77,11 @@ HISTORY_SCHEMA = pa.schema(
     ]
 )
 
-ROW_COLUMNS = [f.name for f in memories_schema(1) if f.name not in ("vector", SEARCH_TEXT)]
+ROW_COLUMNS = [
+    f.name for f in memories_schema(1) if f.name not in ("vector", SEARCH_TEXT, RECORD, REVISION)
+]
+_PACKED_COLUMNS = (*ROW_COLUMNS, SEARCH_TEXT)
+RECORD_FORMAT = 1  # the first byte of every record
 
 
 def decode_row(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -91,12 +102,40 @@ def encode_metadata(metadata: Mapping[str, Any] | None) -> str | None:
 
 
 def encode_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A new row as the memories table stores it: its first revision, with its record."""
     encoded = dict(row)
     if not encoded.get(SEARCH_TEXT):
         encoded[SEARCH_TEXT] = row["memory"]
     encoded["metadata"] = encode_metadata(row.get("metadata"))
     encoded["vector"] = np.asarray(row["vector"], dtype=np.float32)
+    encoded[RECORD] = pack_record(encoded)
+    encoded[REVISION] = 0
     return encoded
+
+
+def pack_record(stored: Mapping[str, Any]) -> bytes:
+    """A stored row (columns as the table holds them, its vector) as one value: the format
+    byte, the vector's little-endian float32s, then the other columns as JSON."""
+    vector = np.asarray(stored["vector"], dtype="<f4").reshape(-1)
+    fields = {name: stored.get(name) for name in _PACKED_COLUMNS}
+    return bytes((RECORD_FORMAT,)) + vector.tobytes() + orjson.dumps(fields)
+
+
+def unpack_records(records: Sequence[bytes], dimension: int) -> ScopeRows:
+    """``pack_record``'s values back as rows (as ``decode_row`` reads them), one vector
+    matrix and their full-text input; a record of another format or size is refused."""
+    width = 4 * dimension
+    vectors = np.empty((len(records), dimension), dtype=np.float32)
+    rows: list[dict[str, Any]] = []
+    texts: list[str] = []
+    for i, record in enumerate(records):
+        if len(record) <= width or record[0] != RECORD_FORMAT:
+            raise ValueError(f"not a {dimension}-dim memory record of format {RECORD_FORMAT}")
+        vectors[i] = np.frombuffer(record, dtype="<f4", count=dimension, offset=1)
+        fields = orjson.loads(record[1 + width :])
+        texts.append(fields.pop(SEARCH_TEXT, None) or "")
+        rows.append(decode_row(fields))
+    return ScopeRows(rows, vectors, texts)
 
 
 __all__ = [
@@ -104,9 +143,13 @@ __all__ = [
     "HISTORY_SCHEMA",
     "LIFECYCLE_FIELDS",
     "MEMORIES",
+    "RECORD",
+    "REVISION",
     "ROW_COLUMNS",
     "decode_row",
     "encode_metadata",
     "encode_row",
     "memories_schema",
+    "pack_record",
+    "unpack_records",
 ]

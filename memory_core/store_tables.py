@@ -29,6 +29,7 @@ _SQL_TYPES = {
     pa.float64(): "DOUBLE",
     pa.int32(): "INT",
     pa.int64(): "BIGINT",
+    pa.binary(): "BINARY",
 }
 OPEN_ERRORS = (OSError, RuntimeError, ValueError)
 

@@ -181,8 +181,9 @@ async def test_cached_search_gives_the_uncached_results(locomo_store: Path) -> N
     await cached.open()
     await plain.open()
     assert isinstance(cached.store, CachingStore) and isinstance(plain.store, LanceStore)
-    assert await cached.store.scope_index(Scope(sample.sample_id)) is None  # cold: it loads
-    await cached.store.cache.loads()
+    # Cold: loaded while its first search waits.
+    assert await cached.store.scope_index(Scope(sample.sample_id)) is not None
+    assert cached.store.cache.misses == 1 and len(cached.store.cache) == 1
     same = same_set = 0
     hits = {"cached": 0.0, "plain": 0.0}
     for qa in sample.qa:
@@ -234,7 +235,7 @@ async def test_a_scope_sees_only_its_own_memories(memory: AsyncMemory) -> None:
         await store.cache.loads()  # one load at a time (cache.max_loads): each scope in turn
         return result
 
-    for _ in range(2):  # cold (the store answers, then the scope loads), then from the cache
+    for _ in range(2):  # cold (each scope loads for its first search), then from the cache
         assert set(await found("green tea", user_id="bob")) == {
             "Bob likes green tea",
             "Bob lives in Porto",
@@ -290,14 +291,15 @@ async def test_a_load_overlapping_a_write_is_not_kept(tmp_path: Path) -> None:
     )
     await memory.open()
     added = await memory.add("User likes green tea", user_id="u", infer=False)
-    assert await ids_found(memory, "tea", user_id="u") == ["User likes green tea"]
-    await inner.started.wait()  # the cache's scan read the old row and waits
+    search = asyncio.ensure_future(ids_found(memory, "tea", user_id="u"))
+    await inner.started.wait()  # the first search's load read the old row and waits
     await memory.update(added["results"][0]["id"], "User likes black coffee")
     inner.release.set()
+    assert await search == ["User likes green tea"]  # it overlapped the update
     await store.cache.loads()
     assert len(store.cache) == 0  # what the scan read was dropped
+    # The next search loads the scope again, and keeps it.
     assert await ids_found(memory, "coffee", user_id="u") == ["User likes black coffee"]
-    await store.cache.loads()
     assert len(store.cache) == 1
     assert await ids_found(memory, "coffee", user_id="u") == ["User likes black coffee"]
     assert store.cache.hits == 1
@@ -323,16 +325,26 @@ async def test_at_most_max_loads_scopes_load_at_once(tmp_path: Path, max_loads: 
         return await scan(selection, limit=limit)
 
     inner.scan = counted  # type: ignore[method-assign]
-    for user in users:  # three new users at once: their searches answer, max_loads scans start
-        assert await ids_found(memory, "tea", user_id=user) == [f"{user} likes green tea"]
+    # Three new users at once: max_loads scans start (held), the other searches go to the store.
+    searches = {u: asyncio.ensure_future(ids_found(memory, "tea", user_id=u)) for u in users}
+    answered: set[str] = set()
+    while len(answered) < len(users) - max_loads:
+        pending = [task for user, task in searches.items() if user not in answered]
+        done, _ = await asyncio.wait(pending, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+        assert done, "the searches that could not load were not answered by the store"
+        answered |= {user for user, task in searches.items() if task in done}
     await inner.started.wait()
-    assert scans == max_loads and store.cache.loads_deferred == len(users) - max_loads
+    waiting = [user for user in users if user not in answered]
+    assert scans == max_loads and not any(searches[user].done() for user in waiting)
+    # Each of the others asked twice: before its store search, and once the store answered.
+    assert store.cache.loads_deferred == 2 * (len(users) - max_loads)
     inner.release.set()
+    for user in users:
+        assert await searches[user] == [f"{user} likes green tea"]
     await store.cache.loads()
     assert len(store.cache) == max_loads
-    for user in users:  # the deferred ones load after their next search
+    for user in users:  # the deferred ones load for their next search
         assert await ids_found(memory, "tea", user_id=user) == [f"{user} likes green tea"]
-        await store.cache.loads()
     assert len(store.cache) == len(users) and scans == len(users)
     assert await ids_found(memory, "tea", user_id="u3") == ["u3 likes green tea"]
     assert store.cache.hits == max_loads + 1  # the loaded ones in the second round, then u3
@@ -386,11 +398,14 @@ async def test_a_repeated_query_is_embedded_once(tmp_path: Path) -> None:
 
 
 class RecordingStore(LanceStore):
-    """Notes when the store's searches and the cache's scan start and end."""
+    """Notes when the store's searches and the cache's scans start and end; the scans of the
+    users in ``held`` wait for ``release``."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.events: list[str] = []
+        self.held: set[str] = set()
+        self.release = asyncio.Event()
 
     async def text_search(self, text: str, selection: Selection, *, limit: int) -> Any:
         self.events.append("text search")
@@ -406,7 +421,11 @@ class RecordingStore(LanceStore):
 
     async def scan(self, selection: Selection, *, limit: int) -> ScopeRows:
         self.events.append("scan")
-        return await super().scan(selection, limit=limit)
+        found = await super().scan(selection, limit=limit)
+        if selection.scope.user_id in self.held:
+            await self.release.wait()
+        self.events.append("scan done")
+        return found
 
 
 class SlowQueries(HashEmbedder):
@@ -425,9 +444,7 @@ class SlowQueries(HashEmbedder):
         return await super().embed(texts, purpose=purpose)
 
 
-async def test_a_cold_scope_overlaps_the_embedding_and_loads_after_the_answer(
-    tmp_path: Path,
-) -> None:
+async def test_a_cold_scope_loads_while_its_query_is_embedded(tmp_path: Path) -> None:
     inner = RecordingStore(str(tmp_path / "db"), 384)
     store = CachingStore(inner, MemoryConfig().cache)
     memory = AsyncMemory(
@@ -439,19 +456,47 @@ async def test_a_cold_scope_overlaps_the_embedding_and_loads_after_the_answer(
     await memory.add(["User likes green tea", "User lives in Lisbon"], user_id="u", infer=False)
     inner.events.clear()
     assert "User likes green tea" in await ids_found(memory, "green tea", user_id="u")
+    # The scope's records were read while the query was embedded, and searched in process.
+    assert inner.events == ["embedding", "scan", "scan done", "embedding done"]
+    assert len(store.cache) == 1 and store.cache.misses == 1
+    inner.events.clear()
+    assert "User likes green tea" in await ids_found(memory, "green tea", user_id="u")
+    assert inner.events == ["embedding", "embedding done"]  # from the cache: no store query
+    assert store.cache.hits == 1
+    await memory.close()
+
+
+async def test_a_scope_without_room_to_load_is_searched_in_the_store_and_loads_later(
+    tmp_path: Path,
+) -> None:
+    inner = RecordingStore(str(tmp_path / "db"), 384)
+    cfg = MemoryConfig(storage_uri=str(tmp_path / "db"), cache={"query_vectors": 0})
+    store = CachingStore(inner, cfg.cache)  # cache.max_loads: 1
+    memory = AsyncMemory(cfg, embedder=SlowQueries(inner.events), store=store)
+    await memory.open()
+    await memory.add(["User likes green tea", "User lives in Lisbon"], user_id="u", infer=False)
+    await memory.add("Other likes tea", user_id="other", infer=False)
+    inner.held.add("other")
+    other = asyncio.ensure_future(ids_found(memory, "tea", user_id="other"))
+    for _ in range(500):  # until the other user's load holds the one slot
+        if "scan" in inner.events:
+            break
+        await asyncio.sleep(0.01)
+    inner.events.clear()
+    assert "User likes green tea" in await ids_found(memory, "green tea", user_id="u")
     events = inner.events
     # The full-text search ran while the query was being embedded; the vector search needs
-    # the vector; the scope's scan came only after the store had answered.
+    # the vector; no room for the scope's scan, before or after the store answered.
     assert events.index("text search") < events.index("embedding done")
     assert events.index("text search done") < events.index("embedding done")
     assert events.index("vector search") > events.index("embedding done")
-    assert "scan" not in events
-    await store.cache.loads()
-    assert events[-1] == "scan" and len(store.cache) == 1
+    assert "scan" not in events and store.cache.loads_deferred == 2
+    inner.release.set()
+    assert await other == ["Other likes tea"]
     events.clear()
     assert "User likes green tea" in await ids_found(memory, "green tea", user_id="u")
-    assert events == ["embedding", "embedding done"]  # from the cache: no store query
-    assert store.cache.hits == 1
+    assert events == ["embedding", "scan", "scan done", "embedding done"]  # it loads now
+    assert len(store.cache) == 2
     await memory.close()
 
 

@@ -106,10 +106,11 @@ async def test_a_cached_scope_is_dropped_by_its_store_maintenance(tmp_path: Path
     store = memory.store
     assert isinstance(store, CachingStore)
     assert len((await memory.search("tea", user_id="u"))["results"]) == 1
-    await store.cache.loads()
-    assert len(store.cache) == 1
+    assert len(store.cache) == 1 and store.cache.misses == 1
+    assert len((await memory.search("tea", user_id="u"))["results"]) == 1
+    assert store.cache.hits == 1
     inner: Any = store.inner
     await inner.optimize()  # compaction commits new versions: nothing cached can be trusted
     assert len((await memory.search("tea", user_id="u"))["results"]) == 1
-    assert len(store.cache) == 0
+    assert store.cache.misses == 2 and store.cache.hits == 1  # emptied, loaded again
     await memory.close()

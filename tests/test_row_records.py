@@ -1,0 +1,230 @@
+"""The memories table's packed record (``store_schema.pack_record``): a scope's cache load
+reads only that column, so after every write, also one racing another connection's, it must
+hold exactly what the row's columns hold."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from memory_core import AsyncMemory, MemoryConfig
+from memory_core.errors import StoreError
+from memory_core.records import SEARCH_TEXT
+from memory_core.storage import ScopeRows, Selection
+from memory_core.store import LanceStore
+from memory_core.store_rows import UPDATE_ATTEMPTS, scan_columns
+from memory_core.store_schema import RECORD, REVISION, encode_row, unpack_records
+from memory_core.types import Scope
+from tests.conftest import HashEmbedder
+
+DIM = 4
+BASE = {
+    "id": "m1",
+    "user_id": "u",
+    "agent_id": None,
+    "run_id": None,
+    "memory": "User likes green tea",
+    "hash": "h",
+    "vector": [0.5, -0.25, 1e-8, 3.0],
+    "metadata": None,
+    "categories": [],
+    "created_at": "2026-01-01T00:00:00.000000+00:00",
+    "updated_at": "2026-01-01T00:00:00.000000+00:00",
+    SEARCH_TEXT: "User likes green tea",
+    "app_id": None,
+    "expires_at": None,
+    "immutable": None,
+    "feedback": None,
+    "feedback_reason": None,
+}
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {"metadata": {"tags": ["drinks"], "n": 1, "nested": {"a": [1, 2]}}},
+        {"categories": ["food", "preferences"], "immutable": True},
+        {"memory": 'Ünïcödé — 東京 "quoted" \\ back\nslash', "agent_id": "a1", "run_id": "r"},
+        {SEARCH_TEXT: "the context said before\nUser likes green tea", "app_id": "app"},
+        {"expires_at": "2027-01-01T00:00:00.000000+00:00", "feedback": "NEGATIVE"},
+        {"feedback": "VERY_NEGATIVE", "feedback_reason": "wrong", "vector": [0, 0, 0, 0]},
+    ],
+)
+def test_a_packed_row_unpacks_to_what_its_columns_read_as(changes: dict[str, Any]) -> None:
+    row = encode_row({**BASE, **changes})
+    assert row[REVISION] == 0
+    [unpacked], vectors, [text] = (lambda s: (s.rows, s.vectors, s.texts))(
+        unpack_records([row[RECORD]], DIM)
+    )
+    expected = {**BASE, **changes}
+    assert unpacked["metadata"] == (expected["metadata"] or {})
+    assert unpacked["categories"] == expected["categories"]
+    assert unpacked["immutable"] is bool(expected["immutable"])
+    for name in ("id", "memory", "agent_id", "run_id", "app_id", "expires_at", "feedback"):
+        assert unpacked[name] == expected[name]
+    assert text == expected[SEARCH_TEXT]
+    assert vectors.dtype == np.float32
+    assert vectors[0].tolist() == np.asarray(expected["vector"], np.float32).tolist()
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        b"",
+        b"\x01",
+        b"\x02" + np.zeros(DIM, "<f4").tobytes() + b"{}",  # another format
+        b"\x01" + np.zeros(DIM - 1, "<f4").tobytes(),  # a vector too short, no fields
+        b"\x01" + np.zeros(DIM, "<f4").tobytes() + b"{not json",
+    ],
+)
+def test_a_record_of_another_format_or_size_is_refused(record: bytes) -> None:
+    with pytest.raises(ValueError):
+        unpack_records([record], DIM)
+
+
+def by_id(scanned: ScopeRows) -> dict[str, tuple[dict[str, Any], list[float], str]]:
+    return {
+        row["id"]: (row, vector.tolist(), text)
+        for row, vector, text in zip(scanned.rows, scanned.vectors, scanned.texts, strict=True)
+    }
+
+
+async def assert_records_match_columns(store: LanceStore, user: str, count: int) -> None:
+    """The scope read from its records equals it read column by column."""
+    table: Any = store._table()
+    await table.checkout_latest()
+    from_columns = await scan_columns(table, f"user_id = '{user}'", 100, store.dimension)
+    from_records = await store.scan(Selection(Scope(user)), limit=100)
+    assert len(from_records.rows) == count
+    assert by_id(from_records) == by_id(from_columns)
+    nulls = await table.count_rows(f"user_id = '{user}' AND ({RECORD} IS NULL)")
+    assert nulls == 0
+
+
+async def test_every_write_keeps_the_record_equal_to_the_columns(tmp_path: Path) -> None:
+    memory = AsyncMemory(MemoryConfig(storage_uri=str(tmp_path / "db")), embedder=HashEmbedder())
+    await memory.open()
+    store: Any = memory.store
+    lance: LanceStore = store.inner
+    added = await memory.add(
+        ["User likes green tea", "User lives in Lisbon"],
+        user_id="u",
+        infer=False,
+        metadata={"topic": "life"},
+        context="we talked about drinks",
+    )
+    first, second = (r["id"] for r in added["results"])
+    await assert_records_match_columns(lance, "u", 2)
+    steps = [
+        lambda: memory.update(first, "User likes black coffee"),
+        lambda: memory.update(first, metadata={"mood": "awake"}),
+        lambda: memory.update(second, ttl_s=3600, immutable=True),
+        lambda: memory.feedback(second, "NEGATIVE", "not quite"),
+        lambda: memory.update(second, clear_expiration=True),
+        lambda: memory.feedback(second, None),
+    ]
+    for step in steps:
+        await step()
+        await assert_records_match_columns(lance, "u", 2)
+    found = (await memory.search("coffee", user_id="u"))["results"]
+    coffee = next(item for item in found if item["id"] == first)
+    assert coffee["memory"] == "User likes black coffee"
+    assert coffee["metadata"] == {"topic": "life", "mood": "awake"}
+    revisions = await lance._table().query().select(["id", REVISION]).to_arrow()
+    assert dict(zip(*revisions.to_pydict().values(), strict=True)) == {first: 2, second: 4}
+    await memory.close()
+
+
+@pytest.mark.parametrize("interval", [None, 0.0])
+async def test_updates_racing_from_two_connections_keep_both_changes_and_the_record_true(
+    tmp_path: Path, interval: float | None
+) -> None:
+    uri = str(tmp_path / "db")
+    one = LanceStore(uri, DIM, read_consistency_interval_s=interval)
+    two = LanceStore(uri, DIM, read_consistency_interval_s=interval)
+    await one.open()
+    await two.open()
+    await one.insert([BASE])
+    await two._table().checkout_latest()
+    rounds = 6
+    for i in range(rounds):
+        # Different columns of the same row at once: neither change may be lost, and the
+        # record must end with both.
+        await asyncio.gather(
+            one.update("m1", {"feedback": f"NEGATIVE-{i}", "feedback_reason": f"r{i}"}),
+            two.update("m1", {"memory": f"text {i}", "metadata": {"round": i}}),
+        )
+        await assert_records_match_columns(one, "u", 1)
+        [row] = await one.fetch(Selection.of_ids(["m1"]))
+        assert (row["feedback"], row["memory"], row["metadata"]) == (
+            f"NEGATIVE-{i}",
+            f"text {i}",
+            {"round": i},
+        )
+    revision = (await one._table().query().select([REVISION]).to_arrow()).column(0)[0]
+    assert revision.as_py() == 2 * rounds
+    await one.close()
+    await two.close()
+
+
+async def test_an_update_that_never_applies_is_refused_not_lost_silently(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = LanceStore(str(tmp_path / "db"), DIM)
+    await store.open()
+    await store.insert([BASE])
+    table = store._table()
+    real_update = table.update
+    attempts = 0
+
+    async def lost_race(updates: dict[str, Any], *, where: str) -> Any:
+        nonlocal attempts
+        attempts += 1  # another writer moves the revision on before each of ours
+        await real_update({REVISION: 100 + attempts}, where="id = 'm1'")
+        return await real_update(updates, where=where)
+
+    monkeypatch.setattr(table, "update", lost_race)
+    with pytest.raises(StoreError, match="kept changing"):
+        await store.update("m1", {"feedback": "POSITIVE"})
+    assert attempts == UPDATE_ATTEMPTS
+    [row] = await store.fetch(Selection.of_ids(["m1"]))
+    assert row["feedback"] is None
+    await store.close()
+
+
+async def test_an_update_of_a_missing_memory_writes_nothing(tmp_path: Path) -> None:
+    store = LanceStore(str(tmp_path / "db"), DIM)
+    await store.open()
+    await store.insert([BASE])
+    version = await store._table().version()
+    await store.update("gone", {"feedback": "POSITIVE"})
+    assert await store._table().version() == version
+    await store.close()
+
+
+async def test_rows_written_before_the_record_column_load_and_get_one_when_updated(
+    tmp_path: Path,
+) -> None:
+    store = LanceStore(str(tmp_path / "db"), DIM)
+    await store.open()
+    await store.insert([BASE, {**BASE, "id": "m2", "memory": "User lives in Lisbon"}])
+    table = store._table()
+    await table.update({RECORD: None, REVISION: None}, where="id = 'm1'")  # as an older store
+    scanned = await store.scan(Selection(Scope("u")), limit=10)
+    assert sorted(r["id"] for r in scanned.rows) == ["m1", "m2"]
+    await assert_records_match_columns_allowing_nulls(store)
+    await store.update("m1", {"feedback": "POSITIVE"})
+    await assert_records_match_columns(store, "u", 2)
+    await store.close()
+
+
+async def assert_records_match_columns_allowing_nulls(store: LanceStore) -> None:
+    table: Any = store._table()
+    from_columns = await scan_columns(table, "user_id = 'u'", 100, store.dimension)
+    from_records = await store.scan(Selection(Scope("u")), limit=100)
+    assert by_id(from_records) == by_id(from_columns)
