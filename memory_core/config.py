@@ -297,7 +297,7 @@ class ScopeCacheConfig(_Strict):
     """The per-process cache of hot scopes (``scope_cache.py``): their vectors and full-text
     postings in memory, LanceDB the source of truth. ``max_bytes`` bounds it (least recently
     used first out); a scope of more than ``max_scope_rows`` memories is searched in LanceDB;
-    ``max_loads``: scopes loaded at once (in the background, after their first search)."""
+    ``max_loads``: scopes loaded at once (each for its first search; past it, the store)."""
 
     enabled: bool = True
     max_bytes: int = Field(default=256 * 1024 * 1024, ge=0)

@@ -67,8 +67,7 @@ class ScopeCache:
             Scope, tuple[asyncio.Task[ScopeIndex | None], tuple[int | None, int]]
         ] = {}
         self._max_loads = config.max_loads
-        # Every load task not yet done.
-        self._scanning: set[asyncio.Task[ScopeIndex | None]] = set()
+        self._scanning: set[asyncio.Task[ScopeIndex | None]] = set()  # loads not yet done
         self.hits = 0
         self.misses = 0
         self.loads_deferred = 0
@@ -101,9 +100,7 @@ class ScopeCache:
         try:
             # Shielded: a search given up (a client gone) does not cancel a load others wait on.
             return await asyncio.shield(loading)
-        except (
-            Exception
-        ):  # boundary: a failed load (logged by _loaded) sends this search to the store
+        except Exception:  # boundary: a failed load (``_loaded`` logs it): the store answers
             return None
 
     def load(self, scope: Scope) -> asyncio.Task[ScopeIndex | None] | None:

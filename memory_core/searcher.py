@@ -182,16 +182,16 @@ class MemorySearcher:
 
         A scope the per-process cache (``scope_cache``) holds, or loads while the query is
         embedded, is ranked in process with the same searches; any other goes to the store's
-        vector and full-text queries. ``extra``:
-        more rankings (the graph's), fused like the others. A candidate's row may be the
-        cache's own: read it, or copy it (``scope_index.detached``) before changing it."""
+        vector and full-text queries. ``extra``: more rankings (the graph's), fused like the
+        others. A candidate's row may be the cache's own: read it, or copy it
+        (``scope_index.detached``) before changing it."""
         cfg = self._config.search
         depth = depth or cfg.candidates
         mode = self.mode
         text_query = _FTS_UNSAFE.sub(" ", query).strip() if mode != "vector" else ""
         days = named_days(query) if cfg.date_weight > 0 else []
-        # The embedding runs in its thread while the cache is asked (and loads the scope, or,
-        # for a scope it cannot hold, while the store's full-text search runs).
+        # The query is embedded on the engine's thread while the cache answers (loading the
+        # scope if need be) or, when it cannot, while the store's full-text search runs.
         embedding = asyncio.ensure_future(self._query_vector(query))
         try:
             await asyncio.sleep(0)  # its first step hands the query to the engine thread

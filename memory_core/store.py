@@ -22,7 +22,7 @@ from .filters import CompiledFilter, compile_selection, ids_sql, sql_literal
 from .maintenance_lock import MaintenanceLock
 from .records import SEARCH_TEXT, expiry_history
 from .storage import Row, RowCheck, ScopeRows, Selection, TextHit
-from .store_rows import scan_scope, update_row
+from .store_rows import backfill_for, every_row_has_a_record, scan_scope, update_row
 from .store_schema import (
     HISTORY,
     HISTORY_SCHEMA,
@@ -77,6 +77,7 @@ class LanceStore:
         self._retention = timedelta(seconds=cleanup_retention_s)
         self._writes_since_optimize = 0
         self._maintenance: asyncio.Task[None] | None = None
+        self._backfilled = False  # every row has its record (``store_rows.backfill_records``)
         self._version = KnownVersion(self._read_version, keep=self._consistency is None)
         self._db: Any = None
         self._memories: Any = None
@@ -99,6 +100,9 @@ class LanceStore:
             # A failed open must not leave the store looking open (is_open) to later calls.
             self._db = None
             raise
+        self._backfilled = await every_row_has_a_record(self._memories)
+        if not self._backfilled:  # an older store: its rows get their records in the background
+            self._maintenance = asyncio.get_running_loop().create_task(self.optimize())
 
     @property
     def is_open(self) -> bool:
@@ -306,6 +310,14 @@ class LanceStore:
         log.info("store maintenance started")
         outcome = "ran"
         try:
+            try:
+                given = await self.backfill_records()
+            except StoreError as exc:  # best effort: rows without a record still load
+                log.warning("backfilling memory records failed on %s: %s", self.uri, exc)
+                outcome = "failed"
+            else:
+                if given:
+                    log.info("gave %d memories of an older store their record", given)
             if self._purge_expired:
                 try:
                     purged = await self.purge_expired()
@@ -333,6 +345,14 @@ class LanceStore:
                     await self._lock.release(f"optimize:{self.uri}", token)
                 except StoreError as exc:
                     log.warning("%s (it expires by itself)", exc)
+
+    async def backfill_records(self, *, budget_s: float = 60.0) -> int:
+        """Records for the rows written before the record column, batch by batch for up to
+        ``budget_s`` (maintenance runs it; a store opened with such rows starts a run)."""
+        if self._backfilled:
+            return 0
+        given, self._backfilled = await backfill_for(self._table(), self._write, budget_s)
+        return given
 
     async def purge_expired(self) -> int:
         """Delete the memories expired by now; how many. Each gets a DELETE history row whose

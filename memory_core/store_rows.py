@@ -1,14 +1,16 @@
-"""The two row operations built on the memories table's packed record (``store_schema``):
-reading a whole scope in one column read, and updating one row so its record stays equal to
-its columns, also when several processes update it at once (the update is applied only at the
-revision it was computed from, else recomputed)."""
+"""The row operations built on the memories table's packed record (``store_schema``): reading
+a whole scope in one column read; updating one row so its record stays equal to its columns,
+also when several processes update it at once (the update is applied only at the revision it
+was computed from, else recomputed); and giving rows of older stores their record."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from .errors import StoreError
@@ -27,7 +29,11 @@ from .store_schema import (
 from .store_tables import query_arrow
 
 UPDATE_ATTEMPTS = 8  # another process changing the same row this many times in a row: refused
+BACKFILL_BATCH = 2_000  # rows given their record per merge
 _STORED_COLUMNS = [*ROW_COLUMNS, "vector", SEARCH_TEXT]
+_BACKFILL_SCHEMA = pa.schema(
+    [pa.field("id", pa.string(), nullable=False), (RECORD, pa.binary()), (REVISION, pa.int64())]
+)
 
 
 async def scan_scope(table: Any, where: str, *, limit: int, dimension: int) -> ScopeRows:
@@ -99,8 +105,63 @@ async def update_row(
     raise StoreError(f"memory {memory_id} kept changing under this update; try again")
 
 
+async def backfill_records(
+    table: Any, write: Callable[[Awaitable[Any]], Awaitable[Any]], *, batch: int = BACKFILL_BATCH
+) -> int:
+    """Give up to ``batch`` rows written before the record column (no revision yet) their
+    record, at revision 0; a row an update reached first keeps what that update wrote. How
+    many such rows there were (0: none left)."""
+    query = table.query().where(f"{REVISION} IS NULL").select(_STORED_COLUMNS).limit(batch)
+    stored = (await query_arrow(query)).to_pylist()
+    if not stored:
+        return 0
+    packed = [
+        # A row without a vector gets a revision only: loads read it column by column.
+        {"id": r["id"], RECORD: pack_record(r) if r["vector"] is not None else None, REVISION: 0}
+        for r in stored
+    ]
+    source = pa.Table.from_pylist(packed, schema=_BACKFILL_SCHEMA)
+    merge = table.merge_insert("id").when_matched_update_all(where=f"target.{REVISION} IS NULL")
+    await write(merge.execute(source))
+    return len(stored)
+
+
+async def backfill_for(
+    table: Any, write: Callable[[Awaitable[Any]], Awaitable[Any]], budget_s: float
+) -> tuple[int, bool]:
+    """``backfill_records`` batch after batch for up to ``budget_s``: how many rows were
+    given their record, and whether none is left."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + budget_s
+    given = 0
+    while loop.time() < deadline:
+        batch = await backfill_records(table, write)
+        if not batch:
+            return given, True
+        given += batch
+    return given, False
+
+
+async def every_row_has_a_record(table: Any) -> bool:
+    """True when no row predates the record column (none without a revision)."""
+    try:
+        return not await table.count_rows(f"{REVISION} IS NULL")
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise StoreError(f"LanceDB count failed: {exc}") from exc
+
+
 def _and(where: str, condition: str) -> str:
     return f"({where}) AND {condition}" if where else condition
 
 
-__all__ = ["UPDATE_ATTEMPTS", "scan_columns", "scan_scope", "update_row", "updated_columns"]
+__all__ = [
+    "BACKFILL_BATCH",
+    "UPDATE_ATTEMPTS",
+    "backfill_for",
+    "backfill_records",
+    "every_row_has_a_record",
+    "scan_columns",
+    "scan_scope",
+    "update_row",
+    "updated_columns",
+]

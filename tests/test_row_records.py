@@ -8,7 +8,9 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import lancedb
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from memory_core import AsyncMemory, MemoryConfig
@@ -16,8 +18,15 @@ from memory_core.errors import StoreError
 from memory_core.records import SEARCH_TEXT
 from memory_core.storage import ScopeRows, Selection
 from memory_core.store import LanceStore
-from memory_core.store_rows import UPDATE_ATTEMPTS, scan_columns
-from memory_core.store_schema import RECORD, REVISION, encode_row, unpack_records
+from memory_core.store_rows import UPDATE_ATTEMPTS, backfill_records, scan_columns
+from memory_core.store_schema import (
+    MEMORIES,
+    RECORD,
+    REVISION,
+    encode_row,
+    memories_schema,
+    unpack_records,
+)
 from memory_core.types import Scope
 from tests.conftest import HashEmbedder
 
@@ -228,3 +237,47 @@ async def assert_records_match_columns_allowing_nulls(store: LanceStore) -> None
     from_columns = await scan_columns(table, "user_id = 'u'", 100, store.dimension)
     from_records = await store.scan(Selection(Scope("u")), limit=100)
     assert by_id(from_records) == by_id(from_columns)
+
+
+async def test_an_older_store_gets_its_records_in_the_background(tmp_path: Path) -> None:
+    uri = str(tmp_path / "db")
+    old_schema = pa.schema([f for f in memories_schema(DIM) if f.name not in (RECORD, REVISION)])
+    rows = [{**BASE, "id": f"m{i}", "memory": f"fact {i}", "metadata": None} for i in range(5)]
+    db = await lancedb.connect_async(uri)
+    await db.create_table(MEMORIES, data=pa.Table.from_pylist(rows, schema=old_schema))
+    store = LanceStore(uri, DIM)
+    await store.open()  # adds the two columns (NULL), then starts the maintenance that fills them
+    maintenance = store._maintenance
+    assert maintenance is not None
+    await maintenance
+    await assert_records_match_columns(store, "u", 5)
+    revisions = (await store._table().query().select([REVISION]).to_arrow()).column(0)
+    assert revisions.to_pylist() == [0] * 5
+    assert await store.backfill_records() == 0
+    await store.close()
+    reopened = LanceStore(uri, DIM)
+    await reopened.open()
+    assert reopened._maintenance is None  # nothing left to fill
+    await reopened.close()
+
+
+async def test_a_backfill_keeps_what_an_update_wrote_first(tmp_path: Path) -> None:
+    store = LanceStore(str(tmp_path / "db"), DIM)
+    await store.open()
+    await store.insert([{**BASE, "id": f"m{i}"} for i in range(3)])
+    table = store._table()
+    await table.update({RECORD: None, REVISION: None})  # as rows of an older store
+
+    async def update_then_write(operation: Any) -> Any:
+        # The update lands between the backfill's read and its merge.
+        await store.update("m1", {"feedback": "POSITIVE", "memory": "changed"})
+        return await store._write(operation)
+
+    assert await backfill_records(table, update_then_write, batch=10) == 3
+    await assert_records_match_columns(store, "u", 3)
+    [row] = await store.fetch(Selection.of_ids(["m1"]))
+    assert (row["feedback"], row["memory"]) == ("POSITIVE", "changed")
+    stored = await table.query().select(["id", REVISION]).to_arrow()
+    assert dict(zip(*stored.to_pydict().values(), strict=True)) == {"m0": 0, "m1": 1, "m2": 0}
+    assert await backfill_records(table, store._write) == 0
+    await store.close()
