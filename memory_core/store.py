@@ -1,7 +1,8 @@
 """LanceDB storage for memories and their history, through the async API only.
 
 Per-user search is an exact (flat) vector search with a SQL prefilter served by a BTREE index
-on ``user_id``: an ANN index would drop rows under such a selective filter.
+on ``user_id``: an ANN index would drop rows under such a selective filter. Reads and updates
+by id use a BTREE index on ``id``.
 """
 
 from __future__ import annotations

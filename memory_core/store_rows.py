@@ -31,9 +31,6 @@ from .store_tables import query_arrow
 UPDATE_ATTEMPTS = 8  # another process changing the same row this many times in a row: refused
 BACKFILL_BATCH = 2_000  # rows given their record per merge
 _STORED_COLUMNS = [*ROW_COLUMNS, "vector", SEARCH_TEXT]
-_BACKFILL_SCHEMA = pa.schema(
-    [pa.field("id", pa.string(), nullable=False), (RECORD, pa.binary()), (REVISION, pa.int64())]
-)
 
 
 async def scan_scope(table: Any, where: str, *, limit: int, dimension: int) -> ScopeRows:
@@ -78,7 +75,9 @@ def updated_columns(stored: Mapping[str, Any], values: Mapping[str, Any]) -> dic
         encoded["metadata"] = encode_metadata(encoded["metadata"])
     if "vector" in encoded:
         encoded["vector"] = np.asarray(encoded["vector"], dtype=np.float32).tolist()
-    encoded[RECORD] = pack_record({**stored, **encoded})
+    row = {**stored, **encoded}
+    # A row without a vector (older data) has no record: loads read it column by column.
+    encoded[RECORD] = pack_record(row) if row.get("vector") is not None else None
     encoded[REVISION] = (stored.get(REVISION) or 0) + 1
     return encoded
 
@@ -111,16 +110,17 @@ async def backfill_records(
     """Give up to ``batch`` rows written before the record column (no revision yet) their
     record, at revision 0; a row an update reached first keeps what that update wrote. How
     many such rows there were (0: none left)."""
-    query = table.query().where(f"{REVISION} IS NULL").select(_STORED_COLUMNS).limit(batch)
-    stored = (await query_arrow(query)).to_pylist()
-    if not stored:
+    query = table.query().where(f"{REVISION} IS NULL").limit(batch)
+    found = await query_arrow(query)
+    if not found.num_rows:
         return 0
-    packed = [
+    stored = found.to_pylist()
+    for row in stored:
         # A row without a vector gets a revision only: loads read it column by column.
-        {"id": r["id"], RECORD: pack_record(r) if r["vector"] is not None else None, REVISION: 0}
-        for r in stored
-    ]
-    source = pa.Table.from_pylist(packed, schema=_BACKFILL_SCHEMA)
+        row[RECORD] = pack_record(row) if row["vector"] is not None else None
+        row[REVISION] = 0
+    # Whole rows: LanceDB's merge on an indexed key refuses a subset of the columns.
+    source = pa.Table.from_pylist(stored, schema=found.schema)
     merge = table.merge_insert("id").when_matched_update_all(where=f"target.{REVISION} IS NULL")
     await write(merge.execute(source))
     return len(stored)

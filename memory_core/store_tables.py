@@ -149,6 +149,8 @@ async def _create_missing_indexes(memories: Any, history: Any) -> None:
     existing = {tuple(idx.columns) for idx in await memories.list_indices()}
     if ("user_id",) not in existing:
         await memories.create_index("user_id", config=BTree())
+    if ("id",) not in existing:  # updates read their row first (``store_rows.update_row``)
+        await memories.create_index("id", config=BTree())
     if (SEARCH_TEXT,) not in existing:
         await memories.create_index(SEARCH_TEXT, config=FTS(with_position=False))
     history_existing = {tuple(idx.columns) for idx in await history.list_indices()}
