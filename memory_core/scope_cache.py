@@ -100,7 +100,7 @@ class ScopeCache:
         try:
             # Shielded: a search given up (a client gone) does not cancel a load others wait on.
             return await asyncio.shield(loading)
-        except Exception:  # boundary: a failed load (``_loaded`` logs it): the store answers
+        except StoreError:  # ``_loaded`` logged it; this search goes to the store instead
             return None
 
     def load(self, scope: Scope) -> asyncio.Task[ScopeIndex | None] | None:

@@ -24,6 +24,7 @@ from bench.locomo import load_sample, load_samples
 from memory_core import AsyncMemory, MemoryConfig
 from memory_core.bm25 import Bm25Index, has_content_words, tokenize
 from memory_core.dates import created_bounds, created_within, named_days
+from memory_core.errors import StoreError
 from memory_core.scope_cache import CachingStore
 from memory_core.scope_index import ScopeIndex
 from memory_core.storage import ScopeRows, Selection
@@ -302,6 +303,37 @@ async def test_a_load_overlapping_a_write_is_not_kept(tmp_path: Path) -> None:
     assert await ids_found(memory, "coffee", user_id="u") == ["User likes black coffee"]
     assert len(store.cache) == 1
     assert await ids_found(memory, "coffee", user_id="u") == ["User likes black coffee"]
+    assert store.cache.hits == 1
+    await memory.close()
+
+
+class FailingScanStore(LanceStore):
+    """The first ``failures`` scans fail as LanceDB's reads can (``StoreError``)."""
+
+    failures = 1
+
+    async def scan(self, selection: Selection, *, limit: int) -> ScopeRows:
+        if self.failures:
+            self.failures -= 1
+            raise StoreError("LanceDB query failed: injected")
+        return await super().scan(selection, limit=limit)
+
+
+async def test_a_failed_load_sends_the_search_to_the_store_and_the_next_one_loads(
+    tmp_path: Path,
+) -> None:
+    inner = FailingScanStore(str(tmp_path / "db"), 384)
+    store = CachingStore(inner, MemoryConfig().cache)
+    memory = AsyncMemory(
+        MemoryConfig(storage_uri=str(tmp_path / "db")), embedder=HashEmbedder(), store=store
+    )
+    await memory.open()
+    await memory.add("User likes green tea", user_id="u", infer=False)
+    assert await ids_found(memory, "tea", user_id="u") == ["User likes green tea"]
+    assert inner.failures == 0 and len(store.cache) == 0  # answered by the store
+    assert await ids_found(memory, "tea", user_id="u") == ["User likes green tea"]
+    assert len(store.cache) == 1 and store.cache.misses == 2
+    assert await ids_found(memory, "tea", user_id="u") == ["User likes green tea"]
     assert store.cache.hits == 1
     await memory.close()
 
