@@ -41,7 +41,7 @@ class ScopeIndex:
     def build(cls, scanned: ScopeRows) -> ScopeIndex:
         rows = scanned.rows
         texts = sum(len(r.get("memory") or "") for r in rows) + sum(map(len, scanned.texts))
-        bm25 = Bm25Index.build(scanned.texts)
+        bm25 = Bm25Index.build(scanned.terms)
         created = np.array([r.get("created_at") or "" for r in rows], dtype=np.str_)
         expires = _expiry_seconds(rows)
         hidden = np.array([is_hidden(r) for r in rows], dtype=np.bool_)

@@ -44,12 +44,13 @@ class Selection:
 
 @dataclass(frozen=True, slots=True)
 class ScopeRows:
-    """Every row of a scope with its vector (one matrix row each, same order) and the text its
-    full-text index holds."""
+    """Every row of a scope with its vector (one matrix row each, same order), the text its
+    full-text index holds and that text's index terms (``bm25.tokenize``)."""
 
     rows: list[Row]
     vectors: np.ndarray[Any, np.dtype[np.float32]]
     texts: list[str]
+    terms: list[list[str]]
 
 
 class Store(Protocol):

@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .bm25 import tokenize
 from .errors import StoreError
 from .filters import ids_sql
 from .records import SEARCH_TEXT
@@ -49,7 +50,12 @@ async def scan_scope(table: Any, where: str, *, limit: int, dimension: int) -> S
         return scanned
     older = await scan_columns(table, _and(where, f"{RECORD} IS NULL"), limit, dimension)
     vectors = np.vstack([scanned.vectors, older.vectors])
-    return ScopeRows(scanned.rows + older.rows, vectors, scanned.texts + older.texts)
+    return ScopeRows(
+        scanned.rows + older.rows,
+        vectors,
+        scanned.texts + older.texts,
+        scanned.terms + older.terms,
+    )
 
 
 async def scan_columns(table: Any, where: str, limit: int, dimension: int) -> ScopeRows:
@@ -61,7 +67,7 @@ async def scan_columns(table: Any, where: str, limit: int, dimension: int) -> Sc
     vectors = flat.astype(np.float32, copy=False).reshape(stored.num_rows, dimension)
     texts = [t or "" for t in stored.column(SEARCH_TEXT).to_pylist()]
     rows = [decode_row(r) for r in stored.drop_columns(["vector", SEARCH_TEXT]).to_pylist()]
-    return ScopeRows(rows, vectors, texts)
+    return ScopeRows(rows, vectors, texts, [tokenize(text) for text in texts])
 
 
 def updated_columns(stored: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:

@@ -10,10 +10,12 @@ from typing import Any
 
 import lancedb
 import numpy as np
+import orjson
 import pyarrow as pa
 import pytest
 
 from memory_core import AsyncMemory, MemoryConfig
+from memory_core.bm25 import _WORD, ANALYSER_VERSION, tokenize
 from memory_core.errors import StoreError
 from memory_core.records import SEARCH_TEXT
 from memory_core.storage import ScopeRows, Selection
@@ -23,6 +25,7 @@ from memory_core.store_schema import (
     MEMORIES,
     RECORD,
     REVISION,
+    TERM_SEPARATOR,
     encode_row,
     memories_schema,
     unpack_records,
@@ -67,7 +70,7 @@ BASE = {
 def test_a_packed_row_unpacks_to_what_its_columns_read_as(changes: dict[str, Any]) -> None:
     row = encode_row({**BASE, **changes})
     assert row[REVISION] == 0
-    [unpacked], vectors, [text] = (lambda s: (s.rows, s.vectors, s.texts))(
+    [unpacked], vectors, [text], [terms] = (lambda s: (s.rows, s.vectors, s.texts, s.terms))(
         unpack_records([row[RECORD]], DIM)
     )
     expected = {**BASE, **changes}
@@ -77,6 +80,7 @@ def test_a_packed_row_unpacks_to_what_its_columns_read_as(changes: dict[str, Any
     for name in ("id", "memory", "agent_id", "run_id", "app_id", "expires_at", "feedback"):
         assert unpacked[name] == expected[name]
     assert text == expected[SEARCH_TEXT]
+    assert terms == tokenize(expected[SEARCH_TEXT]) and terms
     assert vectors.dtype == np.float32
     assert vectors[0].tolist() == np.asarray(expected["vector"], np.float32).tolist()
 
@@ -96,10 +100,45 @@ def test_a_record_of_another_format_or_size_is_refused(record: bytes) -> None:
         unpack_records([record], DIM)
 
 
-def by_id(scanned: ScopeRows) -> dict[str, tuple[dict[str, Any], list[float], str]]:
+def _record(fields: dict[str, Any]) -> bytes:
+    return b"\x01" + np.asarray(BASE["vector"], "<f4").tobytes() + orjson.dumps(fields)
+
+
+PACKED = {k: v for k, v in BASE.items() if k != "vector"}
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        # The stored terms are what the load uses (not analysed again)...
+        ({"terms": "stored|term", "analyser": ANALYSER_VERSION}, ["stored", "term"]),
+        ({"terms": "", "analyser": ANALYSER_VERSION}, []),
+        # ...unless another analyser made them, none did, or they are not one string.
+        ({"terms": "stored", "analyser": ANALYSER_VERSION + 1}, ["user", "like", "green", "tea"]),
+        ({"terms": "stored"}, ["user", "like", "green", "tea"]),
+        ({}, ["user", "like", "green", "tea"]),
+        ({"terms": ["stored"], "analyser": ANALYSER_VERSION}, ["user", "like", "green", "tea"]),
+        ({"terms": 1, "analyser": ANALYSER_VERSION}, ["user", "like", "green", "tea"]),
+        ({"terms": None, "analyser": ANALYSER_VERSION}, ["user", "like", "green", "tea"]),
+    ],
+)
+def test_a_record_s_terms_are_used_only_when_this_analyser_made_them(
+    extra: dict[str, Any], expected: list[str]
+) -> None:
+    scanned = unpack_records([_record({**PACKED, **extra})], DIM)
+    assert scanned.terms == [expected]
+    assert scanned.rows[0]["memory"] == BASE["memory"]
+    assert "terms" not in scanned.rows[0] and "analyser" not in scanned.rows[0]
+
+
+def by_id(
+    scanned: ScopeRows,
+) -> dict[str, tuple[dict[str, Any], list[float], str, list[str]]]:
     return {
-        row["id"]: (row, vector.tolist(), text)
-        for row, vector, text in zip(scanned.rows, scanned.vectors, scanned.texts, strict=True)
+        row["id"]: (row, vector.tolist(), text, terms)
+        for row, vector, text, terms in zip(
+            scanned.rows, scanned.vectors, scanned.texts, scanned.terms, strict=True
+        )
     }
 
 
@@ -281,3 +320,13 @@ async def test_a_backfill_keeps_what_an_update_wrote_first(tmp_path: Path) -> No
     assert dict(zip(*stored.to_pydict().values(), strict=True)) == {"m0": 0, "m1": 1, "m2": 0}
     assert await backfill_records(table, store._write) == 0
     await store.close()
+
+
+def test_no_index_term_holds_the_term_separator() -> None:
+    """Packed terms are split on ``TERM_SEPARATOR``: no word the analyser keeps, of any
+    alphabet (accents folded, ligatures decomposed), may contain it."""
+    words = [chr(c) for c in range(0x110000) if _WORD.fullmatch(chr(c))]
+    words += ["\ufdfa", "ﬁnance", "Ǆemal", "Straße"]  # decompose into several characters
+    assert len(words) > 100_000
+    assert not [w for w in words if any(TERM_SEPARATOR in t for t in tokenize(w))]
+    assert tokenize("\ufdfa")  # a ligature whose decomposition holds spaces is still a term

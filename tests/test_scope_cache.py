@@ -90,7 +90,7 @@ async def test_bm25_scores_equal_lancedb_on_a_locomo_conversation(tmp_path: Path
     db = await lancedb.connect_async(str(tmp_path))
     table = await db.create_table("m", data=[{"id": i, "t": t} for i, t in enumerate(texts)])
     await table.create_index("t", config=FTS(with_position=False))
-    index = Bm25Index.build(texts)
+    index = Bm25Index.build([tokenize(t) for t in texts])
     for question in questions:
         query = _FTS_UNSAFE.sub(" ", question).strip()
         found = await (
@@ -611,7 +611,7 @@ async def test_a_cached_scope_ranks_full_text_while_the_query_is_embedded(
 def test_postings_are_compressed_rows(
     texts: list[str], term: str, docs: list[int], tfs: list[float]
 ) -> None:
-    index = Bm25Index.build(texts)
+    index = Bm25Index.build([tokenize(t) for t in texts])
     found_docs, found_tfs = index.postings(term)
     assert found_docs.tolist() == docs and found_tfs.tolist() == tfs
     assert len(index.lengths) == len(texts) and int(index.starts[-1]) == len(index.docs)
