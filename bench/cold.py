@@ -2,6 +2,7 @@
 side (issue 17: a cold user stays within the p99 goal).
 
     python -m bench cold              # ~3 min, writes the "Cold scopes" section
+    python -m bench cold --concurrency 1,4
     python -m bench cold --no-write
 
 Each variant is a fresh ``memproxy serve`` on the cached 1M-memory store (``python -m bench
@@ -9,13 +10,20 @@ store --build-only``) in front of the fast fake upstream, memory in ``read`` mod
 concurrency 1, every request is for a user never searched before in that process (each
 variant and round gets its own users, so no variant meets rows another one's scans brought
 into LanceDB's caches). Variants run in turn, then again in the reverse order: the host's
-drift shows as the difference between the rounds.
+drift shows as the difference between the rounds. ``--concurrency 1,4`` repeats it with that
+many connections, each sending its next cold user when its previous answer ended: a burst of
+new users on two cores, where embeddings and loads queue behind each other and loads beyond
+``cache.max_loads`` go to LanceDB's queries (at c > 1 also a variant loading that many at once).
+Before each variant's proxy starts, the store's files are evicted from the OS page cache, so
+the users' rows come from the disk, as for a user in no cache at all (``--page-cache warm``:
+read through into it instead, as on a host with the RAM to keep the store there).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -47,14 +55,55 @@ VARIANTS: dict[str, dict[str, Any]] = {
 }
 
 
+def variants(concurrency: int) -> dict[str, dict[str, Any]]:
+    """The variants run at ``concurrency``: above 1 also the cache loading as many scopes at
+    once as there are connections (the default loads one; the others' searches go to the
+    store meanwhile)."""
+    if concurrency == 1:
+        return VARIANTS
+    first, *rest = VARIANTS.items()
+    loads = {f"cache on, max_loads {concurrency}": {"max_loads": concurrency}}
+    return dict([first, *loads.items(), *rest])
+
+
+def set_page_cache(storage: Path, state: str) -> int:
+    """Put the store's files in the OS page cache (``warm``: read them through once) or take
+    them out of it (``evicted``: ``POSIX_FADV_DONTNEED``, no root needed; a virtual disk may
+    still answer from its host's cache); returns the bytes of the files."""
+    total = 0
+    for path in storage.rglob("*"):
+        if not path.is_file():
+            continue
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            if state == "warm":
+                while os.read(fd, 1 << 24):
+                    pass
+            else:
+                os.fsync(fd)  # dirty pages are not dropped
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+        total += path.stat().st_size
+    return total
+
+
 def _stats(values: list[float]) -> dict[str, float]:
     return percentiles(values, (50, 90, 99))
 
 
 def measure(
-    cache: dict[str, Any], users: list[str], storage: Path, upstream: str, tmp: Path
+    cache: dict[str, Any],
+    users: list[str],
+    storage: Path,
+    upstream: str,
+    tmp: Path,
+    concurrency: int = 1,
+    page_cache: str = "evicted",
 ) -> dict[str, Any]:
-    """One fresh proxy with ``cache``; one request per user, back to back."""
+    """One fresh proxy with ``cache``; one request per user over ``concurrency`` connections;
+    the store's files put in or out of the OS page cache first (``set_page_cache``)."""
+    set_page_cache(storage, page_cache)
     port = free_port()
     cfg = memproxy_config(upstream, upstream, port, storage)
     cfg["memory"]["cache"] = {**cfg["memory"]["cache"], **cache}
@@ -82,7 +131,9 @@ def measure(
             bodies("fake-model", stream=False, user=True, user_id=u)[i % len(QUERIES)]
             for i, u in enumerate(users)
         ]
-        samples = stream_series(url, chosen, headers, n=len(chosen), warmup=0)
+        samples = stream_series(
+            url, chosen, headers, n=len(chosen), warmup=0, concurrency=concurrency
+        )
     timings = [parse_server_timing(s.headers.get("server-timing", "")) for s in samples]
     return {
         "n": len(samples),
@@ -99,20 +150,37 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit("build the store first: python -m bench store --build-only")
     info = json.loads((storage / "built.json").read_text())
     pool = [f"user-{u:05d}" for u in range(1, min(info["users"], 4999))]
-    names = list(VARIANTS)
-    order = names + names[::-1]
+    order = [
+        (name, cache, concurrency, round_)
+        for concurrency in args.concurrency
+        for round_, named in enumerate(
+            (variants(concurrency), dict(reversed(variants(concurrency).items()))), 1
+        )
+        for name, cache in named.items()
+    ]
     if len(order) * args.users > len(pool):
         raise SystemExit(f"the store has {len(pool)} other users: use fewer --users")
     tmp = Path(tempfile.mkdtemp(prefix="bench-cold-"))
-    result: dict[str, Any] = {**stamp(), "store": info, "users_per_run": args.users, "runs": []}
+    result: dict[str, Any] = {
+        **stamp(),
+        "store": info,
+        "users_per_run": args.users,
+        "concurrency": args.concurrency,
+        "page_cache": args.page_cache,
+        "runs": [],
+    }
     with fast_upstream(chunks=20) as upstream:
-        for i, name in enumerate(order):
+        for i, (name, cache, concurrency, round_) in enumerate(order):
             users = pool[i * args.users : (i + 1) * args.users]
-            run_result = measure(VARIANTS[name], users, storage, upstream, tmp)
-            result["runs"].append({"variant": name, "round": 1 + i // len(names), **run_result})
+            run_result = measure(
+                cache, users, storage, upstream, tmp, concurrency, page_cache=args.page_cache
+            )
+            result["runs"].append(
+                {"variant": name, "concurrency": concurrency, "round": round_, **run_result}
+            )
             o = run_result["overhead"]
             print(
-                f"  {name:<68} round {1 + i // len(names)}: overhead p50 {o['p50']:6.2f} "
+                f"  {name:<68} c={concurrency} round {round_}: overhead p50 {o['p50']:6.2f} "
                 f"p90 {o['p90']:6.2f} p99 {o['p99']:6.2f} ms",
                 flush=True,
             )
@@ -126,6 +194,7 @@ def render(r: dict[str, Any]) -> str:
         rows.append(
             [
                 run_result["variant"],
+                run_result.get("concurrency", 1),
                 run_result["round"],
                 f"{o['p50']:.1f} / {o['p90']:.1f} / {o['p99']:.1f}",
                 f"{e['p50']:.1f}",
@@ -134,12 +203,28 @@ def render(r: dict[str, Any]) -> str:
             ]
         )
     size = r["store"]["size"]
+    connections = r.get("concurrency", [1])
+    command = "python -m bench cold" + (
+        f" --concurrency {','.join(map(str, connections))}" if connections != [1] else ""
+    )
+    warm = r.get("page_cache") == "warm"
+    if warm:
+        command += " --page-cache warm"
+    page_cache = (
+        "the store's files read through into the OS page cache before each variant's proxy "
+        "starts (a host with the RAM to keep the store there)"
+        if warm
+        else "the store's files evicted from the OS page cache before each variant's proxy "
+        "starts (`posix_fadvise` DONTNEED), so the users' rows are read from the disk"
+    )
     return "\n\n".join(
         [
-            f"Run {r['date']}, commit `{r['commit']}`, {r['machine']}. `python -m bench cold`: "
-            f"a fresh `memproxy serve` per variant on the {size:,}-memory store, concurrency 1, "
+            f"Run {r['date']}, commit `{r['commit']}`, {r['machine']}. `{command}`: "
+            f"a fresh `memproxy serve` per variant on the {size:,}-memory store, "
             f"{r['users_per_run']} users per run, each searched for the first time in that "
-            "process (its own users per run); variants in turn, then in reverse order. "
+            "process (its own users per run); variants in turn, then in reverse order, at each "
+            "number of connections (each sends its next cold user when its answer ended); "
+            f"{page_cache}. "
             "`recalled` is 0: the other users' memories are word salad with random vectors "
             "and none passes the similarity threshold, but every search runs in full. "
             "With the cache on, a cold search reads the scope's packed records (one column) "
@@ -148,6 +233,7 @@ def render(r: dict[str, Any]) -> str:
             table(
                 [
                     "variant",
+                    "connections",
                     "round",
                     "memory overhead p50 / p90 / p99 ms",
                     "embed p50",
@@ -164,6 +250,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench cold", description=__doc__)
     parser.add_argument("--users", type=int, default=150, help="cold users per run")
     parser.add_argument("--store-size", type=int, default=1_000_000)
+    parser.add_argument(
+        "--concurrency",
+        type=lambda text: [int(c) for c in text.split(",")],
+        default=[1],
+        help="connections, comma-separated (e.g. 1,4): each a set of runs",
+    )
+    parser.add_argument(
+        "--page-cache",
+        choices=("evicted", "warm"),
+        default="evicted",
+        help="the store's files out of the OS page cache before each run (default) or in it",
+    )
     parser.add_argument("--no-write", action="store_true", help="do not touch BENCHMARKS.md")
     args = parser.parse_args(argv)
     result = run(args)

@@ -2,8 +2,10 @@
 rates and latency percentiles, and a raw asyncio client for streaming time-to-first-byte.
 
 Python HTTP clients top out at a few hundred requests/s on this machine (DESIGN.md §7), so
-rates come from wrk; the streaming client only runs at concurrency 1, where the client's own
-cost is the same for every target and cancels out of the "added" figures.
+rates come from wrk; the streaming client runs at concurrency 1, where the client's own cost
+is the same for every target and cancels out of the "added" figures, and at the few
+connections of a burst of cold users (``bench cold``), whose figure is the proxy's own
+``X-Memory-Overhead-Ms`` header, not the client's clock.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -182,14 +185,18 @@ class RawClient:
         )
 
 
-async def _stream_series(
-    url: str, bodies: list[bytes], headers: dict[str, str], n: int, warmup: int
-) -> list[StreamSample]:
+async def _one_client(
+    url: str,
+    bodies: list[bytes],
+    headers: dict[str, str],
+    turns: Iterator[int],
+    warmup: int,
+    samples: list[StreamSample],
+) -> None:
     client = RawClient(url)
     await client.connect()
-    samples = []
     try:
-        for i in range(warmup + n):
+        for i in turns:
             try:
                 sample = await asyncio.wait_for(
                     client.post(bodies[i % len(bodies)], headers), timeout=REQUEST_TIMEOUT_S
@@ -202,19 +209,42 @@ async def _stream_series(
                 samples.append(sample)
     finally:
         await client.close()
+
+
+async def _stream_series(
+    url: str,
+    bodies: list[bytes],
+    headers: dict[str, str],
+    n: int,
+    warmup: int,
+    concurrency: int,
+) -> list[StreamSample]:
+    # One shared iterator: each client takes the next body when its previous request ended.
+    turns = iter(range(warmup + n))
+    samples: list[StreamSample] = []
+    await asyncio.gather(
+        *(_one_client(url, bodies, headers, turns, warmup, samples) for _ in range(concurrency))
+    )
     return samples
 
 
 def stream_series(
-    url: str, bodies: list[bytes], headers: dict[str, str], *, n: int, warmup: int = 20
+    url: str,
+    bodies: list[bytes],
+    headers: dict[str, str],
+    *,
+    n: int,
+    warmup: int = 20,
+    concurrency: int = 1,
 ) -> list[StreamSample]:
-    """``n`` sequential streamed requests on one connection (concurrency 1)."""
+    """``n`` streamed requests over ``concurrency`` keep-alive connections, each sending its
+    next request when its previous one ended (closed loop); samples in completion order."""
     try:
         import uvloop
 
-        return uvloop.run(_stream_series(url, bodies, headers, n, warmup))
+        return uvloop.run(_stream_series(url, bodies, headers, n, warmup, concurrency))
     except ImportError:  # pragma: no cover
-        return asyncio.run(_stream_series(url, bodies, headers, n, warmup))
+        return asyncio.run(_stream_series(url, bodies, headers, n, warmup, concurrency))
 
 
 def one_request(url: str, body: bytes, headers: dict[str, str]) -> StreamSample:

@@ -456,6 +456,7 @@ async def collect_features(
     the candidate is one of the question's evidence turns)."""
     from memory_core import AsyncMemory, MemoryConfig, Scope, Selection
     from memory_core.fusion_weights import FEATURES
+    from memory_core.scope_index import detached
 
     rows: list[list[float]] = []
     labels: list[float] = []
@@ -469,7 +470,7 @@ async def collect_features(
             for qa in sample.qa:
                 for candidate in await memory.searcher.candidates(qa.question, selection):
                     rows.append([candidate.features[name] for name in FEATURES])
-                    dia_id = candidate.row["metadata"].get("dia_id", "")
+                    dia_id = detached(candidate.row)["metadata"].get("dia_id", "")
                     labels.append(1.0 if dia_id in qa.evidence else 0.0)
             await memory.store.close()
     finally:

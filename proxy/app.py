@@ -33,6 +33,7 @@ from .errors import EXCEPTION_HANDLERS, Forbidden, error_response
 from .exports_api import export_routes
 from .graph_api import graph_routes
 from .guard import BrowserGuard
+from .heap import freeze_startup_heap
 from .inject import TokenCounter, default_token_counter
 from .learning import ExtractionModels, Learner
 from .learning_api import learning_routes
@@ -154,9 +155,12 @@ def create_app(
     queue: LearningQueue | None = None,
     count_tokens: TokenCounter | None = None,
     tracer_provider: Any | None = None,
+    freeze_heap: bool = False,
 ) -> Starlette:
     """Build the proxy. Pass ``upstream``/``memory``/``queue`` to inject fakes or shared ones,
-    ``tracer_provider`` an OpenTelemetry SDK provider (tests: an in-memory exporter)."""
+    ``tracer_provider`` an OpenTelemetry SDK provider (tests: an in-memory exporter);
+    ``freeze_heap`` (the server process's own app): once started, exempt what the startup
+    built from the garbage collector's passes (``heap.freeze_startup_heap``)."""
     settings = settings or Settings()
     tracing_settings = settings.server.tracing
     tracer = build_tracer(
@@ -250,6 +254,8 @@ def create_app(
         )
         if not authenticator.enabled:
             log.warning("no API keys configured: open local mode (bind %s)", server.host)
+        if freeze_heap:
+            log.info("startup heap frozen: %d objects", freeze_startup_heap())
         try:
             yield
         finally:

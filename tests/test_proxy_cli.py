@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -88,6 +89,10 @@ def test_serve_chat_and_sigterm(fake: FakeUpstream, tmp_path: Path) -> None:
         assert raw.headers["x-memory-status"] == "ok"
         assert raw.headers["x-memory-upstream"] == "passthrough"
         assert [m.id for m in client.models.list()] == ["fake-model"]
+        # The server's own app froze what its startup built (``proxy/heap.py``).
+        served = (tmp_path / "serve.log").read_text()
+        frozen = re.search(r"startup heap frozen: (\d+) objects", served)
+        assert frozen is not None and int(frozen.group(1)) > 10_000
 
         started = time.monotonic()
         process.send_signal(signal.SIGTERM)

@@ -48,7 +48,7 @@ def _serve(args: argparse.Namespace) -> int:
         options["http"] = f"{__name__}:WorkerHttpProtocol"  # the workers import it by name
         uvicorn.run(f"{__name__}:worker_app", factory=True, workers=args.workers, **options)
     else:
-        uvicorn.run(create_app(settings), **options)
+        uvicorn.run(create_app(settings, freeze_heap=True), **options)
     return 0
 
 
@@ -72,7 +72,7 @@ def worker_app() -> Any:
     configure_logging(
         settings.server.log_level, settings.server.log_format, secrets_in(settings.model_dump())
     )
-    return create_app(settings)
+    return create_app(settings, freeze_heap=True)
 
 
 def __getattr__(name: str) -> Any:
