@@ -13,7 +13,7 @@ into LanceDB's caches). Variants run in turn, then again in the reverse order: t
 drift shows as the difference between the rounds. ``--concurrency 1,4`` repeats it with that
 many connections, each sending its next cold user when its previous answer ended: a burst of
 new users on two cores, where embeddings and loads queue behind each other and loads beyond
-``cache.max_loads`` go to LanceDB's queries (at c > 1 also a variant loading that many at once).
+``cache.max_loads`` go to LanceDB's queries (at c > 1 also a variant loading one at a time).
 Before each variant's proxy starts, the store's files are evicted from the OS page cache, so
 the users' rows come from the disk, as for a user in no cache at all (``--page-cache warm``:
 read through into it instead, as on a host with the RAM to keep the store there).
@@ -56,14 +56,13 @@ VARIANTS: dict[str, dict[str, Any]] = {
 
 
 def variants(concurrency: int) -> dict[str, dict[str, Any]]:
-    """The variants run at ``concurrency``: above 1 also the cache loading as many scopes at
-    once as there are connections (the default loads one; the others' searches go to the
-    store meanwhile)."""
+    """The variants run at ``concurrency``: above 1 also the cache loading one scope at a time
+    (the others' searches go to the store meanwhile; the default loads up to 4 at once)."""
     if concurrency == 1:
         return VARIANTS
     first, *rest = VARIANTS.items()
-    loads = {f"cache on, max_loads {concurrency}": {"max_loads": concurrency}}
-    return dict([first, *loads.items(), *rest])
+    one = {"cache on, one load at a time (max_loads 1)": {"max_loads": 1}}
+    return dict([first, *one.items(), *rest])
 
 
 def set_page_cache(storage: Path, state: str) -> int:

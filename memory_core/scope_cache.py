@@ -15,8 +15,9 @@ Correctness, in order of how it is kept:
 - Bounded: least recently used entries go first past ``max_bytes``; a scope of more than
   ``max_scope_rows`` memories is never cached (its searches go to LanceDB); at most
   ``max_loads`` scans run at once (a scope asked for while they do is searched in the store
-  and loads after it answered: many new users at once must not turn into as many scans
-  competing for the cores).
+  and loads after it answered: a burst of many new users must not turn into as many scans
+  competing for the cores; a load is cheaper than the store's queries, so the default lets a
+  few run).
 """
 
 from __future__ import annotations

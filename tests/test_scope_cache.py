@@ -234,7 +234,7 @@ async def test_a_scope_sees_only_its_own_memories(memory: AsyncMemory) -> None:
 
     async def found(query: str, **scope: str) -> list[str]:
         result = await ids_found(memory, query, **scope)
-        await store.cache.loads()  # one load at a time (cache.max_loads): each scope in turn
+        await store.cache.loads()  # each scope loads for its first search
         return result
 
     for _ in range(2):  # cold (each scope loads for its first search), then from the cache
@@ -512,8 +512,10 @@ async def test_a_scope_without_room_to_load_is_searched_in_the_store_and_loads_l
     tmp_path: Path,
 ) -> None:
     inner = RecordingStore(str(tmp_path / "db"), 384)
-    cfg = MemoryConfig(storage_uri=str(tmp_path / "db"), cache={"query_vectors": 0})
-    store = CachingStore(inner, cfg.cache)  # cache.max_loads: 1
+    cfg = MemoryConfig(
+        storage_uri=str(tmp_path / "db"), cache={"query_vectors": 0, "max_loads": 1}
+    )
+    store = CachingStore(inner, cfg.cache)
     memory = AsyncMemory(cfg, embedder=SlowQueries(inner.events), store=store)
     await memory.open()
     await memory.add(["User likes green tea", "User lives in Lisbon"], user_id="u", infer=False)
