@@ -1,11 +1,13 @@
 """The server's heap and CPython's cyclic garbage collector.
 
-A full collection visits every tracked object, and its pause is the request latency of every
-request in flight: measured in ``memproxy serve`` on 2 cores, 100-500 ms pauses once a few
-hundred scopes were cached, most of it the objects of the imports (litellm's, LanceDB's)
-that live as long as the process. Freezing what the startup built moves those objects out of
-every later collection (``gc.freeze``, as large Python servers do); the scope cache's rows
-are kept untracked for the same reason (``memory_core.scope_index``).
+A full collection visits every tracked object, and its pause is added to every request in
+flight. Measured in ``memproxy serve`` on 2 cores: the startup's own full collections reach
+~400 ms as litellm and LanceDB are imported, and one more while serving (CPython starts one
+when the objects surviving younger collections reach a quarter of the long-lived ones, as a
+filling cache makes them) stalled 4 requests at once by ~450 ms. Freezing what the startup
+built takes those objects out of every later collection (``gc.freeze``, as large Python
+servers do); the scope cache's rows are kept untracked for the same reason
+(``memory_core.scope_index``).
 """
 
 from __future__ import annotations
