@@ -302,9 +302,7 @@ class ScopeCacheConfig(_Strict):
     enabled: bool = True
     max_bytes: int = Field(default=256 * 1024 * 1024, ge=0)
     max_scope_rows: int = Field(default=20_000, ge=1, le=1_000_000)
-    # 4: in a burst of new users on 4 connections (2 cores), loading each beat loading one
-    # while the others ran LanceDB's queries: p50 73-80 vs 90-108 ms (``bench cold``).
-    max_loads: int = Field(default=4, ge=1, le=64)
+    max_loads: int = Field(default=4, ge=1, le=64)  # why 4: docs/design-notes.md
     query_vectors: int = Field(default=2048, ge=0, le=1_000_000)  # repeated query texts
 
 
