@@ -352,10 +352,9 @@ class MemoryConfig(_Strict):
     similar_memories: int = Field(default=6, ge=1, le=50)
     hybrid_search: bool = True  # False: vector search only, whatever ``search.mode`` says
     search: SearchConfig = Field(default_factory=SearchConfig)
-    # add(infer=True): an ADD whose text has cosine >= this with a memory of the same scope
-    # (and the same numbers) becomes NONE, or an UPDATE of that memory when it only adds words;
-    # None turns it off. 0.97 separates tests/data/junk_corpus.json's labelled pairs for the
-    # default embedder (paraphrases >= 0.971, different facts <= 0.966); retune for another.
+    # add(infer=True): an ADD with cosine >= this to a same-scope memory (same numbers) becomes
+    # NONE, or an UPDATE when it only adds words; None: off. 0.97 splits the default embedder's
+    # pairs in tests/data/junk_corpus.json (paraphrases >= 0.971, others <= 0.966); retune.
     duplicate_threshold: float | None = Field(default=0.97, gt=0, le=1)
     # The update step's ADD/UPDATE text must be one of the new facts, or a paraphrase of one:
     # cosine >= this (with no number, code or name the facts lack). For the default embedder
@@ -364,6 +363,7 @@ class MemoryConfig(_Strict):
     fact_match_threshold: float = Field(default=0.96, gt=0, le=1)
     optimize_every: int = Field(default=100, ge=1)
     cleanup_retention_s: float = Field(default=3600.0, ge=0)
+    cluster_budget_s: float = Field(default=2.0, ge=0, le=600)  # store_layout.py; 0: off
     limits: MemoryLimits = Field(default_factory=MemoryLimits)
     multimodal: MultimodalConfig = Field(default_factory=MultimodalConfig)
     cache: ScopeCacheConfig = Field(default_factory=ScopeCacheConfig)

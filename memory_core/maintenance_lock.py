@@ -8,10 +8,15 @@ a holder that dies frees it after ``ttl_s``.
 
 from __future__ import annotations
 
+import logging
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
 from .errors import StoreError
+
+log = logging.getLogger("memory_core.maintenance_lock")
 
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -60,4 +65,32 @@ class RedisMaintenanceLock:
         await self._redis.aclose()
 
 
-__all__ = ["MaintenanceLock", "RedisMaintenanceLock"]
+@asynccontextmanager
+async def maintenance_turn(
+    lock: MaintenanceLock | None, name: str, ttl_s: float
+) -> AsyncIterator[str | None]:
+    """Around one maintenance turn: yields None when this process runs it (no lock, or the
+    lock ``name`` is held until the block ends), else why not: "skipped" (another replica
+    holds it) or "failed" (the lock could not be asked, logged)."""
+    if lock is None:
+        yield None
+        return
+    try:
+        token = await lock.acquire(name, ttl_s)
+    except StoreError as exc:
+        log.warning("store maintenance skipped: %s", exc)
+        yield "failed"
+        return
+    if token is None:
+        yield "skipped"
+        return
+    try:
+        yield None
+    finally:
+        try:
+            await lock.release(name, token)
+        except StoreError as exc:
+            log.warning("%s (it expires by itself)", exc)
+
+
+__all__ = ["MaintenanceLock", "RedisMaintenanceLock", "maintenance_turn"]

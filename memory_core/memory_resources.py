@@ -100,6 +100,7 @@ class MemoryResources:
                             read_consistency_interval_s=self.config.read_consistency_interval_s,
                             optimize_every=self.config.optimize_every,
                             cleanup_retention_s=self.config.cleanup_retention_s,
+                            cluster_budget_s=self.config.cluster_budget_s,
                             limits=self.config.limits,
                             maintenance_lock=self._maintenance_lock,
                             purge_expired=self.config.expiration.purge,

@@ -20,9 +20,10 @@ import pyarrow as pa
 from .config import MemoryLimits
 from .errors import StoreError
 from .filters import CompiledFilter, compile_selection, ids_sql, sql_literal
-from .maintenance_lock import MaintenanceLock
+from .maintenance_lock import MaintenanceLock, maintenance_turn
 from .records import SEARCH_TEXT, expiry_history
 from .storage import Row, RowCheck, ScopeRows, Selection, TextHit
+from .store_layout import cluster_users
 from .store_rows import backfill_for, every_row_has_a_record, scan_scope, update_row
 from .store_schema import (
     HISTORY,
@@ -60,8 +61,10 @@ class LanceStore:
         maintenance_lock: MaintenanceLock | None = None,
         maintenance_ttl_s: float = 600.0,
         purge_expired: bool = True,
+        cluster_budget_s: float = 2.0,
     ) -> None:
         self.uri = uri
+        self._cluster_budget_s = cluster_budget_s
         self._purge_expired = purge_expired
         # Told the rows each purge of expired memories deleted; it writes their history.
         self.on_purged: Callable[[Sequence[Row]], Awaitable[None]] | None = None
@@ -279,13 +282,7 @@ class LanceStore:
         self._version.may_change()
 
     async def _write(self, operation: Awaitable[Any]) -> Any:
-        self._version.may_change()
-        try:
-            result = await operation
-        except (OSError, RuntimeError, ValueError) as exc:
-            raise StoreError(f"LanceDB write failed: {exc}") from exc
-        finally:
-            self._version.may_change()
+        result = await self._uncounted(operation)
         self._writes_since_optimize += 1
         if self._writes_since_optimize >= self._optimize_every and (
             self._maintenance is None or self._maintenance.done()
@@ -297,55 +294,61 @@ class LanceStore:
     async def optimize(self) -> None:
         """Compact files, fold new rows into the indexes, drop versions past the retention;
         with a maintenance lock, only while holding it (else another replica is at it)."""
-        token = None
-        if self._lock is not None:
-            try:
-                token = await self._lock.acquire(f"optimize:{self.uri}", self._lock_ttl_s)
-            except StoreError as exc:
-                log.warning("store maintenance skipped: %s", exc)
-                self.maintenance_runs["failed"] += 1
+        async with maintenance_turn(self._lock, f"optimize:{self.uri}", self._lock_ttl_s) as no:
+            if no is not None:
+                self.maintenance_runs[no] += 1
                 return
-            if token is None:
-                self.maintenance_runs["skipped"] += 1
-                return
-        log.info("store maintenance started")
-        outcome = "ran"
-        try:
-            try:
-                given = await self.backfill_records()
-            except StoreError as exc:  # best effort: rows without a record still load
-                log.warning("backfilling memory records failed on %s: %s", self.uri, exc)
-                outcome = "failed"
-            else:
-                if given:
-                    log.info("gave %d memories of an older store their record", given)
-            if self._purge_expired:
-                try:
-                    purged = await self.purge_expired()
-                except StoreError as exc:  # best effort too: expired rows are never read
-                    log.warning("purging expired memories failed on %s: %s", self.uri, exc)
-                    outcome = "failed"
-                else:
-                    if purged:
-                        log.info("purged %d expired memories", purged)
-            for table in (self._memories, self._history):
-                self._version.may_change()
-                try:
-                    await table.optimize(cleanup_older_than=self._retention)
-                except (OSError, RuntimeError, ValueError) as exc:
-                    # Maintenance is best effort: the data stays correct, only slower to read.
-                    log.warning("LanceDB optimize failed on %s: %s", self.uri, exc)
-                    outcome = "failed"
-                finally:
-                    self._version.may_change()
-        finally:
+            log.info("store maintenance started")
+            outcome = await self._maintain()
             log.info("store maintenance finished: %s", outcome)
             self.maintenance_runs[outcome] += 1
-            if self._lock is not None and token is not None:
-                try:
-                    await self._lock.release(f"optimize:{self.uri}", token)
-                except StoreError as exc:
-                    log.warning("%s (it expires by itself)", exc)
+
+    async def _maintain(self) -> str:
+        """One maintenance turn, every step best effort (the data stays correct, only slower
+        to read, without it): "ran", or "failed" when a step failed (logged)."""
+        outcome = "ran"
+        try:
+            given = await self.backfill_records()
+        except StoreError as exc:  # rows without a record still load
+            log.warning("backfilling memory records failed on %s: %s", self.uri, exc)
+            outcome = "failed"
+        else:
+            if given:
+                log.info("gave %d memories of an older store their record", given)
+        if self._purge_expired:
+            try:
+                purged = await self.purge_expired()
+            except StoreError as exc:  # expired rows are never read
+                log.warning("purging expired memories failed on %s: %s", self.uri, exc)
+                outcome = "failed"
+            else:
+                if purged:
+                    log.info("purged %d expired memories", purged)
+        try:  # before the compaction, which folds the rewritten rows into the indexes
+            await cluster_users(self._table(), self._uncounted, budget_s=self._cluster_budget_s)
+        except StoreError as exc:  # scattered rows read the same, only slower
+            log.warning("moving users' rows together failed on %s: %s", self.uri, exc)
+            outcome = "failed"
+        for table in (self._memories, self._history):
+            self._version.may_change()
+            try:
+                await table.optimize(cleanup_older_than=self._retention)
+            except (OSError, RuntimeError, ValueError) as exc:
+                log.warning("LanceDB optimize failed on %s: %s", self.uri, exc)
+                outcome = "failed"
+            finally:
+                self._version.may_change()
+        return outcome
+
+    async def _uncounted(self, operation: Awaitable[Any]) -> Any:
+        """One commit, not counted towards the next maintenance (maintenance's own)."""
+        self._version.may_change()
+        try:
+            return await operation
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise StoreError(f"LanceDB write failed: {exc}") from exc
+        finally:
+            self._version.may_change()
 
     async def backfill_records(self, *, budget_s: float = 60.0) -> int:
         """Records for the rows written before the record column, batch by batch for up to
