@@ -14,6 +14,8 @@ drift shows as the difference between the rounds. ``--concurrency 1,4`` repeats 
 many connections, each sending its next cold user when its previous answer ended: a burst of
 new users on two cores, where embeddings and loads queue behind each other and loads beyond
 ``cache.max_loads`` go to LanceDB's queries (at c > 1 also a variant loading one at a time).
+One variant runs on a copy of the store whose scattered users' rows the store's maintenance
+moved together (``memory_core.store_layout``; made once beside the store, ~20 min at 1M).
 Before each variant's proxy starts, the store's files are evicted from the OS page cache, so
 the users' rows come from the disk, as for a user in no cache at all (``--page-cache warm``:
 read through into it instead, as on a host with the RAM to keep the store there).
@@ -22,14 +24,20 @@ read through into it instead, as on a host with the RAM to keep the store there)
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
+import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import yaml
+
+from memory_core.store import LanceStore
+from memory_core.store_layout import scattered_users
 
 from .common import (
     PY,
@@ -48,21 +56,65 @@ from .overhead import bodies, memproxy_config, parse_server_timing
 from .store import store_dir
 from .synthetic import QUERIES
 
-# name -> the memory.cache settings of that variant
-VARIANTS: dict[str, dict[str, Any]] = {
-    "cache on: the scope's records load for its first search (default)": {},
-    "cache off: LanceDB's vector and full-text queries": {"enabled": False},
+# name -> the memory.cache settings of that variant and the store's row layout: "written"
+# (each user's rows where their inserts put them, scattered) or "together" (every scattered
+# user's rows moved together by the store's maintenance, ``memory_core.store_layout``)
+VARIANTS: dict[str, tuple[dict[str, Any], str]] = {
+    "cache on: the scope's records load for its first search (default)": ({}, "written"),
+    "cache on, each user's rows moved together by maintenance": ({}, "together"),
+    "cache off: LanceDB's vector and full-text queries": ({"enabled": False}, "written"),
 }
 
 
-def variants(concurrency: int) -> dict[str, dict[str, Any]]:
+def variants(concurrency: int) -> dict[str, tuple[dict[str, Any], str]]:
     """The variants run at ``concurrency``: above 1 also the cache loading one scope at a time
     (the others' searches go to the store meanwhile; the default loads up to 4 at once)."""
     if concurrency == 1:
         return VARIANTS
     first, *rest = VARIANTS.items()
-    one = {"cache on, one load at a time (max_loads 1)": {"max_loads": 1}}
+    one = {"cache on, one load at a time (max_loads 1)": ({"max_loads": 1}, "written")}
     return dict([first, *one.items(), *rest])
+
+
+def rows_together(storage: Path) -> Path:
+    """A copy of ``storage`` whose users' rows the product's store maintenance moved together
+    (turn after turn until no user is scattered), made once and kept beside it."""
+    together = storage.with_name(storage.name + "-together")
+    if (together / "built.json").exists():
+        return together
+    if together.exists():
+        shutil.rmtree(together)
+    partial = storage.with_name(storage.name + "-together.partial")
+    if partial.exists():
+        shutil.rmtree(partial)
+    shutil.copytree(storage, partial)
+    started = time.perf_counter()
+    turns = asyncio.run(_move_rows_together(partial))
+    info = json.loads((storage / "built.json").read_text())
+    info["rows_together"] = {"turns": turns, "seconds": round(time.perf_counter() - started, 1)}
+    (partial / "built.json").write_text(json.dumps(info, indent=2))
+    partial.rename(together)
+    return together
+
+
+async def _move_rows_together(path: Path) -> int:
+    store = LanceStore(str(path), 384, cleanup_retention_s=0, cluster_budget_s=120)
+    await store.open()
+    turns, before = 0, None
+    while True:
+        layout = await store._table().query().select(["user_id", "_rowaddr"]).to_arrow()
+        users = layout.column("user_id").combine_chunks()
+        left = len(scattered_users(users, layout.column("_rowaddr").to_numpy()))
+        print(f"  store maintenance turn {turns}: {left} users scattered", flush=True)
+        if not left:
+            break
+        if left == before:
+            raise SystemExit(f"store maintenance moved no user's rows in {path} (its log says why)")
+        before = left
+        await store.optimize()
+        turns += 1
+    await store.close()
+    return turns
 
 
 def set_page_cache(storage: Path, state: str) -> int:
@@ -92,7 +144,7 @@ def _stats(values: list[float]) -> dict[str, float]:
 
 
 def measure(
-    cache: dict[str, Any],
+    variant: tuple[dict[str, Any], str],
     users: list[str],
     storage: Path,
     upstream: str,
@@ -100,8 +152,12 @@ def measure(
     concurrency: int = 1,
     page_cache: str = "evicted",
 ) -> dict[str, Any]:
-    """One fresh proxy with ``cache``; one request per user over ``concurrency`` connections;
-    the store's files put in or out of the OS page cache first (``set_page_cache``)."""
+    """One fresh proxy with the variant's cache settings on the store in its row layout; one
+    request per user over ``concurrency`` connections; the store's files put in or out of the
+    OS page cache first (``set_page_cache``)."""
+    cache, layout = variant
+    if layout == "together":
+        storage = rows_together(storage)
     set_page_cache(storage, page_cache)
     port = free_port()
     cfg = memproxy_config(upstream, upstream, port, storage)
@@ -149,13 +205,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit("build the store first: python -m bench store --build-only")
     info = json.loads((storage / "built.json").read_text())
     pool = [f"user-{u:05d}" for u in range(1, min(info["users"], 4999))]
+    together = rows_together(storage)  # made before any timing (~20 min the first time)
+    moved = json.loads((together / "built.json").read_text())["rows_together"]
     order = [
-        (name, cache, concurrency, round_)
+        (name, variant, concurrency, round_)
         for concurrency in args.concurrency
         for round_, named in enumerate(
             (variants(concurrency), dict(reversed(variants(concurrency).items()))), 1
         )
-        for name, cache in named.items()
+        for name, variant in named.items()
     ]
     if len(order) * args.users > len(pool):
         raise SystemExit(f"the store has {len(pool)} other users: use fewer --users")
@@ -166,13 +224,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "users_per_run": args.users,
         "concurrency": args.concurrency,
         "page_cache": args.page_cache,
+        "rows_together": moved,
         "runs": [],
     }
     with fast_upstream(chunks=20) as upstream:
-        for i, (name, cache, concurrency, round_) in enumerate(order):
+        for i, (name, variant, concurrency, round_) in enumerate(order):
             users = pool[i * args.users : (i + 1) * args.users]
             run_result = measure(
-                cache, users, storage, upstream, tmp, concurrency, page_cache=args.page_cache
+                variant, users, storage, upstream, tmp, concurrency, page_cache=args.page_cache
             )
             result["runs"].append(
                 {"variant": name, "concurrency": concurrency, "round": round_, **run_result}
@@ -224,7 +283,8 @@ def render(r: dict[str, Any]) -> str:
             "process (its own users per run); variants in turn, then in reverse order, at each "
             "number of connections (each sends its next cold user when its answer ended); "
             f"{page_cache}. "
-            "`recalled` is 0: the other users' memories are word salad with random vectors "
+            + together_note(r)
+            + "`recalled` is 0: the other users' memories are word salad with random vectors "
             "and none passes the similarity threshold, but every search runs in full. "
             "With the cache on, a cold search reads the scope's packed records (one column) "
             "while the query is embedded and ranks them in process; off, it runs LanceDB's "
@@ -242,6 +302,17 @@ def render(r: dict[str, Any]) -> str:
                 rows,
             ),
         ]
+    )
+
+
+def together_note(r: dict[str, Any]) -> str:
+    moved = r.get("rows_together")
+    if not moved:
+        return ""
+    return (
+        "The variant with each user's rows moved together runs on a copy of the store after "
+        f"the store's own maintenance turns (`cluster_budget_s` 120; {moved['turns']} turns, "
+        f"{moved['seconds']:.0f} s) left no user scattered. "
     )
 
 

@@ -12,10 +12,12 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from memory_core import AsyncMemory, MemoryConfig
 from memory_core.storage import Selection
 from memory_core.store import LanceStore
 from memory_core.store_layout import NEAR_ROWS, SCATTERED_RUNS, cluster_users, scattered_users
 from memory_core.types import Scope
+from tests.conftest import HashEmbedder
 from tests.test_row_records import BASE, DIM, assert_records_match_columns
 
 FRAGMENT = 1 << 32  # a row address's fragment id is its high 32 bits
@@ -181,3 +183,24 @@ async def test_updates_and_deletes_racing_the_move_from_another_connection_all_h
             await assert_records_match_columns(mover, user, count)
     await writer.close()
     await mover.close()
+
+
+@pytest.mark.parametrize(("budget_s", "moved"), [(None, True), (0.0, False)])
+async def test_the_memory_config_sets_the_budget_of_its_store_maintenance(
+    tmp_path: Path, budget_s: float | None, moved: bool
+) -> None:
+    settings: dict[str, Any] = {"storage_uri": str(tmp_path / "db"), "optimize_every": 10**6}
+    if budget_s is not None:
+        settings["cluster_budget_s"] = budget_s
+    memory = AsyncMemory(MemoryConfig(**settings), embedder=HashEmbedder())
+    for i in range(SCATTERED_RUNS + 2):  # one commit per memory, the two users alternating
+        for user in ("alice", "bob"):
+            await memory.add(f"{user} fact number {i}", user_id=user, infer=False)
+    store: Any = memory.store
+    lance: LanceStore = store.inner
+    await lance.optimize()
+    addresses = await layout(lance)
+    assert all(contiguous(a) for a in addresses.values()) is moved
+    found = await memory.get_all(user_id="alice", limit=100)
+    assert len(found["results"]) == SCATTERED_RUNS + 2
+    await memory.close()
