@@ -204,7 +204,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if not (storage / "built.json").exists():
         raise SystemExit("build the store first: python -m bench store --build-only")
     info = json.loads((storage / "built.json").read_text())
-    pool = [f"user-{u:05d}" for u in range(1, min(info["users"], 4999))]
+    pool = [f"user-{u:05d}" for u in range(1, min(info["users"], 4999))][args.skip_users :]
     together = rows_together(storage)  # made before any timing (~20 min the first time)
     moved = json.loads((together / "built.json").read_text())["rows_together"]
     order = [
@@ -222,6 +222,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         **stamp(),
         "store": info,
         "users_per_run": args.users,
+        "skip_users": args.skip_users,
         "concurrency": args.concurrency,
         "page_cache": args.page_cache,
         "rows_together": moved,
@@ -265,6 +266,8 @@ def render(r: dict[str, Any]) -> str:
     command = "python -m bench cold" + (
         f" --concurrency {','.join(map(str, connections))}" if connections != [1] else ""
     )
+    if r.get("skip_users"):
+        command += f" --skip-users {r['skip_users']}"
     warm = r.get("page_cache") == "warm"
     if warm:
         command += " --page-cache warm"
@@ -319,6 +322,12 @@ def together_note(r: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench cold", description=__doc__)
     parser.add_argument("--users", type=int, default=150, help="cold users per run")
+    parser.add_argument(
+        "--skip-users",
+        type=int,
+        default=0,
+        help="start this far into the store's users (a rerun on users no earlier run read)",
+    )
     parser.add_argument("--store-size", type=int, default=1_000_000)
     parser.add_argument(
         "--concurrency",
