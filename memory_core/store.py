@@ -324,11 +324,6 @@ class LanceStore:
             else:
                 if purged:
                     log.info("purged %d expired memories", purged)
-        try:  # before the compaction, which folds the rewritten rows into the indexes
-            await cluster_users(self._table(), self._uncounted, budget_s=self._cluster_budget_s)
-        except StoreError as exc:  # scattered rows read the same, only slower
-            log.warning("moving users' rows together failed on %s: %s", self.uri, exc)
-            outcome = "failed"
         for table in (self._memories, self._history):
             self._version.may_change()
             try:
@@ -338,6 +333,11 @@ class LanceStore:
                 outcome = "failed"
             finally:
                 self._version.may_change()
+        try:  # after it: runs are counted as compacted (the next one indexes what moved)
+            await cluster_users(self._table(), self._uncounted, budget_s=self._cluster_budget_s)
+        except StoreError as exc:  # scattered rows read the same, only slower
+            log.warning("moving users' rows together failed on %s: %s", self.uri, exc)
+            outcome = "failed"
         return outcome
 
     async def _uncounted(self, operation: Awaitable[Any]) -> Any:

@@ -3,14 +3,15 @@
 Memories arrive one learning job at a time, interleaved with every other user's, so a user's
 ~200 rows end up scattered over the table: a scope cache load of a user whose rows are not in
 the OS page cache (after a restart, a store larger than the RAM, or on S3) is one random read
-per row. Maintenance rewrites the most scattered users' rows in place, one user per commit, so
-they sit next to each other (compaction keeps that order) and such a load is a few reads.
+per row. Maintenance, after its compaction, rewrites the most scattered users' rows, one user
+per commit, so they sit next to each other (the next compaction keeps that order) and such a
+load is a few reads.
 
 The rewrite is LanceDB's own UPDATE of every row of the user, setting nothing new
 (``revision = revision``): LanceDB writes the matched rows, in their order, to a new fragment
 and marks the old ones deleted, in one commit. No value changes, so nothing a reader sees
-changes either, and a concurrent write to the same rows is LanceDB's update conflict (the loser
-retries on the new version), as for two updates of the same memory.
+changes either; a concurrent write to the same rows meets LanceDB's commit conflict handling,
+as two updates of the same memory do (``tests/test_store_layout.py`` races both).
 """
 
 from __future__ import annotations
@@ -34,11 +35,17 @@ log = logging.getLogger("memory_core.store_layout")
 NEAR_ROWS = 32
 # A user whose rows form more runs than this is rewritten; below it, a load is a few reads.
 SCATTERED_RUNS = 8
+# A larger user is rewritten only once it has a run per this many rows (the rewrite costs
+# rows, it saves runs), and one past MAX_USER_ROWS never (the scope cache does not hold such a
+# scope, and LanceDB's queries read only the rows they rank, not the whole scope).
+ROWS_PER_RUN = 64
+MAX_USER_ROWS = 20_000
 
 
 def scattered_users(users: pa.Array, addresses: np.ndarray) -> list[str]:
     """The users of ``users`` (one per row, None for rows of no user) whose rows, at row
-    addresses ``addresses``, form more than ``SCATTERED_RUNS`` runs of near rows: most runs
+    addresses ``addresses``, form more than ``SCATTERED_RUNS`` runs of near rows (and more
+    than one per ``ROWS_PER_RUN`` rows; none of more than ``MAX_USER_ROWS``): most runs
     first (most reads saved), ties by name."""
     valid = users.is_valid().to_numpy(zero_copy_only=False)
     if not valid.any():
@@ -51,8 +58,11 @@ def scattered_users(users: pa.Array, addresses: np.ndarray) -> list[str]:
     # Row addresses are the fragment id in the high 32 bits: another fragment is far too.
     starts = np.r_[True, (codes[1:] != codes[:-1]) | (np.diff(where) > NEAR_ROWS)]
     runs = np.bincount(codes[starts], minlength=len(encoded.dictionary))
+    rows = np.bincount(codes, minlength=len(encoded.dictionary))
+    threshold = np.maximum(SCATTERED_RUNS, rows // ROWS_PER_RUN)
+    picked = np.flatnonzero((runs > threshold) & (rows <= MAX_USER_ROWS))
     names = encoded.dictionary.to_pylist()
-    scattered = [(int(-runs[i]), names[i]) for i in np.flatnonzero(runs > SCATTERED_RUNS)]
+    scattered = [(int(-runs[i]), names[i]) for i in picked]
     return [name for _, name in sorted(scattered)]
 
 
@@ -85,4 +95,11 @@ async def cluster_users(
     return done
 
 
-__all__ = ["NEAR_ROWS", "SCATTERED_RUNS", "cluster_users", "scattered_users"]
+__all__ = [
+    "MAX_USER_ROWS",
+    "NEAR_ROWS",
+    "ROWS_PER_RUN",
+    "SCATTERED_RUNS",
+    "cluster_users",
+    "scattered_users",
+]

@@ -15,7 +15,14 @@ import pytest
 from memory_core import AsyncMemory, MemoryConfig
 from memory_core.storage import Selection
 from memory_core.store import LanceStore
-from memory_core.store_layout import NEAR_ROWS, SCATTERED_RUNS, cluster_users, scattered_users
+from memory_core.store_layout import (
+    MAX_USER_ROWS,
+    NEAR_ROWS,
+    ROWS_PER_RUN,
+    SCATTERED_RUNS,
+    cluster_users,
+    scattered_users,
+)
 from memory_core.types import Scope
 from tests.conftest import HashEmbedder
 from tests.test_row_records import BASE, DIM, assert_records_match_columns
@@ -41,6 +48,19 @@ def spread(runs: int, *, start: int = 0, gap: int = NEAR_ROWS + 1) -> list[int]:
         ([("a", a * (NEAR_ROWS + 1)) for a in range(SCATTERED_RUNS + 1)], ["a"]),
         # the same offsets in another fragment are far away
         ([("a", f * FRAGMENT + o) for f in range(SCATTERED_RUNS + 1) for o in (0, 1)], ["a"]),
+        # a larger user needs a run per ROWS_PER_RUN rows: the rewrite costs its rows
+        ([("a", a) for a in spread(40)] + [("a", 10**6 + a) for a in range(40 * ROWS_PER_RUN)], []),
+        (
+            [("a", a) for a in spread(42)] + [("a", 10**6 + a) for a in range(40 * ROWS_PER_RUN)],
+            ["a"],
+        ),
+        # ...and one past MAX_USER_ROWS is never rewritten
+        (
+            [("a", a) for a in spread(MAX_USER_ROWS // 2)]
+            + [("b", a) for a in spread(MAX_USER_ROWS // 2, start=10**9)]
+            + [("b", 2 * 10**9)],
+            ["a"],
+        ),
         # other users' rows do not join or split a user's runs; most runs first, then by name
         (
             [("b", a) for a in spread(12)]
@@ -60,7 +80,8 @@ def test_scattered_users(rows: list[tuple[str | None, int]], expected: list[str]
 
 
 async def interleaved_store(uri: str, users: int, per_user: int) -> LanceStore:
-    """A store whose users' rows alternate, one insert (one commit) per row round."""
+    """A store whose users' rows alternate, one insert (one commit) per row round: with more
+    than ``NEAR_ROWS`` users each is scattered even once compacted into one file."""
     store = LanceStore(uri, DIM, optimize_every=10**9)
     await store.open()
     for i in range(per_user):
@@ -97,7 +118,8 @@ def contiguous(addresses: list[int]) -> bool:
 async def test_maintenance_moves_each_scattered_user_together_and_changes_no_value(
     tmp_path: Path,
 ) -> None:
-    store = await interleaved_store(str(tmp_path / "db"), users=3, per_user=40)
+    users = [f"u{u}" for u in range(NEAR_ROWS + 8)]
+    store = await interleaved_store(str(tmp_path / "db"), users=len(users), per_user=10)
     before = await every_row(store)
     scattered = await layout(store)
     assert not any(contiguous(a) for a in scattered.values())
@@ -106,11 +128,11 @@ async def test_maintenance_moves_each_scattered_user_together_and_changes_no_val
     await store.optimize()
 
     after_layout = await layout(store)
-    assert sorted(after_layout) == ["u0", "u1", "u2"]
-    assert all(contiguous(a) and len(a) == 40 for a in after_layout.values()), after_layout
+    assert sorted(after_layout) == sorted(users)
+    assert all(contiguous(a) and len(a) == 10 for a in after_layout.values()), after_layout
     assert await every_row(store) == before  # every column of every row, revision included
-    for user in ("u0", "u1", "u2"):
-        await assert_records_match_columns(store, user, 40)
+    for user in users[:3]:
+        await assert_records_match_columns(store, user, 10)
     assert store.maintenance_runs == {"ran": 1, "skipped": 0, "failed": 0}
     # Nothing is left to move: the next turn commits no rewrite.
     version = await store._table().version()
@@ -119,7 +141,7 @@ async def test_maintenance_moves_each_scattered_user_together_and_changes_no_val
     hits = await store.vector_search(
         np.asarray(BASE["vector"], dtype=np.float32), Selection(Scope("u1")), limit=100
     )
-    assert sorted(row["id"] for row, _ in hits) == sorted(f"u1-m{i}" for i in range(40))
+    assert sorted(row["id"] for row, _ in hits) == sorted(f"u1-m{i}" for i in range(10))
     await store.close()
 
 
@@ -193,14 +215,31 @@ async def test_the_memory_config_sets_the_budget_of_its_store_maintenance(
     if budget_s is not None:
         settings["cluster_budget_s"] = budget_s
     memory = AsyncMemory(MemoryConfig(**settings), embedder=HashEmbedder())
-    for i in range(SCATTERED_RUNS + 2):  # one commit per memory, the two users alternating
+    for i in range(SCATTERED_RUNS + 2):  # alice's and bob's rows with others' in between
         for user in ("alice", "bob"):
             await memory.add(f"{user} fact number {i}", user_id=user, infer=False)
+            others = [f"filler {i} {k}" for k in range(NEAR_ROWS + 1)]
+            await memory.add(others, user_id=f"{user}-{i}", infer=False)
     store: Any = memory.store
     lance: LanceStore = store.inner
     await lance.optimize()
     addresses = await layout(lance)
-    assert all(contiguous(a) for a in addresses.values()) is moved
+    assert contiguous(addresses["alice"]) is moved
+    assert contiguous(addresses["bob"]) is moved
     found = await memory.get_all(user_id="alice", limit=100)
     assert len(found["results"]) == SCATTERED_RUNS + 2
     await memory.close()
+
+
+async def test_one_user_writing_alone_is_never_rewritten(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Each insert is a fragment of its own until the compaction joins them: counted after it,
+    # the user's rows are one run, and the turn commits no rewrite of them.
+    store = await interleaved_store(str(tmp_path / "db"), users=1, per_user=3 * SCATTERED_RUNS)
+    with caplog.at_level("INFO", logger="memory_core.store_layout"):
+        await store.optimize()
+    assert not [r for r in caplog.records if r.name == "memory_core.store_layout"]
+    assert len(await layout(store)) == 1
+    assert store.maintenance_runs["ran"] == 1
+    await store.close()
