@@ -80,8 +80,11 @@ def rows_together(storage: Path) -> Path:
     """A copy of ``storage`` whose users' rows the product's store maintenance moved together
     (turn after turn until no user is scattered), made once and kept beside it."""
     together = storage.with_name(storage.name + "-together")
+    source = json.loads((storage / "built.json").read_text())
     if (together / "built.json").exists():
-        return together
+        made = json.loads((together / "built.json").read_text())
+        if {k: v for k, v in made.items() if k != "rows_together"} == source:
+            return together  # else the store was rebuilt since: make the copy again
     if together.exists():
         shutil.rmtree(together)
     partial = storage.with_name(storage.name + "-together.partial")
@@ -90,9 +93,8 @@ def rows_together(storage: Path) -> Path:
     shutil.copytree(storage, partial)
     started = time.perf_counter()
     turns = asyncio.run(_move_rows_together(partial))
-    info = json.loads((storage / "built.json").read_text())
-    info["rows_together"] = {"turns": turns, "seconds": round(time.perf_counter() - started, 1)}
-    (partial / "built.json").write_text(json.dumps(info, indent=2))
+    moved = {"turns": turns, "seconds": round(time.perf_counter() - started, 1)}
+    (partial / "built.json").write_text(json.dumps({**source, "rows_together": moved}, indent=2))
     partial.rename(together)
     return together
 
