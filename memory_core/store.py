@@ -292,8 +292,8 @@ class LanceStore:
         return result
 
     async def optimize(self) -> None:
-        """Compact files, fold new rows into the indexes, drop versions past the retention;
-        with a maintenance lock, only while holding it (else another replica is at it)."""
+        """Compact, fold new rows into the indexes, drop old versions, move scattered users'
+        rows together; with a maintenance lock, only while holding it (else another replica is)."""
         async with maintenance_turn(self._lock, f"optimize:{self.uri}", self._lock_ttl_s) as no:
             if no is not None:
                 self.maintenance_runs[no] += 1
@@ -304,8 +304,7 @@ class LanceStore:
             self.maintenance_runs[outcome] += 1
 
     async def _maintain(self) -> str:
-        """One maintenance turn, every step best effort (the data stays correct, only slower
-        to read, without it): "ran", or "failed" when a step failed (logged)."""
+        """One turn, each step best effort (data stays correct): "ran", or "failed" (logged)."""
         outcome = "ran"
         try:
             given = await self.backfill_records()
