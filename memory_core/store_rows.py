@@ -17,7 +17,7 @@ from .bm25 import tokenize
 from .errors import StoreError
 from .filters import ids_sql
 from .records import SEARCH_TEXT
-from .storage import ScopeRows
+from .storage import ScopeRows, TextHit
 from .store_schema import (
     RECORD,
     REVISION,
@@ -68,6 +68,28 @@ async def scan_columns(table: Any, where: str, limit: int, dimension: int) -> Sc
     texts = [t or "" for t in stored.column(SEARCH_TEXT).to_pylist()]
     rows = [decode_row(r) for r in stored.drop_columns(["vector", SEARCH_TEXT]).to_pylist()]
     return ScopeRows(rows, vectors, texts, [tokenize(text) for text in texts])
+
+
+def text_hits(table: pa.Table) -> list[TextHit]:
+    """A full-text query's result (``vector`` and ``_score`` among its columns) as (row, its
+    vector, BM25 score), in its order; a row without a vector is left out."""
+    if table.num_rows == 0:
+        return []
+    column = table.column("vector")
+    if column.null_count:
+        return [
+            (decode_row(r), np.asarray(r["vector"], np.float32), float(r["_score"]))
+            for r in table.to_pylist()
+            if r["vector"] is not None
+        ]
+    flat = column.combine_chunks().flatten().to_numpy(zero_copy_only=False)
+    matrix = flat.astype(np.float32, copy=False).reshape(table.num_rows, -1)
+    scores = table.column("_score").to_pylist()
+    rows = table.drop_columns(["vector", "_score"]).to_pylist()
+    return [
+        (decode_row(r), matrix[i], float(score))
+        for i, (r, score) in enumerate(zip(rows, scores, strict=True))
+    ]
 
 
 def updated_columns(stored: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:

@@ -130,6 +130,11 @@ async def test_maintenance_moves_each_scattered_user_together_and_changes_no_val
     after_layout = await layout(store)
     assert sorted(after_layout) == sorted(users)
     assert all(contiguous(a) and len(a) == 10 for a in after_layout.values()), after_layout
+    # ... and compacted again: no small fragment outside the indexes for every query to scan.
+    table: Any = store._table()
+    assert (await table.stats())["fragment_stats"]["num_fragments"] == 1
+    for index in await table.list_indices():
+        assert (await table.index_stats(index.name)).num_unindexed_rows == 0, index.name
     assert await every_row(store) == before  # every column of every row, revision included
     for user in users[:3]:
         await assert_records_match_columns(store, user, 10)
