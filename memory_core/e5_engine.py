@@ -27,11 +27,7 @@ PREFIXES = {True: "query: ", False: "passage: "}
 class OnnxE5:
     """Thread-safe for concurrent ``encode`` calls (ONNX Runtime sessions are)."""
 
-    def __init__(
-        self, path: Path | None = None, *, num_threads: int = 1, wide_threads: int = 0
-    ) -> None:
-        """``wide_threads`` > 1: also a session on that many threads for ``encode(wide=True)``
-        (its pool spins while a call runs, so it only pays on otherwise idle cores)."""
+    def __init__(self, path: Path | None = None, *, num_threads: int = 1) -> None:
         import onnxruntime
 
         model = E5ModelFile(path or default_model_path())
@@ -39,16 +35,14 @@ class OnnxE5:
         self._window = model.shape.max_positions - 2
         self._tokenizer = UnigramTokenizer(model.vocabulary)
         self._words = model.blocks("emb.word", model.shape.vocab, model.shape.hidden)
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = num_threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        # Idle pool threads would otherwise spin on the cores the event loop needs.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
 
-        def session(graph: bytes, threads: int = num_threads, spin: bool = False) -> Any:
-            options = onnxruntime.SessionOptions()
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
-            options.log_severity_level = 3
-            # Idle pool threads would otherwise spin on the cores the event loop needs; a
-            # spinning pool (1.1 ms faster a call on 2 cores) stops when each call returns.
-            options.add_session_config_entry("session.intra_op.allow_spinning", str(int(spin)))
-            options.add_session_config_entry("session.force_spinning_stop", "1")
+        def session(graph: bytes) -> Any:
             return onnxruntime.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
 
         calibration = session(build_e5_graph(model))
@@ -59,32 +53,24 @@ class OnnxE5:
             return outputs[1:]
 
         maxima = ffn_input_maxima(gelu_outputs, model.shape.layers, model.shape.ffn)
-        graph = build_e5_graph(model, maxima)
-        self._session = session(graph)
-        self._wide = session(graph, wide_threads, spin=True) if wide_threads > 1 else None
+        self._session = session(build_e5_graph(model, maxima))
         _release_freed_memory()
 
     def token_ids(self, text: str, is_query: bool) -> list[int]:
         return self._tokenizer.content_ids(PREFIXES[is_query] + text)
 
-    @property
-    def has_wide(self) -> bool:
-        return self._wide is not None
-
-    def encode(self, texts: Sequence[str], is_query: bool, *, wide: bool = False) -> Floats:
-        """L2-normalised vectors ``[len(texts), 384]``; ``wide``: on the ``wide_threads``
-        session, if there is one (the same vectors, bit for bit: integer matmuls).
+    def encode(self, texts: Sequence[str], is_query: bool) -> Floats:
+        """L2-normalised vectors ``[len(texts), 384]``.
 
         One engine call per 510-token window, never a padded batch: activations are quantised
         per call, so batching would make a text's vector depend on its neighbours (and, on
         these sizes, batches of 8 saved only ~20 % of the time).
         """
-        session = self._wide if wide and self._wide is not None else self._session
         result = np.zeros((len(texts), self.dim), dtype=np.float32)
         for row, text in enumerate(texts):
             total = np.zeros(self.dim, dtype=np.float64)
             for ids, weight in self._windows(self.token_ids(text, is_query)):
-                total += weight * self._mean(ids, session)
+                total += weight * self._mean(ids)
             norm = float(np.linalg.norm(total))
             result[row] = total / (norm or 1.0)
         return result
@@ -95,8 +81,8 @@ class OnnxE5:
         chunks = [content[start : start + size] for start in range(0, len(content), size)]
         return [([bos, *chunk, eos], float(max(len(chunk), 1))) for chunk in chunks or [[]]]
 
-    def _mean(self, ids: list[int], session: Any) -> Floats:
-        (pooled,) = session.run(None, {"words": self._words_of(ids)})
+    def _mean(self, ids: list[int]) -> Floats:
+        (pooled,) = self._session.run(None, {"words": self._words_of(ids)})
         result: Floats = pooled[0]
         return result
 

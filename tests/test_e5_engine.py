@@ -284,12 +284,12 @@ async def test_a_failing_engine_call_fails_its_callers_and_the_next_call_works(
     encode = local_embedder._encode
     calls = 0
 
-    def fails_once(texts: list[str], purpose: Any, alone: bool = False) -> np.ndarray:
+    def fails_once(texts: list[str], purpose: Any) -> np.ndarray:
         nonlocal calls
         calls += 1
         if calls == 1:
             raise RuntimeError("engine broke")
-        return encode(texts, purpose, alone)
+        return encode(texts, purpose)
 
     monkeypatch.setattr(local_embedder, "_encode", fails_once)
     first, second = await asyncio.gather(
