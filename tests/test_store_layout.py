@@ -150,6 +150,37 @@ async def test_maintenance_moves_each_scattered_user_together_and_changes_no_val
     await store.close()
 
 
+async def test_a_failing_compaction_after_the_moves_fails_the_turn_and_loses_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    users = [f"u{u}" for u in range(NEAR_ROWS + 8)]
+    store = await interleaved_store(str(tmp_path / "db"), users=len(users), per_user=10)
+    before = await every_row(store)
+    table: Any = store._table()
+    optimize = table.optimize
+    calls = 0
+
+    async def second_call_fails(**kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 2:  # the compaction after the moves
+            raise RuntimeError("disk full")
+        return await optimize(**kwargs)
+
+    monkeypatch.setattr(table, "optimize", second_call_fails)
+    await store.optimize()
+    assert calls == 2
+    assert store.maintenance_runs == {"ran": 0, "skipped": 0, "failed": 1}
+    assert all(contiguous(a) for a in (await layout(store)).values())
+    assert await every_row(store) == before
+    monkeypatch.undo()
+    await store.optimize()  # the next turn folds the moved fragments in
+    assert (await table.stats())["fragment_stats"]["num_fragments"] == 1
+    assert store.maintenance_runs == {"ran": 1, "skipped": 0, "failed": 1}
+    assert await every_row(store) == before
+    await store.close()
+
+
 async def test_a_budget_of_zero_moves_nothing(tmp_path: Path) -> None:
     store = await interleaved_store(str(tmp_path / "db"), users=2, per_user=20)
     table: Any = store._table()
