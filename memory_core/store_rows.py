@@ -1,7 +1,8 @@
 """The row operations built on the memories table's packed record (``store_schema``): reading
 a whole scope in one column read; updating one row so its record stays equal to its columns,
 also when several processes update it at once (the update is applied only at the revision it
-was computed from, else recomputed); and giving rows of older stores their record."""
+was computed from, else recomputed); giving rows of older stores their record; and a
+full-text query's result as rows with their vectors."""
 
 from __future__ import annotations
 
